@@ -1,0 +1,65 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv themselves and are safe to rerun.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.imgclean-installed
+# torch/torchvision builds this project is tested with; override e.g. `make TORCH_SPEC="torch torchvision"`
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install system-deps check-export check-clean nbtest pytest bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian's chromium for the browser tests (never `playwright install`: it downloads its own browser).
+system-deps:
+	@if ! command -v chromium >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo || echo sudo ); \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	    || { echo "could not install chromium (apt-get install -y chromium); browser tests will fail"; [ "$${CI:-}" != true ] || exit 1; }; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/imgclean demo
+
+# Fingerprint of a set of files, to check that a tool left them unchanged.
+define fingerprint
+find $(1) -type f -name '$(2)' -not -path '*/.ipynb_checkpoints/*' -print0 | sort -z | xargs -0 sha256sum
+endef
+
+check-export: $(STAMP)
+	@before=$$($(call fingerprint,imgclean,*.py)); \
+	$(BIN)/nbdev_export; \
+	after=$$($(call fingerprint,imgclean,*.py)); \
+	if [ "$$before" != "$$after" ]; then echo "imgclean/ was out of step with nbs/: run nbdev_export and commit the result"; exit 1; fi; \
+	echo "nbdev_export: imgclean/ in sync"
+
+check-clean: $(STAMP)
+	@before=$$($(call fingerprint,nbs,*.ipynb)); \
+	$(BIN)/nbdev_clean; \
+	after=$$($(call fingerprint,nbs,*.ipynb)); \
+	if [ "$$before" != "$$after" ]; then echo "notebooks carried outputs or metadata noise: run nbdev_clean and commit the result"; exit 1; fi; \
+	echo "nbdev_clean: notebooks clean"
+
+nbtest: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: $(STAMP) system-deps
+	$(BIN)/python -m pytest tests -ra
+
+test: check-export check-clean nbtest pytest
+
+bench: $(STAMP)
+	for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+clean-venv:
+	rm -rf $(VENV)
