@@ -150,13 +150,14 @@ def make_learner(dls,                   # DataLoaders from the data stage
     learn.pretrained, learn.arch_name = use, a.__name__
     return learn
 
-# %% ../nbs/04_train.ipynb #24
+# %% ../nbs/04_train.ipynb #27
 def find_lr(learn:Learner,        # The learner
             show_plot:bool=True,  # Plot loss against learning rate
             clamp=(1e-5, 1e-1),   # The suggestion is clipped to this range
+            num_it:int=100,       # Mini-batches tried (fewer is faster on a CPU)
            )->float:              # Suggested learning rate (fastai's 'valley')
     "Run `lr_find`, print and return its suggestion"
-    sug = learn.lr_find(show_plot=show_plot)
+    sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
     lr = float(min(max(sug.valley, clamp[0]), clamp[1]))
     print(f"lr_find suggests {sug.valley:.2e} (valley); using {lr:.2e}")
     return lr

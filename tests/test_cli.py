@@ -1,0 +1,54 @@
+"The `imgclean` command's argument errors and the offline pretrained-weights path, in-process."
+import pytest
+
+from imgclean import cli, train
+
+
+def run(capsys, *args):
+    "Run the CLI in-process; return (exit code, stdout, stderr)"
+    try: cli.main([str(a) for a in args]); code = 0
+    except SystemExit as e: code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize('args', [
+    ('download', '{tmp}/nope', '{tmp}/dest'),           # missing folder
+    ('download', '{tmp}/empty', '{tmp}/dest'),          # folder without urls_*.csv
+    ('verify', '{tmp}/nope'),
+    ('train', '{tmp}/nope', '--no-pretrained'),
+    ('train', '{tmp}/shapes', '--arch', 'resnet35', '--no-pretrained'),   # unknown backbone
+    ('train', '{tmp}/shapes', '--csv', 'missing.csv', '--no-pretrained'),
+    ('predict', '{tmp}/nope.pkl', '{tmp}/shapes'),
+])
+def test_bad_arguments_give_one_line_errors(capsys, tmp_path, class_folders, args):
+    (tmp_path/'empty').mkdir()
+    code, _, err = run(capsys, *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2
+    assert err.startswith(f'imgclean {args[0]}: error:') and len(err.strip().splitlines()) == 1, err
+
+
+def test_empty_url_csv_is_an_error(capsys, tmp_path):
+    (tmp_path/'urls').mkdir(); (tmp_path/'urls'/'urls_cat.csv').write_text('\n\n')
+    code, _, err = run(capsys, 'download', tmp_path/'urls', tmp_path/'dest')
+    assert code == 2 and 'error' in err
+
+
+def test_pretrained_offline_fails_fast_with_advice(capsys, tmp_path, class_folders, monkeypatch):
+    import torch
+    monkeypatch.setattr(train, '_reachable', lambda url, timeout=3.0: False)   # as on a machine with no internet
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path/'hub'))     # and an empty hub cache
+    code, _, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--size', 32, '--lr', '1e-3')
+    assert code == 2
+    assert 'resnet18' in err and str(tmp_path/'hub'/'checkpoints') in err and '--no-pretrained' in err
+
+
+def test_train_with_local_weights_file(capsys, tmp_path, class_folders):
+    import torch, torchvision
+    wfile = tmp_path/'r18.pth'
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), wfile)
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--size', 32, '--bs', 8, '--lr', '1e-3',
+                         '--weights', wfile, '--freeze-epochs', 1, '--epochs', 1, '--workers', 0)
+    assert code == 0, err
+    assert 'validation accuracy' in out and (class_folders/'export.pkl').is_file()
+    assert (class_folders/'models'/'stage-1.pth').is_file() and (class_folders/'models'/'stage-2.pth').is_file()
