@@ -14,11 +14,14 @@ from .train import WeightsUnavailable
 # %% ../nbs/10_cli.ipynb #5
 def _download(a):
     from imgclean.download import download_images
-    download_images(a.urls, a.dest, max_pics=a.max_pics, label=a.label)
+    df = download_images(a.urls, a.dest, max_pics=a.max_pics, label=a.label, n_workers=a.workers, per_host=a.per_host,
+                         timeout=a.timeout, max_bytes=a.max_bytes, retries=a.retries, progress=not a.no_progress)
+    if (df.status == 'ok').sum() == 0 and len(df): raise ValueError(f"none of the {len(df)} URLs gave an image; see {Path(a.dest)/'manifest.csv'} for the reasons")
 
 def _verify(a):
     from imgclean.verify import verify_images
-    verify_images(a.dest, max_size=a.max_size, quarantine=a.quarantine)
+    verify_images(a.dest, max_size=a.max_size, quarantine=a.quarantine, n_workers=a.workers,
+                  progress=not a.no_progress, manifest=not a.no_manifest)
 
 def _dls(a):
     "DataLoaders from the train subcommand's data flags"
@@ -63,8 +66,22 @@ def _report(a):
 
 def _audit(a):
     from imgclean.audit import audit, summarize_audit
-    df = audit(a.dest, learner=a.learner, arch=a.arch, weights=a.weights, out=a.out)
+    out = Path(a.out) if Path(a.out).is_absolute() else Path(a.dest)/a.out
+    df = audit(a.dest, learner=a.learner, arch=a.arch, weights=a.weights, size=a.size, k=a.folds,
+               checks=tuple(a.checks.split(',')), cache_dir=a.cache, out=out)
     print(summarize_audit(df))
+    print(f"issues table: {out} (review it with ImageCleaner(path, mode='audit') in Jupyter)")
+
+def _apply(a):
+    from imgclean.widgets import apply_cleaning, undo_cleaning
+    if a.undo: print(f"moved {undo_cleaning(a.dest)} files back"); return
+    moves = apply_cleaning(a.dest, trash=a.trash)
+    print(f"{len(moves)} files moved ({', '.join(f'{n} {k}' for k, n in moves.action.value_counts().items()) or 'nothing to do'}); "
+          f"undo with `imgclean apply {a.dest} --undo`")
+
+def _urls(a):
+    from imgclean.export import url_collector_js
+    print(url_collector_js(bookmarklet=a.bookmarklet))
 
 def _serve(a):
     from imgclean.serve import serve
@@ -156,11 +173,20 @@ def _parser():
     s.add_argument('dest', help="dataset root to download into")
     s.add_argument('--max-pics', type=int, default=None, help="keep at most this many images per class")
     s.add_argument('--label', default=None, help="class name when URLS is a single file")
+    s.add_argument('--workers', type=int, default=64, help="parallel downloads")
+    s.add_argument('--per-host', type=int, default=16, help="at most this many connections to one host")
+    s.add_argument('--timeout', type=float, default=10, help="connect/read timeout in seconds")
+    s.add_argument('--max-bytes', type=int, default=30_000_000, help="largest file accepted")
+    s.add_argument('--retries', type=int, default=2, help="retries of transient failures")
+    s.add_argument('--no-progress', action='store_true', help="no progress bar")
     s.set_defaults(fn=_download)
     s = sub.add_parser('verify', help="decode every image; quarantine the bad ones; resize large ones")
     s.add_argument('dest', help="dataset root with one folder per class")
     s.add_argument('--max-size', type=int, default=500, help="longest side after resizing (default 500, as lesson 2)")
     s.add_argument('--quarantine', default=None, help="where failing files go (default DEST_quarantine next to DEST)")
+    s.add_argument('--workers', type=int, default=None, help="parallel workers (default: one per core)")
+    s.add_argument('--no-manifest', action='store_true', help="don't update DEST/manifest.csv")
+    s.add_argument('--no-progress', action='store_true', help="no progress bar")
     s.set_defaults(fn=_verify)
     s = sub.add_parser('train', help="train a classifier and write export.pkl")
     s.add_argument('dest', help="dataset root")
@@ -202,7 +228,19 @@ def _parser():
     s.add_argument('--arch', default=None, help="backbone name for embeddings (instead of --learner)")
     s.add_argument('--weights', default=None, help="local weights for --arch")
     s.add_argument('--out', default='issues.csv', help="issues table (relative to DEST unless absolute)")
+    s.add_argument('--size', type=int, default=224, help="image size for the embeddings")
+    s.add_argument('--folds', type=int, default=5, help="folds for out-of-fold label predictions")
+    s.add_argument('--checks', default='label,duplicates,quality', help="comma-separated: label, duplicates, quality")
+    s.add_argument('--cache', default=None, help="embedding cache folder (default DEST/.imgclean_cache)")
     s.set_defaults(fn=_audit)
+    s = sub.add_parser('apply', help="carry out ImageCleaner decisions on disk (moves files, logged, undoable)")
+    s.add_argument('dest', help="dataset root holding the cleaner's decisions")
+    s.add_argument('--trash', default='_trash', help="folder under DEST that receives deleted files")
+    s.add_argument('--undo', action='store_true', help="move the files of the last apply back")
+    s.set_defaults(fn=_apply)
+    s = sub.add_parser('urls', help="print the browser snippet that saves an image search's URLs as urls_<class>.csv")
+    s.add_argument('--bookmarklet', action='store_true', help="print a javascript: bookmarklet instead")
+    s.set_defaults(fn=_urls)
     s = sub.add_parser('serve', help="serve an export.pkl over HTTP (Starlette + uvicorn)")
     s.add_argument('learner', help="export.pkl (a pickle: only serve files you trust)")
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=8000)

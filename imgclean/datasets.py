@@ -103,13 +103,16 @@ class _QuietHandler(SimpleHTTPRequestHandler):
     "Static files, no request log on stderr"
     def log_message(self, *args): pass
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the downloader opens up to 64 connections at once; the default backlog of 5 drops some
+    daemon_threads = True
+
 class DemoServer:
     "Serve folder `root` on http://127.0.0.1:PORT in a background thread; use as a context manager"
     def __init__(self, root:Path, host:str='127.0.0.1', port:int=0):
         self.root = Path(root)
         if not self.root.is_dir(): raise FileNotFoundError(f"{self.root} is not a folder to serve")
-        self.httpd = ThreadingHTTPServer((host, port), partial(_QuietHandler, directory=str(self.root)))
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), partial(_QuietHandler, directory=str(self.root)))
         self.url = f'http://{host}:{self.httpd.server_address[1]}'
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
     def start(self): self.thread.start(); return self

@@ -52,3 +52,48 @@ def test_train_with_local_weights_file(capsys, tmp_path, class_folders):
     assert code == 0, err
     assert 'validation accuracy' in out and (class_folders/'export.pkl').is_file()
     assert (class_folders/'models'/'stage-1.pth').is_file() and (class_folders/'models'/'stage-2.pth').is_file()
+
+
+def test_apply_and_undo_from_the_command_line(capsys, class_folders):
+    from imgclean.widgets import CleanerState
+    st = CleanerState(class_folders); st.delete('circle/000.png'); st.relabel('square/001.png', 'triangle')
+    code, out, err = run(capsys, 'apply', class_folders)
+    assert code == 0, err
+    assert '2 files moved' in out and '--undo' in out
+    assert not (class_folders/'circle'/'000.png').exists() and (class_folders/'triangle'/'001.png').exists()
+    code, _, err = run(capsys, 'apply', class_folders)          # a second apply would lose the undo log
+    assert code == 2 and 'undo' in err
+    code, out, err = run(capsys, 'apply', class_folders, '--undo')
+    assert code == 0 and 'moved 2 files back' in out, err
+    assert (class_folders/'circle'/'000.png').exists() and (class_folders/'square'/'001.png').exists()
+
+
+def test_urls_prints_the_browser_snippet(capsys):
+    code, out, _ = run(capsys, 'urls')
+    assert code == 0 and 'urls_' in out and 'javascript:' not in out.splitlines()[0]
+    code, out, _ = run(capsys, 'urls', '--bookmarklet')
+    assert code == 0 and out.startswith('javascript:')
+
+
+def test_download_and_verify_flags(capsys, tmp_path, class_folders):
+    from imgclean.datasets import DemoServer
+    with DemoServer(class_folders) as srv:
+        (tmp_path/'urls').mkdir()
+        (tmp_path/'urls'/'urls_circle.csv').write_text('\n'.join(f'{srv.url}/circle/{i:03d}.png' for i in range(5)) + f'\n{srv.url}/gone.png\n')
+        code, out, err = run(capsys, 'download', tmp_path/'urls', tmp_path/'dest', '--max-pics', 3, '--workers', 2,
+                             '--per-host', 1, '--retries', 0, '--timeout', 5, '--no-progress')
+    assert code == 0, err
+    assert len(list((tmp_path/'dest'/'circle').iterdir())) == 3
+    (tmp_path/'dest'/'circle'/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0'*40)
+    code, out, err = run(capsys, 'verify', tmp_path/'dest', '--workers', 0, '--no-progress', '--no-manifest')
+    assert code == 0, err
+    assert not (tmp_path/'dest'/'circle'/'bad.png').exists() and (tmp_path/'dest_quarantine'/'circle'/'bad.png').exists()
+
+
+def test_download_with_no_image_is_an_error(capsys, tmp_path):
+    from imgclean.datasets import DemoServer
+    (tmp_path/'site').mkdir(); (tmp_path/'site'/'page.html').write_text('<html>not an image</html>')
+    with DemoServer(tmp_path/'site') as srv:
+        (tmp_path/'urls').mkdir(); (tmp_path/'urls'/'urls_cat.csv').write_text(f'{srv.url}/page.html\n{srv.url}/missing.jpg\n')
+        code, _, err = run(capsys, 'download', tmp_path/'urls', tmp_path/'dest', '--retries', 0, '--no-progress')
+    assert code == 2 and 'manifest.csv' in err, err

@@ -39,7 +39,9 @@ def test_demo_download_and_verify_outcome(demo):
     assert len(truth) == urls                      # one manifest row per input URL
     # every file left in a class folder decodes; the corrupt ones were quarantined, not deleted
     from PIL import Image
-    files = [f for d in (path/'images').iterdir() if d.is_dir() and not d.name.startswith(('_', '.')) for f in d.iterdir()]
+    from imgclean.verify import image_class_files
+    files = image_class_files(path/'images')                     # class folders (fastai's models/ is not one)
+    assert files and not any(f.suffix == '.pth' for f in files)
     for f in files:
         with Image.open(f) as im: im.load()
     quarantined = [f for f in (path/'images_quarantine').rglob('*') if f.is_file() and f.name != 'report.csv']

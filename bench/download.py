@@ -1,0 +1,131 @@
+"""Benchmark: imgclean download_images + verify_images vs fastai's (fastai.vision.utils) on the same loopback URL lists.
+
+Usage: .venv/bin/python bench/download.py [--n 1200] [--classes 4]
+Generates N images of varied sizes (JPEG/PNG, 64-900 px) and mixes in every fault kind per class (404, 500 then ok,
+HTML with 200, truncated JPEG, empty body, redirect loop, connection reset, body over the cap, stall, bomb, duplicate
+image), serves them from a separate process on 127.0.0.1, then runs both sides and prints files/s, ratios, the
+files each side left in class folders that do not decode, and whether every URL appears in the manifest."""
+import argparse, multiprocessing as mp, shutil, sys, tempfile, time, warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tests'))
+from _fault_helpers import serve_forever_in_process  # noqa: E402
+
+FAULTS = ['404', 'flaky', 'html', 'truncated', 'empty', 'loop', 'reset', 'bigstream', 'stall', 'bomb', 'dupA', 'dupB']
+
+
+def make_site(site, n, seed=0):
+    "Write `n` images of varied sizes and formats into `site`"
+    rng = np.random.default_rng(seed)
+    site.mkdir(parents=True)
+    for i in range(n):
+        w, h = (int(x) for x in rng.integers(64, 900, 2))
+        base = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * rng.uniform(0.2, 1, 3)
+        arr = (base + rng.integers(0, 60, (h, 1, 3))).clip(0, 255).astype(np.uint8)
+        im = Image.fromarray(np.broadcast_to(arr, (h, w, 3)).copy())
+        if i % 3 == 0: im.save(site/f'{i:05d}.png')
+        else: im.save(site/f'{i:05d}.jpg', quality=85)
+    return sorted(p.name for p in site.iterdir())
+
+
+def undecodable(root):
+    "Files in the class folders of `root` that do not fully decode"
+    bad = []
+    for d in root.iterdir():
+        if not d.is_dir() or d.name.startswith(('_', '.')): continue
+        for f in d.rglob('*'):
+            if not f.is_file(): continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    with Image.open(f) as im: im.load()
+            except Exception: bad.append(f)
+    return bad
+
+
+def n_files(root): return sum(1 for d in root.iterdir() if d.is_dir() and not d.name.startswith(('_', '.')) for f in d.rglob('*') if f.is_file())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--n', type=int, default=1200, help="images to generate and serve (>= 1000 for the issue's figures)")
+    ap.add_argument('--classes', type=int, default=4)
+    ap.add_argument('--stall', type=float, default=3.0, help="seconds the stall endpoint waits")
+    ap.add_argument('--latency', type=float, default=0.05, help="simulated round trip per request in seconds (web hosts: 0.05-0.5; 0 = raw loopback)")
+    ap.add_argument('--hosts', type=int, default=4, help="loopback host names 127.0.0.1..N the URLs are spread over (real lists span many hosts)")
+    a = ap.parse_args()
+    from fastai.vision.utils import download_images as fa_download, verify_images as fa_verify
+    from fastai.data.transforms import get_image_files
+    from imgclean.download import download_images
+    from imgclean.verify import verify_images
+
+    tmp = Path(tempfile.mkdtemp(prefix='imgclean_bench_'))
+    try:
+        t0 = time.time()
+        names = make_site(tmp/'site', a.n)
+        print(f"generated {len(names)} images in {time.time()-t0:.1f}s under {tmp/'site'}")
+        ctx = mp.get_context('fork'); q = ctx.Queue()
+        hosts = [f'127.0.0.{i+1}' for i in range(a.hosts)]
+        srv = ctx.Process(target=serve_forever_in_process, args=(tmp/'site', q, a.stall, hosts, a.latency), daemon=True); srv.start()
+        bases = q.get(timeout=60); base = bases[0]
+        classes = [f'class{i}' for i in range(a.classes)]
+        lists = {c: [f'{bases[j % len(bases)]}/img/{nm}' for j, nm in enumerate(names[i::a.classes])] for i, c in enumerate(classes)}
+        for i, c in enumerate(classes):   # each fault kind in every class (a distinct URL per class)
+            lists[c] += [f'{base}/f/{k}/{c}' for k in FAULTS]
+        n_urls = sum(len(v) for v in lists.values())
+        (tmp/'urls').mkdir()
+        for c, us in lists.items(): (tmp/'urls'/f'urls_{c}.csv').write_text('\n'.join(us) + '\n')
+        print(f"{n_urls} URLs in {a.classes} classes ({len(FAULTS)} fault URLs per class), served by pid {srv.pid} on {len(bases)} loopback hosts, {a.latency*1000:.0f} ms simulated latency per request\n")
+
+        # fastai, as in lesson 2: download_images per class, then verify_images and unlink the failures
+        fa = tmp/'fastai'; fa.mkdir()
+        t0 = time.time()
+        for c in classes: fa_download(fa/c, url_file=tmp/'urls'/f'urls_{c}.csv', max_pics=10**6)
+        fa_dl = time.time() - t0
+        fa_copy = tmp/'fastai_verify_copy'; shutil.copytree(fa, fa_copy)
+        t1 = time.time()
+        failed = fa_verify(get_image_files(fa))
+        failed.map(Path.unlink)
+        fa_ver = time.time() - t1
+        fa_total = time.time() - t0
+
+        # imgclean
+        ours = tmp/'imgclean'
+        t0 = time.time()
+        man = download_images(tmp/'urls', ours, progress=False, verbose=False)
+        ic_dl = time.time() - t0
+        t1 = time.time()
+        ver = verify_images(ours, progress=False, verbose=False)
+        ic_ver = time.time() - t1
+        ic_total = time.time() - t0
+        print(f"imgclean manifest: {len(man)} rows; status {man.status.value_counts().to_dict()}")
+        print(f"imgclean verify:   {len(ver)} files, {int((~ver.ok).sum())} quarantined "
+              f"({ver.reason[~ver.ok].str.replace(r' [(].*', '', regex=True).value_counts().to_dict()})")
+
+        # verify alone, same files for both sides (fastai's own downloaded folder, copied before its verify)
+        c1, c2 = tmp/'v_fastai', tmp/'v_imgclean'
+        shutil.copytree(fa_copy, c1); shutil.copytree(fa_copy, c2)
+        nv = len(get_image_files(c1))
+        t0 = time.time(); fa_verify(get_image_files(c1)); fa_v = time.time() - t0
+        t0 = time.time(); verify_images(c2, progress=False, verbose=False, manifest=False); ic_v = time.time() - t0
+
+        print()
+        print(f"download files/s         imgclean {n_urls/ic_dl:8.1f}  fastai {n_urls/fa_dl:8.1f}  ratio {fa_dl/ic_dl:5.1f}x   ({n_urls} URLs; {ic_dl:.1f}s vs {fa_dl:.1f}s)")
+        print(f"download+verify files/s  imgclean {n_urls/ic_total:8.1f}  fastai {n_urls/fa_total:8.1f}  ratio {fa_total/ic_total:5.1f}x   ({ic_total:.1f}s vs {fa_total:.1f}s)")
+        print(f"verify alone img/s       imgclean {nv/ic_v:8.1f}  fastai {nv/fa_v:8.1f}  ratio {fa_v/ic_v:5.1f}x   ({nv} files; {ic_v:.2f}s vs {fa_v:.2f}s)")
+        bi, bf = undecodable(ours), undecodable(fa)
+        print(f"undecodable files left in class folders  imgclean {len(bi)}  fastai {len(bf)}"
+              + (f"  (fastai: {', '.join(sorted(p.name for p in bf))[:200]})" if bf else ''))
+        print(f"files in class folders   imgclean {n_files(ours)}  fastai {n_files(fa)}  (good images served: {len(names)})")
+        urls = {u for v in lists.values() for u in v}
+        print(f"manifest complete        imgclean {set(man.url) == urls and len(man) == n_urls} ({len(man)}/{n_urls} rows)  fastai n/a (no manifest)")
+        srv.terminate(); srv.join(5)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__': main()

@@ -1,0 +1,210 @@
+"Audit: embeddings cache, label issues, duplicates, quality, the issues table, bad input, frozen-phase head fit."
+import sys, warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _audit_helpers import make_noisy_dataset, shape_colour_feats  # noqa: E402
+from conftest import make_class_folders  # noqa: E402
+
+from imgclean.audit import (ISSUE_COLUMNS, audit, embed_images, find_duplicates, find_label_issues,
+                            find_quality_issues, fit_head_on_features, out_of_fold_probs, read_issues,
+                            summarize_audit, topk_neighbours)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2))
+
+
+class ColourNet(nn.Module):
+    "Per-channel mean and std: a deterministic 'embedding' for tests"
+    def forward(self, x): return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+
+@pytest.fixture
+def noisy(tmp_path):
+    root = tmp_path/'ds'
+    wrong, pairs = make_noisy_dataset(root, n=30, size=40, noise=0.1, n_dups=6)
+    return root, wrong, pairs
+
+
+def test_cache_keyed_by_model_and_size(tmp_path):
+    root = make_class_folders(tmp_path/'d', n=5)
+    files = sorted(root.rglob('*.png')); cd = tmp_path/'cache'
+    a = embed_images(files, _net(0), size=32, cache_dir=cd, progress=False)
+    b = embed_images(files, _net(1), size=32, cache_dir=cd, progress=False)
+    c = embed_images(files, _net(0), size=24, cache_dir=cd, progress=False)
+    assert len(list(cd.glob('*.npz'))) == 3
+    assert not np.allclose(a, b) and a.shape == c.shape and not np.allclose(a, c)
+    np.testing.assert_allclose(embed_images(files, _net(0), size=32, cache_dir=cd, progress=False), a, rtol=1e-6)
+    # a file with the same content under another name hits the cache; changed content does not
+    Image.new('RGB', (32, 32), 'red').save(files[0])
+    d = embed_images(files, _net(0), size=32, cache_dir=cd, progress=False)
+    assert not np.allclose(d[0], a[0]) and np.allclose(d[1:], a[1:])
+
+
+def test_interrupted_run_leaves_valid_cache(tmp_path):
+    root = make_class_folders(tmp_path/'d', n=8)
+    files = sorted(root.rglob('*.png')); cd = tmp_path/'cache'
+    class Boom(nn.Module):
+        def __init__(self): super().__init__(); self.inner = _net(0); self.calls = 0
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3: raise KeyboardInterrupt
+            return self.inner(x)
+    m = Boom()
+    with pytest.raises(KeyboardInterrupt): embed_images(files, m, bs=4, save_every=4, size=32, cache_dir=cd, progress=False)
+    (fn,) = cd.glob('*.npz')
+    with np.load(fn) as z: assert len(z['hashes']) == 8   # the two finished batches were saved
+    assert not list(cd.glob('*.tmp*'))
+    m.calls = -100
+    full = embed_images(files, m, bs=4, size=32, cache_dir=cd, progress=False)
+    np.testing.assert_allclose(full, embed_images(files, _net(0), bs=4, size=32, progress=False), rtol=1e-5)
+
+
+def test_corrupt_cache_is_ignored(tmp_path):
+    root = make_class_folders(tmp_path/'d', n=3); files = sorted(root.rglob('*.png')); cd = tmp_path/'c'
+    a = embed_images(files, _net(0), size=32, cache_dir=cd, progress=False)
+    (fn,) = cd.glob('*.npz'); fn.write_bytes(fn.read_bytes()[:50])
+    with pytest.warns(UserWarning, match='unreadable embedding cache'):
+        np.testing.assert_allclose(embed_images(files, _net(0), size=32, cache_dir=cd, progress=False), a, rtol=1e-6)
+
+
+def test_label_issues_find_injected_noise(noisy):
+    root, wrong, _ = noisy
+    files = sorted(f for f in root.rglob('*.png') if '_dup' not in f.name)
+    names = [f.relative_to(root).as_posix() for f in files]
+    li = find_label_issues([f.parent.name for f in files], feats=shape_colour_feats(files), files=names)
+    flagged = set(li.file[li.is_issue])
+    assert len(wrong) >= 5
+    tp = len(flagged & set(wrong))
+    assert tp/len(wrong) >= 0.6 and tp/max(len(flagged), 1) >= 0.6, (sorted(flagged), sorted(wrong))
+    sug = li.set_index('file').suggested
+    assert all(sug[n] == c for n, c in wrong.items() if n in flagged)
+
+
+def test_oof_probs_never_see_own_label():
+    # pure noise features: out-of-fold probabilities must not recover random labels
+    rng = np.random.default_rng(0); x = rng.normal(size=(200, 50)).astype(np.float32); y = rng.integers(0, 2, 200).astype(str)
+    p, cls = out_of_fold_probs(x, y)
+    acc = (np.array(cls)[p.argmax(1)] == y).mean()
+    assert acc < 0.65
+
+
+def test_duplicates_match_injected_pairs(noisy):
+    root, _, pairs = noisy
+    files = sorted(root.rglob('*.*'))
+    d = find_duplicates(files, root=root, progress=False)
+    found = {frozenset(g.file) for _, g in d.groupby('group')}
+    want = {frozenset(p) for p in pairs}
+    assert found == want, (found ^ want)
+    for _, g in d.groupby('group'):
+        assert g.suggestion.nunique() == 1 and g.suggestion.iloc[0] in set(g.file)
+
+
+def test_exact_duplicates_and_keeper(tmp_path):
+    root = make_class_folders(tmp_path/'d', n=4)
+    src = root/'circle'/'001.png'
+    (root/'square'/'zz.png').write_bytes(src.read_bytes())
+    Image.open(src).save(root/'square'/'copy.bmp')   # same pixels, other encoding
+    d = find_duplicates(sorted(root.rglob('*.*')), root=root, progress=False)
+    assert set(d.file) == {'circle/001.png', 'square/zz.png', 'square/copy.bmp'}
+    assert set(d.issue) == {'exact_duplicate'} and (d.similarity == 1).all()
+    assert set(d.suggestion) == {'circle/001.png'}
+
+
+def test_topk_blocked_matches_faiss():
+    rng = np.random.default_rng(0); x = rng.normal(size=(500, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    D1, I1 = topk_neighbours(x, 5); D2, I2 = topk_neighbours(x, 5, block=64, use_faiss=False)
+    np.testing.assert_array_equal(I1, I2); np.testing.assert_allclose(D1, D2, atol=1e-5)
+    assert not (I1 == np.arange(500)[:, None]).any()
+    x2 = np.repeat(rng.normal(size=(100, 32)).astype(np.float32), 2, 0) + rng.normal(scale=.01, size=(200, 32)).astype(np.float32)
+    x2 /= np.linalg.norm(x2, axis=1, keepdims=True)
+    _, Ia = topk_neighbours(x2, 1, approx=True)
+    assert (Ia[:, 0] == (np.arange(200) ^ 1)).mean() >= 0.9   # the IVF path finds each item's twin
+    codes = rng.integers(0, 256, (300, 8), dtype=np.uint8)
+    D3, _ = topk_neighbours(codes, 4, binary=True); D4, _ = topk_neighbours(codes, 4, binary=True, use_faiss=False)
+    np.testing.assert_allclose(np.sort(D3, 1), np.sort(D4, 1))
+
+
+def test_quality_issues(tmp_path):
+    d = tmp_path/'q'; d.mkdir()
+    Image.new('RGB', (64, 64), (250, 250, 250)).save(d/'white.png')
+    Image.new('RGB', (64, 64), (2, 2, 2)).save(d/'black.png')
+    Image.new('RGB', (16, 16), (200, 10, 10)).save(d/'tiny.png')
+    from imgclean.datasets import draw_shape
+    draw_shape('square', 64, 3).save(d/'ok.png')
+    draw_shape('square', 64, 3).resize((8, 8)).resize((64, 64), Image.BICUBIC).save(d/'blur.png')
+    q = find_quality_issues(sorted(d.iterdir()), root=d, progress=False)
+    got = set(zip(q.file, q.issue))
+    assert {('white.png', 'bright'), ('black.png', 'dark'), ('tiny.png', 'tiny'), ('blur.png', 'blurry'),
+            ('white.png', 'low_information')} <= got
+    assert 'ok.png' not in set(q.file)
+    q2 = find_quality_issues([d/'tiny.png'], thresholds=dict(tiny=8), root=d, progress=False)
+    assert 'tiny' not in set(q2.issue)
+    with pytest.raises(ValueError, match='unknown quality thresholds'): find_quality_issues([d/'ok.png'], thresholds=dict(blur=1))
+
+
+def test_audit_table_contract_and_roundtrip(noisy, tmp_path):
+    root, wrong, pairs = noisy
+    (root/'circle'/'broken.jpg').write_bytes(b'\xff\xd8 truncated')
+    with pytest.warns(UserWarning, match='could not be decoded'):
+        df = audit(root, model=ColourNet(), size=32, out=tmp_path/'issues.csv', progress=False)
+    assert list(df.columns) == ISSUE_COLUMNS
+    assert set(df.issue) <= {'label', 'exact_duplicate', 'near_duplicate', 'blurry', 'dark', 'bright', 'low_information',
+                             'tiny', 'odd_aspect', 'grayscale', 'unreadable'}
+    assert ('circle/broken.jpg', 'unreadable') in set(zip(df.file, df.issue))
+    assert (df.label == df.file.str.split('/').str[0]).all()
+    dup = df[df.issue.str.endswith('duplicate')]
+    assert (dup.group >= 0).all() and dup.similarity.between(0, 1).all()
+    assert (df[~df.issue.str.endswith('duplicate')].group == -1).all()
+    assert df[~df.issue.str.endswith('duplicate')].similarity.isna().all()
+    back = read_issues(tmp_path/'issues.csv')
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
+    assert pd.api.types.is_string_dtype(back.suggestion) and back.group.dtype.kind == 'i'
+    s = summarize_audit(df)
+    assert 'unreadable' in s and 'near_duplicate' in s
+
+
+def test_bad_input(tmp_path):
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(ValueError, match='no images found'): audit(tmp_path/'empty', model=_net(), progress=False)
+    with pytest.raises(FileNotFoundError, match='not a folder'): audit(tmp_path/'nope', model=_net(), progress=False)
+    one = make_class_folders(tmp_path/'one', classes=('circle',), n=5, size=32)
+    with pytest.warns(UserWarning, match='only one class'):
+        df = audit(one, model=_net(), size=32, progress=False)
+    assert 'label' not in set(df.issue)
+    single = make_class_folders(tmp_path/'single', classes=('circle', 'square'), n=10, size=32)
+    from imgclean.datasets import draw_shape
+    (single/'star').mkdir(); draw_shape('star', 32, 1).save(single/'star'/'only.png')
+    with pytest.warns(UserWarning, match='single image'):
+        df = audit(single, model=ColourNet(), size=32, progress=False, checks=('label',))
+    assert 'star/only.png' not in set(df.file)
+    with pytest.raises(ValueError, match='at least 2 classes'): out_of_fold_probs(np.zeros((3, 2)), ['a']*3)
+    with pytest.raises(TypeError, match='Learner'): embed_images([single/'star'/'only.png'], model=42)
+
+
+def test_fit_head_on_features_then_unfreeze(tmp_path):
+    from imgclean.data import folder_dls
+    from imgclean.train import make_learner
+    root = make_class_folders(tmp_path/'d', n=12, size=32)
+    dls = folder_dls(root, size=32, bs=8, num_workers=0, aug=False)
+    learn = make_learner(dls, 'resnet18', pretrained=False)
+    body = [p.clone() for p in learn.model[0].parameters()]
+    head = [p.clone() for p in learn.model[1].parameters()]
+    r = fit_head_on_features(learn, epochs=8, lr=1e-2)
+    assert all(torch.equal(a, b) for a, b in zip(body, learn.model[0].parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(head, learn.model[1].parameters()))
+    assert r['valid_accuracy'] >= 0.5   # 3 colour-coded classes: chance is 0.33
+    assert fit_head_on_features(learn, epochs=1)['seconds'] > 0   # one epoch of few steps works too
+    learn.unfreeze()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); learn.fit_one_cycle(1, 1e-3)

@@ -1,0 +1,167 @@
+"Downloader: every fault kind ends as a reported manifest row, never a crash or a hang; resume; input parsing."
+import sys, time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _fault_helpers import FaultServer, jpeg_bytes, png_bytes  # noqa: E402
+
+from imgclean.download import download_images, fetch_image, FetchError, read_urls, sniff_image, summarize_downloads
+from imgclean.verify import verify_images
+
+FAST = dict(timeout=1, total_timeout=4, max_bytes=2_000_000, retries=1, backoff=0.05, progress=False)
+
+
+@pytest.fixture(scope='module')
+def server():
+    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30), (i*20 % 255, 50, 90)) for i in range(6)}
+    with FaultServer(files, stall=3) as s: yield s
+
+
+@pytest.fixture(scope='module')
+def faults(server, tmp_path_factory):
+    "One download of every fault kind plus good images, then a verify pass"
+    s = server
+    urls = {'good': [s.img_url(f'{i}.jpg') for i in range(4)] + [s.img_url('0.jpg'), s.url('ok_query') + '?x=1', s.url('wrongtype')],
+            'bad': [s.url(k) for k in ('404', 'flaky', 'html', 'truncated', 'empty', 'loop', 'reset', 'big', 'bigstream',
+                                       'stall', 'bomb', 'dupA', 'dupB', 'gone500')]
+                   + ['file:///etc/passwd', 'data:image/png;base64,AAAA', 'javascript:alert(1)', 'not a url', 'http://', s.img_url('1.jpg')]}
+    dest = tmp_path_factory.mktemp('faults')/'images'
+    t0 = time.monotonic()
+    df = download_images(urls, dest, **FAST)
+    took = time.monotonic() - t0
+    return dest, df.set_index('url'), took, urls
+
+
+def test_every_url_has_a_row_and_nothing_hangs(faults):
+    dest, df, took, urls = faults
+    assert len(df) == sum(len(v) for v in urls.values())
+    assert took < 20                      # stall (3 s server sleep) bounded by the 1 s timeout
+    assert set(df.status) <= {'ok', 'skipped', 'failed'} and (df.reason[df.status != 'ok'] != '').all()
+    man = pd.read_csv(dest/'manifest.csv', keep_default_na=False)
+    assert list(man.columns[:9]) == ['class', 'url', 'status', 'reason', 'file', 'bytes', 'width', 'height', 'hash']
+    assert len(man) == len(df)
+
+
+@pytest.mark.parametrize('kind,status,reason', [
+    ('404', 'failed', 'http 404'), ('html', 'failed', 'not an image (text/html)'), ('empty', 'failed', 'empty body'),
+    ('loop', 'failed', 'too many redirects'), ('reset', 'failed', 'connection reset'), ('big', 'failed', 'too large'),
+    ('bigstream', 'failed', 'too large'), ('stall', 'failed', 'timeout'), ('gone500', 'failed', 'http 503 after 2 tries'),
+    ('flaky', 'ok', ''), ('truncated', 'ok', ''), ('bomb', 'ok', ''), ('dupA', 'ok', ''),
+    ('dupB', 'skipped', 'duplicate image'),
+])
+def test_fault_rows(faults, server, kind, status, reason):
+    _, df, _, _ = faults
+    r = df.loc[server.url(kind)]
+    assert r.status == status and r.reason.startswith(reason), (r.status, r.reason)
+
+
+def test_schemes_malformed_and_duplicates(faults, server):
+    _, df, _, _ = faults
+    for u in ('file:///etc/passwd', 'data:image/png;base64,AAAA', 'javascript:alert(1)'):
+        assert df.loc[u].status == 'failed' and df.loc[u].reason.startswith('unsupported scheme')
+    assert df.loc['not%20a%20url'].reason.startswith('malformed') and df.loc['http://'].reason.startswith('malformed')
+    rows = df.loc[[server.img_url('0.jpg')]]     # listed twice in 'good'
+    assert sorted(rows.status) == ['ok', 'skipped'] and 'duplicate url' in set(rows.reason)
+    cross = df.loc[[server.img_url('1.jpg')]]    # listed in 'bad' and 'good'
+    assert 'duplicate url (also listed in class bad)' in set(cross.reason)   # kept in the first class alphabetically
+
+
+def test_files_query_string_and_sniffed_extension(faults, server):
+    dest, df, _, _ = faults
+    ok = df[df.status == 'ok']
+    assert sorted(str(p.relative_to(dest)) for p in dest.glob('*/*')) == sorted(ok.file)   # no partial or extra files
+    assert not list(dest.rglob('.*.part'))
+    assert ok.loc[server.url('ok_query') + '?x=1'].file.endswith('.png')   # query kept; extension from bytes
+    assert ok.loc[server.url('wrongtype')].file.endswith('.png')            # text/plain header, PNG bytes
+    for u, r in ok.iterrows():
+        assert (dest/r.file).stat().st_size == r.bytes and len(r.hash) == 32
+
+
+def test_verify_after_download_leaves_only_decodable(faults):
+    dest, df, _, _ = faults
+    v = verify_images(dest, progress=False, n_workers=0)
+    bad = dict(zip(v.file[~v.ok], v.reason[~v.ok]))
+    assert {r for r in bad.values()} == {'truncated image', 'decompression bomb'} or \
+        sorted(r.split(' (')[0] for r in bad.values()) == ['decompression bomb', 'truncated image']
+    for f in (fn for d in dest.iterdir() if d.is_dir() for fn in d.iterdir()):
+        with Image.open(f) as im: im.load()
+    q = dest.parent/'images_quarantine'
+    assert len(pd.read_csv(q/'report.csv')) == 2 and len([f for f in q.rglob('*.*') if f.name != 'report.csv']) == 2
+    man = pd.read_csv(dest/'manifest.csv', keep_default_na=False)
+    assert man.reason.str.startswith('verify: ').sum() == 2
+
+
+def test_resume_skips_done_urls(server, tmp_path):
+    urls = [server.img_url(f'{i}.jpg') for i in range(5)]
+    d1 = download_images(urls[:3], tmp_path/'d', label='a', **FAST)
+    assert (d1.status == 'ok').all()
+    before = dict(server.hits)
+    d2 = download_images(urls, tmp_path/'d', label='a', **FAST)
+    assert list(d2.reason[:3]) == ['already downloaded']*3 and (d2.status == 'ok').all()
+    assert all(server.hits.get(u.replace(server.base, ''), 0) == before.get(u.replace(server.base, ''), 0) for u in urls[:3])
+    # an interrupted run (files but no manifest) resumes from the stable file names
+    (tmp_path/'d'/'manifest.csv').unlink()
+    d3 = download_images(urls, tmp_path/'d', label='a', **FAST)
+    assert (d3.reason == 'already downloaded').all()
+    assert 'already there' in summarize_downloads(d3)
+
+
+def test_max_pics(server, tmp_path):
+    urls = [server.img_url(f'{i}.jpg') for i in range(6)]
+    df = download_images(urls, tmp_path/'d', max_pics=2, label='a', **FAST)
+    assert (df.status == 'ok').sum() == 2 and df.reason.str.startswith('max_pics').sum() == 4
+    assert len(list((tmp_path/'d'/'a').iterdir())) == 2
+
+
+def test_url_file_parsing(tmp_path, server):
+    raw = (b'\xef\xbb\xbfurl\r\n"' + server.img_url('0.jpg').encode() + b'"\r\n\r\n  ' + server.img_url('1.jpg').encode()
+           + b'  \r\n' + server.img_url('caf\xe9.jpg').encode() + b'\n\xff\xfe garbage \x00\n')
+    (tmp_path/'urls').mkdir(); (tmp_path/'urls'/'urls_cats.csv').write_bytes(raw)
+    got = read_urls(tmp_path/'urls'/'urls_cats.csv')
+    assert got[:3] == [server.img_url('0.jpg'), server.img_url('1.jpg'), server.img_url('caf%C3%A9.jpg')] and len(got) == 4
+    df = download_images(tmp_path/'urls', tmp_path/'d', **FAST)
+    assert list(df['class'].unique()) == ['cats'] and len(df) == 4
+    assert list(df.status) == ['ok', 'ok', 'failed', 'failed']
+
+
+@pytest.mark.parametrize('setup,exc,msg', [
+    (lambda p: p/'missing', FileNotFoundError, 'does not exist'),
+    (lambda p: (p/'empty').mkdir() or p/'empty', FileNotFoundError, 'no urls_<class>.csv'),
+    (lambda p: (p/'e').mkdir() or (p/'e'/'urls_a.csv').write_text('\n\n') and p/'e', ValueError, 'no URLs'),
+])
+def test_bad_arguments(tmp_path, setup, exc, msg):
+    with pytest.raises(exc, match=msg): download_images(setup(tmp_path), tmp_path/'d', progress=False)
+
+
+def test_dest_is_a_file(tmp_path):
+    (tmp_path/'f').write_text('x')
+    with pytest.raises(ValueError, match='is a file'): download_images(['http://127.0.0.1:9/a.jpg'], tmp_path/'f', label='a')
+    with pytest.raises(ValueError, match='label='): download_images(['http://127.0.0.1:9/a.jpg'], tmp_path/'d')
+
+
+def test_fetch_image_and_sniff(server):
+    data, ext, _ = fetch_image(server.img_url('2.jpg'))
+    assert ext == 'jpg' and Image.open(__import__('io').BytesIO(data)).size == (42, 30)
+    with pytest.raises(FetchError, match='http 404'): fetch_image(server.url('404'))
+    assert sniff_image(b'II*\x00rest') == 'tif' and sniff_image(b'GIF89a..') == 'gif' and sniff_image(b'') is None
+
+
+def test_interrupted_run_leaves_manifest_and_no_partial_files(server, tmp_path, monkeypatch):
+    import imgclean.download as dl
+    urls = [server.img_url(f'{i}.jpg') for i in range(6)]
+    real = dl.fetch_image
+    def flaky(url, *a, **kw):
+        if url.endswith('3.jpg'): raise KeyboardInterrupt
+        return real(url, *a, **kw)
+    monkeypatch.setattr(dl, 'fetch_image', flaky)
+    with pytest.raises(KeyboardInterrupt): download_images(urls, tmp_path/'d', label='a', n_workers=1, **FAST)
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    assert len(man) == 6 and man.reason.str.startswith('interrupted').sum() >= 1
+    assert not [p for p in (tmp_path/'d').rglob('*') if p.name.endswith('.part')]
+    monkeypatch.setattr(dl, 'fetch_image', real)
+    df = download_images(urls, tmp_path/'d', label='a', **FAST)
+    assert (df.status == 'ok').all() and (df.reason == 'already downloaded').sum() >= 3 and df.reason[3] == ''

@@ -1,0 +1,179 @@
+"Export/load round trip, single and batch predictions, bad inputs, and the shipped URL-collector JavaScript."
+import shutil, subprocess, sys, threading, warnings
+from pathlib import Path
+from urllib.parse import unquote
+
+import matplotlib
+matplotlib.use('Agg')
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _export_helpers import tiny_learner, write_bad_files  # noqa: E402
+
+from imgclean.export import (export_learner, image_paths, load_model, plot_prediction_counts, predict_files,  # noqa: E402
+                             predict_image, url_collector_js)
+
+ASSETS = Path(__file__).resolve().parents[1]/'imgclean'/'assets'
+
+
+@pytest.fixture(scope='module')
+def trained():
+    return tiny_learner()
+
+
+@pytest.fixture(scope='module')
+def exported(trained, tmp_path_factory):
+    learn, _, _ = trained
+    fn = export_learner(learn, tmp_path_factory.mktemp('exp')/'export.pkl')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return fn, load_model(fn)
+
+
+def test_export_is_atomic_and_round_trips(trained, exported, tmp_path):
+    learn, root, _ = trained
+    fn, learn2 = exported
+    assert [p.name for p in fn.parent.iterdir()] == ['export.pkl']   # no temp file left
+    assert list(learn2.dls.vocab) == list(learn.dls.vocab)
+    files = sorted(root.rglob('*.png'))
+    a = predict_files(learn, files, progress=False, probs=True)
+    b = predict_files(learn2, files, progress=False, probs=True)
+    pd.testing.assert_frame_equal(a, b)   # identical predictions after the round trip
+    # relative names go under learn.path, as with fastai's learn.export
+    old, learn.path = learn.path, tmp_path
+    try: rel = export_learner(learn, 'models/rel_export.pkl')
+    finally: learn.path = old
+    assert rel == tmp_path/'models'/'rel_export.pkl' and rel.stat().st_size > 1e5
+
+
+def test_export_failure_keeps_old_file(trained, tmp_path, monkeypatch):
+    learn, _, _ = trained
+    fn = tmp_path/'export.pkl'; fn.write_bytes(b'previous export')
+    from fastai.learner import Learner
+    def boom(self, fname, **kw):
+        Path(fname).write_bytes(b'half'); raise OSError('disk full')
+    monkeypatch.setattr(Learner, 'export', boom)
+    with pytest.raises(RuntimeError, match='disk full'): export_learner(learn, fn)
+    assert fn.read_bytes() == b'previous export' and sorted(p.name for p in tmp_path.iterdir()) == ['export.pkl']
+
+
+def test_export_leaves_out_unpicklable_callbacks(trained, tmp_path):
+    from fastai.callback.core import Callback
+    learn, _, _ = trained
+    class HoldsLock(Callback): pass
+    cb = HoldsLock(); cb.lock = threading.Lock()
+    learn.add_cb(cb)
+    try:
+        with pytest.warns(UserWarning, match='HoldsLock'): fn = export_learner(learn, tmp_path/'export.pkl')
+        assert cb in learn.cbs                                  # still on the learner
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            assert not any(type(c).__name__ == 'HoldsLock' for c in load_model(fn).cbs)
+    finally: learn.remove_cb(cb)
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='train and export'): load_model(tmp_path/'nope.pkl')
+    with pytest.raises(IsADirectoryError): load_model(tmp_path)
+    (tmp_path/'bad.pkl').write_bytes(b'\x80\x04garbage that is no pickle')
+    with pytest.raises(ValueError, match='not a fastai export'): load_model(tmp_path/'bad.pkl')
+    (tmp_path/'text.pkl').write_text('hello')
+    with pytest.raises(ValueError, match='not a fastai export'): load_model(tmp_path/'text.pkl')
+    import torch
+    torch.save({'a': 1}, tmp_path/'dict.pkl')
+    with pytest.raises(TypeError, match='not hold a fastai Learner|not a fastai Learner'): load_model(tmp_path/'dict.pkl')
+
+
+def test_load_model_warns_about_pickles(exported):
+    fn, _ = exported
+    with pytest.warns(UserWarning, match='only load export files you made or trust|Only load export files'):
+        load_model(fn)
+
+
+def test_predict_image_order_and_sum(exported, trained):
+    _, learn2 = exported
+    learn, root, _ = trained
+    img = sorted(root.rglob('*.png'))[0]
+    preds = predict_image(learn2, img)
+    assert sorted(c for c, _ in preds) == sorted(learn.dls.vocab)
+    probs = [p for _, p in preds]
+    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-5
+    from fastai.vision.core import PILImage
+    _, idx, fp = learn.predict(PILImage.create(img))
+    assert preds[0][0] == learn.dls.vocab[int(idx)] and abs(preds[0][1] - float(fp.max())) < 1e-5
+    # PIL images and bytes work too
+    from PIL import Image
+    for other in (Image.open(img), img.read_bytes()):
+        res = predict_image(learn2, other)
+        assert [c for c, _ in res] == [c for c, _ in preds]
+        np.testing.assert_allclose([p for _, p in res], probs, atol=1e-5)
+    with pytest.raises(ValueError, match='not a readable image'): predict_image(learn2, b'nope')
+
+
+def test_predict_files_folder_with_bad_files(exported, trained, tmp_path):
+    _, learn2 = exported
+    _, root, _ = trained
+    data = tmp_path/'data'; shutil.copytree(root, data)
+    bad = write_bad_files(data/'misc')
+    out = tmp_path/'out'/'predictions.csv'
+    df = predict_files(learn2, data, out=out, probs=True, bs=4, progress=False)
+    n_img = len(list(root.rglob('*.png')))
+    assert len(df) == n_img + len(bad)
+    sk = df[df.status == 'skipped']
+    assert {Path(f).name for f in sk.file_name} == bad and (sk.reason != '').all() and sk.probability.isna().all()
+    ok = df[df.status == 'ok']
+    vocab = list(learn2.dls.vocab)
+    np.testing.assert_allclose(ok[vocab].sum(axis=1), 1, atol=1e-5)
+    assert (ok.prediction == ok[vocab].idxmax(axis=1)).all()
+    np.testing.assert_allclose(ok.probability, ok[vocab].max(axis=1))
+    back = pd.read_csv(out, keep_default_na=False)
+    assert list(back.columns) == ['file_name', 'prediction', 'probability', *vocab, 'status', 'reason'] and len(back) == len(df)
+    assert not [p for p in out.parent.iterdir() if p.name != 'predictions.csv']   # atomic write: no temp left
+    # without probs: the three submission columns plus status/reason
+    df2 = predict_files(learn2, [data/'circle', data/'misc'/'notes.txt'], progress=False)
+    assert list(df2.columns) == ['file_name', 'prediction', 'probability', 'status', 'reason']
+    assert (df2.status == 'ok').sum() == len(list((root/'circle').glob('*.png')))
+
+
+def test_predict_files_bad_inputs(exported, tmp_path):
+    _, learn2 = exported
+    (tmp_path/'empty').mkdir(); (tmp_path/'empty'/'a.txt').write_text('x')
+    with pytest.raises(ValueError, match='no image files'): predict_files(learn2, tmp_path/'empty', progress=False)
+    with pytest.raises(ValueError, match='no image files'): predict_files(learn2, tmp_path/'missing', progress=False)
+    with pytest.raises(FileNotFoundError): predict_files(tmp_path/'nope.pkl', tmp_path)
+    img = tmp_path/'one.png'
+    from PIL import Image
+    Image.new('RGB', (20, 20), 'red').save(img)
+    with pytest.raises(IsADirectoryError): predict_files(learn2, img, out=tmp_path, progress=False)
+    todo, skip = image_paths([img, img, tmp_path/'missing.jpg'])
+    assert todo == [img] and skip == [(tmp_path/'missing.jpg', 'file not found')]
+
+
+def test_plot_prediction_counts(exported, trained):
+    _, learn2 = exported
+    _, root, _ = trained
+    df = predict_files(learn2, root, progress=False)
+    fig = plot_prediction_counts(df)
+    heights = {t.get_text(): p.get_height() for t, p in zip(fig.axes[0].get_xticklabels(), fig.axes[0].patches)}
+    assert heights == df.prediction.value_counts().to_dict()
+    with pytest.raises(ValueError, match="'prediction' column"): plot_prediction_counts(pd.DataFrame(dict(label=['a'])))
+    with pytest.raises(ValueError, match="'prediction' column"): plot_prediction_counts(['a'])
+
+
+def test_url_collector_assets_ship_and_parse(tmp_path):
+    js = url_collector_js()
+    assert (ASSETS/'collect_urls.js').read_text() == js and 'urls_' in js and 'murl' in js
+    bm = url_collector_js(bookmarklet=True)
+    assert (ASSETS/'bookmarklet.txt').read_text().strip() == bm, "regenerate bookmarklet.txt from collect_urls.js"
+    assert bm.startswith('javascript:') and not any(ch in bm for ch in ' \n"')
+    import setuptools  # noqa: F401  the package data rule ships the assets
+    setup = (ASSETS.parents[1]/'setup.py').read_text()
+    assert "'assets/*'" in setup
+    node = shutil.which('node') or ('/usr/bin/node' if Path('/usr/bin/node').exists() else None)
+    if node is None: pytest.skip('node is not installed: cannot syntax-check the JavaScript')
+    (tmp_path/'c.js').write_text(js); (tmp_path/'b.js').write_text(unquote(bm[len('javascript:'):]))
+    for f in ('c.js', 'b.js'):
+        r = subprocess.run([node, '--check', str(tmp_path/f)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr

@@ -1,0 +1,120 @@
+"Verifier: full decode, bombs as reasons, EXIF/mode fixes, resize, quarantine (moved, never deleted), duplicates, manifest."
+import io, sys, warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _fault_helpers import bomb_png, jpeg_bytes  # noqa: E402
+
+from imgclean.verify import check_image, verify_images
+
+
+def _exif_rotated(fn):
+    "A 40x20 JPEG whose EXIF says 'rotate 90' (orientation 6): upright it is 20x40"
+    im = Image.new('RGB', (40, 20), 'red'); ex = im.getexif(); ex[0x0112] = 6
+    im.save(fn, 'JPEG', exif=ex.tobytes())
+
+
+@pytest.fixture
+def messy(tmp_path):
+    root = tmp_path/'ds'
+    for c in ('a', 'b'): (root/c).mkdir(parents=True)
+    for i in range(3): Image.new('RGB', (30, 30), (i*60, 10, 10)).save(root/'a'/f'{i}.png')
+    Image.new('P', (30, 30), 3).save(root/'a'/'palette.png')
+    Image.new('RGBA', (30, 30), (0, 0, 255, 100)).save(root/'a'/'alpha.png')
+    Image.new('CMYK', (30, 30), (0, 50, 50, 0)).save(root/'a'/'cmyk.jpg')
+    Image.fromarray(np.full((30, 30), 40000, np.uint16)).save(root/'a'/'deep.png')
+    Image.new('L', (30, 30), 128).save(root/'b'/'gray.png')
+    frames = [Image.new('RGB', (30, 30), c) for c in ('red', 'green')]
+    frames[0].save(root/'b'/'anim.gif', save_all=True, append_images=frames[1:])
+    _exif_rotated(root/'b'/'rot.jpg')
+    Image.new('RGB', (400, 200), 'white').save(root/'b'/'large.jpg')
+    (root/'b'/'cut.jpg').write_bytes(jpeg_bytes((64, 64))[:200])
+    (root/'b'/'page.jpg').write_bytes(b'<!doctype html><html>200 but html</html>')
+    (root/'b'/'empty.png').write_bytes(b'')
+    (root/'b'/'bomb.png').write_bytes(bomb_png())
+    (root/'a'/'copy.png').write_bytes((root/'a'/'0.png').read_bytes())
+    (root/'_rejected').mkdir(); (root/'_rejected'/'x.txt').write_text('not a class')
+    (root/'manifest.csv').write_text('class,url,status,reason,file,bytes,width,height,hash\n'
+                                     'b,http://x/cut,ok,,b/cut.jpg,200,64,64,h1\nb,http://x/large,ok,,b/large.jpg,9,400,200,h2\n')
+    return root
+
+
+def test_verify_messy_folder(messy):
+    root = messy
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')     # a decompression bomb is a row, not a warning
+        df = verify_images(root, max_size=100, progress=False, n_workers=0)
+    r = df.set_index('file')
+    assert len(df) == 16 and set(df.label) == {'a', 'b'}
+    assert sorted(r.index[~r.ok]) == ['b/bomb.png', 'b/cut.jpg', 'b/empty.png', 'b/page.jpg']
+    assert r.reason['b/bomb.png'].startswith('decompression bomb') and r.reason['b/cut.jpg'] == 'truncated image'
+    assert r.reason['b/page.jpg'] == 'not an image' and r.reason['b/empty.png'] == 'empty file'
+    # converted to RGB, upright, first frame, resized
+    for f in ('a/palette.png', 'a/alpha.png', 'a/cmyk.jpg', 'a/deep.png', 'b/gray.png', 'b/rot.jpg', 'b/large.jpg'):
+        with Image.open(root/f) as im: assert im.mode == 'RGB', f
+    assert Image.open(root/'b'/'rot.jpg').size == (20, 40)
+    assert Image.open(root/'b'/'large.jpg').size == (100, 50) and r.resized['b/large.jpg'] and not r.resized['a/0.png']
+    assert (r.width['b/anim.gif'], r.height['b/anim.gif']) == (30, 30)
+    assert np.asarray(Image.open(root/'a'/'deep.png'))[0, 0, 0] == 40000 // 256
+    assert r.dup_of['a/copy.png'] == 'a/0.png'
+    # quarantine: outside the root, moved not deleted, with a report
+    q = root.parent/'ds_quarantine'
+    assert sorted(str(p.relative_to(q)) for p in q.rglob('*') if p.is_file()) == \
+        ['b/bomb.png', 'b/cut.jpg', 'b/empty.png', 'b/page.jpg', 'report.csv']
+    rep = pd.read_csv(q/'report.csv')
+    assert set(rep.file) == {'b/bomb.png', 'b/cut.jpg', 'b/empty.png', 'b/page.jpg'} and rep.reason.notna().all()
+    assert (root/'_rejected'/'x.txt').exists()
+    for f in (fn for d in ('a', 'b') for fn in (root/d).iterdir()):
+        with Image.open(f) as im: im.load()
+    man = pd.read_csv(root/'manifest.csv', keep_default_na=False)
+    assert man.status.tolist() == ['failed', 'ok'] and man.reason[0].startswith('verify: truncated image')
+    assert (man.width[1], man.height[1]) == (100, 50)
+
+
+def test_second_run_and_name_clash(messy):
+    verify_images(messy, progress=False, n_workers=0, verbose=False)
+    (messy/'b'/'cut.jpg').write_bytes(b'garbage again')
+    df = verify_images(messy, progress=False, n_workers=0, verbose=False)
+    assert (~df.ok).sum() == 1
+    q = messy.parent/'ds_quarantine'
+    assert (q/'b'/'cut.jpg').exists() and (q/'b'/'cut_1.jpg').exists()      # nothing overwritten
+    assert len(pd.read_csv(q/'report.csv')) == 5
+
+
+def test_parallel_matches_serial(tmp_path):
+    root = tmp_path/'many'
+    (root/'c').mkdir(parents=True)
+    for i in range(80): Image.new('RGB', (24, 24), (i, 2*i, 3)).save(root/'c'/f'{i:03d}.jpg')
+    (root/'c'/'zz_bad.jpg').write_bytes(jpeg_bytes()[:100])
+    df = verify_images(root, n_workers=2, progress=False, verbose=False)
+    assert len(df) == 81 and (~df.ok).sum() == 1 and df.file[~df.ok].tolist() == ['c/zz_bad.jpg']
+
+
+def test_custom_quarantine_and_errors(tmp_path, class_folders):
+    (class_folders/'circle'/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\nbroken')
+    df = verify_images(class_folders, quarantine=tmp_path/'rej', progress=False, n_workers=0, verbose=False)
+    assert (~df.ok).sum() == 1 and (tmp_path/'rej'/'circle'/'bad.png').exists()
+    with pytest.raises(FileNotFoundError, match='dataset root'): verify_images(tmp_path/'nope')
+
+
+def test_check_image_bomb_limit(tmp_path):
+    Image.new('RGB', (100, 100)).save(tmp_path/'x.png')
+    assert check_image(tmp_path/'x.png', max_pixels=5000)['reason'].startswith('decompression bomb')
+    assert check_image(tmp_path/'x.png')['ok']
+
+
+def test_saved_models_are_not_quarantined(class_folders):
+    "Rerunning verify after `learn.save` must leave fastai's models/*.pth alone (they are not images of a class)"
+    (class_folders/'models').mkdir(); (class_folders/'models'/'stage-1.pth').write_bytes(b'PK\x03\x04 not an image')
+    df = verify_images(class_folders, progress=False, verbose=False, n_workers=0)
+    assert (class_folders/'models'/'stage-1.pth').exists()
+    assert df.ok.astype(bool).all() and len(df) == 36
+    # a class that happens to be called "models" still counts when it holds images
+    (class_folders/'models'/'x.png').write_bytes((class_folders/'circle'/'000.png').read_bytes())
+    df = verify_images(class_folders, progress=False, verbose=False, n_workers=0)
+    assert len(df) == 38 and not (class_folders/'models'/'stage-1.pth').exists()

@@ -1,0 +1,88 @@
+"Real browser: JupyterLab + Debian chromium (playwright) click Delete and relabel in ImageCleaner; cleaned.csv follows."
+import os, shutil, time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from _widgets_helpers import JupyterLab, write_notebook
+from conftest import make_class_folders
+
+CHROMIUM = '/usr/bin/chromium'
+ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run']
+CI = os.environ.get('CI', '').lower() == 'true'
+NB_DIR = Path(__file__).parent/'artifacts'  # a copy of the generated notebook, to open by hand
+
+
+def _need(cond, why):
+    if cond: return
+    if CI: pytest.fail(f"browser test cannot run in CI: {why}")
+    pytest.skip(why)
+
+
+def _wait_for(fn, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v: return v
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _cleaned(root):
+    fn = root/'cleaned.csv'
+    return pd.read_csv(fn) if fn.exists() else None
+
+
+@pytest.mark.timeout(180)
+def test_cleaner_in_jupyterlab(tmp_path, artifacts):
+    try: from playwright.sync_api import sync_playwright, expect
+    except ImportError as e: _need(False, f"playwright is not installed ({e})")
+    _need(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    import ipywidgets  # noqa: F401  (a requirement: an ImportError here is a real failure)
+    work = tmp_path/'lab'; work.mkdir()
+    root = make_class_folders(work/'shapes', classes=('circle', 'square'), n=3)
+    # the test notebook, generated here (a copy is kept in tests/artifacts/ to open by hand)
+    cells = ["import sys; sys.path.insert(0, %r)\nfrom imgclean.widgets import ImageCleaner" % str(Path(__file__).parents[1]),
+             "cleaner = ImageCleaner('shapes', mode='all', batch_size=4, size=64)\ncleaner"]
+    nb = write_notebook(work/'cleaner_test.ipynb', cells)
+    NB_DIR.mkdir(exist_ok=True); shutil.copy(nb, NB_DIR/'cleaner_test.ipynb')
+    with JupyterLab(work, tmp_path, timeout=60) as lab, sync_playwright() as pw:
+        try: browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=30_000)
+        except Exception as e: _need(False, f"chromium does not start: {e}")
+        try:
+            page = browser.new_page(viewport=dict(width=1400, height=1000))
+            page.set_default_timeout(30_000)
+            page.goto(f'{lab.url}/lab/tree/cleaner_test.ipynb?token={lab.token}', wait_until='domcontentloaded')
+            page.wait_for_selector('.jp-Notebook .jp-Cell', timeout=60_000)
+            # wait for the kernel to be idle, then Run > Run All Cells
+            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state='attached', timeout=60_000)
+            page.click('.jp-Notebook .jp-Cell >> nth=0')
+            page.keyboard.press('Escape')
+            page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
+            page.locator('.lm-Menu-itemLabel', has_text='Run All Cells').first.click()
+            tiles = page.locator('.imgclean-tile')
+            tiles.first.wait_for(timeout=60_000)
+            assert tiles.count() == 4
+            names = [tiles.nth(i).inner_text().split('\n')[0].strip() for i in range(2)]
+            assert names == ['circle/000.png', 'circle/001.png'], names
+            tiles.nth(0).get_by_role('button', name='Delete').click()
+            _wait_for(lambda: (d := _cleaned(root)) is not None and 'circle/000.png' not in set(d.name), 30, 'the deletion in cleaned.csv')
+            tiles.nth(1).locator('select').select_option('square')
+            _wait_for(lambda: (d := _cleaned(root)) is not None and d.set_index('name').label.get('circle/001.png') == 'square', 30, 'the relabel in cleaned.csv')
+            page.screenshot(path=str(artifacts/'widgets_jupyterlab.png'), full_page=True)
+            page.get_by_role('button', name='Next').click()  # paging reaches the kernel and comes back
+            page.locator('.imgclean-cleaner', has_text='5–6').wait_for(timeout=30_000)
+            expect(page.locator('.imgclean-tile')).to_have_count(2, timeout=30_000)
+        except Exception:
+            try: page.screenshot(path=str(artifacts/'widgets_jupyterlab_failure.png'), full_page=True)
+            except Exception: pass
+            print(lab.logtext()); raise
+        finally: browser.close()
+    # exactly those two decisions, every other item kept with its folder label
+    df = pd.read_csv(root/'cleaned.csv')
+    expected = pd.DataFrame(dict(name=[f'{c}/{i:03d}.png' for c in ('circle', 'square') for i in range(3)],
+                                 label=['circle']*3 + ['square']*3))
+    expected = expected[expected.name != 'circle/000.png'].reset_index(drop=True)
+    expected.loc[expected.name == 'circle/001.png', 'label'] = 'square'
+    pd.testing.assert_frame_equal(df, expected)
