@@ -25,11 +25,12 @@ def _verify(a):
 
 def _dls(a):
     "DataLoaders from the train subcommand's data flags"
-    from imgclean.data import csv_items, folder_items, image_dls
+    from imgclean.data import add_test_folder, csv_items, folder_items, image_dls
     if a.csv: items = csv_items(a.dest, a.csv, a.fn_col, a.label_col, a.folder, a.valid_pct, a.seed)
     else: items = folder_items(a.dest, a.valid_pct, a.seed, a.train_folder, a.valid_folder)
     print(f"{len(items)} images, {items.label.nunique()} classes, {int(items.is_valid.sum())} for validation")
-    return image_dls(a.dest, items, size=a.size, bs=a.bs, stats=a.stats, num_workers=a.workers)
+    dls = image_dls(a.dest, items, size=a.size, bs=a.bs, stats=a.stats, num_workers=a.workers)
+    return add_test_folder(dls, a.dest, a.test_folder) if a.test_folder else dls
 
 def _train(a):
     from imgclean.train import find_lr, fine_tune_stages, make_learner
@@ -41,6 +42,12 @@ def _train(a):
     fine_tune_stages(learn, epochs=a.epochs, freeze_epochs=a.freeze_epochs, lr=lr, strategy=a.strategy, patience=a.patience)
     loss, err = learn.validate()[:2]
     print(classification_report(learn).round(3).to_string())
+    if a.test_folder and dls.test_labelled:
+        print(f"test set ({a.test_folder}):"); print(classification_report(learn, ds_idx=2).round(3).to_string())
+    elif a.test_folder:
+        from imgclean.export import predict_files
+        predict_files(learn, Path(a.dest)/a.test_folder, out=Path(a.dest)/'predictions.csv', progress=False)
+        print(f"predictions for {a.test_folder}/ written to {Path(a.dest)/'predictions.csv'}")
     out = export_learner(learn, Path(a.export) if Path(a.export).is_absolute() else Path(a.dest)/a.export)
     print(f"validation accuracy {1-err:.3f} (loss {loss:.3f}); exported to {out}")
 
@@ -206,6 +213,7 @@ def _parser():
     s.add_argument('--folder', default='.', help="folder under DEST the CSV's file names are relative to")
     s.add_argument('--train-folder', default=None, help="explicit training folder under DEST (with --valid-folder)")
     s.add_argument('--valid-folder', default=None, help="explicit validation folder under DEST")
+    s.add_argument('--test-folder', default=None, help="held-out folder under DEST: report (class folders) or predictions.csv (flat)")
     s.add_argument('--stats', default='imagenet', choices=['imagenet', 'dataset'], help="normalisation statistics")
     s.add_argument('--workers', type=int, default=None, help="DataLoader workers")
     s.add_argument('--export', default='export.pkl', help="export file (relative to DEST unless absolute)")

@@ -22,13 +22,16 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 # %% ../nbs/05_interpret.ipynb #7
-def fit_history(learn:Learner)->pd.DataFrame:  # One row per epoch: train_loss, valid_loss, metrics
-    "The epoch table of `learn`'s last fit as a DataFrame"
+def fit_history(learn:Learner)->pd.DataFrame:  # One row per epoch: [phase], train_loss, valid_loss, metrics
+    "The epoch table of `learn`'s training: every phase of `fine_tune_stages`, else the last fit"
+    h = getattr(learn, 'stage_history', None)
+    if h and h.get('epochs'): return pd.DataFrame(h['epochs']).drop(columns='iters').rename_axis('epoch')
     rec = getattr(learn, 'recorder', None)
     vals = getattr(rec, 'values', None) if rec is not None else None
     if not vals or not rec.losses or len(vals[0]) < 2:
         raise ValueError("this learner has no training history: fastai's Recorder keeps the last `fit` only until the next "
-                         "`get_preds`/`validate`/`predict` (and a loaded export.pkl keeps none); call this right after training")
+                         "`get_preds`/`validate`/`predict` (and a loaded export.pkl keeps none); train with "
+                         "`fine_tune_stages` to keep every phase, or call this right after training")
     names = [n for n in rec.metric_names[1:] if n != 'time']
     return pd.DataFrame([list(v)[:len(names)] for v in vals], columns=names[:len(vals[0])]).rename_axis('epoch')
 
@@ -36,14 +39,24 @@ def plot_history(learn:Learner,   # A trained `Learner`
                  skip_start:int=0, # Batches skipped at the start
                  ax=None,          # Matplotlib axes to draw on
                 ):
-    "Training (per batch) and validation (per epoch) loss of the last fit; returns the figure"
+    "Training (per batch, smoothed) and validation (per epoch) loss of every phase; returns the figure"
     import matplotlib.pyplot as plt
     fit_history(learn)
     if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
-    learn.recorder.plot_loss(skip_start=skip_start, ax=ax, show_epochs=True)
+    h = getattr(learn, 'stage_history', None)
+    if not (h and h.get('epochs')):
+        learn.recorder.plot_loss(skip_start=skip_start, ax=ax, show_epochs=True)
+        return ax.figure
+    losses, ep = np.array(h['losses']), pd.DataFrame(h['epochs'])
+    smooth = pd.Series(losses).ewm(alpha=0.02 if len(losses) > 200 else 0.2).mean().to_numpy()  # as fastai's smooth_loss
+    ax.plot(np.arange(skip_start, len(losses)), smooth[skip_start:], label='train')
+    ax.plot(ep.iters - 1, ep.valid_loss, 'o-', label='valid')
+    for i in ep.index[1:][ep.phase.to_numpy()[1:] != ep.phase.to_numpy()[:-1]]:
+        x = ep.iters[i - 1]; ax.axvline(x, color='grey', ls='--', lw=1); ax.text(x, ax.get_ylim()[1], f' {ep.phase[i]}', va='top', fontsize=8)
+    ax.set_xlabel('training batches'); ax.set_ylabel('loss'); ax.legend()
     return ax.figure
 
-# %% ../nbs/05_interpret.ipynb #11
+# %% ../nbs/05_interpret.ipynb #14
 def report_from_labels(actual,           # Actual label of each item
                        predicted,        # Predicted label of each item
                        classes=None,     # Class order; None: sorted union of both
@@ -68,7 +81,7 @@ def report_from_labels(actual,           # Actual label of each item
     df['support'] = df.support.astype(int)
     return df
 
-# %% ../nbs/05_interpret.ipynb #15
+# %% ../nbs/05_interpret.ipynb #18
 def interpretation(learn,         # A `Learner` or a `ClassificationInterpretation`
                    ds_idx:int=1,  # 0: training set, 1: validation set
                   )->ClassificationInterpretation:
@@ -105,7 +118,7 @@ def classification_report(learn,        # A `Learner` or a `ClassificationInterp
     "Per-class precision/recall/F1 of `learn` on dataset `ds_idx` (no scikit-learn needed)"
     return report_from_labels(*_labels(interpretation(learn, ds_idx)))
 
-# %% ../nbs/05_interpret.ipynb #20
+# %% ../nbs/05_interpret.ipynb #23
 def confusion_table(learn,                # A `Learner` or a `ClassificationInterpretation`
               normalize:bool=False, # Divide each row by its count (recall on the diagonal)
               ds_idx:int=1,         # 0: training set, 1: validation set
@@ -137,7 +150,7 @@ def most_confused(learn,          # A `Learner` or a `ClassificationInterpretati
     res = interpretation(learn, ds_idx).most_confused(min_val)
     return pd.DataFrame([(str(a), str(p), int(n)) for a, p, n in res], columns=['actual', 'predicted', 'count'])
 
-# %% ../nbs/05_interpret.ipynb #24
+# %% ../nbs/05_interpret.ipynb #27
 def wrong_predictions(learn,        # A `Learner` or a `ClassificationInterpretation`
                       ds_idx:int=1, # 0: training set, 1: validation set
                      )->pd.DataFrame: # idx (in the dataset), actual, predicted, probability; most confident first
@@ -169,7 +182,7 @@ def plot_wrong(learn,               # A `Learner` or a `ClassificationInterpreta
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_interpret.ipynb #27
+# %% ../nbs/05_interpret.ipynb #30
 def _image_type(learn):
     "(index of the image-creating transform in the input pipeline, its image class)"
     tl = learn.dls.valid_ds.tls[0] if hasattr(learn.dls.valid_ds, 'tls') else None
@@ -209,7 +222,7 @@ def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
             probs[[s + i for i in ok]] = p.float().numpy()
     return probs, reasons
 
-# %% ../nbs/05_interpret.ipynb #31
+# %% ../nbs/05_interpret.ipynb #34
 def report_on_items(learn:Learner,       # A trained or loaded `Learner`
                     root:Path,           # Folder the item names are relative to
                     items:pd.DataFrame,  # Columns `name` and `label` (e.g. from `folder_items`)
@@ -228,7 +241,7 @@ def report_on_items(learn:Learner,       # A trained or loaded `Learner`
     v = [str(o) for o in learn.dls.vocab]
     return report_from_labels(items.label.astype(str).values[ok], [v[i] for i in probs[ok].argmax(1)], v)
 
-# %% ../nbs/05_interpret.ipynb #34
+# %% ../nbs/05_interpret.ipynb #37
 def plot_top5(learn:Learner,  # A trained or loaded `Learner`
               img,            # Image file, PIL image, bytes or array
               k:int=5,        # Classes shown

@@ -14,8 +14,9 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from fastai.callback.schedule import lr_find  # noqa: F401 (patches Learner.lr_find / fit_one_cycle)
+from fastai.callback.core import Callback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
-from fastai.learner import Learner
+from fastai.learner import Learner, Recorder
 from fastai.metrics import error_rate
 from fastai.vision.learner import _default_meta, create_body, model_meta, vision_learner
 from torch import nn
@@ -137,7 +138,7 @@ def make_learner(dls,                   # DataLoaders from the data stage
             if not use: raise
             raise WeightsUnavailable(f"could not load weights for timm model {a!r} ({type(e).__name__}: {e}); "
                                      f"pass weights='path/to/file' or pretrained=False") from None
-        learn.arch_name = a
+        learn.arch_name, learn.pretrained = a, use
         return learn
     src = pretrained_model(a, pretrained, weights) if use else None
     meta = arch_meta(a)
@@ -164,10 +165,23 @@ def find_lr(learn:Learner,        # The learner
 
 STRATEGIES = ('freeze_unfreeze', 'freeze', 'no_freeze')
 
-def _cbs(patience, fname, min_delta=0.):
-    if not patience: return []
-    return [EarlyStoppingCallback(monitor='valid_loss', patience=patience, min_delta=min_delta),
-            SaveModelCallback(monitor='valid_loss', fname=fname, min_delta=min_delta)]
+class _StageLog(Callback):
+    "Appends each epoch's row and each training batch loss to `learn.stage_history` (kept across fits, unlike `Recorder`)"
+    order = Recorder.order + 1
+    def __init__(self, phase): self.phase = phase
+    def after_batch(self):
+        if self.training: self.learn.stage_history['losses'].append(float(self.learn.loss.detach()))
+    def after_epoch(self):
+        h, r = self.learn.stage_history, self.learn.recorder
+        row = {n: v for n, v in zip(r.metric_names[1:], r.log[1:]) if n != 'time'}
+        h['epochs'].append(dict(phase=self.phase, **row, iters=len(h['losses'])))
+
+def _cbs(patience, fname, min_delta=0., phase='fit'):
+    # a plain dict on the learner: export.pkl stays loadable by fastai alone (no imgclean class inside)
+    log = [_StageLog(phase)]
+    if not patience: return log
+    return log + [EarlyStoppingCallback(monitor='valid_loss', patience=patience, min_delta=min_delta),
+                  SaveModelCallback(monitor='valid_loss', fname=fname, min_delta=min_delta)]
 
 def fine_tune_stages(learn:Learner,       # The learner
                      epochs:int=2,        # Epochs with the body trainable (unfrozen phase, or the only phase)
@@ -181,15 +195,16 @@ def fine_tune_stages(learn:Learner,       # The learner
     "Lesson 2's fit_one_cycle → unfreeze → fit_one_cycle(slice) schedule, as one call"
     if strategy is None: strategy = 'freeze_unfreeze' if getattr(learn, 'pretrained', True) else 'no_freeze'
     if strategy not in STRATEGIES: raise ValueError(f"strategy={strategy!r}: choose one of {STRATEGIES}")
+    learn.stage_history = dict(epochs=[], losses=[])   # read by `fit_history` / `plot_history`
     if strategy in ('freeze_unfreeze', 'freeze'):
         learn.freeze()
-        learn.fit_one_cycle(freeze_epochs, lr, cbs=_cbs(patience, 'best-stage-1', min_delta))
+        learn.fit_one_cycle(freeze_epochs, lr, cbs=_cbs(patience, 'best-stage-1', min_delta, 'frozen'))
         if save: learn.save('stage-1')
         if strategy == 'freeze': return learn
         learn.unfreeze()
-        learn.fit_one_cycle(epochs, slice(lr/200, lr/2), cbs=_cbs(patience, 'best-stage-2', min_delta))
+        learn.fit_one_cycle(epochs, slice(lr/200, lr/2), cbs=_cbs(patience, 'best-stage-2', min_delta, 'unfrozen'))
     else:
         learn.unfreeze()
-        learn.fit_one_cycle(epochs, lr, cbs=_cbs(patience, 'best', min_delta))
+        learn.fit_one_cycle(epochs, lr, cbs=_cbs(patience, 'best', min_delta, 'unfrozen'))
     if save: learn.save('stage-2')
     return learn

@@ -97,3 +97,28 @@ def test_download_with_no_image_is_an_error(capsys, tmp_path):
         (tmp_path/'urls').mkdir(); (tmp_path/'urls'/'urls_cat.csv').write_text(f'{srv.url}/page.html\n{srv.url}/missing.jpg\n')
         code, _, err = run(capsys, 'download', tmp_path/'urls', tmp_path/'dest', '--retries', 0, '--no-progress')
     assert code == 2 and 'manifest.csv' in err, err
+
+
+@pytest.mark.parametrize('labelled', [True, False])
+def test_train_with_explicit_folders_and_a_test_folder(capsys, tmp_path, labelled):
+    "Lightning Flash's layout: train/, valid/ and a test/ folder (labelled: a report; flat: predictions.csv)"
+    from conftest import make_class_folders
+    root = tmp_path/'data'
+    make_class_folders(root/'train', n=6); make_class_folders(root/'valid', n=2, seed=50)
+    if labelled: make_class_folders(root/'test', n=2, seed=80)
+    else:
+        (root/'test').mkdir(parents=True)
+        for f in make_class_folders(tmp_path/'raw', n=1, seed=80).rglob('*.png'): (root/'test'/f'{f.parent.name}.png').write_bytes(f.read_bytes())
+    code, out, err = run(capsys, 'train', root, '--train-folder', 'train', '--valid-folder', 'valid', '--test-folder', 'test',
+                         '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8, '--epochs', 1, '--lr', '1e-3', '--workers', 0)
+    assert code == 0, err
+    assert '24 images' in out
+    if labelled:
+        assert 'test set (test):' in out
+        report = out.split('test set (test):')[1]
+        assert 'macro avg' in report and '6' in report     # support of the test rows
+    else:
+        import pandas as pd
+        df = pd.read_csv(root/'predictions.csv')
+        assert sorted(df.file_name.map(lambda s: s.rsplit('/', 1)[-1])) == ['circle.png', 'square.png', 'triangle.png']
+        assert set(df.prediction) <= {'circle', 'square', 'triangle'}
