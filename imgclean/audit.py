@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['ISSUE_TYPES', 'ISSUE_COLUMNS', 'IMAGENET_STATS', 'QUALITY_DEFAULTS', 'file_hash', 'model_identity', 'feature_model',
-           'load_image', 'embed_images', 'out_of_fold_probs', 'find_label_issues', 'phash', 'pixel_hash',
-           'topk_neighbours', 'thumb_vector', 'find_duplicates', 'quality_scores', 'find_quality_issues', 'read_issues',
-           'audit', 'summarize_audit', 'fit_head_on_features']
+           'load_image', 'embed_images', 'out_of_fold_probs', 'find_label_issues', 'out_of_fold_learner_probs', 'phash',
+           'pixel_hash', 'topk_neighbours', 'thumb_vector', 'thumb_pixels', 'aligned_difference', 'find_duplicates',
+           'quality_scores', 'find_quality_issues', 'read_issues', 'audit', 'summarize_audit', 'fit_head_on_features']
 
 # %% ../nbs/06_audit.ipynb #2
 import hashlib, json, os, tempfile, warnings, zipfile
@@ -227,6 +227,43 @@ def find_label_issues(labels,           # n given labels
                              margin=margin, is_issue=is_issue, score=1 - self_conf))
 
 # %% ../nbs/06_audit.ipynb #22
+def out_of_fold_learner_probs(path,             # Dataset root: class folders, or the root `items` names are relative to
+                              items:pd.DataFrame=None, # Columns name, label; default: every image in the class folders of `path`
+                              k:int=5,          # Folds, i.e. learners trained
+                              arch='resnet34',  # Architecture for `make_learner`
+                              epochs:int=3,     # `fine_tune` epochs after the frozen epoch(s)
+                              freeze_epochs:int=1, # `fine_tune` frozen epochs
+                              lr:float=2e-3,    # `fine_tune` base learning rate
+                              size:int=224,     # Image size
+                              bs:int=64,        # Batch size
+                              pretrained:bool=True, # ImageNet weights for `arch` (False: random init)
+                              weights=None,     # Local state-dict file for `arch`
+                              aug:bool=True,    # Augmentation while training
+                              seed:int=0,       # Fold and init seed
+                             )->tuple:          # (probs (n, c), classes, names), rows in `items` order
+    "Out-of-fold class probabilities from `k` fine-tuned fastai learners, each predicting the fold it did not train on"
+    from imgclean.data import folder_items, image_dls
+    from imgclean.train import make_learner
+    path = Path(path)
+    items = (folder_items(path, 0.2, seed) if items is None else items)[['name', 'label']].reset_index(drop=True)
+    labels = items.label.astype(str).to_numpy(); classes = sorted(set(labels))
+    if len(classes) < 2: raise ValueError(f"label issues need at least 2 classes; found {classes}")
+    k = max(2, min(k, len(items)))
+    fold = _folds(labels, k, seed); probs = np.zeros((len(items), len(classes)), np.float32)
+    for f in range(k):
+        if not (fold == f).any(): continue
+        torch.manual_seed(seed + f)
+        dls = image_dls(path, items.assign(is_valid=fold == f), size=size, bs=bs, aug=aug, num_workers=0)
+        learn = make_learner(dls, arch, pretrained=pretrained, weights=weights)
+        with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
+            p, _ = learn.get_preds(dl=dls.valid.new(shuffle=False, drop_last=False))
+        cols = [classes.index(str(o)) for o in dls.vocab]   # a fold may lack a rare class: its column stays 0
+        probs[np.ix_(np.flatnonzero(fold == f), cols)] = p.numpy()
+    return probs, classes, items.name.tolist()
+
+# %% ../nbs/06_audit.ipynb #27
 def _dct_matrix(n=32):
     i = np.arange(n)
     m = np.cos(np.pi*(2*i[None] + 1)*i[:, None]/(2*n))*np.sqrt(2/n); m[0] /= np.sqrt(2)
@@ -244,13 +281,16 @@ def pixel_hash(img:Image.Image)->str:
     im = img.convert('RGB')
     return hashlib.blake2b(str(im.size).encode() + im.tobytes(), digest_size=16).hexdigest()
 
-# %% ../nbs/06_audit.ipynb #23
+# %% ../nbs/06_audit.ipynb #28
 def topk_neighbours(x:np.ndarray,   # (n, d) float32 vectors (cosine: normalise first) or (n, 8) uint8 binary codes
                     k:int=10,       # Neighbours per row (self excluded)
-                    block:int=4096, # Rows per block for the numpy fallback
+                    block:int=4096, # Rows per block for the numpy fallback and per faiss search batch
                     binary:bool=False, # `x` holds packed bits: Hamming distance
                     use_faiss:bool=True, # Use faiss when installed
-                    approx=None,    # faiss IVF (approximate, much faster at large n); None: when n > 200,000
+                    approx=None,    # faiss IVF, 8-bit codes (approximate; memory ~n·d bytes); None: when n > 200,000
+                    nlist:int=None, # IVF cells; default 4·√n (16..4096)
+                    nprobe:int=8,   # IVF cells visited per query: higher is slower and more exact
+                    rerank:bool=True, # IVF: recompute the returned similarities exactly from `x`
                    )->tuple:        # (sims or distances (n, k), indices (n, k)); -1 where fewer than k exist
     "Top-`k` neighbours of each row of `x`: inner product (or Hamming) via faiss or blocked numpy, never N×N"
     n = len(x); k = min(k, max(n - 1, 0))
@@ -258,19 +298,30 @@ def topk_neighbours(x:np.ndarray,   # (n, d) float32 vectors (cosine: normalise 
     try:
         import faiss
     except ImportError: faiss = None
+    D = np.empty((n, k + 1), np.int32 if binary and faiss is not None and use_faiss else np.float32); I = np.empty((n, k + 1), np.int64)
     if faiss is not None and use_faiss:
-        if binary:
-            idx = faiss.IndexBinaryFlat(x.shape[1]*8); idx.add(np.ascontiguousarray(x, np.uint8))
-        elif approx or (approx is None and n > 200_000):
-            xc = np.ascontiguousarray(x, np.float32); nlist = int(max(16, min(4096, 4*np.sqrt(n))))
-            q = faiss.IndexFlatIP(x.shape[1]); idx = faiss.IndexIVFFlat(q, x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-            idx.train(xc[np.random.default_rng(0).choice(n, min(n, 40*nlist), replace=False)]); idx.add(xc)
-            idx.nprobe = max(1, nlist//64)
-        else:
-            idx = faiss.IndexFlatIP(x.shape[1]); idx.add(np.ascontiguousarray(x, np.float32))
-        D, I = idx.search(np.ascontiguousarray(x, np.uint8 if binary else np.float32), k + 1)
+        xc = np.ascontiguousarray(x, np.uint8 if binary else np.float32)   # no copy when `x` is already float32 C-order
+        ivf = not binary and (approx or (approx is None and n > 200_000))
+        if binary: idx = faiss.IndexBinaryFlat(x.shape[1]*8)
+        elif ivf:
+            nl = nlist or int(max(16, min(4096, 4*np.sqrt(n))))
+            q = faiss.IndexFlatIP(x.shape[1])
+            idx = faiss.IndexIVFScalarQuantizer(q, x.shape[1], nl, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+            idx.cp.niter, idx.cp.max_points_per_centroid = 10, 40   # k-means on ≤40 points per cell: minutes, not hours, at 1M
+            idx.train(xc[np.sort(np.random.default_rng(0).choice(n, min(n, 40*nl), replace=False))])
+            idx.nprobe = min(nprobe, nl)
+        else: idx = faiss.IndexFlatIP(x.shape[1])
+        bs = max(block, 16384)
+        for s in range(0, n, bs): idx.add(xc[s:s+bs])
+        for s in range(0, n, bs): D[s:s+bs], I[s:s+bs] = idx.search(xc[s:s+bs], k + 1)
+        if ivf and rerank:
+            for s in range(0, n, 8192):
+                ii = I[s:s+8192]; v = xc[np.maximum(ii, 0)]
+                sim = np.einsum('nd,nkd->nk', xc[s:s+8192], v); sim[ii < 0] = -np.inf
+                o = np.argsort(-sim, 1, kind='stable')
+                I[s:s+8192] = np.take_along_axis(ii, o, 1); D[s:s+8192] = np.take_along_axis(sim, o, 1)
+        del idx
     else:
-        D = np.empty((n, k + 1), np.float32); I = np.empty((n, k + 1), np.int64)
         bits = np.unpackbits(x, axis=1).astype(np.float32)*2 - 1 if binary else x.astype(np.float32)
         for s in range(0, n, block):
             sim = bits[s:s+block] @ bits.T   # block × n: memory O(block·n), not O(n²)
@@ -278,16 +329,11 @@ def topk_neighbours(x:np.ndarray,   # (n, d) float32 vectors (cosine: normalise 
             ps = np.take_along_axis(sim, part, 1); o = np.argsort(-ps, 1)
             I[s:s+block] = np.take_along_axis(part, o, 1); ps = np.take_along_axis(ps, o, 1)
             D[s:s+block] = (bits.shape[1] - ps)/2 if binary else ps
-    # drop self (it may not be in column 0 when there are exact ties)
-    res_D = np.empty((n, k), D.dtype); res_I = np.empty((n, k), np.int64)
-    for r in range(n):
-        keep = I[r] != r
-        row_I, row_D = I[r][keep][:k], D[r][keep][:k]
-        res_I[r, :len(row_I)], res_D[r, :len(row_D)] = row_I, row_D
-        res_I[r, len(row_I):] = -1
-    return res_D, res_I
+    # drop self (it may not be in column 0 when there are exact ties; when absent, drop the last column)
+    o = np.argsort(I == np.arange(n)[:, None], axis=1, kind='stable')[:, :k]
+    return np.take_along_axis(D, o, 1).astype(np.float32), np.take_along_axis(I, o, 1)
 
-# %% ../nbs/06_audit.ipynb #24
+# %% ../nbs/06_audit.ipynb #32
 def _union_find(n, pairs):
     parent = np.arange(n)
     def find(a):
@@ -303,10 +349,25 @@ def thumb_vector(img:Image.Image, n:int=16)->np.ndarray:
     a = np.asarray(img.convert('RGB').resize((n, n), Image.BILINEAR), dtype=np.float32).ravel()
     a -= a.mean(); return a/(np.linalg.norm(a) + 1e-6)
 
+def thumb_pixels(img:Image.Image, n:int=32)->np.ndarray:
+    "`n`x`n` RGB thumbnail of `img` (box filter) as uint8, for `aligned_difference`"
+    return np.asarray(img.convert('RGB').resize((n, n), Image.BOX), dtype=np.uint8)
+
+def aligned_difference(a:np.ndarray,    # Thumbnail from `thumb_pixels`
+                       b:np.ndarray,    # Another one, same shape
+                       max_shift:int=2, # Largest shift (thumbnail pixels) tried in each direction
+                      )->float:         # Mean absolute difference, 0-255 scale
+    "Mean absolute pixel difference of thumbnails `a` and `b` at their best alignment within ±`max_shift` pixels"
+    a, b = a.astype(np.int16), b.astype(np.int16); m, n = max_shift, a.shape[0]
+    core = b[m:n-m, m:n-m]
+    return float(min(np.abs(a[m+dy:n-m+dy, m+dx:n-m+dx] - core).mean() for dy in range(-m, m+1) for dx in range(-m, m+1)))
+
 def find_duplicates(files,               # Image files (names used for the table and keeper order)
                     feats:np.ndarray=None, # Optional (n, d) embeddings: near pairs must also pass `min_cosine`
-                    max_hamming:int=12,  # pHash bits (of 64) that may differ for a near duplicate
-                    min_pixel:float=0.945, # Thumbnail cosine a near duplicate must reach
+                    min_pixel:float=0.85, # Candidates: zero-mean 16×16 thumbnail cosine at least this
+                    max_diff:float=8.0,  # Near duplicate: aligned 32×32 thumbnail difference (0-255) at most this
+                    max_shift:int=2,     # Thumbnail pixels of shift tried by `aligned_difference`
+                    max_hamming:int=None, # Optional: pHash bits (of 64) that may differ; None skips the test
                     min_cosine:float=0.9, # Embedding cosine a near duplicate must reach (when `feats` given)
                     k:int=10,            # Neighbours searched per image
                     root=None,           # Names in the table are relative to `root` when given
@@ -315,14 +376,15 @@ def find_duplicates(files,               # Image files (names used for the table
     "Exact and near-duplicate clusters of `files` with a suggested keeper; top-`k` search, never N×N"
     files = [Path(f) for f in files]
     names = [PurePosixPath(f.relative_to(root)).as_posix() if root else f.as_posix() for f in files]
-    ph, th, px, area = [], [], [], []
+    ph, th, tp, px, area = [], [], [], [], []
     for f in (progress_bar(files, leave=False) if progress else files):
         try:
-            im = load_image(f); ph.append(phash(im)); th.append(thumb_vector(im)); px.append(pixel_hash(im)); area.append(im.size[0]*im.size[1])
+            im = load_image(f); th.append(thumb_vector(im)); tp.append(thumb_pixels(im)); px.append(pixel_hash(im))
+            ph.append(phash(im) if max_hamming is not None else None); area.append(im.size[0]*im.size[1])
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            ph.append(np.zeros(8, np.uint8)); th.append(np.zeros(768, np.float32)); px.append(None); area.append(0)
+            th.append(np.zeros(768, np.float32)); tp.append(None); px.append(None); ph.append(None); area.append(0)
     good = np.array([i for i, o in enumerate(px) if o is not None], int)
-    ph, th = np.stack(ph), np.stack(th)
+    th = np.stack(th)
     pairs = {}   # (a, b) -> similarity
     by_px = {}
     for i in good: by_px.setdefault(px[i], []).append(i)
@@ -337,12 +399,12 @@ def find_duplicates(files,               # Image files (names used for the table
             for c, sim in zip(I[r], S[r]):
                 if c < 0 or sim < min_pixel: continue
                 a, b = good[r], good[c]
-                if px[a] == px[b]: continue
-                ham = int(np.unpackbits(ph[a] ^ ph[b]).sum())
-                if ham > max_hamming: continue
-                if fe is not None and float(fe[r] @ fe[c]) < min_cosine: continue
                 key = (min(a, b), max(a, b))
-                pairs[key] = max(pairs.get(key, 0), float(sim))
+                if px[a] == px[b] or key in pairs: continue
+                if max_hamming is not None and int(np.unpackbits(ph[a] ^ ph[b]).sum()) > max_hamming: continue
+                if fe is not None and float(fe[r] @ fe[c]) < min_cosine: continue
+                diff = aligned_difference(tp[a], tp[b], max_shift)
+                if diff <= max_diff: pairs[key] = 1 - diff/255
     rows = []
     if pairs:
         root_of = _union_find(len(files), list(pairs))
@@ -361,7 +423,7 @@ def find_duplicates(files,               # Image files (names used for the table
                                  similarity=1.0 if exact else float(min(max(best[i], 0), 1))))
     return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
 
-# %% ../nbs/06_audit.ipynb #28
+# %% ../nbs/06_audit.ipynb #38
 QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.12, bright=0.94, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)
 
 def quality_scores(fn)->dict:
@@ -403,7 +465,7 @@ def find_quality_issues(files,             # Image files
             if flag: rows.append(dict(file=name, issue=k, score=float(np.clip(s, 0, 1)), reason=''))
     return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'reason'])
 
-# %% ../nbs/06_audit.ipynb #32
+# %% ../nbs/06_audit.ipynb #42
 def _dataset(path):
     "Files and labels under `path`: one folder per class"
     path = Path(path)
@@ -431,7 +493,7 @@ def _write_csv(df, out):
         if os.path.exists(tmp): os.remove(tmp)
         raise
 
-# %% ../nbs/06_audit.ipynb #33
+# %% ../nbs/06_audit.ipynb #43
 def audit(path,                  # Dataset root with one folder per class
           learner=None,          # A fastai `Learner` (or export.pkl path) whose body gives the embeddings
           arch=None,             # Or an architecture name ('resnet34'); ImageNet weights unless `weights`
@@ -441,6 +503,8 @@ def audit(path,                  # Dataset root with one folder per class
           stats=IMAGENET_STATS,  # Normalisation for the embeddings
           cache_dir=None,        # Embedding cache; default `path/'.imgclean_cache'`
           k:int=5,               # Folds for out-of-fold label predictions
+          thorough:bool=False,   # Label issues from `k` fine-tuned learners (`out_of_fold_learner_probs`), not heads on embeddings
+          learner_kwargs:dict=None, # For `thorough`: passed to `out_of_fold_learner_probs` (epochs, bs, pretrained, ...)
           checks=('label', 'duplicates', 'quality'), # What to run
           thresholds:dict=None,  # Quality thresholds (see `QUALITY_DEFAULTS`)
           out=None,              # CSV to write the table to (atomically)
@@ -466,7 +530,7 @@ def audit(path,                  # Dataset root with one folder per class
     if unreadable: warnings.warn(f"{len(unreadable)} images could not be decoded and were skipped: {sorted(unreadable)[:5]}")
     keep = [i for i, n in enumerate(names) if n not in unreadable]
     feats = None
-    if keep and ('label' in checks or 'duplicates' in checks):
+    if keep and ('label' in checks and not thorough or 'duplicates' in checks):
         try:
             feats = embed_images([files[i] for i in keep], src, size=size, stats=stats, weights=weights,
                                  cache_dir=cache_dir or path/'.imgclean_cache', progress=progress)
@@ -478,7 +542,11 @@ def audit(path,                  # Dataset root with one folder per class
         labs = np.array([labels[i] for i in keep])
         if len(set(labs)) < 2: warnings.warn(f"only one class ({labs[0]!r}) under {path}: label issues skipped")
         else:
-            li = find_label_issues(labs, feats=feats, files=[names[i] for i in keep], k=k)
+            if thorough:
+                kw = dict(arch=arch or 'resnet34', size=size, weights=weights, **(learner_kwargs or {}))
+                probs, classes, _ = out_of_fold_learner_probs(path, pd.DataFrame(dict(name=[names[i] for i in keep], label=labs)), k=k, **kw)
+                li = find_label_issues(labs, probs, classes, files=[names[i] for i in keep])
+            else: li = find_label_issues(labs, feats=feats, files=[names[i] for i in keep], k=k)
             li = li[li.is_issue].sort_values('score', ascending=False)
             parts.append(pd.DataFrame(dict(file=li.file, issue='label', score=li.score, suggestion=li.suggested)))
     if 'duplicates' in checks and keep:
@@ -504,49 +572,57 @@ def summarize_audit(df:pd.DataFrame)->str:
         lines.append(f"  {t:16s}{len(s):6d}{extra}")
     return '\n'.join(lines)
 
-# %% ../nbs/06_audit.ipynb #37
+# %% ../nbs/06_audit.ipynb #47
 def _dl_features(learn, dl):
     "Pooled body features and targets of every batch in `dl`"
     fm = feature_model(learn).eval(); xs, ys = [], []
     with torch.no_grad():
         for xb, yb in dl: xs.append(fm(xb).float()); ys.append(yb)
+    if not xs: return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     return torch.cat(xs), torch.cat(ys)
 
-def fit_head_on_features(learn:Learner,   # A fastai vision Learner (body + `create_head` head)
+def fit_head_on_features(learn:Learner,   # A fastai vision Learner (body + `create_head` head), e.g. from `make_learner`
                          epochs:int=5,    # One-cycle epochs over the cached features
                          lr:float=1e-2,   # Maximum learning rate
                          bs:int=64,       # Batch size on features
                          wd:float=1e-2,   # Weight decay
-                        )->dict:          # train_loss, valid_loss, valid_accuracy, seconds
-    "Train `learn`'s head on body features computed once (no augmentation); the trained head stays in `learn`"
-    import time
+                         seed:int=0,      # Shuffling seed
+                        )->dict:          # Final train_loss, valid_loss, valid_accuracy; feature_seconds, head_seconds; history (one row per epoch)
+    "The frozen phase of `fine_tune` on body features computed once: train `learn`'s head for `epochs`, leave it in `learn`"
+    import math, time
     m = learn.model
     if not (isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[1], nn.Sequential) and len(m[1]) > 2):
         raise ValueError("fit_head_on_features needs a vision_learner model (body, head); use learn.fine_tune instead")
-    t0 = time.time()
-    tr_dl = learn.dls.train.new(shuffle=False, drop_last=False, after_batch=learn.dls.valid.after_batch)
+    if len(learn.dls.train_ds) < 2: raise ValueError(f"fit_head_on_features needs at least 2 training images, got {len(learn.dls.train_ds)}")
+    t0 = time.time(); was_training = m.training
+    tr_dl = learn.dls.train.new(shuffle=False, drop_last=False, after_batch=learn.dls.valid.after_batch)   # no augmentation
     xt, yt = _dl_features(learn, tr_dl); xv, yv = _dl_features(learn, learn.dls.valid)
-    head = m[1][2:]
+    head = m[1][2:]; dev = next(head.parameters()).device
+    xt, yt, xv, yv = xt.to(dev), yt.to(dev), xv.to(dev), yv.to(dev)
+    feature_seconds = time.time() - t0; t0 = time.time()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
     steps = max(1, epochs*((len(xt) + bs - 1)//bs))
-    import math
     def lr_at(i):   # fastai-style one cycle: warm up over 25% of the steps, cosine down (OneCycleLR fails on tiny step counts)
         p = i/steps
         return lr*(0.04 + 0.96*p/0.25) if p < 0.25 else lr*0.5*(1 + math.cos(math.pi*(p - 0.25)/0.75))
-    it = 0
-    loss_fn = learn.loss_func; g = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        head.train(); perm = torch.randperm(len(xt), generator=g); tl = 0.
+    it, hist = 0, []
+    loss_fn = learn.loss_func; g = torch.Generator().manual_seed(seed)
+    for ep in range(epochs):
+        head.train(); perm = torch.randperm(len(xt), generator=g); tl, nt = 0., 0
         for s in range(0, len(xt), bs):
             i = perm[s:s+bs]
             if len(i) < 2: continue   # BatchNorm needs 2 items
             for gr in opt.param_groups: gr['lr'] = lr_at(it)
             loss = loss_fn(head(xt[i]), yt[i]); opt.zero_grad(); loss.backward(); opt.step(); it += 1
-            tl += float(loss)*len(i)
-    head.eval()
-    with torch.no_grad():
-        out = head(xv) if len(xv) else torch.zeros(0, learn.dls.c)
-        vl = float(loss_fn(out, yv)) if len(xv) else float('nan')
-        acc = float((out.argmax(1) == yv).float().mean()) if len(xv) else float('nan')
-    learn.model.train()
-    return dict(train_loss=tl/len(xt), valid_loss=vl, valid_accuracy=acc, seconds=time.time() - t0)
+            tl += float(loss.detach())*len(i); nt += len(i)
+        head.eval()
+        with torch.no_grad():
+            out = head(xv) if len(xv) else None
+            vl = float(loss_fn(out, yv)) if len(xv) else float('nan')
+            acc = float((out.argmax(1) == yv).float().mean()) if len(xv) else float('nan')
+        hist.append(dict(epoch=ep, train_loss=tl/max(nt, 1), valid_loss=vl, valid_accuracy=acc))
+    m.train(was_training)
+    last = hist[-1] if hist else dict(train_loss=float('nan'), valid_loss=float('nan'), valid_accuracy=float('nan'))
+    return dict(train_loss=last['train_loss'], valid_loss=last['valid_loss'], valid_accuracy=last['valid_accuracy'],
+                feature_seconds=feature_seconds, head_seconds=time.time() - t0,
+                seconds=feature_seconds + time.time() - t0, history=pd.DataFrame(hist))

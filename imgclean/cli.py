@@ -39,7 +39,11 @@ def _train(a):
     dls = _dls(a)
     learn = make_learner(dls, a.arch, pretrained=a.pretrained, weights=a.weights)
     lr = find_lr(learn, show_plot=False) if a.lr == 'find' else float(a.lr)
-    fine_tune_stages(learn, epochs=a.epochs, freeze_epochs=a.freeze_epochs, lr=lr, strategy=a.strategy, patience=a.patience)
+    head_fit = None
+    if a.fast_frozen:
+        from imgclean.audit import fit_head_on_features
+        head_fit = lambda l, e: fit_head_on_features(l, epochs=e)
+    fine_tune_stages(learn, epochs=a.epochs, freeze_epochs=a.freeze_epochs, lr=lr, strategy=a.strategy, patience=a.patience, head_fit=head_fit)
     loss, err = learn.validate()[:2]
     print(classification_report(learn).round(3).to_string())
     if a.test_folder and dls.test_labelled:
@@ -205,6 +209,7 @@ def _parser():
     s.add_argument('--strategy', default=None, choices=['freeze_unfreeze', 'freeze', 'no_freeze'], help="fine-tuning strategy (default: freeze_unfreeze if pretrained else no_freeze)")
     s.add_argument('--lr', default='find', help="peak learning rate, or 'find' to use lr_find's suggestion")
     s.add_argument('--patience', type=int, default=None, help="early stopping on valid_loss with this patience")
+    s.add_argument('--fast-frozen', action='store_true', help="frozen phase: fit the head on cached body features (much faster)")
     s.add_argument('--valid-pct', type=float, default=0.2, help="validation fraction")
     s.add_argument('--seed', type=int, default=42)
     s.add_argument('--csv', default=None, help="labels CSV under DEST (e.g. cleaned.csv) instead of class folders")

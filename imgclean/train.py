@@ -11,6 +11,7 @@ import difflib, os, socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pandas as pd
 import torch
 import torchvision
 from fastai.callback.schedule import lr_find  # noqa: F401 (patches Learner.lr_find / fit_one_cycle)
@@ -183,6 +184,13 @@ def _cbs(patience, fname, min_delta=0., phase='fit'):
     return log + [EarlyStoppingCallback(monitor='valid_loss', patience=patience, min_delta=min_delta),
                   SaveModelCallback(monitor='valid_loss', fname=fname, min_delta=min_delta)]
 
+def _log_head_fit(learn, res):
+    "Add the epochs of a `head_fit` result (a dict with a `history` table) to `learn.stage_history`"
+    h = learn.stage_history
+    for r in (res or {}).get('history', pd.DataFrame()).to_dict('records'):
+        h['epochs'].append(dict(phase='frozen (cached features)', train_loss=r.get('train_loss'), valid_loss=r.get('valid_loss'),
+                                iters=len(h['losses'])))
+
 def fine_tune_stages(learn:Learner,       # The learner
                      epochs:int=2,        # Epochs with the body trainable (unfrozen phase, or the only phase)
                      freeze_epochs:int=4, # Epochs on the head only (ignored by 'no_freeze')
@@ -191,6 +199,7 @@ def fine_tune_stages(learn:Learner,       # The learner
                      patience:int=None,   # Early-stopping patience on valid_loss (keeps the best weights)
                      min_delta:float=0.,  # Smallest valid_loss decrease that counts as better
                      save:bool=True,      # Save `stage-1` / `stage-2` under `learn.path/learn.model_dir`
+                     head_fit=None,       # `f(learn, epochs)` doing the frozen phase instead, e.g. `audit.fit_head_on_features`
                     )->Learner:
     "Lesson 2's fit_one_cycle → unfreeze → fit_one_cycle(slice) schedule, as one call"
     if strategy is None: strategy = 'freeze_unfreeze' if getattr(learn, 'pretrained', True) else 'no_freeze'
@@ -198,7 +207,8 @@ def fine_tune_stages(learn:Learner,       # The learner
     learn.stage_history = dict(epochs=[], losses=[])   # read by `fit_history` / `plot_history`
     if strategy in ('freeze_unfreeze', 'freeze'):
         learn.freeze()
-        learn.fit_one_cycle(freeze_epochs, lr, cbs=_cbs(patience, 'best-stage-1', min_delta, 'frozen'))
+        if head_fit is None: learn.fit_one_cycle(freeze_epochs, lr, cbs=_cbs(patience, 'best-stage-1', min_delta, 'frozen'))
+        else: _log_head_fit(learn, head_fit(learn, freeze_epochs))
         if save: learn.save('stage-1')
         if strategy == 'freeze': return learn
         learn.unfreeze()

@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _audit_helpers import make_noisy_dataset, shape_colour_feats  # noqa: E402
 from conftest import make_class_folders  # noqa: E402
 
-from imgclean.audit import (ISSUE_COLUMNS, audit, embed_images, find_duplicates, find_label_issues,
-                            find_quality_issues, fit_head_on_features, out_of_fold_probs, read_issues,
-                            summarize_audit, topk_neighbours)
+from imgclean.audit import (ISSUE_COLUMNS, aligned_difference, audit, embed_images, find_duplicates, find_label_issues,
+                            find_quality_issues, fit_head_on_features, load_image, out_of_fold_learner_probs,
+                            out_of_fold_probs, read_issues, summarize_audit, thumb_pixels, topk_neighbours)
 
 
 def _net(seed=0):
@@ -107,6 +107,30 @@ def test_duplicates_match_injected_pairs(noisy):
     assert found == want, (found ^ want)
     for _, g in d.groupby('group'):
         assert g.suggestion.nunique() == 1 and g.suggestion.iloc[0] in set(g.file)
+
+
+def test_duplicates_exact_on_bench_data(tmp_path):
+    # the bench's data: distinct circles with the same layout (thumbnail cosine up to 0.98, pHash distance 0)
+    # were false positives of the cosine+pHash rule; copies shifted/resized/re-encoded must all be found
+    root = tmp_path/'ds'
+    _, pairs = make_noisy_dataset(root, n=60, size=48, noise=0.08, n_dups=15)
+    d = find_duplicates(sorted(root.rglob('*.*')), root=root, progress=False)
+    found = {frozenset(g.file) for _, g in d.groupby('group')}
+    assert found == {frozenset(p) for p in pairs}, found ^ {frozenset(p) for p in pairs}
+    assert (d.issue == 'near_duplicate').all() and d.similarity.between(0, 1).all()
+    for _, g in d.groupby('group'):   # keeper: the largest image (the resized copies), else the first name
+        big = g.file[g.file.map(lambda f: load_image(root/f).size[0]) == 72]
+        assert g.suggestion.iloc[0] == (big.iloc[0] if len(big) else sorted(g.file)[0])
+
+
+def test_aligned_difference():
+    from imgclean.datasets import draw_shape
+    a = draw_shape('circle', 64, 1); b = draw_shape('circle', 64, 2)
+    shifted = Image.fromarray(np.roll(np.asarray(a), 2, axis=0))
+    ta, tb, ts = thumb_pixels(a), thumb_pixels(b), thumb_pixels(shifted)
+    assert aligned_difference(ta, ta) == 0
+    assert aligned_difference(ta, ts) < aligned_difference(ta, ts, max_shift=0)   # the alignment absorbs the shift
+    assert aligned_difference(ta, ts) < 8 < aligned_difference(ta, tb)
 
 
 def test_exact_duplicates_and_keeper(tmp_path):
@@ -205,6 +229,30 @@ def test_fit_head_on_features_then_unfreeze(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(head, learn.model[1].parameters()))
     assert r['valid_accuracy'] >= 0.5   # 3 colour-coded classes: chance is 0.33
     assert fit_head_on_features(learn, epochs=1)['seconds'] > 0   # one epoch of few steps works too
+    h = r['history']
+    assert list(h.columns) == ['epoch', 'train_loss', 'valid_loss', 'valid_accuracy'] and len(h) == 8
+    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]   # the head learns
+    assert r['feature_seconds'] > 0 and r['head_seconds'] > 0
     learn.unfreeze()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore'); learn.fit_one_cycle(1, 1e-3)
+
+
+def test_thorough_learner_probs_are_out_of_fold(tmp_path, monkeypatch):
+    import imgclean.train
+    root = make_class_folders(tmp_path/'d', n=8, size=32)
+    seen, real = [], imgclean.train.make_learner
+    def spy(dls, *a, **kw):
+        seen.append((set(dls.train_ds.items.name), set(dls.valid_ds.items.name))); return real(dls, *a, **kw)
+    monkeypatch.setattr(imgclean.train, 'make_learner', spy)
+    p, cls, names = out_of_fold_learner_probs(root, k=3, arch='resnet18', epochs=1, size=32, bs=8, pretrained=False)
+    assert p.shape == (24, 3) and cls == ['circle', 'square', 'triangle'] and sorted(names) == sorted(
+        f.relative_to(root).as_posix() for f in root.rglob('*.png'))
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-4)
+    assert len(seen) == 3
+    for tr, va in seen: assert not tr & va and tr | va == set(names)   # each learner predicts only what it never trained on
+    assert set().union(*(va for _, va in seen)) == set(names) and sum(len(va) for _, va in seen) == 24
+    seen.clear()
+    df = audit(root, model=ColourNet(), arch='resnet18', size=32, k=2, thorough=True, checks=('label',), progress=False,
+               learner_kwargs=dict(epochs=1, bs=8, pretrained=False))
+    assert len(seen) == 2 and list(df.columns) == ISSUE_COLUMNS and set(df.issue) <= {'label'}

@@ -122,3 +122,17 @@ def test_train_with_explicit_folders_and_a_test_folder(capsys, tmp_path, labelle
         df = pd.read_csv(root/'predictions.csv')
         assert sorted(df.file_name.map(lambda s: s.rsplit('/', 1)[-1])) == ['circle.png', 'square.png', 'triangle.png']
         assert set(df.prediction) <= {'circle', 'square', 'triangle'}
+
+
+def test_train_fast_frozen_phase(capsys, tmp_path, class_folders):
+    "--fast-frozen: the frozen phase fits the head on cached body features, then the body is unfrozen as usual"
+    import torch, torchvision
+    from imgclean.export import load_model
+    wfile = tmp_path/'r18.pth'
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), wfile)
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--weights', wfile, '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--freeze-epochs', 2, '--epochs', 1, '--workers', 0, '--fast-frozen')
+    assert code == 0, err
+    learn = load_model(class_folders/'export.pkl')
+    phases = [e['phase'] for e in learn.stage_history['epochs']]
+    assert phases == ['frozen (cached features)']*2 + ['unfrozen']
