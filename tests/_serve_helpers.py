@@ -1,0 +1,50 @@
+"A tiny exported model and a loopback image server with redirects, for the serve tests (built once per session)."
+import functools, http.server, io, threading, warnings
+from pathlib import Path
+
+from _export_helpers import tiny_learner
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_export():
+    "(path of an export.pkl of a tiny resnet18 on 3 shape classes, its learner)"
+    from imgclean.export import export_learner
+    learn, root, _ = tiny_learner()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return export_learner(learn, Path(root)/'export.pkl'), learn
+
+
+def png_bytes(shape='circle', size=48, seed=0, fmt='PNG'):
+    from imgclean.datasets import draw_shape
+    buf = io.BytesIO(); draw_shape(shape, size, seed=seed).save(buf, fmt); return buf.getvalue()
+
+
+class ImageSite:
+    "Loopback HTTP server: /img.png, /page (HTML), /big and /big-nolength (over a small cap), /to/<target> (302 to target URL), /loop"
+    def __init__(self):
+        site = self
+        self.png, self.hits = png_bytes(), 0
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                site.hits += 1
+                if self.path == '/img.png': return self._send(200, site.png, 'image/png')
+                if self.path == '/page': return self._send(200, b'<html>not an image</html>', 'text/html')
+                if self.path == '/big': return self._send(200, site.png + b'\0' * 200_000, 'image/png')
+                if self.path == '/big-nolength':   # no Content-Length: only the streaming cap can stop it
+                    self.send_response(200); self.send_header('Content-Type', 'image/png'); self.end_headers()
+                    self.wfile.write(site.png + b'\0' * 200_000); return
+                if self.path == '/loop': return self._redirect('/loop')
+                if self.path.startswith('/to/'): return self._redirect(self.path[4:])
+                self._send(404, b'missing', 'text/plain')
+            def _send(self, code, body, ctype):
+                self.send_response(code); self.send_header('Content-Type', ctype)
+                self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+            def _redirect(self, to):
+                self.send_response(302); self.send_header('Location', to); self.send_header('Content-Length', '0'); self.end_headers()
+            def log_message(self, *a): pass
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+        self.httpd.daemon_threads = True
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
+    def __enter__(self): threading.Thread(target=self.httpd.serve_forever, daemon=True).start(); return self
+    def __exit__(self, *exc): self.httpd.shutdown(); self.httpd.server_close()

@@ -1,0 +1,193 @@
+"The serving app through an ASGI test client: every endpoint, every refusal, SSRF checks and batching."
+import ipaddress, queue, threading, time, warnings
+
+import pytest
+from starlette.testclient import TestClient
+
+from _fault_helpers import bomb_png
+from _serve_helpers import ImageSite, png_bytes, tiny_export
+from imgclean.serve import FetchRefused, Predictor, decode_image, fetch_url, is_public_address, make_app
+
+
+def app_client(**kw):
+    pkl, _ = tiny_export()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return TestClient(make_app(pkl, **kw))
+
+
+@pytest.fixture(scope='module')
+def client():
+    with app_client(max_upload_bytes=100_000) as c: yield c
+
+
+@pytest.fixture
+def site():
+    with ImageSite() as s: yield s
+
+
+@pytest.mark.parametrize('addr,public', [
+    ('8.8.8.8', True), ('1.1.1.1', True), ('2606:4700::1111', True), ('2a00:1450:4001::200e', True),
+    ('127.0.0.1', False), ('127.1.2.3', False), ('10.0.0.1', False), ('172.16.0.1', False), ('172.31.255.255', False),
+    ('192.168.0.1', False), ('169.254.169.254', False), ('0.0.0.0', False), ('100.64.0.1', False), ('224.0.0.1', False),
+    ('240.0.0.1', False), ('255.255.255.255', False), ('192.0.2.1', False), ('198.18.0.1', False),
+    ('::1', False), ('::', False), ('fc00::1', False), ('fd12:3456::1', False), ('fe80::1', False), ('ff02::1', False),
+    ('::ffff:127.0.0.1', False), ('::ffff:10.0.0.1', False), ('::ffff:8.8.8.8', True), ('2002:7f00:1::', False),
+    ('2002:a00:1::', False), ('2002:808:808::', True), ('64:ff9b::7f00:1', False), ('64:ff9b::808:808', True),
+    ('2001:0:4136:e378:8000:63bf:80ff:fffe', False),   # Teredo whose client address is 127.0.0.1
+    ('::127.0.0.1', False), ('2001:db8::1', False),
+])
+def test_address_policy(addr, public):
+    assert is_public_address(addr) is public
+
+
+@pytest.mark.parametrize('url,status', [
+    ('http://127.0.0.1/x.png', 403), ('http://localhost/x.png', 403), ('http://[::1]/x.png', 403),
+    ('http://2130706433/x.png', 403), ('http://0177.0.0.1/x.png', 403), ('http://0x7f.0.0.1/x.png', 403),
+    ('http://127.1/x.png', 403), ('http://[::ffff:127.0.0.1]/x.png', 403), ('http://169.254.169.254/latest/meta-data', 403),
+    ('http://10.0.0.1:8080/x.png', 403), ('file:///etc/passwd', 400), ('ftp://example.com/x.png', 400),
+    ('javascript:alert(1)', 400), ('data:image/png;base64,iVBORw0KGgo=', 400), ('http:///x.png', 400),
+    ('http://127.0.0.1:99999/x.png', 400), ('not a url', 400),
+])
+def test_urls_refused_before_any_connection(url, status):
+    with pytest.raises(FetchRefused) as e: fetch_url(url)
+    assert e.value.status == status, e.value.reason
+
+
+def test_loopback_server_refused_by_default_allowed_with_allow_private(site):
+    with pytest.raises(FetchRefused) as e: fetch_url(f'{site.url}/img.png')
+    assert e.value.status == 403 and '--allow-private' in e.value.reason
+    assert site.hits == 0                                   # refused before connecting
+    assert fetch_url(f'{site.url}/img.png', allow_private=True) == site.png
+
+
+def test_every_redirect_is_checked(site):
+    trust_loopback = lambda ip: ip == ipaddress.ip_address('127.0.0.1')   # an operator policy trusting this one host
+    assert fetch_url(f'{site.url}/to/{site.url}/img.png', check=trust_loopback) == site.png
+    for target in ('http://10.0.0.1/x.png', 'http://169.254.169.254/', 'http://[::1]/x.png', 'http://127.0.0.2/x.png'):
+        with pytest.raises(FetchRefused) as e: fetch_url(f'{site.url}/to/{target}', check=trust_loopback)
+        assert e.value.status == 403 and e.value.reason.startswith('redirect to'), e.value.reason
+    with pytest.raises(FetchRefused, match='more than 3 redirects'): fetch_url(f'{site.url}/loop', allow_private=True)
+
+
+def test_fetch_limits(site):
+    for path in ('/big', '/big-nolength'):
+        with pytest.raises(FetchRefused) as e: fetch_url(f'{site.url}{path}', allow_private=True, max_bytes=50_000)
+        assert e.value.status == 413, path
+    with pytest.raises(FetchRefused) as e: fetch_url(f'{site.url}/page', allow_private=True)
+    assert e.value.status == 415
+    with pytest.raises(FetchRefused) as e: fetch_url(f'{site.url}/missing', allow_private=True)
+    assert e.value.status == 502 and '404' in e.value.reason
+
+
+def test_fetch_times_out_on_a_stalled_server():
+    import socket
+    srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(1)       # accepts, never answers
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(FetchRefused) as e: fetch_url(f'http://127.0.0.1:{srv.getsockname()[1]}/x.png', allow_private=True, timeout=0.5)
+        assert e.value.status == 504 and time.monotonic() - t0 < 5
+    finally: srv.close()
+
+
+def test_classify_upload_and_raw_body(client):
+    r = client.post('/classify', files={'file': ('c.png', png_bytes(), 'image/png')})
+    assert r.status_code == 200, r.text
+    preds = r.json()['predictions']
+    assert sorted(c for c, _ in preds) == ['circle', 'square', 'triangle']
+    probs = [p for _, p in preds]
+    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
+    r2 = client.post('/classify', content=png_bytes(), headers={'content-type': 'image/png'})
+    assert r2.status_code == 200 and r2.json() == r.json()
+    r3 = client.post('/classify', content=png_bytes(fmt='JPEG'))    # any content type: the bytes decide
+    assert r3.status_code == 200
+
+
+def test_predictions_match_learn_predict():
+    pkl, learn = tiny_export()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        pred = Predictor(pkl, max_batch=8, max_wait_ms=300)
+    try:
+        from imgclean.datasets import draw_shape
+        imgs = [draw_shape(c, 40 + 4*i, seed=i) for i, c in enumerate(['circle', 'square', 'triangle'] * 2)]
+        futs = [pred.submit(pred.preprocess(im)) for im in imgs]
+        got = [f.result(timeout=60) for f in futs]
+        assert pred.batches == 1 and pred.items == 6          # one forward pass for the six requests
+        for im, p in zip(imgs, got):
+            ref = learn.predict(im)[2]
+            assert float((p - ref).abs().max()) < 1e-4
+    finally: pred.close()
+
+
+@pytest.mark.parametrize('kind,status,words', [
+    ('empty', 400, 'empty body'), ('wrong_field', 400, "field named 'file'"), ('text_field', 400, "field named 'file'"),
+    ('not_image', 415, 'not an image'), ('html', 415, 'not an image'), ('truncated', 422, 'cannot decode'),
+    ('bomb', 413, 'pixels'), ('too_big', 413, 'limit'),
+])
+def test_bad_uploads_are_4xx_with_a_reason(client, kind, status, words):
+    png = png_bytes(size=64)
+    if kind == 'empty': r = client.post('/classify', content=b'')
+    elif kind == 'wrong_field': r = client.post('/classify', files={'image': ('c.png', png, 'image/png')})
+    elif kind == 'text_field': r = client.post('/classify', data={'file': 'hello'}, files={'other': ('x', b'x')})
+    elif kind == 'not_image': r = client.post('/classify', files={'file': ('a.pdf', b'%PDF-1.4 ...', 'application/pdf')})
+    elif kind == 'html': r = client.post('/classify', content=b'<!doctype html><html></html>')
+    elif kind == 'truncated': r = client.post('/classify', content=png_bytes(size=64, fmt='JPEG')[:600])
+    elif kind == 'bomb': r = client.post('/classify', content=bomb_png())
+    else: r = client.post('/classify', content=png + b'\0' * 200_000)
+    assert r.status_code == status, r.text
+    assert words in r.json()['error']
+
+
+def test_classify_url_endpoint(site):
+    with app_client() as c:
+        r = c.get('/classify-url', params={'url': f'{site.url}/img.png'})
+        assert r.status_code == 403 and 'allow-private' in r.json()['error']
+        assert c.get('/classify-url').status_code == 400
+        assert c.get('/classify-url', params={'url': 'file:///etc/passwd'}).status_code == 400
+    with app_client(allow_private=True) as c:
+        r = c.get('/classify-url', params={'url': f'{site.url}/img.png'})
+        assert r.status_code == 200, r.text
+        assert len(r.json()['predictions']) == 3
+        assert c.get('/classify-url', params={'url': f'{site.url}/page'}).status_code == 415
+        assert c.get('/classify-url', params={'url': f'{site.url}/loop'}).status_code == 400
+
+
+def test_info_endpoints_and_json_errors(client):
+    assert client.get('/classes').json() == {'classes': ['circle', 'square', 'triangle']}
+    h = client.get('/health').json()
+    assert h['status'] == 'ok' and h['classes'] == 3 and h['max_batch'] == 16
+    page = client.get('/')
+    assert page.status_code == 200 and 'id="file"' in page.text and 'classify-url' in page.text and '<script src' not in page.text
+    r = client.get('/nope'); assert r.status_code == 404 and 'error' in r.json()
+    r = client.get('/classify'); assert r.status_code == 405 and 'error' in r.json()
+
+
+def test_overload_is_503_with_retry_after(client, monkeypatch):
+    pred = client.app.state.predictor
+    def full(x): raise queue.Full
+    monkeypatch.setattr(pred, 'submit', full)
+    r = client.post('/classify', content=png_bytes())
+    assert r.status_code == 503 and r.headers['retry-after'] == '1'
+
+
+def test_concurrent_requests_share_batches():
+    with app_client(max_batch=8, max_wait_ms=200) as c:
+        pred = c.app.state.predictor
+        before = pred.batches
+        codes = []
+        def one(): codes.append(c.post('/classify', content=png_bytes(seed=len(codes))).status_code)
+        ts = [threading.Thread(target=one) for _ in range(8)]
+        for t in ts: t.start()
+        for t in ts: t.join(60)
+        assert codes == [200] * 8
+        assert pred.batches - before < 8                       # some requests were answered by the same forward pass
+
+
+def test_decode_image_fixes_orientation_and_mode():
+    import io
+    from PIL import Image
+    im = Image.new('RGBA', (40, 20), (255, 0, 0, 128)); exif = im.getexif(); exif[0x0112] = 6   # rotate 90
+    buf = io.BytesIO(); im.save(buf, 'PNG', exif=exif)
+    out = decode_image(buf.getvalue())
+    assert out.mode == 'RGB' and out.size == (20, 40)
