@@ -96,7 +96,8 @@ def _urls(a):
 
 def _serve(a):
     from imgclean.serve import serve
-    serve(a.learner, host=a.host, port=a.port, allow_private=a.allow_private, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms)
+    serve(a.learner, host=a.host, port=a.port, allow_private=a.allow_private, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
+          max_upload_bytes=a.max_upload_bytes, max_pixels=a.max_pixels, url_timeout=a.url_timeout, max_queue=a.max_queue, top=a.top)
 
 def _demo(a):
     run_demo(a.path, n_per_class=a.n_per_class, img_size=a.size, epochs=a.epochs, freeze_epochs=a.freeze_epochs,
@@ -258,7 +259,13 @@ def _parser():
     s.add_argument('learner', help="export.pkl (a pickle: only serve files you trust)")
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=8000)
     s.add_argument('--allow-private', action='store_true', help="let /classify-url fetch private/loopback addresses")
-    s.add_argument('--max-batch', type=int, default=16); s.add_argument('--max-wait-ms', type=float, default=10)
+    s.add_argument('--max-batch', type=int, default=16, help="most images per forward pass")
+    s.add_argument('--max-wait-ms', type=float, default=10, help="longest wait for a batch to fill")
+    s.add_argument('--max-upload-bytes', type=int, default=10_000_000, help="largest upload or fetched image")
+    s.add_argument('--max-pixels', type=int, default=40_000_000, help="larger images are refused (decompression bombs)")
+    s.add_argument('--url-timeout', type=float, default=5, help="seconds to connect / between reads for /classify-url")
+    s.add_argument('--max-queue', type=int, default=256, help="waiting images before requests get 503")
+    s.add_argument('--top', type=int, default=None, help="classes per answer (default: all)")
     s.set_defaults(fn=_serve)
     s = sub.add_parser('demo', help="the whole workflow on the embedded demo data")
     s.add_argument('--path', default='imgclean_demo', help="work folder")

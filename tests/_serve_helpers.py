@@ -48,3 +48,33 @@ class ImageSite:
         self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
     def __enter__(self): threading.Thread(target=self.httpd.serve_forever, daemon=True).start(); return self
     def __exit__(self, *exc): self.httpd.shutdown(); self.httpd.server_close()
+
+
+def get_json(url, timeout=5):
+    import json, urllib.request
+    with urllib.request.urlopen(url, timeout=timeout) as r: return json.loads(r.read())
+
+
+class CliServer:
+    "`imgclean serve <pkl> --port <port> *flags` in a subprocess; waits for /health, stops on exit"
+    def __init__(self, pkl, port, *flags, wait=90):
+        import sys
+        self.cmd = [str(Path(sys.executable).parent/'imgclean'), 'serve', str(pkl), '--port', str(port), *map(str, flags)]
+        self.base, self.wait = f'http://127.0.0.1:{port}', wait
+    def __enter__(self):
+        import subprocess, time
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + self.wait
+        while True:
+            if self.proc.poll() is not None: raise AssertionError(f"imgclean serve exited: {self.proc.stdout.read()[-2000:]}")
+            try:
+                if get_json(f'{self.base}/health', timeout=1)['status'] == 'ok': return self
+            except OSError: pass
+            if time.monotonic() > deadline:
+                self.__exit__(); raise AssertionError(f"imgclean serve did not answer /health within {self.wait} s")
+            time.sleep(0.3)
+    def __exit__(self, *exc):
+        import subprocess
+        self.proc.terminate()
+        try: self.proc.wait(10)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait(10)

@@ -191,3 +191,21 @@ def test_decode_image_fixes_orientation_and_mode():
     buf = io.BytesIO(); im.save(buf, 'PNG', exif=exif)
     out = decode_image(buf.getvalue())
     assert out.mode == 'RGB' and out.size == (20, 40)
+
+
+@pytest.mark.timeout(150)
+def test_cli_serve_flags_reach_the_app(free_port):
+    "`imgclean serve` under uvicorn: --top and --max-upload-bytes change what the server answers"
+    import json, urllib.error, urllib.request
+    from _serve_helpers import CliServer, get_json
+    pkl, _ = tiny_export()
+    small = png_bytes('square', size=48, seed=3)
+    assert len(small) < 6000
+    with CliServer(pkl, free_port, '--top', 1, '--max-upload-bytes', 6000) as srv:
+        assert get_json(srv.base + '/classes')['classes'] == ['circle', 'square', 'triangle']
+        req = urllib.request.Request(srv.base + '/classify', data=small, method='POST')
+        with urllib.request.urlopen(req, timeout=30) as r: preds = json.loads(r.read())['predictions']
+        assert len(preds) == 1 and preds[0][0] in ('circle', 'square', 'triangle')
+        big = urllib.request.Request(srv.base + '/classify', data=small + b'\0' * 6000, method='POST')
+        with pytest.raises(urllib.error.HTTPError) as e: urllib.request.urlopen(big, timeout=30)
+        assert e.value.code == 413 and '6,000' in json.loads(e.value.read())['error']

@@ -1,25 +1,20 @@
 "Real browser: `imgclean serve` under uvicorn on 127.0.0.1, Debian's chromium uploads an image on / and sees the prediction."
-import json, os, subprocess, sys, time, urllib.request
+import json, os, urllib.request
 from pathlib import Path
 
 import pytest
 
-from _serve_helpers import png_bytes, tiny_export
+from _serve_helpers import CliServer, png_bytes, tiny_export
 
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run']
 CI = os.environ.get('CI', '').lower() == 'true'
-BIN = Path(sys.executable).parent/'imgclean'
 
 
 def _need(cond, why):
     if cond: return
     if CI: pytest.fail(f"browser test cannot run in CI: {why}")
     pytest.skip(why)
-
-
-def _get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r: return json.loads(r.read())
 
 
 @pytest.mark.timeout(180)
@@ -30,17 +25,7 @@ def test_upload_page_in_chromium(tmp_path, free_port, artifacts):
     pkl, _ = tiny_export()
     img = tmp_path/'square.png'; img.write_bytes(png_bytes('square', size=64, seed=3))
     base = f'http://127.0.0.1:{free_port}'
-    proc = subprocess.Popen([str(BIN), 'serve', str(pkl), '--port', str(free_port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None: pytest.fail(f"imgclean serve exited: {proc.stdout.read()[-2000:]}")
-            try:
-                if _get(f'{base}/health', timeout=1)['status'] == 'ok': break
-            except OSError: pass
-            if time.monotonic() > deadline: pytest.fail("imgclean serve did not answer /health within 90 s")
-            time.sleep(0.3)
+    with CliServer(pkl, free_port):
         req = urllib.request.Request(f'{base}/classify', data=img.read_bytes(), method='POST')
         with urllib.request.urlopen(req, timeout=30) as r: expected = json.loads(r.read())['predictions'][0][0]
         with sync_playwright() as pw:
@@ -63,7 +48,3 @@ def test_upload_page_in_chromium(tmp_path, free_port, artifacts):
         assert widths == sorted(widths, reverse=True) and abs(sum(widths) - 100) < 1
         assert 'non-public address' in url_error
         assert (artifacts/'serve_page.png').stat().st_size > 0
-    finally:
-        proc.terminate()
-        try: proc.wait(10)
-        except subprocess.TimeoutExpired: proc.kill()
