@@ -56,6 +56,7 @@ def main():
     ap.add_argument('--classes', type=int, default=4)
     ap.add_argument('--stall', type=float, default=3.0, help="seconds the stall endpoint waits")
     ap.add_argument('--latency', type=float, default=0.05, help="simulated round trip per request in seconds (web hosts: 0.05-0.5; 0 = raw loopback)")
+    ap.add_argument('--faults-at-end', action='store_true', help="append the fault URLs after the images (a slow URL then starts last) instead of mixing them in")
     ap.add_argument('--hosts', type=int, default=4, help="loopback host names 127.0.0.1..N the URLs are spread over (real lists span many hosts)")
     a = ap.parse_args()
     from fastai.vision.utils import download_images as fa_download, verify_images as fa_verify
@@ -74,12 +75,16 @@ def main():
         bases = q.get(timeout=60); base = bases[0]
         classes = [f'class{i}' for i in range(a.classes)]
         lists = {c: [f'{bases[j % len(bases)]}/img/{nm}' for j, nm in enumerate(names[i::a.classes])] for i, c in enumerate(classes)}
-        for i, c in enumerate(classes):   # each fault kind in every class (a distinct URL per class)
-            lists[c] += [f'{base}/f/{k}/{c}' for k in FAULTS]
+        rng = np.random.default_rng(1)
+        for i, c in enumerate(classes):   # each fault kind in every class (a distinct URL per class), mixed in at random places
+            faults = [f'{base}/f/{k}/{c}' for k in FAULTS]
+            if a.faults_at_end: lists[c] += faults
+            else:
+                for u in faults: lists[c].insert(int(rng.integers(0, len(lists[c]) + 1)), u)
         n_urls = sum(len(v) for v in lists.values())
         (tmp/'urls').mkdir()
         for c, us in lists.items(): (tmp/'urls'/f'urls_{c}.csv').write_text('\n'.join(us) + '\n')
-        print(f"{n_urls} URLs in {a.classes} classes ({len(FAULTS)} fault URLs per class), served by pid {srv.pid} on {len(bases)} loopback hosts, {a.latency*1000:.0f} ms simulated latency per request\n")
+        print(f"{n_urls} URLs in {a.classes} classes ({len(FAULTS)} fault URLs per class, {'at the end' if a.faults_at_end else 'mixed in'}), served by pid {srv.pid} on {len(bases)} loopback hosts, {a.latency*1000:.0f} ms simulated latency per request\n")
 
         # fastai, as in lesson 2: download_images per class, then verify_images and unlink the failures
         fa = tmp/'fastai'; fa.mkdir()
