@@ -8,7 +8,11 @@ STAMP := $(VENV)/.imgclean-installed
 # torch/torchvision builds this project is tested with; override e.g. `make TORCH_SPEC="torch torchvision"`
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install system-deps check-export check-clean nbtest pytest bench clean-venv
+.PHONY: demo test install system-deps check-export check-clean scratch nbtest pytest bench clean-venv
+
+# Scratch space for the notebooks' and tests' temporary folders (about 1.5 GB a run): emptied when a run starts,
+# removed when `make test` passes, so repeated runs don't fill /tmp; a failed run leaves it for a look.
+SCRATCH := $(CURDIR)/.test-tmp
 
 install: $(STAMP)
 
@@ -50,13 +54,19 @@ check-clean: $(STAMP)
 	if [ "$$before" != "$$after" ]; then echo "notebooks carried outputs or metadata noise: run nbdev_clean and commit the result"; exit 1; fi; \
 	echo "nbdev_clean: notebooks clean"
 
-nbtest: $(STAMP)
+scratch:
+	@rm -rf $(SCRATCH) && mkdir -p $(SCRATCH)
+
+nbtest pytest: export TMPDIR := $(SCRATCH)
+
+nbtest: $(STAMP) scratch
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) system-deps scratch
 	$(BIN)/python -m pytest tests -ra
 
 test: check-export check-clean nbtest pytest
+	@rm -rf $(SCRATCH)
 
 bench: $(STAMP)
 	for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
