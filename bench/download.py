@@ -32,6 +32,17 @@ def make_site(site, n, seed=0):
     return sorted(p.name for p in site.iterdir())
 
 
+def over_size(root, max_size):
+    "Images in the class folders of `root` whose longest side is over `max_size`"
+    n = 0
+    for f in root.rglob('*'):
+        if not f.is_file() or f.relative_to(root).parts[0].startswith(('_', '.')): continue
+        try:
+            with Image.open(f) as im: n += max(im.size) > max_size
+        except Exception: pass
+    return n
+
+
 def undecodable(root):
     "Files in the class folders of `root` that do not fully decode"
     bad = []
@@ -56,10 +67,11 @@ def main():
     ap.add_argument('--classes', type=int, default=4)
     ap.add_argument('--stall', type=float, default=3.0, help="seconds the stall endpoint waits")
     ap.add_argument('--latency', type=float, default=0.05, help="simulated round trip per request in seconds (web hosts: 0.05-0.5; 0 = raw loopback)")
+    ap.add_argument('--max-size', type=int, default=400, help="max_size of the resize+verify comparison (lesson 2 uses 400)")
     ap.add_argument('--faults-at-end', action='store_true', help="append the fault URLs after the images (a slow URL then starts last) instead of mixing them in")
     ap.add_argument('--hosts', type=int, default=4, help="loopback host names 127.0.0.1..N the URLs are spread over (real lists span many hosts)")
     a = ap.parse_args()
-    from fastai.vision.utils import download_images as fa_download, verify_images as fa_verify
+    from fastai.vision.utils import download_images as fa_download, verify_images as fa_verify, resize_images as fa_resize
     from fastai.data.transforms import get_image_files
     from imgclean.download import download_images
     from imgclean.verify import verify_images
@@ -117,11 +129,22 @@ def main():
         nv = len(get_image_files(c1))
         t0 = time.time(); fa_verify(get_image_files(c1)); fa_v = time.time() - t0
         t0 = time.time(); verify_images(c2, progress=False, verbose=False, manifest=False); ic_v = time.time() - t0
+        # lesson 2's clean-up as fastai's course runs it: resize_images(max_size=400) per class, then verify_images + unlink;
+        # imgclean does both in one pass with verify_images(max_size=400)
+        c3, c4 = tmp/'r_fastai', tmp/'r_imgclean'
+        shutil.copytree(fa_copy, c3); shutil.copytree(fa_copy, c4)
+        t0 = time.time()
+        for c in classes: fa_resize(c3/c, max_size=a.max_size, dest=c3/c)
+        fa_verify(get_image_files(c3)).map(Path.unlink); fa_r = time.time() - t0
+        t0 = time.time(); vr = verify_images(c4, max_size=a.max_size, progress=False, verbose=False, manifest=False); ic_r = time.time() - t0
 
         print()
         print(f"download files/s         imgclean {n_urls/ic_dl:8.1f}  fastai {n_urls/fa_dl:8.1f}  ratio {fa_dl/ic_dl:5.1f}x   ({n_urls} URLs; {ic_dl:.1f}s vs {fa_dl:.1f}s)")
         print(f"download+verify files/s  imgclean {n_urls/ic_total:8.1f}  fastai {n_urls/fa_total:8.1f}  ratio {fa_total/ic_total:5.1f}x   ({ic_total:.1f}s vs {fa_total:.1f}s)")
         print(f"verify alone img/s       imgclean {nv/ic_v:8.1f}  fastai {nv/fa_v:8.1f}  ratio {fa_v/ic_v:5.1f}x   ({nv} files; {ic_v:.2f}s vs {fa_v:.2f}s)")
+        print(f"resize+verify img/s      imgclean {nv/ic_r:8.1f}  fastai {nv/fa_r:8.1f}  ratio {fa_r/ic_r:5.1f}x   (max_size {a.max_size}, as lesson 2: "
+              f"fastai resize_images + verify_images; {int(vr.resized.sum())} resized; {ic_r:.2f}s vs {fa_r:.2f}s; "
+              f"images over max_size left: imgclean {over_size(c4, a.max_size)} fastai {over_size(c3, a.max_size)})")
         bi, bf = undecodable(ours), undecodable(fa)
         print(f"undecodable files left in class folders  imgclean {len(bi)}  fastai {len(bf)}"
               + (f"  (fastai: {', '.join(sorted(p.name for p in bf))[:200]})" if bf else ''))
