@@ -1,5 +1,5 @@
 "A tiny exported model and a loopback image server with redirects, for the serve tests (built once per session)."
-import functools, http.server, io, threading, warnings
+import functools, http.server, io, json, subprocess, sys, tempfile, threading, time, urllib.request, warnings
 from pathlib import Path
 
 from _export_helpers import tiny_learner
@@ -51,30 +51,29 @@ class ImageSite:
 
 
 def get_json(url, timeout=5):
-    import json, urllib.request
     with urllib.request.urlopen(url, timeout=timeout) as r: return json.loads(r.read())
 
 
 class CliServer:
-    "`imgclean serve <pkl> --port <port> *flags` in a subprocess; waits for /health, stops on exit"
+    "`imgclean serve <pkl> --port <port> *flags` in a subprocess (log in a temp file); waits for /health, stops on exit"
     def __init__(self, pkl, port, *flags, wait=90):
-        import sys
         self.cmd = [str(Path(sys.executable).parent/'imgclean'), 'serve', str(pkl), '--port', str(port), *map(str, flags)]
         self.base, self.wait = f'http://127.0.0.1:{port}', wait
+    def log(self): self.out.seek(0); return self.out.read().decode(errors='replace')[-2000:]
     def __enter__(self):
-        import subprocess, time
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.out = tempfile.TemporaryFile()   # a pipe nobody reads would block the server once full
+        self.proc = subprocess.Popen(self.cmd, stdout=self.out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.wait
         while True:
-            if self.proc.poll() is not None: raise AssertionError(f"imgclean serve exited: {self.proc.stdout.read()[-2000:]}")
+            if self.proc.poll() is not None: raise AssertionError(f"imgclean serve exited: {self.log()}")
             try:
                 if get_json(f'{self.base}/health', timeout=1)['status'] == 'ok': return self
             except OSError: pass
             if time.monotonic() > deadline:
-                self.__exit__(); raise AssertionError(f"imgclean serve did not answer /health within {self.wait} s")
+                self.__exit__(); raise AssertionError(f"imgclean serve did not answer /health within {self.wait} s: {self.log()}")
             time.sleep(0.3)
     def __exit__(self, *exc):
-        import subprocess
         self.proc.terminate()
         try: self.proc.wait(10)
         except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait(10)
+        self.out.close()
