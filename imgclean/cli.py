@@ -6,7 +6,7 @@
 __all__ = ['run_demo', 'main']
 
 # %% ../nbs/10_cli.ipynb #2
-import argparse, sys, time
+import argparse, sys, time, warnings
 from pathlib import Path
 
 from .train import WeightsUnavailable
@@ -164,7 +164,8 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     print("== 6/6 export and predict")
     out = export_learner(learn, path/'export.pkl')
     sample = dest/items.name.iloc[0]
-    preds = predict_image(load_model(out), sample)
+    with warnings.catch_warnings():   # the pickle warning is for files from elsewhere: this run just wrote this one
+        warnings.simplefilter('ignore', UserWarning); preds = predict_image(load_model(out), sample)
     print(f"{sample.relative_to(path)} -> {preds[0][0]} ({preds[0][1]:.2f})")
     ok = int((man.status == 'ok').sum())
     summary = dict(urls=len(man), downloaded=ok, failed=int((man.status == 'failed').sum()), kept=int(ver.ok.sum()),
