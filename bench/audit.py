@@ -1,7 +1,8 @@
 """Audit benchmark: imgclean vs fastai's way on generated data with injected label noise and near duplicates.
 Usage: python bench/audit.py [--n-per-class 60] [--size 48] [--epochs 3] [--scale 200000] [--skip-train]
        python bench/audit.py --scale 1000000 --skip-train   # the 1M×512 top-k figure (minutes)
-No pretrained weights can be downloaded here: every backbone is resnet18 from random init (pretrained=False)."""
+No pretrained weights can be downloaded here: backbones are resnet18 from random init, and, standing in for ImageNet weights
+(which know lesson 2's bears), resnet18 pretrained on clean images of the same classes from another draw of the generator."""
 import argparse, json, resource, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 
@@ -12,6 +13,8 @@ p.add_argument('--n-per-class', type=int, default=60); p.add_argument('--size', 
 p.add_argument('--epochs', type=int, default=3, help='unfrozen epochs of the fastai learner (after 1 frozen epoch)')
 p.add_argument('--frozen-epochs', type=int, default=3, help='frozen-phase epochs, same for fastai and imgclean')
 p.add_argument('--frozen-n-per-class', type=int, default=300, help='images per class of the frozen-phase comparison set')
+p.add_argument('--pretrain-epochs', type=int, default=5, help='epochs of the in-domain pretraining that stands in for ImageNet weights (0: skip)')
+p.add_argument('--pretrain-n-per-class', type=int, default=300, help='clean images per class for that pretraining')
 p.add_argument('--frozen-seeds', type=int, default=3, help='initialisations the frozen-phase figures are averaged over')
 p.add_argument('--thorough-k', type=int, default=3); p.add_argument('--thorough-epochs', type=int, default=1)
 p.add_argument('--scale', type=int, default=200000, help='N for the top-k scale run (1000000 for the 1M figure)')
@@ -110,39 +113,74 @@ want = {frozenset(o) for o in pairs}
 print(f"duplicates: {len(found)} pairs found, P {len(found & want)/max(len(found), 1):.2f} R {len(found & want)/len(want):.2f} "
       f"({td:.1f}s for {len(files)} images); fastai v2: no duplicate finder", flush=True)
 
-if not args.skip_train:
-    labels = [f.parent.name for f in files]
-    # --- fastai: one resnet18 from scratch, fine_tune(epochs, freeze_epochs=1), then top losses like ImageClassifierCleaner
-    dls = folder_dls(root, size=args.size, bs=32, num_workers=0)
-    torch.manual_seed(0); learn = make_learner(dls, 'resnet18', pretrained=False)
+def fastai_way(dls, weights=None):
+    "One resnet18 (random init, or `weights`), fine_tune(epochs, freeze_epochs=1); its valid and train+valid top-loss orders"
+    torch.manual_seed(0); learn = make_learner(dls, 'resnet18', pretrained=False, weights=weights)
     with learn.no_bar(), learn.no_logging(): learn.fine_tune(args.epochs, 2e-3, freeze_epochs=1)
     interp = ClassificationInterpretation.from_learner(learn)
     vl = interp.losses.numpy(); vorder = [dls.valid_ds.items.name.iloc[i] for i in np.argsort(-vl)]
     interp_t = ClassificationInterpretation.from_learner(learn, dl=dls.train.new(shuffle=False, drop_last=False))
     alln = list(dls.train_ds.items.name) + list(dls.valid_ds.items.name)
     allloss = np.r_[interp_t.losses.numpy(), vl]; aorder = [alln[i] for i in np.argsort(-allloss)]
-    print(f"fastai learner valid error {float(learn.validate()[1]):.3f}", flush=True)
+    print(f"fastai learner ({'weights ' + Path(weights).name if weights else 'random init'}) valid error {float(learn.validate()[1]):.3f}", flush=True)
+    return learn, vorder, aorder
 
-    def report(tag, li, secs):
-        flagged = list(li.file[li.is_issue]); m = len(flagged)
-        po, ro = pr(flagged, wrong); pv, rv = pr(vorder[:m], wrong); pa, ra = pr(aorder[:m], wrong)
-        # equal precision: how many top losses fastai must flag to match our precision, and its recall there
-        eq = [(j, pr(aorder[:j], wrong)) for j in range(1, len(aorder) + 1)]
-        ok = [(j, r) for j, (pp, r) in eq if pp >= po]; j_eq, r_eq = max(ok, key=lambda o: o[1]) if ok else (0, 0.)
-        print(f"label issues [{tag}, {secs:.0f}s] flagged {m}: imgclean P {po:.2f} R {ro:.2f} | fastai valid top-{m} losses "
-              f"P {pv:.2f} R {rv:.2f} | fastai train+valid (cleaner) top-{m} P {pa:.2f} R {ra:.2f} | "
-              f"cleaner at precision >= {po:.2f}: best R {r_eq:.2f} (top-{j_eq})", flush=True)
 
+def report(tag, li, secs, vorder, aorder):
+    flagged = list(li.file[li.is_issue]); m = len(flagged)
+    po, ro = pr(flagged, wrong); pv, rv = pr(vorder[:m], wrong); pa, ra = pr(aorder[:m], wrong)
+    # equal precision: how many top losses fastai must flag to match our precision, and its recall there
+    eq = [(j, pr(aorder[:j], wrong)) for j in range(1, len(aorder) + 1)]
+    ok = [(j, r) for j, (pp, r) in eq if pp >= po]; j_eq, r_eq = max(ok, key=lambda o: o[1]) if ok else (0, 0.)
+    print(f"label issues [{tag}, {secs:.0f}s] flagged {m}: imgclean P {po:.2f} R {ro:.2f} | fastai valid top-{m} losses "
+          f"P {pv:.2f} R {rv:.2f} | fastai train+valid (cleaner) top-{m} P {pa:.2f} R {ra:.2f} | "
+          f"cleaner at precision >= {po:.2f}: best R {r_eq:.2f} (top-{j_eq})", flush=True)
+
+
+def label_issue_runs(dls, weights=None, tag=''):
+    "Both fast paths and the thorough path against fastai's way, every learner from `weights` (None: random init)"
+    learn, vorder, aorder = fastai_way(dls, weights)
     t = time.time()
     emb = embed_images(files, learn, size=args.size, stats=([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), progress=False)
-    report('fast: heads on the fastai learner body embeddings', find_label_issues(labels, feats=emb, files=names), time.time() - t)
-    t = time.time()
-    report('fast: heads on 4 colour features', find_label_issues(labels, feats=shape_colour_feats(files), files=names), time.time() - t)
+    report(f'fast{tag}: heads on the fastai learner body embeddings', find_label_issues(labels, feats=emb, files=names),
+           time.time() - t, vorder, aorder)
+    if weights is None:
+        t = time.time()
+        report('fast: heads on 4 colour features', find_label_issues(labels, feats=shape_colour_feats(files), files=names),
+               time.time() - t, vorder, aorder)
     t = time.time()
     tp_, tcls, tnames = out_of_fold_learner_probs(root, k=args.thorough_k, arch='resnet18', epochs=args.thorough_epochs,
-                                                  size=args.size, bs=32, pretrained=False)
-    report(f'thorough: {args.thorough_k} resnet18 learners x (1 frozen + {args.thorough_epochs}) epochs',
-           find_label_issues([n.split('/')[0] for n in tnames], tp_, tcls, files=tnames), time.time() - t)
+                                                  size=args.size, bs=32, pretrained=False, weights=weights)
+    report(f'thorough{tag}: {args.thorough_k} resnet18 learners x (1 frozen + {args.thorough_epochs}) epochs',
+           find_label_issues([n.split('/')[0] for n in tnames], tp_, tcls, files=tnames), time.time() - t, vorder, aorder)
+
+
+def pretrain_in_domain(n, epochs):
+    """A torchvision resnet18 trained on clean images of the same classes from another draw of the generator.
+    A stand-in for ImageNet weights (which can't be downloaded here, and which know lesson 2's bears); returns its file."""
+    import torchvision
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    proot = Path(tempfile.mkdtemp())/'pretrain'
+    make_noisy_dataset(proot, n=n, size=args.size, noise=0.0, n_dups=0, seed=7)
+    pdls = folder_dls(proot, size=args.size, bs=64, num_workers=0)
+    torch.manual_seed(0); m = torchvision.models.resnet18(num_classes=len(pdls.vocab))
+    pl = Learner(pdls, m, loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    t = time.time()
+    with pl.no_bar(), pl.no_logging(): pl.fit_one_cycle(epochs, 3e-3)
+    fn = proot/'resnet18-in-domain.pth'; torch.save(m.state_dict(), fn)
+    print(f"in-domain pretraining: resnet18 on {len(pdls.train_ds)} clean images (generator seed 7), {epochs} epochs, "
+          f"{time.time() - t:.0f}s, valid acc {float(pl.validate()[1]):.3f}", flush=True)
+    return fn
+
+
+if not args.skip_train:
+    labels = [f.parent.name for f in files]
+    dls = folder_dls(root, size=args.size, bs=32, num_workers=0)
+    label_issue_runs(dls)
+    if args.pretrain_epochs:
+        label_issue_runs(dls, pretrain_in_domain(args.pretrain_n_per_class, args.pretrain_epochs), tag=', in-domain pretrained')
 
     # --- frozen phase: fresh learners, same init, same data, same epochs; fastai = fine_tune's frozen phase.
     # Its own larger dataset (the audit set's ~50 valid images make one image 2 points) and several seeds (init noise).
