@@ -3,7 +3,7 @@ Usage: python bench/audit.py [--n-per-class 60] [--size 48] [--epochs 3] [--scal
        python bench/audit.py --scale 1000000 --skip-train   # the 1M×512 top-k figure (minutes)
 No pretrained weights can be downloaded here: backbones are resnet18 from random init, and, standing in for ImageNet weights
 (which know lesson 2's bears), resnet18 pretrained on clean images of the same classes from another draw of the generator."""
-import argparse, json, resource, subprocess, sys, tempfile, time, warnings
+import argparse, atexit, json, resource, shutil, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +98,9 @@ def pr(flagged, truth):
     tp = len(set(flagged) & set(truth)); return tp/max(len(flagged), 1), tp/max(len(truth), 1)
 
 
-root = Path(tempfile.mkdtemp())/'ds'
+TMP = Path(tempfile.mkdtemp(prefix='imgclean_bench_audit_'))   # every generated set lives here, removed at exit
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
+root = TMP/'ds'
 wrong, pairs = make_noisy_dataset(root, n=args.n_per_class, size=args.size, noise=0.08, n_dups=max(8, args.n_per_class//4))
 files = sorted(root.rglob('*.*')); names = [f.relative_to(root).as_posix() for f in files]
 print(f"data: {len(files)} images of {args.size} px, {len(wrong)} wrong labels ({len(wrong)/len(files):.1%}), "
@@ -162,7 +164,7 @@ def pretrain_in_domain(n, epochs):
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import accuracy
-    proot = Path(tempfile.mkdtemp())/'pretrain'
+    proot = TMP/'pretrain'
     make_noisy_dataset(proot, n=n, size=args.size, noise=0.0, n_dups=0, seed=7)
     pdls = folder_dls(proot, size=args.size, bs=64, num_workers=0)
     torch.manual_seed(0); m = torchvision.models.resnet18(num_classes=len(pdls.vocab))
@@ -185,7 +187,7 @@ if not args.skip_train:
     # --- frozen phase: fresh learners, same init, same data, same epochs; fastai = fine_tune's frozen phase.
     # Its own larger dataset (the audit set's ~50 valid images make one image 2 points) and several seeds (init noise).
     E = args.frozen_epochs
-    froot = Path(tempfile.mkdtemp())/'frozen'
+    froot = TMP/'frozen'
     make_noisy_dataset(froot, n=args.frozen_n_per_class, size=args.size, noise=0.08, n_dups=8, seed=1)
     fdls = folder_dls(froot, size=args.size, bs=32, num_workers=0)
     rows = []

@@ -5,7 +5,7 @@ Both servers run under uvicorn on 127.0.0.1 in their own process; a bounded load
 measured in the same run (the limit a server can reach on this machine), and their ratio (target >= 0.8).
 Usage: python bench/serve.py [--n 1000] [--concurrency 16] [--arch resnet34] [--size 160]
 """
-import argparse, asyncio, io, os, socket, statistics, subprocess, sys, tempfile, time, warnings
+import argparse, asyncio, atexit, io, os, shutil, socket, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 
 warnings.filterwarnings('ignore')
@@ -80,6 +80,7 @@ def main():
     from imgclean.serve import Predictor, decode_image
     from imgclean.train import make_learner
     tmp = Path(tempfile.mkdtemp(prefix='imgclean_bench_serve_'))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     root = make_class_folders(tmp/'shapes', n=8, size=a.size)
     learn = make_learner(folder_dls(root, size=a.size, bs=8, num_workers=0), a.arch, pretrained=False)
     pkl = export_learner(learn, tmp/'export.pkl')
