@@ -198,10 +198,10 @@ if not args.skip_train:
         fa_sec = (time.time() - t)/E; fa_acc = 1 - float(lf.validate()[1])
         torch.manual_seed(seed); lo = make_learner(fdls, 'resnet18', pretrained=False)
         r = fit_head_on_features(lo, epochs=E, lr=1e-2)
-        rows.append((fa_sec, r['head_seconds']/E, r['seconds']/E, fa_acc, r['valid_accuracy'], r['feature_seconds']))
+        rows.append((fa_sec, r['head_seconds']/E, r['seconds']/E, fa_acc, r['valid_accuracy']))
         print(f"  frozen seed {seed}: epoch s fastai {fa_sec:.2f} imgclean {rows[-1][1]:.3f} (+{r['feature_seconds']:.2f}s one body pass); "
               f"valid acc fastai {fa_acc:.3f} imgclean {r['valid_accuracy']:.3f}", flush=True)
-    fa_sec, ours_ep, ours_all, fa_acc, our_acc, _ = np.array(rows).mean(0)
+    fa_sec, ours_ep, ours_all, fa_acc, our_acc = np.array(rows).mean(0)
     print(f"frozen phase ({len(fdls.train_ds)} train / {len(fdls.valid_ds)} valid images, {E} epochs, mean of {len(rows)} seeds): "
           f"epoch s fastai {fa_sec:.2f} imgclean {ours_ep:.3f} on cached features -> {fa_sec/ours_ep:.0f}x per epoch, "
           f"{fa_sec/ours_all:.1f}x incl. the feature pass; valid acc fastai {fa_acc:.3f} imgclean {our_acc:.3f} "

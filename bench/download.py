@@ -88,7 +88,7 @@ def main():
         classes = [f'class{i}' for i in range(a.classes)]
         lists = {c: [f'{bases[j % len(bases)]}/img/{nm}' for j, nm in enumerate(names[i::a.classes])] for i, c in enumerate(classes)}
         rng = np.random.default_rng(1)
-        for i, c in enumerate(classes):   # each fault kind in every class (a distinct URL per class), mixed in at random places
+        for c in classes:   # each fault kind in every class (a distinct URL per class), mixed in at random places
             faults = [f'{base}/f/{k}/{c}' for k in FAULTS]
             if a.faults_at_end: lists[c] += faults
             else:
