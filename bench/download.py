@@ -4,7 +4,9 @@ Usage: .venv/bin/python bench/download.py [--n 1200] [--classes 4]
 Generates N images of varied sizes (JPEG/PNG, 64-900 px) and mixes in every fault kind per class (404, 500 then ok,
 HTML with 200, truncated JPEG, empty body, redirect loop, connection reset, body over the cap, stall, bomb, duplicate
 image), serves them from a separate process on 127.0.0.1, then runs both sides and prints files/s, ratios, the
-files each side left in class folders that do not decode, and whether every URL appears in the manifest."""
+files each side left in class folders that do not decode, and whether every URL appears in the manifest.
+imgclean checks each image as it arrives, so its verify_images right after its download only hashes the files; the
+"verify alone" and "resize+verify" lines run both verifiers on copies of fastai's download (files never seen)."""
 import argparse, multiprocessing as mp, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 
@@ -137,14 +139,26 @@ def main():
         for c in classes: fa_resize(c3/c, max_size=a.max_size, dest=c3/c)
         fa_verify(get_image_files(c3)).map(Path.unlink); fa_r = time.time() - t0
         t0 = time.time(); vr = verify_images(c4, max_size=a.max_size, progress=False, verbose=False, manifest=False); ic_r = time.time() - t0
+        # the same with resizing: imgclean download_images(max_size) + verify_images(max_size) vs fastai download + resize + verify
+        ours_r = tmp/'imgclean_resized'
+        t0 = time.time()
+        download_images(tmp/'urls', ours_r, max_size=a.max_size, progress=False, verbose=False)
+        vr2 = verify_images(ours_r, max_size=a.max_size, progress=False, verbose=False)
+        ic_rt = time.time() - t0
 
         print()
         print(f"download files/s         imgclean {n_urls/ic_dl:8.1f}  fastai {n_urls/fa_dl:8.1f}  ratio {fa_dl/ic_dl:5.1f}x   ({n_urls} URLs; {ic_dl:.1f}s vs {fa_dl:.1f}s)")
         print(f"download+verify files/s  imgclean {n_urls/ic_total:8.1f}  fastai {n_urls/fa_total:8.1f}  ratio {fa_total/ic_total:5.1f}x   ({ic_total:.1f}s vs {fa_total:.1f}s)")
-        print(f"verify alone img/s       imgclean {nv/ic_v:8.1f}  fastai {nv/fa_v:8.1f}  ratio {fa_v/ic_v:5.1f}x   ({nv} files; {ic_v:.2f}s vs {fa_v:.2f}s)")
+        print(f"verify alone img/s       imgclean {nv/ic_v:8.1f}  fastai {nv/fa_v:8.1f}  ratio {fa_v/ic_v:5.1f}x   (cold: files never checked, fastai's download copied; {nv} files; {ic_v:.2f}s vs {fa_v:.2f}s)")
+        nf, nfa = len(ver), len(get_image_files(fa_copy))
+        print(f"verify after download    imgclean {nf/ic_ver:8.1f}  fastai {nfa/fa_ver:8.1f}  ratio {(nf/ic_ver)/(nfa/fa_ver):5.1f}x   "
+              f"(img/s, each side on its own download; imgclean checked {int(ver.reused.sum())}/{nf} on arrival and only hashes those; {ic_ver:.2f}s vs {fa_ver:.2f}s)")
         print(f"resize+verify img/s      imgclean {nv/ic_r:8.1f}  fastai {nv/fa_r:8.1f}  ratio {fa_r/ic_r:5.1f}x   (max_size {a.max_size}, as lesson 2: "
               f"fastai resize_images + verify_images; {int(vr.resized.sum())} resized; {ic_r:.2f}s vs {fa_r:.2f}s; "
               f"images over max_size left: imgclean {over_size(c4, a.max_size)} fastai {over_size(c3, a.max_size)})")
+        print(f"download+resize+verify   imgclean {n_urls/ic_rt:8.1f}  fastai {n_urls/(fa_dl+fa_r):8.1f}  ratio {(fa_dl+fa_r)/ic_rt:5.1f}x   "
+              f"(files/s; imgclean download_images(max_size) + verify_images(max_size), {int(vr2.reused.sum())}/{len(vr2)} reused; "
+              f"fastai download_images + resize_images + verify_images; {ic_rt:.1f}s vs {fa_dl+fa_r:.1f}s)")
         bi, bf = undecodable(ours), undecodable(fa)
         print(f"undecodable files left in class folders  imgclean {len(bi)}  fastai {len(bf)}"
               + (f"  (fastai: {', '.join(sorted(p.name for p in bf))[:200]})" if bf else ''))

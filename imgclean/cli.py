@@ -15,7 +15,8 @@ from .train import WeightsUnavailable
 def _download(a):
     from imgclean.download import download_images
     df = download_images(a.urls, a.dest, max_pics=a.max_pics, label=a.label, n_workers=a.workers, per_host=a.per_host,
-                         timeout=a.timeout, max_bytes=a.max_bytes, retries=a.retries, progress=not a.no_progress)
+                         timeout=a.timeout, max_bytes=a.max_bytes, retries=a.retries, progress=not a.no_progress,
+                         verify=not a.no_verify, max_size=a.max_size)
     if (df.status == 'ok').sum() == 0 and len(df): raise ValueError(f"none of the {len(df)} URLs gave an image; see {Path(a.dest)/'manifest.csv'} for the reasons")
 
 def _verify(a):
@@ -133,9 +134,9 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     with demo_urls(path, n_per_class=n_per_class, seed=seed) as (urls_dir, truth):
         print(f"{len(truth)} images published in {len(list(urls_dir.glob('urls_*.csv')))} url lists under {urls_dir}")
         print("== 2/6 download")
-        man = download_images(urls_dir, dest)
+        man = download_images(urls_dir, dest, max_size=max(img_size*4, 128))   # each image decoded and resized as it arrives
     print("== 3/6 verify")
-    ver = verify_images(dest, max_size=max(img_size*4, 128))
+    ver = verify_images(dest, max_size=max(img_size*4, 128))   # only hashes what the download checked
     print("== 4/6 data")
     items = folder_items(dest, valid_pct=0.2, seed=seed)
     dls = image_dls(dest, items, size=img_size, bs=bs)
@@ -167,9 +168,10 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     with warnings.catch_warnings():   # the pickle warning is for files from elsewhere: this run just wrote this one
         warnings.simplefilter('ignore', UserWarning); preds = predict_image(load_model(out), sample)
     print(f"{sample.relative_to(path)} -> {preds[0][0]} ({preds[0][1]:.2f})")
-    ok = int((man.status == 'ok').sum())
-    summary = dict(urls=len(man), downloaded=ok, failed=int((man.status == 'failed').sum()), kept=int(ver.ok.sum()),
-                   rejected=int((~ver.ok.astype(bool)).sum()), valid_accuracy=round(1 - float(err), 3),
+    undecodable = man.reason.str.startswith('verify: ')   # downloaded, then quarantined on arrival
+    summary = dict(urls=len(man), downloaded=int((man.status == 'ok').sum() + undecodable.sum()),
+                   failed=int(((man.status == 'failed') & ~undecodable).sum()), kept=int(ver.ok.sum()),
+                   rejected=int((~ver.ok.astype(bool)).sum() + undecodable.sum()), valid_accuracy=round(1 - float(err), 3),
                    export=str(out), seconds=round(time.time() - t0, 1))
     print("== summary")
     print(f"URLs {summary['urls']}: downloaded {summary['downloaded']}, failed {summary['failed']}; "
@@ -191,6 +193,8 @@ def _parser():
     s.add_argument('--timeout', type=float, default=10, help="connect/read timeout in seconds")
     s.add_argument('--max-bytes', type=int, default=30_000_000, help="largest file accepted")
     s.add_argument('--retries', type=int, default=2, help="retries of transient failures")
+    s.add_argument('--max-size', type=int, default=None, help="longest side of the stored images (default: as downloaded)")
+    s.add_argument('--no-verify', action='store_true', help="store the bytes as downloaded, without decoding them (leave it to `imgclean verify`)")
     s.add_argument('--no-progress', action='store_true', help="no progress bar")
     s.set_defaults(fn=_download)
     s = sub.add_parser('verify', help="decode every image; quarantine the bad ones; resize large ones")

@@ -1,5 +1,6 @@
 "The `imgclean` command's argument errors and the offline pretrained-weights path, in-process."
 import pytest
+from PIL import Image
 
 from imgclean import cli, train
 
@@ -82,8 +83,17 @@ def test_download_and_verify_flags(capsys, tmp_path, class_folders):
         (tmp_path/'urls'/'urls_circle.csv').write_text('\n'.join(f'{srv.url}/circle/{i:03d}.png' for i in range(5)) + f'\n{srv.url}/gone.png\n')
         code, out, err = run(capsys, 'download', tmp_path/'urls', tmp_path/'dest', '--max-pics', 3, '--workers', 2,
                              '--per-host', 1, '--retries', 0, '--timeout', 5, '--no-progress')
+        small = run(capsys, 'download', tmp_path/'urls', tmp_path/'small', '--max-size', 16, '--retries', 0, '--no-progress')
+        raw = run(capsys, 'download', tmp_path/'urls', tmp_path/'raw', '--no-verify', '--retries', 0, '--no-progress')
+        both = run(capsys, 'download', tmp_path/'urls', tmp_path/'x', '--no-verify', '--max-size', 16, '--no-progress')
     assert code == 0, err
     assert len(list((tmp_path/'dest'/'circle').iterdir())) == 3
+    assert small[0] == 0 and raw[0] == 0, (small[2], raw[2])
+    for f in (tmp_path/'small'/'circle').iterdir():
+        with Image.open(f) as im: assert max(im.size) == 16                     # resized as it arrived
+    assert (tmp_path/'small'/'.imgclean_cache'/'verified.csv').is_file() and not (tmp_path/'raw'/'.imgclean_cache').exists()
+    assert sorted(f.read_bytes() for f in (tmp_path/'raw'/'circle').iterdir()) == sorted(f.read_bytes() for f in class_folders.glob('circle/00[0-4].png'))
+    assert both[0] == 2 and 'max_size' in both[2]
     (tmp_path/'dest'/'circle'/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0'*40)
     code, out, err = run(capsys, 'verify', tmp_path/'dest', '--workers', 0, '--no-progress', '--no-manifest')
     assert code == 0, err

@@ -50,7 +50,8 @@ def test_every_url_has_a_row_and_nothing_hangs(faults):
     ('404', 'failed', 'http 404'), ('html', 'failed', 'not an image (text/html)'), ('empty', 'failed', 'empty body'),
     ('loop', 'failed', 'too many redirects'), ('reset', 'failed', 'connection reset'), ('big', 'failed', 'too large'),
     ('bigstream', 'failed', 'too large'), ('stall', 'failed', 'timeout'), ('gone500', 'failed', 'http 503 after 2 tries'),
-    ('flaky', 'ok', ''), ('truncated', 'ok', ''), ('bomb', 'ok', ''), ('dupA', 'ok', ''),
+    ('flaky', 'ok', ''), ('truncated', 'failed', 'verify: truncated image'), ('bomb', 'failed', 'verify: decompression bomb'),
+    ('dupA', 'ok', ''),
     ('dupB', 'skipped', 'duplicate image'),
 ])
 def test_fault_rows(faults, server, kind, status, reason):
@@ -73,7 +74,7 @@ def test_schemes_malformed_and_duplicates(faults, server):
 def test_files_query_string_and_sniffed_extension(faults, server):
     dest, df, _, _ = faults
     ok = df[df.status == 'ok']
-    assert sorted(str(p.relative_to(dest)) for p in dest.glob('*/*')) == sorted(ok.file)   # no partial or extra files
+    assert sorted(str(p.relative_to(dest)) for p in dest.glob('[!.]*/*')) == sorted(ok.file)   # no partial or extra files
     assert not list(dest.rglob('.*.part'))
     assert ok.loc[server.url('ok_query') + '?x=1'].file.endswith('.png')   # query kept; extension from bytes
     assert ok.loc[server.url('wrongtype')].file.endswith('.png')            # text/plain header, PNG bytes
@@ -81,18 +82,36 @@ def test_files_query_string_and_sniffed_extension(faults, server):
         assert (dest/r.file).stat().st_size == r.bytes and len(r.hash) == 32
 
 
-def test_verify_after_download_leaves_only_decodable(faults):
+def test_undecodable_downloads_go_to_quarantine_and_verify_reuses_the_rest(faults):
     dest, df, _, _ = faults
-    v = verify_images(dest, progress=False, n_workers=0)
-    bad = dict(zip(v.file[~v.ok], v.reason[~v.ok]))
-    assert {r for r in bad.values()} == {'truncated image', 'decompression bomb'} or \
-        sorted(r.split(' (')[0] for r in bad.values()) == ['decompression bomb', 'truncated image']
-    for f in (fn for d in dest.iterdir() if d.is_dir() for fn in d.iterdir()):
-        with Image.open(f) as im: im.load()
     q = dest.parent/'images_quarantine'
-    assert len(pd.read_csv(q/'report.csv')) == 2 and len([f for f in q.rglob('*.*') if f.name != 'report.csv']) == 2
-    man = pd.read_csv(dest/'manifest.csv', keep_default_na=False)
+    rep = pd.read_csv(q/'report.csv')
+    assert sorted(r.split(' (')[0] for r in rep.reason) == ['decompression bomb', 'truncated image']
+    assert sorted(f.relative_to(q).as_posix() for f in q.rglob('*.*') if f.name != 'report.csv') == sorted(rep.quarantined)
+    for f in (fn for d in dest.iterdir() if d.is_dir() and not d.name.startswith('.') for fn in d.iterdir()):
+        with Image.open(f) as im: im.load()                    # only decodable files reached the class folders
+    v = verify_images(dest, progress=False, n_workers=0)
+    assert v.ok.all() and v.reused.all() and len(v) == (df.status == 'ok').sum()   # checked on arrival: not decoded again
+    (dest/v.file[0]).write_bytes(jpeg_bytes((10, 10))[:200])      # a file changed since: decoded again, and caught
+    v2 = verify_images(dest, progress=False, n_workers=0, verbose=False)
+    assert v2.reused.sum() == len(v) - 1 and v2.set_index('file').reason[v.file[0]] == 'truncated image'
+
+
+def test_verify_false_leaves_checking_to_verify_images(server, tmp_path):
+    urls = [server.img_url('0.jpg'), server.url('truncated', 'u'), server.url('bomb', 'u')]
+    df = download_images(urls, tmp_path/'images', label='a', verify=False, **FAST)
+    assert list(df.status) == ['ok']*3 and not (tmp_path/'images'/'.imgclean_cache').exists()
+    v = verify_images(tmp_path/'images', progress=False, n_workers=0)
+    assert sorted(r.split(' (')[0] for r in v.reason[~v.ok]) == ['decompression bomb', 'truncated image'] and not v.reused.any()
+    man = pd.read_csv(tmp_path/'images'/'manifest.csv', keep_default_na=False)
     assert man.reason.str.startswith('verify: ').sum() == 2
+
+
+def test_download_max_size_resizes_on_arrival(server, tmp_path):
+    df = download_images([server.img_url('5.jpg')], tmp_path/'d', label='a', max_size=20, **FAST)
+    with Image.open(tmp_path/'d'/df.file[0]) as im: assert im.size == (20, 13) and (df.width[0], df.height[0]) == (20, 13)
+    v = verify_images(tmp_path/'d', max_size=20, progress=False, n_workers=0, verbose=False)
+    assert v.reused.all() and not verify_images(tmp_path/'d', max_size=10, progress=False, n_workers=0, verbose=False).reused.any()
 
 
 def test_resume_skips_done_urls(server, tmp_path):
