@@ -277,8 +277,9 @@ def write_verdicts(path:Path, rows, replace:bool=False):
     new = pd.DataFrame(rows)[_VCOLS].astype(str)
     old = read_verdicts(path) if not replace else {}
     if old: new = pd.concat([pd.DataFrame(list(old.values()), columns=_VCOLS), new]).drop_duplicates('file', keep='last')
-    fn = Path(path)/VERDICTS; fn.parent.mkdir(exist_ok=True)
-    write_csv_atomic(new, fn)
+    fn = Path(path)/VERDICTS
+    try: fn.parent.mkdir(exist_ok=True); write_csv_atomic(new, fn)
+    except OSError as e: warnings.warn(f"could not record the verified files in {fn} ({e}); the next verify decodes them again")
 
 # %% ../nbs/01_download.ipynb #19
 MANIFEST_COLS = ['class', 'url', 'status', 'reason', 'file', 'bytes', 'width', 'height', 'hash']

@@ -6,13 +6,13 @@
 __all__ = ['image_class_files', 'verify_images']
 
 # %% ../nbs/02_verify.ipynb #2
-import hashlib, os, shutil, time, warnings
+import hashlib, os, shutil, time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .download import (add_to_report, check_image, file_sha, free_name, read_verdicts, summarize_downloads,
                                write_csv_atomic, write_verdicts)
