@@ -9,7 +9,9 @@ from imgclean.datasets import DEMO_CLASSES, draw_shape
 
 
 def make_noisy_dataset(root, n=40, size=48, noise=0.08, n_dups=6, classes=DEMO_CLASSES, seed=0):
-    "Class folders under `root` with `noise` wrong labels and `n_dups` near-duplicates; returns (wrong, dup_pairs)"
+    """Class folders under `root` with `noise` wrong labels and `n_dups` near-duplicates; returns (wrong, dup_pairs)
+
+    `wrong` maps every mislabelled file to its true class, near-duplicate copies of mislabelled images included."""
     root = Path(root); rng = np.random.default_rng(seed); wrong, pairs, k = {}, [], 0
     for c in classes: (root/c).mkdir(parents=True, exist_ok=True)
     for c in classes:
@@ -28,6 +30,7 @@ def make_noisy_dataset(root, n=40, size=48, noise=0.08, n_dups=6, classes=DEMO_C
         else: out = im.resize((size*3//2, size*3//2), Image.BILINEAR); ext, kw = '.png', {}
         dst = src.with_name(src.stem + f'_dup{j}' + ext); out.save(dst, **kw)
         pairs.append((src.relative_to(root).as_posix(), dst.relative_to(root).as_posix()))
+        if pairs[-1][0] in wrong: wrong[pairs[-1][1]] = wrong[pairs[-1][0]]   # a copy of a mislabelled image sits in the same wrong folder
     return wrong, pairs
 
 
