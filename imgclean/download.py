@@ -302,6 +302,17 @@ def _write_atomic(fn, data):
     with open(tmp, 'wb') as f: f.write(data)
     os.replace(tmp, fn)
 
+_BACKLOG_BYTES = 256 << 20
+
+class _ByteBudget:
+    "`take(n)` blocks while `cap` bytes are taken (one item always gets through); `give(n)` hands them back"
+    def __init__(self, cap): self.cap, self.used, self.cv = cap, 0, threading.Condition()
+    def take(self, n):
+        with self.cv:
+            self.cv.wait_for(lambda: self.used == 0 or self.used + n <= self.cap); self.used += n
+    def give(self, n):
+        with self.cv: self.used -= n; self.cv.notify_all()
+
 def _first_wins(rows, dest):
     "Same image behind several URLs of a class: keep it under the URL listed first, whichever finished first"
     groups = defaultdict(list)
@@ -408,14 +419,14 @@ def download_images(urls,                    # Folder of urls_<class>.csv, a URL
                     return r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else ''))
                 time.sleep(backoff * 2**attempt * (0.5 + random.random()))
         if not verify: return store(r, data, ext)
-        backlog.acquire()   # bounds the fetched bytes waiting for a decoder
-        return dec.submit(store, r, data, ext, backlog)
+        backlog.take(len(data))   # fetched bytes waiting for a decoder stay under `_BACKLOG_BYTES`
+        return dec.submit(store, r, data, ext, len(data))
 
-    def store(r, data, ext, held=None):
+    def store(r, data, ext, held=0):
         "Check `data` (with `verify`), then write it to the class folder unless it is a duplicate or over `max_pics`"
         try: _store(r, data, ext)
         finally:
-            if held: held.release()
+            if held: backlog.give(held)
 
     def _store(r, data, ext):
         h = hashlib.sha256(data).hexdigest()[:32]
@@ -456,7 +467,7 @@ def download_images(urls,                    # Folder of urls_<class>.csv, a URL
     try:
         ex = ThreadPoolExecutor(max(1, min(n_workers, len(todo))))
         dec = ThreadPoolExecutor(os.cpu_count() or 1)   # Pillow releases the GIL while decoding: threads use every core
-        backlog = threading.BoundedSemaphore(max(64, n_workers*4))
+        backlog = _ByteBudget(_BACKLOG_BYTES)
         try:
             futs = [ex.submit(work, r) for r in todo]
             it = finished(futs)

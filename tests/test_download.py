@@ -184,3 +184,17 @@ def test_interrupted_run_leaves_manifest_and_no_partial_files(server, tmp_path, 
     monkeypatch.setattr(dl, 'fetch_image', real)
     df = download_images(urls, tmp_path/'d', label='a', **FAST)
     assert (df.status == 'ok').all() and (df.reason == 'already downloaded').sum() >= 3 and df.reason[3] == ''
+
+
+def test_decode_backlog_bounds_memory_without_deadlock(server, tmp_path, monkeypatch):
+    "With room for one fetched image at a time, fetch threads wait for the decoders and every URL still ends"
+    import imgclean.download as dl
+    monkeypatch.setattr(dl, '_BACKLOG_BYTES', 1)
+    taken, real = [], dl._ByteBudget.take
+    def spy(self, n): real(self, n); taken.append(self.used)
+    monkeypatch.setattr(dl._ByteBudget, 'take', spy)
+    urls = [server.img_url(f'{i}.jpg') for i in range(6)]
+    df = download_images(urls, tmp_path/'d', label='a', n_workers=6, **FAST)
+    assert (df.status == 'ok').all() and len(taken) == 6
+    sizes = {len(server.files[f'{i}.jpg']) for i in range(6)}
+    assert all(u in sizes for u in taken), (taken, sizes)   # never two images' bytes waiting at once
