@@ -209,8 +209,10 @@ def _check(src, max_size, max_pixels, resample):
                     if f == 'GIF' and out.mode != 'P': out = out.convert('P', palette=Image.ADAPTIVE)
                     buf = io.BytesIO()
                     try: out.save(buf, format=f, **kw)
-                    except (OSError, KeyError, ValueError): buf = io.BytesIO(); out.save(buf, format='PNG')   # a format Pillow cannot write: PNG bytes
-                    data = buf.getvalue(); r['key'] = _bytes_key(data, max_pixels)
+                    except (OSError, KeyError, ValueError): f = 'PNG'; buf = io.BytesIO(); out.save(buf, format=f)   # a format Pillow cannot write: PNG bytes
+                    data = buf.getvalue()
+                    # lossless formats decode back to `out` itself: only lossy ones need a second decode for the key
+                    r['key'] = _sample_key(out, out.size) if f in ('PNG', 'BMP', 'TIFF') and out.mode == 'RGB' else _bytes_key(data, max_pixels)
             finally: Image.MAX_IMAGE_PIXELS = old
         w, h = out.size if changed else size0
         r.update(ok=True, width=w, height=h)
@@ -226,19 +228,21 @@ def check_image(fn:Path|bytes,       # An image file, or the bytes of one
                 max_size:int=None,   # Longest side after resizing (the file is rewritten); None keeps the size
                 max_pixels:int=89_478_485, # Larger images are rejected as decompression bombs
                 resample=Image.BILINEAR, # Filter for resizing (antialiased, as fastai's `resize_images`); `Image.LANCZOS` is sharper and ~2x slower
-               )->dict:              # ok, reason, width, height, resized, key (for bytes also `data`: the bytes to store)
+               )->dict:              # ok, reason, width, height, resized, key, sha (of the bytes kept); for bytes also `data`: the bytes to store
     "Fully decode `fn`, convert to RGB upright, resize to `max_size`; rewrite a changed file (for bytes: return them)"
-    if isinstance(fn, (bytes, bytearray)):
-        if not fn: return dict(ok=False, reason='empty file', width=None, height=None, resized=False, key='', data=None)
-        r, data = _check(io.BytesIO(fn), max_size, max_pixels, resample)
-        r['data'] = (data if data is not None else bytes(fn)) if r['ok'] else None
-        return r
-    fn = Path(fn)
-    try:
-        if fn.stat().st_size == 0: return dict(ok=False, reason='empty file', width=None, height=None, resized=False, key='')
-    except OSError as e: return dict(ok=False, reason=f'cannot read ({e.strerror})', width=None, height=None, resized=False, key='')
-    r, data = _check(fn, max_size, max_pixels, resample)
-    if data is not None:
+    is_bytes = isinstance(fn, (bytes, bytearray))
+    fail = lambda why: dict(ok=False, reason=why, width=None, height=None, resized=False, key='', sha='', **({'data': None} if is_bytes else {}))
+    if is_bytes: raw = bytes(fn)
+    else:
+        fn = Path(fn)
+        try: raw = fn.read_bytes()   # read once: decoded from memory, and hashed for `verify_images`' record
+        except OSError as e: return fail(f'cannot read ({e.strerror})')
+    if not raw: return fail('empty file')
+    r, data = _check(io.BytesIO(raw), max_size, max_pixels, resample)
+    kept = raw if data is None else data
+    r['sha'] = hashlib.sha256(kept).hexdigest()[:32] if r['ok'] else ''
+    if is_bytes: r['data'] = kept if r['ok'] else None
+    elif data is not None:
         tmp = fn.with_name(f'.{fn.name}.tmp')
         tmp.write_bytes(data); os.replace(tmp, fn)
     return r
@@ -442,7 +446,7 @@ def download_images(urls,                    # Folder of urls_<class>.csv, a URL
                 return r.update(status='failed', reason=f"verify: {v['reason']} (kept in quarantine {rel})", bytes=len(data), hash=h)
             data, w, hh = v['data'], v['width'], v['height']
             ext = sniff_image(data[:16]) or ext; name = f"{_file_stem(r['url'])}.{ext}"
-            verdicts[h] = dict(sha=hashlib.sha256(data).hexdigest()[:32], width=w, height=hh, key=v['key'])
+            verdicts[h] = dict(sha=v['sha'], width=w, height=hh, key=v['key'])
         else: w, hh = _image_info(data)
         with lock:
             if max_pics is not None and kept[r['class']] >= max_pics: return r.update(status='skipped', reason=f'max_pics {max_pics} reached')
