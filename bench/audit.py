@@ -17,7 +17,8 @@ p.add_argument('--pretrain-epochs', type=int, default=5, help='epochs of the in-
 p.add_argument('--pretrain-n-per-class', type=int, default=300, help='clean images per class for that pretraining')
 p.add_argument('--frozen-seeds', type=int, default=3, help='initialisations the frozen-phase figures are averaged over')
 p.add_argument('--thorough-k', type=int, default=2, help='learners of the thorough path (2 x (1+3) epochs on half the data each: the image-epochs of 3 x (1+1) on two thirds)')
-p.add_argument('--thorough-epochs', type=int, default=3, help='unfrozen epochs per thorough learner (after 1 frozen)')
+p.add_argument('--thorough-epochs', type=int, default=None, help="unfrozen epochs per thorough learner (after 1 frozen); default: the fastai learner's")
+p.add_argument('--fit-epochs', type=int, default=12, help='a second random-init run with both sides trained this long, until the learner fits (memorises) its training data; 0 skips')
 p.add_argument('--scale', type=int, default=200000, help='N for the top-k scale run (1000000 for the 1M figure)')
 p.add_argument('--nprobe', type=int, default=8)
 p.add_argument('--skip-train', action='store_true', help='only duplicates and scale')
@@ -87,7 +88,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tests'))
 from _audit_helpers import make_noisy_dataset, shape_colour_feats  # noqa: E402
 from fastai.interpret import ClassificationInterpretation  # noqa: E402
 from imgclean.audit import (embed_images, find_duplicates, find_label_issues, fit_head_on_features,  # noqa: E402
-                            out_of_fold_learner_probs)
+                            out_of_fold_learner_probs, out_of_fold_probs)
 from imgclean.data import folder_dls  # noqa: E402
 from imgclean.train import make_learner  # noqa: E402
 
@@ -116,46 +117,64 @@ want = {frozenset(o) for o in pairs}
 print(f"duplicates: {len(found)} pairs found, P {len(found & want)/max(len(found), 1):.2f} R {len(found & want)/len(want):.2f} "
       f"({td:.1f}s for {len(files)} images); fastai v2: no duplicate finder", flush=True)
 
-def fastai_way(dls, weights=None):
+def fastai_way(dls, weights=None, epochs=args.epochs):
     "One resnet18 (random init, or `weights`), fine_tune(epochs, freeze_epochs=1); its valid and train+valid top-loss orders"
     torch.manual_seed(0); learn = make_learner(dls, 'resnet18', pretrained=False, weights=weights)
-    with learn.no_bar(), learn.no_logging(): learn.fine_tune(args.epochs, 2e-3, freeze_epochs=1)
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(epochs, 2e-3, freeze_epochs=1)
     interp = ClassificationInterpretation.from_learner(learn)
     vl = interp.losses.numpy(); vorder = [dls.valid_ds.items.name.iloc[i] for i in np.argsort(-vl)]
     interp_t = ClassificationInterpretation.from_learner(learn, dl=dls.train.new(shuffle=False, drop_last=False))
     alln = list(dls.train_ds.items.name) + list(dls.valid_ds.items.name)
     allloss = np.r_[interp_t.losses.numpy(), vl]; aorder = [alln[i] for i in np.argsort(-allloss)]
-    print(f"fastai learner ({'weights ' + Path(weights).name if weights else 'random init'}) valid error {float(learn.validate()[1]):.3f}", flush=True)
+    tr_err = float(learn.validate(dl=dls.train.new(shuffle=False, drop_last=False))[1])
+    print(f"fastai learner ({'weights ' + Path(weights).name if weights else 'random init'}, 1 frozen + {epochs} epochs) valid error "
+          f"{float(learn.validate()[1]):.3f}, error on its own training images {tr_err:.3f} (the flipped labels among them count as errors "
+          f"unless memorised)", flush=True)
     return learn, vorder, aorder
 
 
-def report(tag, li, secs, vorder, aorder):
-    flagged = list(li.file[li.is_issue]); m = len(flagged)
+def cleaner_at(po, aorder):
+    "fastai's cleaner ranking at precision >= po: its best recall over every cut-off (an oracle choice), and that cut-off"
+    ok = [(j, r) for j, (pp, r) in ((j, pr(aorder[:j], wrong)) for j in range(1, len(aorder) + 1)) if pp >= po]
+    return max(ok, key=lambda o: o[1]) if ok else (0, 0.)
+
+
+def report(tag, li_of, secs, vorder, aorder, main):
+    "One line per path: `main` (audit's default rule for it) in full, the other rules as P/R against the cleaner"
+    flagged = list(li_of[main].file[li_of[main].is_issue]); m = len(flagged)
     po, ro = pr(flagged, wrong); pv, rv = pr(vorder[:m], wrong); pa, ra = pr(aorder[:m], wrong)
-    # equal precision: how many top losses fastai must flag to match our precision, and its recall there
-    eq = [(j, pr(aorder[:j], wrong)) for j in range(1, len(aorder) + 1)]
-    ok = [(j, r) for j, (pp, r) in eq if pp >= po]; j_eq, r_eq = max(ok, key=lambda o: o[1]) if ok else (0, 0.)
-    print(f"label issues [{tag}, {secs:.0f}s] flagged {m}: imgclean P {po:.2f} R {ro:.2f} | fastai valid top-{m} losses "
+    j_eq, r_eq = cleaner_at(po, aorder)
+    other = []
+    for rule, li in li_of.items():
+        if rule == main: continue
+        f = list(li.file[li.is_issue]); p_, r_ = pr(f, wrong)
+        other.append(f"flag={rule!r} {len(f)}: P {p_:.2f} R {r_:.2f} vs cleaner {cleaner_at(p_, aorder)[1]:.2f}")
+    print(f"label issues [{tag}, {secs:.0f}s] flag={main!r} flagged {m}: imgclean P {po:.2f} R {ro:.2f} | fastai valid top-{m} losses "
           f"P {pv:.2f} R {rv:.2f} | fastai train+valid (cleaner) top-{m} P {pa:.2f} R {ra:.2f} | "
-          f"cleaner at precision >= {po:.2f}: best R {r_eq:.2f} (top-{j_eq})", flush=True)
+          f"cleaner at precision >= {po:.2f}: best R {r_eq:.2f} (top-{j_eq}) | also " + '; '.join(other), flush=True)
 
 
-def label_issue_runs(dls, weights=None, tag=''):
+def rules(labels, probs, classes, names):
+    return {f: find_label_issues(labels, probs, classes, files=names, flag=f) for f in ('confident', 'either')}
+
+
+def label_issue_runs(dls, weights=None, tag='', epochs=args.epochs, colour=True):
     "Both fast paths and the thorough path against fastai's way, every learner from `weights` (None: random init)"
-    learn, vorder, aorder = fastai_way(dls, weights)
+    learn, vorder, aorder = fastai_way(dls, weights, epochs)
+    t_ep = args.thorough_epochs or epochs
     t = time.time()
     emb = embed_images(files, learn, size=args.size, stats=([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), progress=False)
-    report(f'fast{tag}: heads on the fastai learner body embeddings', find_label_issues(labels, feats=emb, files=names),
-           time.time() - t, vorder, aorder)
-    if weights is None:
+    report(f'fast{tag}: heads on the fastai learner body embeddings', rules(labels, *out_of_fold_probs(emb, labels), names),
+           time.time() - t, vorder, aorder, 'confident')
+    if colour:
         t = time.time()
-        report('fast: heads on 4 colour features', find_label_issues(labels, feats=shape_colour_feats(files), files=names),
-               time.time() - t, vorder, aorder)
+        report('fast: heads on 4 colour features', rules(labels, *out_of_fold_probs(shape_colour_feats(files), labels), names),
+               time.time() - t, vorder, aorder, 'confident')
     t = time.time()
-    tp_, tcls, tnames = out_of_fold_learner_probs(root, k=args.thorough_k, arch='resnet18', epochs=args.thorough_epochs,
-                                                  size=args.size, bs=32, pretrained=False, weights=weights)
-    report(f'thorough{tag}: {args.thorough_k} resnet18 learners x (1 frozen + {args.thorough_epochs}) epochs',
-           find_label_issues([n.split('/')[0] for n in tnames], tp_, tcls, files=tnames), time.time() - t, vorder, aorder)
+    tp_, tcls, tnames = out_of_fold_learner_probs(root, k=args.thorough_k, arch='resnet18', epochs=t_ep,
+                                                  size=args.size, bs=32, pretrained=False, weights=weights, progress=False)
+    report(f'thorough{tag}: {args.thorough_k} resnet18 learners x (1 frozen + {t_ep}) epochs',
+           rules([n.split('/')[0] for n in tnames], tp_, tcls, tnames), time.time() - t, vorder, aorder, 'either')
 
 
 def pretrain_in_domain(n, epochs):
@@ -182,8 +201,10 @@ if not args.skip_train:
     labels = [f.parent.name for f in files]
     dls = folder_dls(root, size=args.size, bs=32, num_workers=0)
     label_issue_runs(dls)
+    if args.fit_epochs:
+        label_issue_runs(dls, tag=f', {args.fit_epochs} epochs: fits its training data', epochs=args.fit_epochs, colour=False)
     if args.pretrain_epochs:
-        label_issue_runs(dls, pretrain_in_domain(args.pretrain_n_per_class, args.pretrain_epochs), tag=', in-domain pretrained')
+        label_issue_runs(dls, pretrain_in_domain(args.pretrain_n_per_class, args.pretrain_epochs), tag=', in-domain pretrained', colour=False)
 
     # --- frozen phase: fresh learners, same init, same data, same epochs; fastai = fine_tune's frozen phase.
     # Its own larger dataset (the audit set's ~50 valid images make one image 2 points) and several seeds (init noise).

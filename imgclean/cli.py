@@ -79,8 +79,12 @@ def _report(a):
 def _audit(a):
     from imgclean.audit import audit, summarize_audit
     out = Path(a.out) if Path(a.out).is_absolute() else Path(a.dest)/a.out
-    df = audit(a.dest, learner=a.learner, arch=a.arch, weights=a.weights, size=a.size, k=a.folds,
-               checks=tuple(a.checks.split(',')), cache_dir=a.cache, out=out)
+    if not a.thorough and (not a.pretrained or a.epochs is not None):
+        raise ValueError("--no-pretrained and --epochs are for the --thorough path's learners; the fast path needs a "
+                         "feature extractor: --learner export.pkl, or --arch with ImageNet or --weights")
+    kw = dict(epochs=a.epochs or 3, pretrained=a.pretrained, bs=a.bs) if a.thorough else None
+    df = audit(a.dest, learner=a.learner, arch=a.arch, weights=a.weights, size=a.size, k=a.folds, thorough=a.thorough,
+               learner_kwargs=kw, flag=a.flag, checks=tuple(a.checks.split(',')), cache_dir=a.cache, out=out)
     print(summarize_audit(df))
     print(f"issues table: {out} (review it with ImageCleaner(path, mode='audit') in Jupyter)")
 
@@ -180,8 +184,12 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     return summary
 
 # %% ../nbs/10_cli.ipynb #9
+class _Parser(argparse.ArgumentParser):
+    "argparse whose usage errors are one line, like every other `imgclean` error (the usage is one `--help` away)"
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
 def _parser():
-    p = argparse.ArgumentParser(prog='imgclean', description="From image URL lists to a clean dataset, a fastai classifier and an HTTP endpoint.")
+    p = _Parser(prog='imgclean', description="From image URL lists to a clean dataset, a fastai classifier and an HTTP endpoint.")
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
     s = sub.add_parser('download', help="download urls_<class>.csv lists into DEST/<class>/")
     s.add_argument('urls', help="folder of urls_<class>.csv files, or one file of URLs (with --label)")
@@ -251,6 +259,12 @@ def _parser():
     s.add_argument('--folds', type=int, default=5, help="folds for out-of-fold label predictions")
     s.add_argument('--checks', default='label,duplicates,quality', help="comma-separated: label, duplicates, quality")
     s.add_argument('--cache', default=None, help="embedding cache folder (default DEST/.imgclean_cache)")
+    s.add_argument('--thorough', action='store_true', help="label issues from --folds fine-tuned learners (slow) instead of heads on embeddings")
+    s.add_argument('--epochs', type=int, default=None, help="--thorough: fine_tune epochs per learner after the frozen one (default 3)")
+    s.add_argument('--bs', type=int, default=64, help="--thorough: batch size")
+    s.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True, help="--thorough: start the learners from ImageNet weights")
+    s.add_argument('--flag', default=None, choices=['confident', 'argmax', 'either'],
+                   help="label-issue rule (default: either with --thorough, else confident)")
     s.set_defaults(fn=_audit)
     s = sub.add_parser('apply', help="carry out ImageCleaner decisions on disk (moves files, logged, undoable)")
     s.add_argument('dest', help="dataset root holding the cleaner's decisions")

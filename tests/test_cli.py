@@ -21,6 +21,10 @@ def run(capsys, *args):
     ('train', '{tmp}/shapes', '--arch', 'resnet35', '--no-pretrained'),   # unknown backbone
     ('train', '{tmp}/shapes', '--csv', 'missing.csv', '--no-pretrained'),
     ('predict', '{tmp}/nope.pkl', '{tmp}/shapes'),
+    ('audit', '{tmp}/nope'),
+    ('audit', '{tmp}/shapes', '--checks', 'labels'),                     # not a check
+    ('audit', '{tmp}/shapes', '--epochs', '2'),                          # learner option without --thorough
+    ('audit', '{tmp}/shapes', '--flag', 'top5'),                         # not a rule (argparse choices)
 ])
 def test_bad_arguments_give_one_line_errors(capsys, tmp_path, class_folders, args):
     (tmp_path/'empty').mkdir()
@@ -146,3 +150,24 @@ def test_train_fast_frozen_phase(capsys, tmp_path, class_folders):
     learn = load_model(class_folders/'export.pkl')
     phases = [e['phase'] for e in learn.stage_history['epochs']]
     assert phases == ['frozen (cached features)']*2 + ['unfrozen']
+
+
+def test_audit_from_the_command_line(capsys, tmp_path, class_folders):
+    "Fast path on a local weights file, then the thorough path from random init: table written, summary printed"
+    import torch, torchvision
+    from imgclean.audit import ISSUE_COLUMNS, read_issues
+    wfile = tmp_path/'r18.pth'
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), wfile)
+    (class_folders/'circle'/'copy.png').write_bytes((class_folders/'circle'/'000.png').read_bytes())   # an exact duplicate
+    code, out, err = run(capsys, 'audit', class_folders, '--arch', 'resnet18', '--weights', wfile, '--size', 32)
+    assert code == 0, err
+    df = read_issues(class_folders/'issues.csv')
+    assert list(df.columns) == ISSUE_COLUMNS and f"{df.file.nunique()} files with {len(df)} issues" in out
+    assert {'circle/000.png', 'circle/copy.png'} <= set(df.file[df.issue == 'exact_duplicate'])
+    assert 'issues table: ' + str(class_folders/'issues.csv') in out
+    code, out, err = run(capsys, 'audit', class_folders, '--thorough', '--no-pretrained', '--arch', 'resnet18', '--size', 32,
+                         '--folds', 2, '--epochs', 1, '--bs', 8, '--out', tmp_path/'thorough.csv', '--checks', 'label,duplicates')
+    assert code == 0, err
+    df = read_issues(tmp_path/'thorough.csv')
+    assert set(df.issue) <= {'label', 'exact_duplicate', 'near_duplicate'} and 'exact_duplicate' in set(df.issue)
+    assert (df.label == df.file.str.split('/').str[0]).all()
