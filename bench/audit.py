@@ -166,6 +166,11 @@ def label_issue_runs(dls, weights=None, tag='', epochs=args.epochs, colour=True)
     emb = embed_images(files, learn, size=args.size, stats=([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), progress=False)
     report(f'fast{tag}: heads on the fastai learner body embeddings', rules(labels, *out_of_fold_probs(emb, labels), names),
            time.time() - t, vorder, aorder, 'confident')
+    if weights is not None:   # audit(path, arch=..., weights=...) before any training: embeddings that never saw a label
+        t = time.time()
+        emb0 = embed_images(files, 'resnet18', weights=weights, size=args.size, cache_dir=TMP/'emb_cache', progress=False)
+        report(f'fast{tag}: heads on the backbone embeddings, no fine-tuning', rules(labels, *out_of_fold_probs(emb0, labels), names),
+               time.time() - t, vorder, aorder, 'confident')
     if colour:
         t = time.time()
         report('fast: heads on 4 colour features', rules(labels, *out_of_fold_probs(shape_colour_feats(files), labels), names),
