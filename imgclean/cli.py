@@ -79,10 +79,10 @@ def _report(a):
 def _audit(a):
     from imgclean.audit import audit, summarize_audit
     out = Path(a.out) if Path(a.out).is_absolute() else Path(a.dest)/a.out
-    if not a.thorough and (not a.pretrained or a.epochs is not None):
-        raise ValueError("--no-pretrained and --epochs are for the --thorough path's learners; the fast path needs a "
+    if not a.thorough and (not a.pretrained or a.epochs is not None or a.bs is not None):
+        raise ValueError("--no-pretrained, --epochs and --bs are for the --thorough path's learners; the fast path needs a "
                          "feature extractor: --learner export.pkl, or --arch with ImageNet or --weights")
-    kw = dict(epochs=a.epochs or 3, pretrained=a.pretrained, bs=a.bs) if a.thorough else None
+    kw = dict(epochs=a.epochs or 3, pretrained=a.pretrained, bs=a.bs or 64) if a.thorough else None
     df = audit(a.dest, learner=a.learner, arch=a.arch, weights=a.weights, size=a.size, k=a.folds, thorough=a.thorough,
                learner_kwargs=kw, flag=a.flag, checks=tuple(a.checks.split(',')), cache_dir=a.cache, out=out)
     print(summarize_audit(df))
@@ -261,7 +261,7 @@ def _parser():
     s.add_argument('--cache', default=None, help="embedding cache folder (default DEST/.imgclean_cache)")
     s.add_argument('--thorough', action='store_true', help="label issues from --folds fine-tuned learners (slow) instead of heads on embeddings")
     s.add_argument('--epochs', type=int, default=None, help="--thorough: fine_tune epochs per learner after the frozen one (default 3)")
-    s.add_argument('--bs', type=int, default=64, help="--thorough: batch size")
+    s.add_argument('--bs', type=int, default=None, help="--thorough: batch size (default 64)")
     s.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True, help="--thorough: start the learners from ImageNet weights")
     s.add_argument('--flag', default=None, choices=['confident', 'argmax', 'either'],
                    help="label-issue rule (default: either with --thorough, else confident)")

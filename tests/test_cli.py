@@ -152,6 +152,12 @@ def test_train_fast_frozen_phase(capsys, tmp_path, class_folders):
     assert phases == ['frozen (cached features)']*2 + ['unfrozen']
 
 
+def test_audit_flag_choices_follow_the_library():
+    from imgclean.audit import FLAG_RULES
+    sub = next(a for a in cli._parser()._actions if a.dest == 'cmd').choices['audit']
+    assert tuple(next(a for a in sub._actions if a.dest == 'flag').choices) == FLAG_RULES
+
+
 def test_audit_from_the_command_line(capsys, tmp_path, class_folders):
     "Fast path on a local weights file, then the thorough path from random init: table written, summary printed"
     import torch, torchvision
