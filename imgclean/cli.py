@@ -9,8 +9,6 @@ __all__ = ['run_demo', 'main']
 import argparse, sys, time, warnings
 from pathlib import Path
 
-from .train import WeightsUnavailable
-
 # %% ../nbs/10_cli.ipynb #5
 def _download(a):
     from imgclean.download import download_images
@@ -297,18 +295,24 @@ def _parser():
 
 def _one_line(e): return ' '.join(str(e).split()) or type(e).__name__
 
+def _no_weights(e):
+    "Is `e` the train stage's `WeightsUnavailable`? (Looked up only if that stage was loaded: no fastai import to find out.)"
+    train = sys.modules.get('imgclean.train')
+    return train is not None and isinstance(e, train.WeightsUnavailable)
+
 def main(argv=None, # Arguments (default: sys.argv[1:])
         ):
     "Entry point of the `imgclean` command"
     p = _parser()
     a = p.parse_args(argv)
     try: a.fn(a)
-    except WeightsUnavailable as e:
-        print(f"imgclean {a.cmd}: error: {_one_line(e)} (on the command line: --weights FILE or --no-pretrained)", file=sys.stderr)
-        raise SystemExit(2)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
-        print(f"imgclean {a.cmd}: error: {_one_line(e)}", file=sys.stderr)
-        raise SystemExit(2)
     except KeyboardInterrupt:
         print(f"imgclean {a.cmd}: interrupted", file=sys.stderr)
         raise SystemExit(130)
+    except Exception as e:
+        if _no_weights(e):
+            print(f"imgclean {a.cmd}: error: {_one_line(e)} (on the command line: --weights FILE or --no-pretrained)", file=sys.stderr)
+        elif isinstance(e, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)):
+            print(f"imgclean {a.cmd}: error: {_one_line(e)}", file=sys.stderr)
+        else: raise
+        raise SystemExit(2)

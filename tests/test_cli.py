@@ -177,3 +177,16 @@ def test_audit_from_the_command_line(capsys, tmp_path, class_folders):
     df = read_issues(tmp_path/'thorough.csv')
     assert set(df.issue) <= {'label', 'exact_duplicate', 'near_duplicate'} and 'exact_duplicate' in set(df.issue)
     assert (df.label == df.file.str.split('/').str[0]).all()
+
+
+def test_help_and_argument_errors_do_not_load_torch(tmp_path):
+    "`imgclean --help` and bad arguments answer at once: no torch/fastai import (that takes seconds)"
+    import subprocess, sys
+    code = ("import sys\nfrom imgclean import cli\n"
+            f"for argv in (['--help'], ['audit', '.', '--flag', 'x'], ['download', {str(tmp_path/'nope')!r}, {str(tmp_path/'d')!r}]):\n"
+            "    try: cli.main(argv)\n    except SystemExit as e: print('exit', e.code)\n"
+            "print(sorted(m for m in ('torch', 'fastai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [l for l in lines if l.startswith('exit')] == ['exit 0', 'exit 2', 'exit 2'] and lines[-1] == '[]', out.stdout[-500:]
