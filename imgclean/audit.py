@@ -551,7 +551,7 @@ def audit(path,                  # Dataset root with one folder per class
         except Exception as e:
             if type(e).__name__ != 'WeightsUnavailable' or learner is not None or model is not None: raise
             if thorough:   # labels come from the fine-tuned learners; duplicates can do without embeddings
-                warnings.warn(f"no embedding model ({_one_line(e)}): duplicates are found on pixels alone")
+                warnings.warn(f"no embedding model ({' '.join(str(e).split())[:300]}): duplicates are found on pixels alone")
             else: raise type(e)(f"{e}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on "
                                 f"this data), arch with weights='file.pth', or model=<torch module>.") from None
     if 'label' in checks and keep:
@@ -576,8 +576,6 @@ def audit(path,                  # Dataset root with one folder per class
     df = df[ISSUE_COLUMNS].reset_index(drop=True)
     if out is not None: _write_csv(df, out)
     return df
-
-def _one_line(e): return ' '.join(str(e).split())[:300]
 
 def summarize_audit(df:pd.DataFrame)->str:
     "A few lines counting the issues in an `audit` table `df`"

@@ -80,7 +80,7 @@ def _audit(a):
     if not a.thorough and (not a.pretrained or a.epochs is not None or a.bs is not None):
         raise ValueError("--no-pretrained, --epochs and --bs are for the --thorough path's learners; the fast path needs a "
                          "feature extractor: --learner export.pkl, or --arch with ImageNet or --weights")
-    kw = dict(epochs=a.epochs or 3, pretrained=a.pretrained, bs=a.bs or 64) if a.thorough else None
+    kw = dict(pretrained=a.pretrained, **{k: v for k, v in dict(epochs=a.epochs, bs=a.bs).items() if v is not None}) if a.thorough else None
     df = audit(a.dest, learner=a.learner, arch=a.arch, weights=a.weights, size=a.size, k=a.folds, thorough=a.thorough,
                learner_kwargs=kw, flag=a.flag, checks=tuple(a.checks.split(',')), cache_dir=a.cache, out=out)
     print(summarize_audit(df))
@@ -136,9 +136,10 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     with demo_urls(path, n_per_class=n_per_class, seed=seed) as (urls_dir, truth):
         print(f"{len(truth)} images published in {len(list(urls_dir.glob('urls_*.csv')))} url lists under {urls_dir}")
         print("== 2/6 download")
-        man = download_images(urls_dir, dest, max_size=max(img_size*4, 128))   # each image decoded and resized as it arrives
+        max_size = max(img_size*4, 128)
+        man = download_images(urls_dir, dest, max_size=max_size)   # each image decoded and resized as it arrives
     print("== 3/6 verify")
-    ver = verify_images(dest, max_size=max(img_size*4, 128))   # only hashes what the download checked
+    ver = verify_images(dest, max_size=max_size)   # only hashes what the download checked
     print("== 4/6 data")
     items = folder_items(dest, valid_pct=0.2, seed=seed)
     dls = image_dls(dest, items, size=img_size, bs=bs)

@@ -172,9 +172,11 @@ def _bytes_key(data, max_pixels):
         if im.format == 'JPEG': im.draft(im.mode, (size0[0]//8, size0[1]//8))
         im.load(); return _sample_key(im, size0)
 
+def _failed(reason=''): return dict(ok=False, reason=reason, width=None, height=None, resized=False, key='')
+
 def _check(src, max_size, max_pixels, resample):
     "Decode `src` (a path or a file object); return the result dict and the encoded bytes to store when the image changed"
-    r = dict(ok=False, reason='', width=None, height=None, resized=False, key='')
+    r = _failed()
     data = None
     try:
         with warnings.catch_warnings():
@@ -231,7 +233,7 @@ def check_image(fn:Path|bytes,       # An image file, or the bytes of one
                )->dict:              # ok, reason, width, height, resized, key, sha (of the bytes kept); for bytes also `data`: the bytes to store
     "Fully decode `fn`, convert to RGB upright, resize to `max_size`; rewrite a changed file (for bytes: return them)"
     is_bytes = isinstance(fn, (bytes, bytearray))
-    fail = lambda why: dict(ok=False, reason=why, width=None, height=None, resized=False, key='', sha='', **({'data': None} if is_bytes else {}))
+    fail = lambda why: dict(_failed(why), sha='', **({'data': None} if is_bytes else {}))
     if is_bytes: raw = bytes(fn)
     else:
         fn = Path(fn)
