@@ -76,7 +76,7 @@ def main():
     from fastai.vision.utils import download_images as fa_download, verify_images as fa_verify, resize_images as fa_resize
     from fastai.data.transforms import get_image_files
     from imgclean.download import download_images
-    from imgclean.verify import verify_images
+    from imgclean.verify import verify_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix='imgclean_bench_'))
     try:
@@ -118,7 +118,7 @@ def main():
         man = download_images(tmp/'urls', ours, progress=False, verbose=False)
         ic_dl = time.time() - t0
         t1 = time.time()
-        ver = verify_images(ours, progress=False, verbose=False)
+        ver = verify_dataset(ours, progress=False, verbose=False)
         ic_ver = time.time() - t1
         ic_total = time.time() - t0
         print(f"imgclean manifest: {len(man)} rows; status {man.status.value_counts().to_dict()}")
@@ -130,7 +130,7 @@ def main():
         shutil.copytree(fa_copy, c1); shutil.copytree(fa_copy, c2)
         nv = len(get_image_files(c1))
         t0 = time.time(); fa_verify(get_image_files(c1)); fa_v = time.time() - t0
-        t0 = time.time(); verify_images(c2, progress=False, verbose=False, manifest=False); ic_v = time.time() - t0
+        t0 = time.time(); verify_dataset(c2, progress=False, verbose=False, manifest=False); ic_v = time.time() - t0
         # lesson 2's clean-up as fastai's course runs it: resize_images(max_size=400) per class, then verify_images + unlink;
         # imgclean does both in one pass with verify_images(max_size=400)
         c3, c4 = tmp/'r_fastai', tmp/'r_imgclean'
@@ -138,12 +138,12 @@ def main():
         t0 = time.time()
         for c in classes: fa_resize(c3/c, max_size=a.max_size, dest=c3/c)
         fa_verify(get_image_files(c3)).map(Path.unlink); fa_r = time.time() - t0
-        t0 = time.time(); vr = verify_images(c4, max_size=a.max_size, progress=False, verbose=False, manifest=False); ic_r = time.time() - t0
+        t0 = time.time(); vr = verify_dataset(c4, max_size=a.max_size, progress=False, verbose=False, manifest=False); ic_r = time.time() - t0
         # the same with resizing: imgclean download_images(max_size) + verify_images(max_size) vs fastai download + resize + verify
         ours_r = tmp/'imgclean_resized'
         t0 = time.time()
         download_images(tmp/'urls', ours_r, max_size=a.max_size, progress=False, verbose=False)
-        vr2 = verify_images(ours_r, max_size=a.max_size, progress=False, verbose=False)
+        vr2 = verify_dataset(ours_r, max_size=a.max_size, progress=False, verbose=False)
         ic_rt = time.time() - t0
 
         print()

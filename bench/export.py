@@ -11,7 +11,7 @@ from torchvision.models import resnet18
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tests'))
 from conftest import make_class_folders  # noqa: E402
 from imgclean.data import folder_items, image_dls  # noqa: E402
-from imgclean.export import export_learner, load_model, predict_files  # noqa: E402
+from imgclean.export import export_learner, load_export, predict_files  # noqa: E402
 
 N, SIZE = int(sys.argv[1]) if len(sys.argv) > 1 else 100, 64   # images per class, training size
 tmp = Path(tempfile.mkdtemp(prefix='imgclean_bench_export_'))
@@ -19,7 +19,7 @@ try:
     root = make_class_folders(tmp/'shapes', n=N, size=96)
     dls = image_dls(root, folder_items(root, valid_pct=0.2), size=SIZE, bs=32, num_workers=0)
     learn = vision_learner(dls, resnet18, pretrained=False)
-    learn = load_model(export_learner(learn, tmp/'export.pkl'))
+    learn = load_export(export_learner(learn, tmp/'export.pkl'))
     files = get_image_files(root); n = len(files)
     (root/'junk').mkdir(); (root/'junk'/'bad.jpg').write_bytes(b'not a jpeg')   # one bad file: ours reports it
     t = time.perf_counter(); df = predict_files(learn, root, bs=64, progress=False); ours = time.perf_counter() - t

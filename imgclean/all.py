@@ -7,9 +7,14 @@ __all__ = []
 
 # %% ../nbs/all.ipynb #3
 import fastai.vision.all as _fastai_vision
+import fastai.vision.widgets as _fastai_widgets
 from fastai.vision.all import *
-from . import (datasets as _datasets, download as _download, verify as _verify, data as _data, train as _train,
-                      interpret as _interpret, audit as _audit, widgets as _widgets, export as _export, serve as _serve)
+from fastai.vision.widgets import *
+from . import (core as _core, images as _images, datasets as _datasets, download as _download, verify as _verify,
+                      data as _data, train as _train, interpret as _interpret, audit as _audit, widgets as _widgets,
+                      export as _export, serve as _serve)
+from .core import *
+from .images import *
 from .datasets import *
 from .download import *
 from .verify import *
@@ -22,6 +27,7 @@ from .export import *
 from .serve import *
 
 # %% ../nbs/all.ipynb #4
-_stages = (_datasets, _download, _verify, _data, _train, _interpret, _audit, _widgets, _export, _serve)
+_stages = (_core, _images, _datasets, _download, _verify, _data, _train, _interpret, _audit, _widgets, _export, _serve)
 _ours = [name for m in _stages for name in m.__all__]
-__all__ = sorted({n for n in dir(_fastai_vision) if not n.startswith('_')} | set(_ours))
+_fastai_names = {n for m in (_fastai_vision, _fastai_widgets) for n in dir(m) if not n.startswith('_')}
+__all__ = sorted(_fastai_names | set(_ours))

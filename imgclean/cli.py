@@ -18,8 +18,8 @@ def _download(a):
     if (df.status == 'ok').sum() == 0 and len(df): raise ValueError(f"none of the {len(df)} URLs gave an image; see {Path(a.dest)/'manifest.csv'} for the reasons")
 
 def _verify(a):
-    from imgclean.verify import verify_images
-    verify_images(a.dest, max_size=a.max_size, quarantine=a.quarantine, n_workers=a.workers,
+    from imgclean.verify import verify_dataset
+    verify_dataset(a.dest, max_size=a.max_size, quarantine=a.quarantine, n_workers=a.workers,
                   progress=not a.no_progress, manifest=not a.no_manifest)
 
 def _dls(a):
@@ -55,8 +55,8 @@ def _train(a):
     print(f"validation accuracy {1-err:.3f} (loss {loss:.3f}); exported to {out}")
 
 def _predict(a):
-    from imgclean.export import load_model, predict_files, predict_image
-    learn = load_model(a.learner)
+    from imgclean.export import load_export, predict_files, predict_image
+    learn = load_export(a.learner)
     items = [Path(o) for o in a.items]
     for o in items:
         if not o.exists(): raise FileNotFoundError(f"{o} does not exist; pass image files or folders")
@@ -68,9 +68,9 @@ def _predict(a):
 
 def _report(a):
     from imgclean.data import csv_items, folder_items
-    from imgclean.export import load_model
+    from imgclean.export import load_export
     from imgclean.interpret import report_on_items
-    learn = load_model(a.learner)
+    learn = load_export(a.learner)
     items = csv_items(a.dest, a.csv, valid_pct=0) if a.csv else folder_items(a.dest, valid_pct=0)
     print(report_on_items(learn, a.dest, items).round(3).to_string())
 
@@ -125,9 +125,9 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     from imgclean.data import folder_items, image_dls
     from imgclean.datasets import demo_urls
     from imgclean.download import download_images
-    from imgclean.export import export_learner, load_model, predict_image
+    from imgclean.export import export_learner, load_export, predict_image
     from imgclean.train import find_lr, fine_tune_stages, make_learner, weights_file
-    from imgclean.verify import verify_images
+    from imgclean.verify import verify_dataset
     t0, path = time.time(), Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
     dest = path/'images'
@@ -139,7 +139,7 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
         max_size = max(img_size*4, 128)
         man = download_images(urls_dir, dest, max_size=max_size)   # each image decoded and resized as it arrives
     print("== 3/6 verify")
-    ver = verify_images(dest, max_size=max_size)   # only hashes what the download checked
+    ver = verify_dataset(dest, max_size=max_size)   # only hashes what the download checked
     print("== 4/6 data")
     items = folder_items(dest, valid_pct=0.2, seed=seed)
     dls = image_dls(dest, items, size=img_size, bs=bs)
@@ -169,7 +169,7 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     out = export_learner(learn, path/'export.pkl')
     sample = dest/items.name.iloc[0]
     with warnings.catch_warnings():   # the pickle warning is for files from elsewhere: this run just wrote this one
-        warnings.simplefilter('ignore', UserWarning); preds = predict_image(load_model(out), sample)
+        warnings.simplefilter('ignore', UserWarning); preds = predict_image(load_export(out), sample)
     print(f"{sample.relative_to(path)} -> {preds[0][0]} ({preds[0][1]:.2f})")
     undecodable = man.reason.str.startswith('verify: ')   # downloaded, then quarantined on arrival
     summary = dict(urls=len(man), downloaded=int((man.status == 'ok').sum() + undecodable.sum()),

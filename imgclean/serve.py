@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from .download import sniff_image
-from .export import load_model
+from .images import sniff_image
+from .export import load_export
 
 # %% ../nbs/09_serve.ipynb #6
 _NAT64 = ipaddress.ip_network('64:ff9b::/96')
@@ -142,7 +142,7 @@ class Predictor:
                  max_wait_ms:float=10,        # Longest wait for a batch to fill
                  max_queue:int=256,           # Waiting images before new requests get 503
                 ):
-        self.learn = load_model(learn, cpu=not torch.cuda.is_available())
+        self.learn = load_export(learn, cpu=not torch.cuda.is_available())
         self.vocab = [str(o) for o in self.learn.dls.vocab]
         # the validation pipelines with split_idx 1, so random augmentation is skipped as in `learn.predict`
         # (a loaded export.pkl leaves split_idx unset on them: copy and set it)

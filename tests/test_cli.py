@@ -141,13 +141,13 @@ def test_train_with_explicit_folders_and_a_test_folder(capsys, tmp_path, labelle
 def test_train_fast_frozen_phase(capsys, tmp_path, class_folders):
     "--fast-frozen: the frozen phase fits the head on cached body features, then the body is unfrozen as usual"
     import torch, torchvision
-    from imgclean.export import load_model
+    from imgclean.export import load_export
     wfile = tmp_path/'r18.pth'
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), wfile)
     code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--weights', wfile, '--size', 32, '--bs', 8,
                          '--lr', '1e-3', '--freeze-epochs', 2, '--epochs', 1, '--workers', 0, '--fast-frozen')
     assert code == 0, err
-    learn = load_model(class_folders/'export.pkl')
+    learn = load_export(class_folders/'export.pkl')
     phases = [e['phase'] for e in learn.stage_history['epochs']]
     assert phases == ['frozen (cached features)']*2 + ['unfrozen']
 
@@ -161,7 +161,7 @@ def test_audit_flag_choices_follow_the_library():
 def test_audit_from_the_command_line(capsys, tmp_path, class_folders):
     "Fast path on a local weights file, then the thorough path from random init: table written, summary printed"
     import torch, torchvision
-    from imgclean.audit import ISSUE_COLUMNS, read_issues
+    from imgclean.core import ISSUE_COLUMNS, read_issues
     wfile = tmp_path/'r18.pth'
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), wfile)
     (class_folders/'circle'/'copy.png').write_bytes((class_folders/'circle'/'000.png').read_bytes())   # an exact duplicate

@@ -9,8 +9,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from _fault_helpers import FaultServer, jpeg_bytes, png_bytes  # noqa: E402
 
-from imgclean.download import download_images, fetch_image, FetchError, read_urls, sniff_image, summarize_downloads
-from imgclean.verify import verify_images
+from imgclean.download import download_images, fetch_image, FetchError, read_urls, summarize_downloads
+from imgclean.images import sniff_image
+from imgclean.verify import verify_dataset
 
 FAST = dict(timeout=1, total_timeout=4, max_bytes=2_000_000, retries=1, backoff=0.05, progress=False)
 
@@ -90,18 +91,18 @@ def test_undecodable_downloads_go_to_quarantine_and_verify_reuses_the_rest(fault
     assert sorted(f.relative_to(q).as_posix() for f in q.rglob('*.*') if f.name != 'report.csv') == sorted(rep.quarantined)
     for f in (fn for d in dest.iterdir() if d.is_dir() and not d.name.startswith('.') for fn in d.iterdir()):
         with Image.open(f) as im: im.load()                    # only decodable files reached the class folders
-    v = verify_images(dest, progress=False, n_workers=0)
+    v = verify_dataset(dest, progress=False, n_workers=0)
     assert v.ok.all() and v.reused.all() and len(v) == (df.status == 'ok').sum()   # checked on arrival: not decoded again
     (dest/v.file[0]).write_bytes(jpeg_bytes((10, 10))[:200])      # a file changed since: decoded again, and caught
-    v2 = verify_images(dest, progress=False, n_workers=0, verbose=False)
+    v2 = verify_dataset(dest, progress=False, n_workers=0, verbose=False)
     assert v2.reused.sum() == len(v) - 1 and v2.set_index('file').reason[v.file[0]] == 'truncated image'
 
 
-def test_verify_false_leaves_checking_to_verify_images(server, tmp_path):
+def test_verify_false_leaves_checking_to_verify_dataset(server, tmp_path):
     urls = [server.img_url('0.jpg'), server.url('truncated', 'u'), server.url('bomb', 'u')]
     df = download_images(urls, tmp_path/'images', label='a', verify=False, **FAST)
     assert list(df.status) == ['ok']*3 and not (tmp_path/'images'/'.imgclean_cache').exists()
-    v = verify_images(tmp_path/'images', progress=False, n_workers=0)
+    v = verify_dataset(tmp_path/'images', progress=False, n_workers=0)
     assert sorted(r.split(' (')[0] for r in v.reason[~v.ok]) == ['decompression bomb', 'truncated image'] and not v.reused.any()
     man = pd.read_csv(tmp_path/'images'/'manifest.csv', keep_default_na=False)
     assert man.reason.str.startswith('verify: ').sum() == 2
@@ -110,8 +111,8 @@ def test_verify_false_leaves_checking_to_verify_images(server, tmp_path):
 def test_download_max_size_resizes_on_arrival(server, tmp_path):
     df = download_images([server.img_url('5.jpg')], tmp_path/'d', label='a', max_size=20, **FAST)
     with Image.open(tmp_path/'d'/df.file[0]) as im: assert im.size == (20, 13) and (df.width[0], df.height[0]) == (20, 13)
-    v = verify_images(tmp_path/'d', max_size=20, progress=False, n_workers=0, verbose=False)
-    assert v.reused.all() and not verify_images(tmp_path/'d', max_size=10, progress=False, n_workers=0, verbose=False).reused.any()
+    v = verify_dataset(tmp_path/'d', max_size=20, progress=False, n_workers=0, verbose=False)
+    assert v.reused.all() and not verify_dataset(tmp_path/'d', max_size=10, progress=False, n_workers=0, verbose=False).reused.any()
 
 
 def test_resume_skips_done_urls(server, tmp_path):

@@ -39,8 +39,8 @@ def test_demo_download_and_verify_outcome(demo):
     assert len(truth) == urls                      # one manifest row per input URL
     # every file left in a class folder decodes; the corrupt ones were quarantined, not deleted
     from PIL import Image
-    from imgclean.verify import image_class_files
-    files = image_class_files(path/'images')                     # class folders (fastai's models/ is not one)
+    from imgclean.core import class_items
+    files = [path/'images'/n for n in class_items(path/'images', all_files=True).name]                     # class folders (fastai's models/ is not one)
     assert files and not any(f.suffix == '.pth' for f in files)
     for f in files:
         with Image.open(f) as im: im.load()

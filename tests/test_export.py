@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _export_helpers import tiny_learner, write_bad_files  # noqa: E402
 
-from imgclean.export import (export_learner, image_paths, load_model, plot_prediction_counts, predict_files,  # noqa: E402
+from imgclean.export import (export_learner, image_paths, load_export, plot_prediction_counts, predict_files,  # noqa: E402
                              predict_image, url_collector_js)
 
 ASSETS = Path(__file__).resolve().parents[1]/'imgclean'/'assets'
@@ -29,7 +29,7 @@ def exported(trained, tmp_path_factory):
     fn = export_learner(learn, tmp_path_factory.mktemp('exp')/'export.pkl')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        return fn, load_model(fn)
+        return fn, load_export(fn)
 
 
 def test_export_is_atomic_and_round_trips(trained, exported, tmp_path):
@@ -70,26 +70,26 @@ def test_export_leaves_out_unpicklable_callbacks(trained, tmp_path):
         assert cb in learn.cbs                                  # still on the learner
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            assert not any(type(c).__name__ == 'HoldsLock' for c in load_model(fn).cbs)
+            assert not any(type(c).__name__ == 'HoldsLock' for c in load_export(fn).cbs)
     finally: learn.remove_cb(cb)
 
 
-def test_load_model_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match='train and export'): load_model(tmp_path/'nope.pkl')
-    with pytest.raises(IsADirectoryError): load_model(tmp_path)
+def test_load_export_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='train and export'): load_export(tmp_path/'nope.pkl')
+    with pytest.raises(IsADirectoryError): load_export(tmp_path)
     (tmp_path/'bad.pkl').write_bytes(b'\x80\x04garbage that is no pickle')
-    with pytest.raises(ValueError, match='not a fastai export'): load_model(tmp_path/'bad.pkl')
+    with pytest.raises(ValueError, match='not a fastai export'): load_export(tmp_path/'bad.pkl')
     (tmp_path/'text.pkl').write_text('hello')
-    with pytest.raises(ValueError, match='not a fastai export'): load_model(tmp_path/'text.pkl')
+    with pytest.raises(ValueError, match='not a fastai export'): load_export(tmp_path/'text.pkl')
     import torch
     torch.save({'a': 1}, tmp_path/'dict.pkl')
-    with pytest.raises(TypeError, match='not hold a fastai Learner|not a fastai Learner'): load_model(tmp_path/'dict.pkl')
+    with pytest.raises(TypeError, match='not hold a fastai Learner|not a fastai Learner'): load_export(tmp_path/'dict.pkl')
 
 
-def test_load_model_warns_about_pickles(exported):
+def test_load_export_warns_about_pickles(exported):
     fn, _ = exported
     with pytest.warns(UserWarning, match='only load export files you made or trust|Only load export files'):
-        load_model(fn)
+        load_export(fn)
 
 
 def test_predict_image_order_and_sum(exported, trained):

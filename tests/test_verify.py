@@ -10,7 +10,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from _fault_helpers import bomb_png, jpeg_bytes  # noqa: E402
 
-from imgclean.verify import check_image, verify_images
+from imgclean.images import check_image
+from imgclean.verify import verify_dataset
 
 
 def _exif_rotated(fn):
@@ -48,7 +49,7 @@ def test_verify_messy_folder(messy):
     root = messy
     with warnings.catch_warnings():
         warnings.simplefilter('error')     # a decompression bomb is a row, not a warning
-        df = verify_images(root, max_size=100, progress=False, n_workers=0)
+        df = verify_dataset(root, max_size=100, progress=False, n_workers=0)
     r = df.set_index('file')
     assert len(df) == 16 and set(df.label) == {'a', 'b'}
     assert sorted(r.index[~r.ok]) == ['b/bomb.png', 'b/cut.jpg', 'b/empty.png', 'b/page.jpg']
@@ -77,9 +78,9 @@ def test_verify_messy_folder(messy):
 
 
 def test_second_run_and_name_clash(messy):
-    verify_images(messy, progress=False, n_workers=0, verbose=False)
+    verify_dataset(messy, progress=False, n_workers=0, verbose=False)
     (messy/'b'/'cut.jpg').write_bytes(b'garbage again')
-    df = verify_images(messy, progress=False, n_workers=0, verbose=False)
+    df = verify_dataset(messy, progress=False, n_workers=0, verbose=False)
     assert (~df.ok).sum() == 1
     q = messy.parent/'ds_quarantine'
     assert (q/'b'/'cut.jpg').exists() and (q/'b'/'cut_1.jpg').exists()      # nothing overwritten
@@ -91,15 +92,15 @@ def test_parallel_matches_serial(tmp_path):
     (root/'c').mkdir(parents=True)
     for i in range(80): Image.new('RGB', (24, 24), (i, 2*i, 3)).save(root/'c'/f'{i:03d}.jpg')
     (root/'c'/'zz_bad.jpg').write_bytes(jpeg_bytes()[:100])
-    df = verify_images(root, n_workers=2, progress=False, verbose=False)
+    df = verify_dataset(root, n_workers=2, progress=False, verbose=False)
     assert len(df) == 81 and (~df.ok).sum() == 1 and df.file[~df.ok].tolist() == ['c/zz_bad.jpg']
 
 
 def test_custom_quarantine_and_errors(tmp_path, class_folders):
     (class_folders/'circle'/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\nbroken')
-    df = verify_images(class_folders, quarantine=tmp_path/'rej', progress=False, n_workers=0, verbose=False)
+    df = verify_dataset(class_folders, quarantine=tmp_path/'rej', progress=False, n_workers=0, verbose=False)
     assert (~df.ok).sum() == 1 and (tmp_path/'rej'/'circle'/'bad.png').exists()
-    with pytest.raises(FileNotFoundError, match='dataset root'): verify_images(tmp_path/'nope')
+    with pytest.raises(FileNotFoundError, match='dataset root'): verify_dataset(tmp_path/'nope')
 
 
 def test_check_image_bomb_limit(tmp_path):
@@ -111,10 +112,10 @@ def test_check_image_bomb_limit(tmp_path):
 def test_saved_models_are_not_quarantined(class_folders):
     "Rerunning verify after `learn.save` must leave fastai's models/*.pth alone (they are not images of a class)"
     (class_folders/'models').mkdir(); (class_folders/'models'/'stage-1.pth').write_bytes(b'PK\x03\x04 not an image')
-    df = verify_images(class_folders, progress=False, verbose=False, n_workers=0)
+    df = verify_dataset(class_folders, progress=False, verbose=False, n_workers=0)
     assert (class_folders/'models'/'stage-1.pth').exists()
     assert df.ok.astype(bool).all() and len(df) == 36
     # a class that happens to be called "models" still counts when it holds images
     (class_folders/'models'/'x.png').write_bytes((class_folders/'circle'/'000.png').read_bytes())
-    df = verify_images(class_folders, progress=False, verbose=False, n_workers=0)
+    df = verify_dataset(class_folders, progress=False, verbose=False, n_workers=0)
     assert len(df) == 38 and not (class_folders/'models'/'stage-1.pth').exists()
