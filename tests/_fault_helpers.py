@@ -24,7 +24,7 @@ def bomb_png(w=30000, h=30000):
 
 HTML = b'<!doctype html><html><body>Sorry, this image moved. 200 OK.</body></html>'
 FAULTS = ('404', 'flaky', 'html', 'truncated', 'empty', 'loop', 'reset', 'big', 'bigstream', 'stall', 'bomb',
-          'dupA', 'dupB', 'ok_query', 'wrongtype', 'gone500')
+          'dupA', 'dupB', 'ok_query', 'wrongtype', 'gone500', 'trickle', 'noheaders')
 
 
 class _Server(ThreadingHTTPServer):
@@ -34,9 +34,12 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     """Serve `files` ({name: bytes}, at /img/<name>) and fault endpoints at /f/<kind>[/<id>] on 127.0.0.1.
-    Use as a context manager; `url(kind)` gives a fault URL. `stall` seconds bound how long /f/stall waits."""
-    def __init__(self, files=None, stall=3.0, big=50_000_000, host='127.0.0.1', latency=0.0):
+    Use as a context manager; `url(kind)` gives a fault URL. `stall` seconds bound how long /f/stall waits.
+    /f/trickle sends headers, then one byte every `trickle_every` seconds; /f/noheaders accepts the connection and
+    sends nothing; both give up after `trickle_for` seconds (so a test never leaves them running)."""
+    def __init__(self, files=None, stall=3.0, big=50_000_000, host='127.0.0.1', latency=0.0, trickle_every=0.5, trickle_for=30.0):
         self.files, self.stall, self.big, self.latency = dict(files or {}), stall, big, latency
+        self.trickle_every, self.trickle_for = trickle_every, trickle_for
         self.hits, self.lock = {}, threading.Lock()
         self.img = jpeg_bytes()
         srv = self
@@ -78,10 +81,23 @@ class FaultServer:
                     self.wfile.write(srv.img[:20]); self.wfile.flush(); time.sleep(srv.stall)
                     self.close_connection = True; return
                 if kind == 'bomb': return self.send(200, bomb_png(), 'image/png')
+                if kind == 'trickle': return self._trickle()
+                if kind == 'noheaders':
+                    time.sleep(srv.trickle_for); self.close_connection = True; return
                 if kind in ('dupA', 'dupB'): return self.send(200, png_bytes((24, 24), (9, 9, 9)), 'image/png')
                 if kind == 'ok_query': return self.send(200, png_bytes((20, 10)) if 'x=1' in p else b'no query', 'image/png')
                 if kind == 'wrongtype': return self.send(200, png_bytes((12, 12)), 'text/plain')
                 return self.send(404, b'not found', 'text/plain')
+            def _trickle(self):
+                self.send_response(200); self.send_header('Content-Type', 'image/jpeg')
+                self.send_header('Content-Length', str(len(srv.img))); self.end_headers()
+                end = time.monotonic() + srv.trickle_for
+                try:
+                    for b in srv.img:
+                        if time.monotonic() > end: break
+                        self.wfile.write(bytes([b])); self.wfile.flush(); time.sleep(srv.trickle_every)
+                except (BrokenPipeError, ConnectionResetError): pass
+                self.close_connection = True
             def _big(self, declared):
                 self.send_response(200); self.send_header('Content-Type', 'image/jpeg')
                 if declared: self.send_header('Content-Length', str(srv.big))
