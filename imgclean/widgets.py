@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['STATE_FILE', 'CLEANED_CSV', 'TRASH', 'APPLY_LOG', 'ACTIONS', 'UNDELETE', 'MODES', 'SCORE_HELP', 'KEYS', 'KEY_HELP',
-           'ALL', 'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'StaleView', 'CleanerState',
-           'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size', 'breakable',
-           'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner', 'check_trash', 'plan_moves', 'Journal',
-           'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
+           'ALL', 'ANY', 'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'StaleView',
+           'CleanerState', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size',
+           'breakable', 'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner', 'check_trash', 'plan_moves',
+           'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
 
 # %% ../nbs/07_widgets.ipynb #2
 import contextlib, errno, html, io, json, os, time, warnings, weakref
@@ -356,17 +356,17 @@ def _duplicate_rows(issues):
     return df.drop(columns=['_b', '_k'])
 
 def _all_rows(issues, items):
-    "Every finding, one row per file (all its issues and notes): more findings first, then label issues, duplicates, quality, each worst first"
-    if issues is None: return pd.DataFrame(dict(file=items.name, label=items.label, issue=''))
-    if not len(issues): return issues
+    "Every finding, one row per file (all its issues and notes): more findings first, then label issues, duplicates, quality, each worst first; then the other items"
+    rest = lambda done: pd.DataFrame(dict(file=items.name, label=items.label, issue='')).query('file not in @done') if items is not None else None
+    if issues is None or not len(issues): return rest(set())
     j = lambda s: ', '.join(dict.fromkeys(o for o in s if o))
     rank = issues.issue.map(lambda k: 0 if k == 'label' else 1 if k in DUPLICATE_ISSUES else 2)
     g = issues.assign(_lab=issues.suggestion.where(issues.issue == 'label', ''), _r=rank).groupby('file', sort=False)
     df = g.agg(label=('label', 'first'), issue=('issue', j), score=('score', 'max'), suggestion=('_lab', j),
                group=('group', 'max'), similarity=('similarity', 'max'), note=('note', lambda s: ' · '.join(dict.fromkeys(o for o in s if o))),
                _n=('issue', 'size'), _r=('_r', 'min')).reset_index()
-    df = df.sort_values(['_n', '_r', 'score'], ascending=[False, True, False], kind='stable')
-    return df.drop(columns=['_n', '_r'])
+    df = df.sort_values(['_n', '_r', 'score'], ascending=[False, True, False], kind='stable').drop(columns=['_n', '_r'])
+    return pd.concat([df, rest(set(df.file))], ignore_index=True) if items is not None else df
 
 def review_table(mode:str='losses',         # 'losses' (label problems), 'duplicates', 'quality' or 'all'
                  losses:pd.DataFrame=None,  # From `losses_table`
@@ -538,7 +538,7 @@ _CSS = """<style>
 </style>"""
 KEY_HELP = ("keys (click the cleaner first): ←/→ previous/next · a or Enter accept the suggestion · k keep · d delete · "
             "1-9 label · e enlarge · Esc close · PgUp/PgDn page")
-ALL = '(all)'
+ALL, ANY = '(all)', '(any issue)'
 
 class _Tile:
     "One image of a cleaner: thumbnail, what is known of it, its buttons; `update` redraws it from the state"
@@ -609,7 +609,7 @@ class ImageCleaner:
         self.state = CleanerState(self.path, csv=csv, state=state, items=items)
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
         issues = _as_issues(issues, self.path)
-        self.warnings = audit_warnings(issues)
+        self.warnings = audit_warnings(issues) + _interrupted(self.path)
         if rows is None:
             losses = losses_table(learner, self.path) if learner is not None and mode == 'losses' else None
             rows = review_table(mode, losses=losses, issues=issues, items=self.state.items)
@@ -623,6 +623,14 @@ class ImageCleaner:
         split = dict(zip(self.state.items.name, self.state.items.split))
         return rows.assign(split=rows.file.map(split).fillna(''))
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+def _interrupted(path)->list:
+    "A warning when an apply or undo of `path` was interrupted (its log says so)"
+    try: status = json.loads((Path(path)/APPLY_LOG).read_text()).get('status')
+    except (OSError, ValueError, AttributeError): return []
+    what = dict(moving="an apply_cleaning was interrupted: run apply_cleaning(path) to finish it, or undo_cleaning(path) to roll it back",
+                undoing="an undo_cleaning was interrupted: run undo_cleaning(path) again to finish it")
+    return [what[status]] if status in what else []
 
 def _as_issues(issues, path):
     "The issues table from a DataFrame or a CSV path (None stays None)"
@@ -644,6 +652,7 @@ def _build(self:ImageCleaner):
     W, r = self.W, self.rows
     self.f_label, self.f_pred = _dropdown(W, 'Label', r.label), _dropdown(W, 'Predicted', r.suggestion[r.suggestion.isin(self.state.vocab)])
     self.f_issue = _dropdown(W, 'Issue', [k for s in r.issue for k in s.split(', ')])
+    if (r.issue == '').any() and (r.issue != '').any(): self.f_issue.options = [ALL, ANY] + list(self.f_issue.options[1:])
     self.f_split = _dropdown(W, 'Split', r.split)
     self.f_score = W.Text(placeholder='min score', layout=W.Layout(width='90px'), continuous_update=False)
     self.f_hide = W.Checkbox(description='hide reviewed', indent=False, layout=W.Layout(width='130px'))
@@ -681,7 +690,8 @@ def _filtered(self:ImageCleaner)->pd.DataFrame:
     v = lambda w: None if w.value == ALL else w.value
     try: score = float(self.f_score.value) if self.f_score.value.strip() else None
     except ValueError: score = None; self.message.value = f"min score {self.f_score.value!r} is not a number"
-    f = filter_rows(r, v(self.f_label), v(self.f_pred), v(self.f_issue), v(self.f_split), score)
+    f = filter_rows(r, v(self.f_label), v(self.f_pred), None if self.f_issue.value == ANY else v(self.f_issue), v(self.f_split), score)
+    if self.f_issue.value == ANY: f = f[f.issue != '']
     if self.f_hide.value: f = f[~f.file.isin(self.state.decisions)]
     if self.mode == 'duplicates': f = r[r.group.isin(set(f.group))]
     return f
@@ -716,7 +726,8 @@ def show(self:ImageCleaner, pos:int=0):
     self.state.set_position(self._key(), self.pos)
     page, self.tiles, self.order = us[self.pos:self.pos + self.bs], {}, []
     what = 'groups' if self.mode == 'duplicates' else 'images'
-    self.counter.value = f"<b>{self.pos + 1 if n else 0}–{min(self.pos + self.bs, n)}</b> of {n} {what}"
+    found = sum((u.issue != '').any() for u in us) if self.mode == 'all' else n
+    self.counter.value = f"<b>{self.pos + 1 if n else 0}–{min(self.pos + self.bs, n)}</b> of {n} {what}" + (f" ({found} with findings, first)" if 0 < found < n else '')
     self.prev.disabled, self.next.disabled = self.pos == 0, self.pos + self.bs >= n
     boxes = [self._group_box(g) for g in page] if self.mode == 'duplicates' else [self._wrap([self._tile(u.iloc[0]) for u in page])]
     self.body.children = boxes if page else [self.W.HTML('Nothing to review here.')]
@@ -1074,7 +1085,8 @@ def undo_cleaning(path:Path,          # Dataset root
                  )->int:              # Number of moves undone
     "Move the files of an `apply_cleaning` back (also a half-done apply or undo) and restore its decisions"
     path = Path(path); j = Journal(Path(log) if log else path/APPLY_LOG)
-    if not j.exists(): raise FileNotFoundError(f"{j.fn} not found: nothing to undo")
+    if not j.exists() and log is not None: raise FileNotFoundError(f"{j.fn} not found: nothing to undo")
+    if not j.exists(): print(f"nothing to undo: no apply log in {path} (apply_cleaning writes one when it moves files)"); return 0
     st = CleanerState(path, csv=csv, state=state, items=items)
     with st.lock:
         rec = j.read(path)

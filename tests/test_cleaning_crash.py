@@ -62,6 +62,9 @@ def test_kill_during_apply_then_undo_restores_every_file(tmp_path):
     assert run_killed(root, 'apply', 200) == -signal.SIGKILL
     log = json.loads((root/APPLY_LOG).read_text())
     assert log['status'] == 'moving' and len(log['moves']) == 500   # the whole plan was on disk before the first move
+    from imgclean.widgets import ImageCleaner
+    with pytest.warns(UserWarning): c = ImageCleaner(root, mode='all')
+    assert 'an apply_cleaning was interrupted' in c.widget.children[0].value
     mid, trash = hashes(root)
     assert 0 < len(trash) < 250 or len(mid) < 500                     # killed half-way indeed
     assert undo_cleaning(root) == 500

@@ -118,7 +118,7 @@ def test_filters_and_worst_first(root):
     c.f_issue.value = '(all)'; c.f_pred.value = 'square'; assert c.order == ['triangle/002.png']
     c.f_pred.value = '(all)'; c.f_score.value = '0.85'; assert c.order == ['square/001.png', 'circle/001.png', 'circle/002.png', 'square/002.png', 'triangle/003.png']
     c.f_score.value = 'abc'; assert 'not a number' in c.message.value
-    c.f_score.value = ''; c.f_label.value = 'triangle'; assert set(c.order) == {'triangle/002.png', 'triangle/003.png', 'triangle/000.png'}
+    c.f_score.value = ''; c.f_label.value = 'triangle'; assert c.order == ['triangle/002.png', 'triangle/003.png', 'triangle/000.png', 'triangle/001.png']  # findings first, then the rest
     c.tiles['triangle/000.png'].kp.click(); c.f_hide.value = True
     assert 'triangle/000.png' not in c.order
     assert c.f_split.layout.display == 'none'     # no split folders here: no split filter
@@ -137,7 +137,9 @@ def test_issues_path_and_warnings(root):
     write_issues(issues_table(warning='the model behind this audit is weak (out-of-fold accuracy 0.35, chance 0.33)'), root/'issues.csv')
     c = ImageCleaner(root, issues=root/'issues.csv', mode='all')
     assert 'the model behind this audit is weak' in c.widget.children[0].value
-    assert '' not in set(c.rows.file) and len(c.rows) == 9
+    assert '' not in set(c.rows.file) and len(c.rows) == 12 and (c.rows.issue[:9] != '').all() and (c.rows.issue[9:] == '').all()
+    assert '(9 with findings, first)' in c.counter.value
+    c.f_issue.value = '(any issue)'; assert len(c.units()) == 9
     df = issues_table(); df.attrs['warnings'] = ['weak model']
     assert 'weak model' in ImageCleaner(root, issues=df, mode='quality').widget.children[0].value
     with pytest.raises(TypeError, match='issues must be'): ImageCleaner(root, issues=3)
@@ -337,7 +339,8 @@ def test_apply_and_undo(root):
     assert files(root) == files_before
     pd.testing.assert_frame_equal(read_cleaned(root), before)
     assert CleanerState(root).summary() == dict(items=12, reviewed=3, kept=1, deleted=1, relabelled=1)
-    with pytest.raises(FileNotFoundError, match='nothing to undo'): undo_cleaning(root)
+    assert undo_cleaning(root) == 0                       # nothing to undo: says so
+    with pytest.raises(FileNotFoundError, match='nothing to undo'): undo_cleaning(root, log=root/'my_log.json')
 
 
 def test_open_cleaners_follow_apply_and_undo(root):
