@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['STATE_FILE', 'CLEANED_CSV', 'TRASH', 'APPLY_LOG', 'ACTIONS', 'UNDELETE', 'MODES', 'SCORE_HELP', 'KEYS', 'KEY_HELP',
-           'ALL', 'ANY', 'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'StaleView',
-           'CleanerState', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size',
+           'ALL', 'ANY', 'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'CleanerState',
+           'StaleView', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size',
            'breakable', 'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner', 'check_trash', 'plan_moves',
            'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
 
@@ -75,15 +75,6 @@ def parse_state(text:str,        # The state file's text ('' when there is none)
 _STATES = weakref.WeakValueDictionary()
 UNDELETE = dict(action='undelete')   # a change that forgets a deletion, and only a deletion
 
-class StaleView(RuntimeError):
-    "A change based on names that `apply_cleaning`/`undo_cleaning` has changed since"
-
-def _cleaned_table(items, decisions)->pd.DataFrame:
-    "Kept items (that exist on disk... checked by the caller) with their labels after relabelling"
-    keep = [n for n in items.name if decisions.get(n, {}).get('action') != 'delete']
-    lab = dict(zip(items.name, items.label))
-    return pd.DataFrame(dict(name=keep, label=[decisions.get(n, {}).get('label', lab[n]) for n in keep]))
-
 class CleanerState:
     "Decisions about the items of the dataset at `path`: one shared object per dataset in a kernel, the state file the truth across processes"
     def __new__(cls, path:Path, csv:str=CLEANED_CSV, state:str=STATE_FILE, *args, **kwargs):
@@ -106,7 +97,7 @@ class CleanerState:
         self.path = Path(path)
         self.csv_path, self.state_path = self.path/csv, self.path/state
         self.lock = FileLock(str(self.state_path) + '.lock', timeout=lock_timeout)
-        self._items_arg, self._vocab_arg, self._listeners, self._warned, self._sig = items, vocab, [], set(), None
+        self._items_arg, self._vocab_arg, self._listeners, self._warned, self._sig = items, vocab, [], set(), 'unread'
         self.decisions, self.ignored, self.positions, self.history, self.generation, self.seq = {}, {}, {}, {}, 0, 0
         self._items_gen = None   # generation the caller's `items` names belong to (set at the first read)
         self._load_items({}, None); self._ready = True
@@ -149,18 +140,13 @@ def _read(self:CleanerState)->dict:
     disk['sig'] = sig
     return disk
 
-
-
 # %% ../nbs/07_widgets.ipynb #16
-def _renames_between(history:dict, old:int, new:int):
-    "{old name: new name} of generations `old`+1..`new` chained, or None when one of them is not recorded"
-    if new < old: return None
-    out = {}
-    for g in range(old + 1, new + 1):
-        step = history.get(str(g))
-        if step is None: return None
-        out = {k: step.get(v, v) for k, v in out.items()} | {k: v for k, v in step.items() if k not in out}
-    return out
+@patch
+def _notify(self:CleanerState, event:dict):
+    alive = [(r, r()) for r in self._listeners]
+    self._listeners = [r for r, f in alive if f is not None]
+    for _, f in alive:
+        if f is not None: f(event)
 
 @patch
 def _adopt(self:CleanerState, disk:dict):
@@ -179,34 +165,29 @@ def _adopt(self:CleanerState, disk:dict):
 @patch
 def refresh(self:CleanerState)->bool:
     "Re-read the state file if it changed on disk (another process); True when it did"
-    if self._file_sig() == self._sig and self._sig is not None: return False
+    if self._file_sig() == self._sig: return False
     with self.lock: disk = self._read()
     self._adopt(disk)
     return True
 
-
-
-# %% ../nbs/07_widgets.ipynb #18
-@patch
-def subscribe(self:CleanerState, fn):
-    "Call `fn(event)` after every change: `event['names']` changed, `event['generation']` set when files moved"
-    self._listeners.append(weakref.WeakMethod(fn) if hasattr(fn, '__self__') else (lambda f=fn: f))
-
-@patch
-def _notify(self:CleanerState, event:dict):
-    alive = [(r, r()) for r in self._listeners]
-    self._listeners = [r for r, f in alive if f is not None]
-    for _, f in alive:
-        if f is not None: f(event)
-
-@patch
-def renames_since(self:CleanerState, generation:int):
-    "{name then: name now} for a view built at `generation` ({} when nothing moved; None when it cannot be told)"
-    return _renames_between(self.history, generation, self.generation)
-
-
-
 # %% ../nbs/07_widgets.ipynb #20
+def _cleaned_table(items, decisions)->pd.DataFrame:
+    "Kept items with their labels after relabelling"
+    keep = [n for n in items.name if decisions.get(n, {}).get('action') != 'delete']
+    lab = dict(zip(items.name, items.label))
+    return pd.DataFrame(dict(name=keep, label=[decisions.get(n, {}).get('label', lab[n]) for n in keep]))
+
+@patch
+def cleaned(self:CleanerState, decisions:dict=None)->pd.DataFrame:
+    "The kept items with their current labels, only files that exist: what `cleaned.csv` holds"
+    df = _cleaned_table(self.items, self.decisions if decisions is None else decisions)
+    there = [os.path.lexists(self.path/n) for n in df.name]
+    return df[there].reset_index(drop=True)
+
+# %% ../nbs/07_widgets.ipynb #24
+class StaleView(RuntimeError):
+    "A change based on names that `apply_cleaning`/`undo_cleaning` has changed since"
+
 @patch
 def _check_change(self:CleanerState, updates:dict):
     for name, d in updates.items():
@@ -250,48 +231,67 @@ def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `l
     self._adopt(disk)
     return disk['seq']
 
+# %% ../nbs/07_widgets.ipynb #28
+@patch
+def subscribe(self:CleanerState, fn):
+    "Call `fn(event)` after every change: `event['names']` changed, `event['generation']` set when files moved"
+    self._listeners.append(weakref.WeakMethod(fn) if hasattr(fn, '__func__') else (lambda f=fn: f))
 
+# %% ../nbs/07_widgets.ipynb #32
+def _renames_between(history:dict, old:int, new:int):
+    "{old name: new name} of generations `old`+1..`new` chained, or None when one of them is not recorded"
+    if new < old: return None
+    out = {}
+    for g in range(old + 1, new + 1):
+        step = history.get(str(g))
+        if step is None: return None
+        out = {k: step.get(v, v) for k, v in out.items()} | {k: v for k, v in step.items() if k not in out}
+    return out
 
-# %% ../nbs/07_widgets.ipynb #22
+@patch
+def renames_since(self:CleanerState, generation:int):
+    "{name then: name now} for a view built at `generation` ({} when nothing moved; None when it cannot be told)"
+    return _renames_between(self.history, generation, self.generation)
+
+# %% ../nbs/07_widgets.ipynb #36
 @patch
 def delete(self:CleanerState, name:str)->int: "Mark `name` deleted"; return self.change({name: dict(action='delete')})
+
 @patch
 def keep(self:CleanerState, name:str)->int: "Mark `name` reviewed and kept with its given label"; return self.change({name: dict(action='keep')})
+
 @patch
 def reset(self:CleanerState, name:str)->int: "Forget any decision about `name`"; return self.change({name: None})
+
+# %% ../nbs/07_widgets.ipynb #39
 @patch
 def relabel(self:CleanerState, name:str, label:str)->int:
     "Give `name` the label `label` (its own label: reviewed and kept)"
     if label not in self.vocab: raise ValueError(f"unknown label {label!r}; choose one of {self.vocab}")
     return self.change({name: dict(action='keep') if label == self.label_of.get(name) else dict(action='relabel', label=label)})
 
+# %% ../nbs/07_widgets.ipynb #42
 @patch
 def set_position(self:CleanerState, key:str, pos:int):
     "Remember the page position of view `key` (merged into the state file like any change)"
-    if self.positions.get(key) == pos and self._sig is not None: return
+    if self.positions.get(key) == pos and self._sig is not None: return   # already in the file
     with self.lock:
         disk = self._read(); disk['positions'][key] = int(pos); self._write(disk, csv=False)
     self._adopt(disk)
 
-
-
-# %% ../nbs/07_widgets.ipynb #23
+# %% ../nbs/07_widgets.ipynb #46
 @patch
 def action(self:CleanerState, name:str): "'keep', 'delete', 'relabel' or None"; return self.decisions.get(name, {}).get('action')
+
 @patch
 def is_deleted(self:CleanerState, name:str)->bool: return self.action(name) == 'delete'
+
 @patch
 def label(self:CleanerState, name:str)->str:
     "Current label of `name` (after relabelling)"
     return self.decisions.get(name, {}).get('label', self.label_of[name])
 
-@patch
-def cleaned(self:CleanerState, decisions:dict=None)->pd.DataFrame:
-    "The kept items with their current labels, only files that exist: what `cleaned.csv` holds"
-    df = _cleaned_table(self.items, self.decisions if decisions is None else decisions)
-    there = [os.path.lexists(self.path/n) for n in df.name]
-    return df[there].reset_index(drop=True)
-
+# %% ../nbs/07_widgets.ipynb #49
 @patch
 def summary(self:CleanerState)->dict:
     "Counts of items and decisions"
@@ -299,7 +299,7 @@ def summary(self:CleanerState)->dict:
     return dict(items=len(self.items), reviewed=len(acts), kept=acts.count('keep'), deleted=acts.count('delete'),
                 relabelled=acts.count('relabel'))
 
-# %% ../nbs/07_widgets.ipynb #30
+# %% ../nbs/07_widgets.ipynb #53
 def read_cleaned(path:Path,            # Dataset root the names are relative to
                  csv:str=CLEANED_CSV,  # File under `path` (or an absolute path)
                  vocab=None,           # Allowed labels; default the class folders of `path` (any label when it has none)
@@ -313,7 +313,7 @@ def read_cleaned(path:Path,            # Dataset root the names are relative to
             vocab = sorted(set(class_items(path).label)) or None
     return read_labels_csv(path, csv, vocab=vocab, missing=missing, check_files=check_files)[['name', 'label']]
 
-# %% ../nbs/07_widgets.ipynb #34
+# %% ../nbs/07_widgets.ipynb #57
 def _item_file(o, root):
     "File name of a fastai dataset item: a path, or a DataFrame row whose first column is the name"
     if isinstance(o, pd.Series):
@@ -338,7 +338,7 @@ def losses_table(learn,               # A fastai `Learner` whose items are image
                              score=float(l), prob=float(p.max()), is_valid=bool(ds_idx)))
     return pd.DataFrame(rows).sort_values('score', ascending=False, ignore_index=True)
 
-# %% ../nbs/07_widgets.ipynb #35
+# %% ../nbs/07_widgets.ipynb #58
 MODES = ('losses', 'duplicates', 'quality', 'all')
 
 def _label_rows(losses, issues):
@@ -393,7 +393,7 @@ def audit_warnings(issues)->list:
         out += [str(n) for n in issues.note[issues.file.astype(str) == ''] if str(n) and str(n) not in out]
     return out
 
-# %% ../nbs/07_widgets.ipynb #39
+# %% ../nbs/07_widgets.ipynb #62
 def filter_rows(rows:pd.DataFrame,   # A review table (with a `split` column for `split`)
                 label:str=None,      # Given label
                 prediction:str=None, # Suggested label
@@ -410,7 +410,7 @@ def filter_rows(rows:pd.DataFrame,   # A review table (with a `split` column for
     if min_score is not None: m &= rows.score.fillna(float('-inf')) >= min_score
     return rows[m]
 
-# %% ../nbs/07_widgets.ipynb #43
+# %% ../nbs/07_widgets.ipynb #66
 def auto_size(files, lo:int=96, hi:int=192)->int:
     "Tile size for `files`: the median longest side of (up to 24 of) them, clipped to `lo`..`hi`"
     sides = []
@@ -430,7 +430,7 @@ def _thumb(fn:Path, size:int):
     im.save(b, format=fmt.upper(), **({'quality': 85} if fmt == 'jpeg' else {}))
     return b.getvalue(), fmt, ''
 
-# %% ../nbs/07_widgets.ipynb #47
+# %% ../nbs/07_widgets.ipynb #70
 SCORE_HELP = dict(
     loss="the learner's loss on this image: high when it is confident of another class than the given label",
     label="how unlikely the given label is by out-of-fold predictions (0-1, higher is more likely wrong)",
@@ -463,7 +463,7 @@ def tile_info(r,                # A review-table row (file, label, issue, score,
     if act: lines.append(f"<div class='imgclean-mark'>✓ {dict(keep='kept', delete='deleted', relabel='relabelled')[act]}</div>")
     return "<div class='imgclean-info'>" + ''.join(lines) + "</div>"
 
-# %% ../nbs/07_widgets.ipynb #51
+# %% ../nbs/07_widgets.ipynb #74
 KEYS = {'ArrowRight': 'next', 'ArrowLeft': 'previous', 'n': 'next', 'p': 'previous', 'a': 'accept', 'Enter': 'accept',
         'k': 'keep', 'd': 'delete', 'Delete': 'delete', 'e': 'enlarge', 'Escape': 'close',
         'PageDown': 'next page', 'PageUp': 'previous page', **{str(i): f'label {i}' for i in range(1, 10)}}
@@ -513,7 +513,7 @@ def key_bridge(keys=tuple(KEYS), # Keys to send to Python
         _BRIDGE = KeyBridge
     return _BRIDGE(watch=list(keys))
 
-# %% ../nbs/07_widgets.ipynb #55
+# %% ../nbs/07_widgets.ipynb #78
 class FormattedDataset:
     "What fastai v1's `DatasetFormatter` returns: items of a learner (`files` under `path`, `labels`, `classes`), for `ImageCleaner(ds, idxs, path)`"
     def __init__(self, path:Path, files:list, labels:list, classes:list, table:pd.DataFrame=None, pairs:list=None):
@@ -522,7 +522,7 @@ class FormattedDataset:
     def __len__(self): return len(self.files)
     def __repr__(self): return f"FormattedDataset({len(self)} images under {self.path}, classes {self.classes})"
 
-# %% ../nbs/07_widgets.ipynb #59
+# %% ../nbs/07_widgets.ipynb #82
 _CSS = """<style>
 .imgclean-cleaner:focus { outline: 2px solid #9ecbff; }
 .imgclean-tile { border: 1px solid #ddd; margin: 3px; padding: 4px; background: white; }
@@ -576,7 +576,7 @@ class _Tile:
         for c, on in (('imgclean-deleted', act == 'delete'), ('imgclean-reviewed', act is not None)):
             (self.box.add_class if on else self.box.remove_class)(c)
 
-# %% ../nbs/07_widgets.ipynb #61
+# %% ../nbs/07_widgets.ipynb #84
 _FORMS = ("ImageCleaner takes a dataset folder, ImageCleaner(path, learner=..., issues=..., mode=...), or fastai v1's "
           "ImageCleaner(ds, idxs, path, batch_size=5, duplicates=False, start=0) with `ds, idxs` from "
           "DatasetFormatter().from_toplosses(learn) or .from_similars(learn); got {} as the first argument")
@@ -641,7 +641,7 @@ def _as_issues(issues, path):
         return read_issues(fn)
     raise TypeError(f"issues must be the audit's DataFrame or the path of its CSV, not {type(issues).__name__}")
 
-# %% ../nbs/07_widgets.ipynb #62
+# %% ../nbs/07_widgets.ipynb #85
 def _dropdown(W, desc, values, width='190px'):
     vals = sorted({v for v in values if isinstance(v, str) and v})
     return W.Dropdown(options=[ALL] + vals, description=desc, layout=W.Layout(width=width, display='' if vals else 'none'))
@@ -677,7 +677,7 @@ def muted(self:ImageCleaner):
 
 
 
-# %% ../nbs/07_widgets.ipynb #64
+# %% ../nbs/07_widgets.ipynb #87
 @patch
 def _key(self:ImageCleaner):
     f = [self.f_label.value, self.f_pred.value, self.f_issue.value, self.f_split.value, self.f_score.value]
@@ -716,7 +716,7 @@ def units(self:ImageCleaner)->list:
 
 
 
-# %% ../nbs/07_widgets.ipynb #65
+# %% ../nbs/07_widgets.ipynb #88
 @patch
 def show(self:ImageCleaner, pos:int=0):
     "Show the page holding row (or group) `pos`"
@@ -754,7 +754,7 @@ def _group_box(self:ImageCleaner, g):
 
 
 
-# %% ../nbs/07_widgets.ipynb #67
+# %% ../nbs/07_widgets.ipynb #90
 @patch
 def _change(self:ImageCleaner, updates:dict)->bool:
     "Send `updates` to the shared state; False (with a message) when it was refused"
@@ -788,7 +788,7 @@ def relabel(self:ImageCleaner, name:str, label:str):
 
 
 
-# %% ../nbs/07_widgets.ipynb #68
+# %% ../nbs/07_widgets.ipynb #91
 @patch
 def _row(self:ImageCleaner, name): return self.rows[self.rows.file == name].iloc[0]
 
@@ -811,7 +811,7 @@ def accept(self:ImageCleaner, name:str):
 
 
 
-# %% ../nbs/07_widgets.ipynb #70
+# %% ../nbs/07_widgets.ipynb #93
 @patch
 def _mark_cursor(self:ImageCleaner):
     for i, n in enumerate(self.order): (self.tiles[n].box.add_class if i == self.cursor else self.tiles[n].box.remove_class)('imgclean-current')
@@ -851,7 +851,7 @@ def press(self:ImageCleaner, key:str):
 
 
 
-# %% ../nbs/07_widgets.ipynb #71
+# %% ../nbs/07_widgets.ipynb #94
 @patch
 def enlarge(self:ImageCleaner, name:str, size:int=512):
     "Show `name` at up to `size` pixels above the tiles (Esc or Close hides it)"
@@ -870,7 +870,7 @@ def _on_msg(self:ImageCleaner, msg:dict):
 
 
 
-# %% ../nbs/07_widgets.ipynb #73
+# %% ../nbs/07_widgets.ipynb #96
 @patch
 def _on_state(self:ImageCleaner, ev:dict):
     if 'generation' in ev: return self._follow_moves()
@@ -903,7 +903,7 @@ def _update_summary(self:ImageCleaner):
 
 
 
-# %% ../nbs/07_widgets.ipynb #81
+# %% ../nbs/07_widgets.ipynb #104
 def check_trash(trash:str)->str:
     "`trash` if it is a folder name relative to the root that no stage takes for a class (starts with `_` or `.`)"
     p = PurePosixPath(str(trash))
@@ -926,7 +926,7 @@ def _free_name(root:Path, dst:str, taken:set)->str:
         k += 1; cand = str(p.with_name(f"{p.stem}_{k}{p.suffix}"))
     return cand
 
-# %% ../nbs/07_widgets.ipynb #84
+# %% ../nbs/07_widgets.ipynb #107
 def _identity(root:Path, name:str)->dict:
     "What identifies the file `name` wherever it moves: inode and device, or for a symlink its text and target"
     fn = in_root(root, name)
@@ -950,7 +950,7 @@ def plan_moves(st:CleanerState,   # The dataset's state (its decisions)
         moves.append(dict(src=name, dst=dst, action=d['action'], label=d.get('label', ''), **_identity(root, name)))
     return moves
 
-# %% ../nbs/07_widgets.ipynb #88
+# %% ../nbs/07_widgets.ipynb #111
 class Journal:
     "The apply log: the planned moves, written and fsynced before the first one happens, then the status"
     def __init__(self, fn:Path): self.fn = Path(fn)
@@ -980,7 +980,7 @@ def _check_move(root, m, trash, where):
     if 'link' in m: in_root(root, m['target'])
     elif not all(isinstance(m.get(k), int) for k in ('ino', 'dev')): raise ValueError(f"{where}: no file identity recorded")
 
-# %% ../nbs/07_widgets.ipynb #89
+# %% ../nbs/07_widgets.ipynb #112
 def _is_it(fn:Path, m:dict, root:Path)->bool:
     "Is `fn` the file (or symlink) that move `m` moves?"
     if not os.path.lexists(fn): return False
@@ -1004,7 +1004,7 @@ def _link_text(m, at:Path, root:Path, back:bool)->str:
     if 'link' not in m or back: return m.get('link', '')
     return m['link'] if os.path.isabs(m['link']) else os.path.relpath(root/m['target'], at.parent)
 
-# %% ../nbs/07_widgets.ipynb #90
+# %% ../nbs/07_widgets.ipynb #113
 def run_move(root:Path,       # Dataset root
              m:dict,          # A move from `plan_moves` or a journal
              back:bool=False, # Undo it
@@ -1023,7 +1023,7 @@ def run_move(root:Path,       # Dataset root
     _place(a, b, m, root, _link_text(m, b, root, back))
     return True
 
-# %% ../nbs/07_widgets.ipynb #94
+# %% ../nbs/07_widgets.ipynb #117
 def _commit(st:CleanerState, decisions:dict, renames:dict, after:int=None):
     "A new generation in the state file: `decisions`, and `renames` for the open cleaners (skipped when the state is past `after`)"
     with st.lock:
@@ -1046,7 +1046,7 @@ def _run_all(root, moves, back, on_move)->int:
         if on_move is not None: on_move(m)
     return n
 
-# %% ../nbs/07_widgets.ipynb #95
+# %% ../nbs/07_widgets.ipynb #118
 def apply_cleaning(path:Path,             # Dataset root
                    trash:str=TRASH,       # Folder under `path` that receives deleted files (must start with '_' or '.')
                    log:str=None,          # Apply log (the journal); default `path/.imgclean_apply_log.json`
@@ -1076,7 +1076,7 @@ def apply_cleaning(path:Path,             # Dataset root
         rec['status'] = 'applied'; j.write(rec)
     return _moves_table(rec['moves'])
 
-# %% ../nbs/07_widgets.ipynb #96
+# %% ../nbs/07_widgets.ipynb #119
 def undo_cleaning(path:Path,          # Dataset root
                   log:str=None,       # Log from `apply_cleaning`
                   state:str=STATE_FILE, csv:str=CLEANED_CSV,
@@ -1098,7 +1098,7 @@ def undo_cleaning(path:Path,          # Dataset root
         os.replace(j.fn, done)
     return len(rec['moves'])
 
-# %% ../nbs/07_widgets.ipynb #100
+# %% ../nbs/07_widgets.ipynb #123
 def _v1_rows(ds, idxs, duplicates):
     "Review rows for fastai v1's `ImageCleaner(ds, idxs, path, duplicates=...)`"
     idxs = [int(i) for i in idxs]
@@ -1127,7 +1127,7 @@ def _v1_kwargs(dataset, fns_idxs, path, batch_size=5, duplicates=False, start=0)
     return dict(path=path, rows=_v1_rows(ds, fns_idxs, duplicates), mode='duplicates' if duplicates else 'losses',
                 batch_size=batch_size, items=items, start=start)
 
-# %% ../nbs/07_widgets.ipynb #101
+# %% ../nbs/07_widgets.ipynb #124
 class DatasetFormatter:
     "fastai v1's `DatasetFormatter`: which images of a learner's data to show `ImageCleaner` first"
     @classmethod
