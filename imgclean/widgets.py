@@ -29,6 +29,7 @@ def dataset_items(path:Path)->pd.DataFrame:
     "name/label table of the dataset at `path` (`class_items` without the split column)"
     return class_items(path)[['name', 'label']]
 
+# %% ../nbs/07_widgets.ipynb #8
 def label_problem(label)->str:
     "Why `label` cannot be a class folder name ('' when it can)"
     if not isinstance(label, str) or not label.strip(): return f"empty label {label!r}"
@@ -36,10 +37,7 @@ def label_problem(label)->str:
     if label.startswith(('_', '.')): return f"label {label!r} starts with '_' or '.', which marks folders that are not classes"
     return ''
 
-# %% ../nbs/07_widgets.ipynb #9
-def _int(o, default=0): return o if isinstance(o, int) and not isinstance(o, bool) else default
-def _dict(o): return o if isinstance(o, dict) else {}
-
+# %% ../nbs/07_widgets.ipynb #12
 def decision_problem(name:str, d, label_of:dict, vocab)->str:
     "Why decision `d` about `name` cannot be applied to the items `label_of` with classes `vocab` ('' when it can)"
     if not isinstance(name, str) or name not in label_of: return f"{name!r} is not an item of the dataset"
@@ -47,6 +45,10 @@ def decision_problem(name:str, d, label_of:dict, vocab)->str:
     if d['action'] != 'relabel': return ''
     if d.get('label') not in vocab: return f"{name!r}: label {d.get('label')!r} is not one of the classes {list(vocab)}"
     return label_problem(d['label'])
+
+# %% ../nbs/07_widgets.ipynb #15
+def _int(o, default=0): return o if isinstance(o, int) and not isinstance(o, bool) else default
+def _dict(o): return o if isinstance(o, dict) else {}
 
 def _renames(h):
     "A history entry: {old name: new name} with string keys and values only"
@@ -71,7 +73,7 @@ def parse_state(text:str,        # The state file's text ('' when there is none)
         else: out['decisions'][name] = {k: d[k] for k in ('action', 'label') if k in d}
     return out
 
-# %% ../nbs/07_widgets.ipynb #13
+# %% ../nbs/07_widgets.ipynb #19
 _STATES = weakref.WeakValueDictionary()
 UNDELETE = dict(action='undelete')   # a change that forgets a deletion, and only a deletion
 
@@ -104,7 +106,7 @@ class CleanerState:
         self.refresh()
     def __repr__(self): return f"CleanerState({self.path}, {self.summary()})"
 
-# %% ../nbs/07_widgets.ipynb #15
+# %% ../nbs/07_widgets.ipynb #21
 @patch
 def _load_items(self:CleanerState, history:dict, generation):
     "List the dataset's items (or rename the caller's `items` table through the renames in `history` up to `generation`)"
@@ -140,7 +142,7 @@ def _read(self:CleanerState)->dict:
     disk['sig'] = sig
     return disk
 
-# %% ../nbs/07_widgets.ipynb #16
+# %% ../nbs/07_widgets.ipynb #22
 @patch
 def _notify(self:CleanerState, event:dict):
     alive = [(r, r()) for r in self._listeners]
@@ -170,7 +172,7 @@ def refresh(self:CleanerState)->bool:
     self._adopt(disk)
     return True
 
-# %% ../nbs/07_widgets.ipynb #20
+# %% ../nbs/07_widgets.ipynb #26
 def _cleaned_table(items, decisions)->pd.DataFrame:
     "Kept items with their labels after relabelling"
     keep = [n for n in items.name if decisions.get(n, {}).get('action') != 'delete']
@@ -184,7 +186,7 @@ def cleaned(self:CleanerState, decisions:dict=None)->pd.DataFrame:
     there = [os.path.lexists(self.path/n) for n in df.name]
     return df[there].reset_index(drop=True)
 
-# %% ../nbs/07_widgets.ipynb #24
+# %% ../nbs/07_widgets.ipynb #30
 class StaleView(RuntimeError):
     "A change based on names that `apply_cleaning`/`undo_cleaning` has changed since"
 
@@ -231,13 +233,13 @@ def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `l
     self._adopt(disk)
     return disk['seq']
 
-# %% ../nbs/07_widgets.ipynb #28
+# %% ../nbs/07_widgets.ipynb #34
 @patch
 def subscribe(self:CleanerState, fn):
     "Call `fn(event)` after every change: `event['names']` changed, `event['generation']` set when files moved"
     self._listeners.append(weakref.WeakMethod(fn) if hasattr(fn, '__func__') else (lambda f=fn: f))
 
-# %% ../nbs/07_widgets.ipynb #32
+# %% ../nbs/07_widgets.ipynb #38
 def _renames_between(history:dict, old:int, new:int):
     "{old name: new name} of generations `old`+1..`new` chained, or None when one of them is not recorded"
     if new < old: return None
@@ -253,7 +255,7 @@ def renames_since(self:CleanerState, generation:int):
     "{name then: name now} for a view built at `generation` ({} when nothing moved; None when it cannot be told)"
     return _renames_between(self.history, generation, self.generation)
 
-# %% ../nbs/07_widgets.ipynb #36
+# %% ../nbs/07_widgets.ipynb #42
 @patch
 def delete(self:CleanerState, name:str)->int: "Mark `name` deleted"; return self.change({name: dict(action='delete')})
 
@@ -263,14 +265,14 @@ def keep(self:CleanerState, name:str)->int: "Mark `name` reviewed and kept with 
 @patch
 def reset(self:CleanerState, name:str)->int: "Forget any decision about `name`"; return self.change({name: None})
 
-# %% ../nbs/07_widgets.ipynb #39
+# %% ../nbs/07_widgets.ipynb #45
 @patch
 def relabel(self:CleanerState, name:str, label:str)->int:
     "Give `name` the label `label` (its own label: reviewed and kept)"
     if label not in self.vocab: raise ValueError(f"unknown label {label!r}; choose one of {self.vocab}")
     return self.change({name: dict(action='keep') if label == self.label_of.get(name) else dict(action='relabel', label=label)})
 
-# %% ../nbs/07_widgets.ipynb #42
+# %% ../nbs/07_widgets.ipynb #48
 @patch
 def set_position(self:CleanerState, key:str, pos:int):
     "Remember the page position of view `key` (merged into the state file like any change)"
@@ -279,7 +281,7 @@ def set_position(self:CleanerState, key:str, pos:int):
         disk = self._read(); disk['positions'][key] = int(pos); self._write(disk, csv=False)
     self._adopt(disk)
 
-# %% ../nbs/07_widgets.ipynb #46
+# %% ../nbs/07_widgets.ipynb #52
 @patch
 def action(self:CleanerState, name:str): "'keep', 'delete', 'relabel' or None"; return self.decisions.get(name, {}).get('action')
 
@@ -291,7 +293,7 @@ def label(self:CleanerState, name:str)->str:
     "Current label of `name` (after relabelling)"
     return self.decisions.get(name, {}).get('label', self.label_of[name])
 
-# %% ../nbs/07_widgets.ipynb #49
+# %% ../nbs/07_widgets.ipynb #55
 @patch
 def summary(self:CleanerState)->dict:
     "Counts of items and decisions"
@@ -299,7 +301,7 @@ def summary(self:CleanerState)->dict:
     return dict(items=len(self.items), reviewed=len(acts), kept=acts.count('keep'), deleted=acts.count('delete'),
                 relabelled=acts.count('relabel'))
 
-# %% ../nbs/07_widgets.ipynb #53
+# %% ../nbs/07_widgets.ipynb #59
 def read_cleaned(path:Path,            # Dataset root the names are relative to
                  csv:str=CLEANED_CSV,  # File under `path` (or an absolute path)
                  vocab=None,           # Allowed labels; default the class folders of `path` (any label when it has none)
@@ -313,7 +315,7 @@ def read_cleaned(path:Path,            # Dataset root the names are relative to
             vocab = sorted(set(class_items(path).label)) or None
     return read_labels_csv(path, csv, vocab=vocab, missing=missing, check_files=check_files)[['name', 'label']]
 
-# %% ../nbs/07_widgets.ipynb #57
+# %% ../nbs/07_widgets.ipynb #63
 def _item_file(o, root):
     "File name of a fastai dataset item: a path, or a DataFrame row whose first column is the name"
     if isinstance(o, pd.Series):
@@ -338,7 +340,7 @@ def losses_table(learn,               # A fastai `Learner` whose items are image
                              score=float(l), prob=float(p.max()), is_valid=bool(ds_idx)))
     return pd.DataFrame(rows).sort_values('score', ascending=False, ignore_index=True)
 
-# %% ../nbs/07_widgets.ipynb #58
+# %% ../nbs/07_widgets.ipynb #64
 MODES = ('losses', 'duplicates', 'quality', 'all')
 
 def _label_rows(losses, issues):
@@ -385,6 +387,7 @@ def review_table(mode:str='losses',         # 'losses' (label problems), 'duplic
     else: df = issues[issues.issue.isin(QUALITY_ISSUES)].sort_values('score', ascending=False)
     return issue_table(df.reset_index(drop=True))
 
+# %% ../nbs/07_widgets.ipynb #68
 def audit_warnings(issues)->list:
     "Table-level warnings an issues table carries (`attrs['warnings']`, or rows without a file whose `note` says it)"
     if issues is None: return []
@@ -393,7 +396,7 @@ def audit_warnings(issues)->list:
         out += [str(n) for n in issues.note[issues.file.astype(str) == ''] if str(n) and str(n) not in out]
     return out
 
-# %% ../nbs/07_widgets.ipynb #62
+# %% ../nbs/07_widgets.ipynb #72
 def filter_rows(rows:pd.DataFrame,   # A review table (with a `split` column for `split`)
                 label:str=None,      # Given label
                 prediction:str=None, # Suggested label
@@ -410,7 +413,7 @@ def filter_rows(rows:pd.DataFrame,   # A review table (with a `split` column for
     if min_score is not None: m &= rows.score.fillna(float('-inf')) >= min_score
     return rows[m]
 
-# %% ../nbs/07_widgets.ipynb #66
+# %% ../nbs/07_widgets.ipynb #76
 def auto_size(files, lo:int=96, hi:int=192)->int:
     "Tile size for `files`: the median longest side of (up to 24 of) them, clipped to `lo`..`hi`"
     sides = []
@@ -430,7 +433,7 @@ def _thumb(fn:Path, size:int):
     im.save(b, format=fmt.upper(), **({'quality': 85} if fmt == 'jpeg' else {}))
     return b.getvalue(), fmt, ''
 
-# %% ../nbs/07_widgets.ipynb #70
+# %% ../nbs/07_widgets.ipynb #80
 SCORE_HELP = dict(
     loss="the learner's loss on this image: high when it is confident of another class than the given label",
     label="how unlikely the given label is by out-of-fold predictions (0-1, higher is more likely wrong)",
@@ -445,6 +448,7 @@ def breakable(name:str)->str:
     for c in '/_-.': out = out.replace(c, c + '<wbr>')
     return out
 
+# %% ../nbs/07_widgets.ipynb #83
 def tile_info(r,                # A review-table row (file, label, issue, score, suggestion, similarity, note)
               state:CleanerState,
               mode:str,         # The cleaner's mode
@@ -463,7 +467,7 @@ def tile_info(r,                # A review-table row (file, label, issue, score,
     if act: lines.append(f"<div class='imgclean-mark'>✓ {dict(keep='kept', delete='deleted', relabel='relabelled')[act]}</div>")
     return "<div class='imgclean-info'>" + ''.join(lines) + "</div>"
 
-# %% ../nbs/07_widgets.ipynb #74
+# %% ../nbs/07_widgets.ipynb #87
 KEYS = {'ArrowRight': 'next', 'ArrowLeft': 'previous', 'n': 'next', 'p': 'previous', 'a': 'accept', 'Enter': 'accept',
         'k': 'keep', 'd': 'delete', 'Delete': 'delete', 'e': 'enlarge', 'Escape': 'close',
         'PageDown': 'next page', 'PageUp': 'previous page', **{str(i): f'label {i}' for i in range(1, 10)}}
@@ -513,7 +517,7 @@ def key_bridge(keys=tuple(KEYS), # Keys to send to Python
         _BRIDGE = KeyBridge
     return _BRIDGE(watch=list(keys))
 
-# %% ../nbs/07_widgets.ipynb #78
+# %% ../nbs/07_widgets.ipynb #91
 class FormattedDataset:
     "What fastai v1's `DatasetFormatter` returns: items of a learner (`files` under `path`, `labels`, `classes`), for `ImageCleaner(ds, idxs, path)`"
     def __init__(self, path:Path, files:list, labels:list, classes:list, table:pd.DataFrame=None, pairs:list=None):
@@ -522,7 +526,7 @@ class FormattedDataset:
     def __len__(self): return len(self.files)
     def __repr__(self): return f"FormattedDataset({len(self)} images under {self.path}, classes {self.classes})"
 
-# %% ../nbs/07_widgets.ipynb #82
+# %% ../nbs/07_widgets.ipynb #96
 _CSS = """<style>
 .imgclean-cleaner:focus { outline: 2px solid #9ecbff; }
 .imgclean-tile { border: 1px solid #ddd; margin: 3px; padding: 4px; background: white; }
@@ -554,7 +558,7 @@ class _Tile:
         self.dd = W.Dropdown(options=opts, value=cl.state.label(r.file), layout=W.Layout(width=w))
         self.dl = W.ToggleButton(description='Delete', icon='trash', layout=W.Layout(width='86px'))
         self.kp = W.Button(description='Keep', icon='check', layout=W.Layout(width='80px'))
-        sug = cl.suggestion(r)
+        sug = cl._suggestion(r)
         self.ok = W.Button(description=f'Accept: {sug}' if sug and cl.mode != 'duplicates' else 'Keep only this',
                            button_style='success', layout=W.Layout(width=w))
         self.dd.observe(lambda ch: cl._muted or cl.relabel(self.name, ch['new']), names='value')
@@ -569,14 +573,14 @@ class _Tile:
         "Show the state's decision about this image"
         st, cl = self.cl.state, self.cl
         act = st.action(self.name)
-        with cl.muted():
+        with cl._quiet():
             self.dl.value, self.dd.value = act == 'delete', st.label(self.name)
         self.dd.disabled, self.dl.button_style = act == 'delete', 'danger' if act == 'delete' else ''
         self.info.value = tile_info(self.r, st, cl.mode)
         for c, on in (('imgclean-deleted', act == 'delete'), ('imgclean-reviewed', act is not None)):
             (self.box.add_class if on else self.box.remove_class)(c)
 
-# %% ../nbs/07_widgets.ipynb #84
+# %% ../nbs/07_widgets.ipynb #98
 _FORMS = ("ImageCleaner takes a dataset folder, ImageCleaner(path, learner=..., issues=..., mode=...), or fastai v1's "
           "ImageCleaner(ds, idxs, path, batch_size=5, duplicates=False, start=0) with `ds, idxs` from "
           "DatasetFormatter().from_toplosses(learn) or .from_similars(learn); got {} as the first argument")
@@ -641,7 +645,7 @@ def _as_issues(issues, path):
         return read_issues(fn)
     raise TypeError(f"issues must be the audit's DataFrame or the path of its CSV, not {type(issues).__name__}")
 
-# %% ../nbs/07_widgets.ipynb #85
+# %% ../nbs/07_widgets.ipynb #99
 def _dropdown(W, desc, values, width='190px'):
     vals = sorted({v for v in values if isinstance(v, str) and v})
     return W.Dropdown(options=[ALL] + vals, description=desc, layout=W.Layout(width=width, display='' if vals else 'none'))
@@ -669,15 +673,13 @@ def _build(self:ImageCleaner):
 
 @patch
 @contextlib.contextmanager
-def muted(self:ImageCleaner):
+def _quiet(self:ImageCleaner):
     "Context in which widget changes made by the cleaner itself are not taken as clicks"
     old, self._muted = self._muted, True
     try: yield
     finally: self._muted = old
 
-
-
-# %% ../nbs/07_widgets.ipynb #87
+# %% ../nbs/07_widgets.ipynb #101
 @patch
 def _key(self:ImageCleaner):
     f = [self.f_label.value, self.f_pred.value, self.f_issue.value, self.f_split.value, self.f_score.value]
@@ -697,26 +699,13 @@ def _filtered(self:ImageCleaner)->pd.DataFrame:
     return f
 
 @patch
-def goto(self:ImageCleaner, name:str):
-    "Show the page holding `name` (clearing the filters if they hide it) and put the cursor on it"
-    if not any(name in set(u.file) for u in self.units()):
-        with self.muted():
-            for f in (self.f_label, self.f_pred, self.f_issue, self.f_split): f.value = ALL
-            self.f_score.value, self.f_hide.value = '', False
-    i = next((i for i, u in enumerate(self.units()) if name in set(u.file)), None)
-    if i is None: raise KeyError(f"{name!r} is not among the rows of this cleaner")
-    self.show(i); self.cursor = self.order.index(name); self._mark_cursor()
-
-@patch
 def units(self:ImageCleaner)->list:
     "What the pages hold: one row each, or one duplicate group each"
     f = self._filtered()
     if self.mode == 'duplicates': return [g for _, g in f.groupby('group', sort=False)]
     return [f.iloc[[i]] for i in range(len(f))]
 
-
-
-# %% ../nbs/07_widgets.ipynb #88
+# %% ../nbs/07_widgets.ipynb #102
 @patch
 def show(self:ImageCleaner, pos:int=0):
     "Show the page holding row (or group) `pos`"
@@ -752,9 +741,19 @@ def _group_box(self:ImageCleaner, g):
     box.add_class('imgclean-group')
     return box
 
+# %% ../nbs/07_widgets.ipynb #103
+@patch
+def goto(self:ImageCleaner, name:str):
+    "Show the page holding `name` (clearing the filters if they hide it) and put the cursor on it"
+    if not any(name in set(u.file) for u in self.units()):
+        with self._quiet():
+            for f in (self.f_label, self.f_pred, self.f_issue, self.f_split): f.value = ALL
+            self.f_score.value, self.f_hide.value = '', False
+    i = next((i for i, u in enumerate(self.units()) if name in set(u.file)), None)
+    if i is None: raise KeyError(f"{name!r} is not among the rows of this cleaner")
+    self.show(i); self.cursor = self.order.index(name); self._mark_cursor()
 
-
-# %% ../nbs/07_widgets.ipynb #90
+# %% ../nbs/07_widgets.ipynb #105
 @patch
 def _change(self:ImageCleaner, updates:dict)->bool:
     "Send `updates` to the shared state; False (with a message) when it was refused"
@@ -768,27 +767,22 @@ def _change(self:ImageCleaner, updates:dict)->bool:
     return True
 
 @patch
-def suggestion(self:ImageCleaner, r)->str:
-    "The label the model suggests for row `r` when it differs from the given one ('' otherwise)"
-    s = r.suggestion if isinstance(r.suggestion, str) else ''
-    return s if s in self.state.vocab and s != r.label else ''
-
-@patch
 def delete(self:ImageCleaner, name:str, on:bool=True):
     "Delete `name` (or, with `on=False`, take back its deletion)"
     return self._change({name: dict(action='delete') if on else UNDELETE})   # decided on the file's state, not our copy
 
+# %% ../nbs/07_widgets.ipynb #106
 @patch
 def keep(self:ImageCleaner, name:str): "Mark `name` reviewed and kept"; return self._change({name: dict(action='keep')})
+
+# %% ../nbs/07_widgets.ipynb #107
 @patch
 def relabel(self:ImageCleaner, name:str, label:str):
     "Give `name` the label `label`"
     own = label == self.state.label_of.get(name)
     return self._change({name: dict(action='keep') if own else dict(action='relabel', label=label)})
 
-
-
-# %% ../nbs/07_widgets.ipynb #91
+# %% ../nbs/07_widgets.ipynb #108
 @patch
 def _row(self:ImageCleaner, name): return self.rows[self.rows.file == name].iloc[0]
 
@@ -798,6 +792,13 @@ def keep_only(self:ImageCleaner, name:str):
     g = self.rows[self.rows.group == self._row(name).group] if self._row(name).group >= 0 else self._row(name).to_frame().T
     return self._change({f: dict(action='keep') if f == name else dict(action='delete') for f in g.file if f in self.state.label_of})
 
+# %% ../nbs/07_widgets.ipynb #109
+@patch
+def _suggestion(self:ImageCleaner, r)->str:
+    "The label the model suggests for row `r` when it differs from the given one ('' otherwise)"
+    s = r.suggestion if isinstance(r.suggestion, str) else ''
+    return s if s in self.state.vocab and s != r.label else ''
+
 @patch
 def accept(self:ImageCleaner, name:str):
     "Take the model's suggestion for `name`: its label, or in a duplicate group its suggested keeper"
@@ -805,13 +806,11 @@ def accept(self:ImageCleaner, name:str):
     if self.mode == 'duplicates' or r.issue in DUPLICATE_ISSUES:
         keeper = r.suggestion if r.suggestion in self.state.label_of else name
         return self.keep_only(keeper)
-    s = self.suggestion(r)
+    s = self._suggestion(r)
     if not s: self.message.value = f"no suggestion for {html.escape(name)}: use Keep, Delete or a label"; return False
     return self.relabel(name, s)
 
-
-
-# %% ../nbs/07_widgets.ipynb #93
+# %% ../nbs/07_widgets.ipynb #111
 @patch
 def _mark_cursor(self:ImageCleaner):
     for i, n in enumerate(self.order): (self.tiles[n].box.add_class if i == self.cursor else self.tiles[n].box.remove_class)('imgclean-current')
@@ -824,6 +823,7 @@ def move(self:ImageCleaner, step:int):
     if c < 0 and self.pos > 0: self.cursor = 10**9; return self.show(self.pos - self.bs)
     if c >= len(self.order) and not self.next.disabled: self.cursor = 0; return self.show(self.pos + self.bs)
 
+# %% ../nbs/07_widgets.ipynb #112
 @patch
 def _next_group(self:ImageCleaner, name):
     g = self._row(name).group
@@ -849,9 +849,7 @@ def press(self:ImageCleaner, key:str):
     if what == 'accept' and self.mode == 'duplicates': return self._next_group(name)
     self.move(1)
 
-
-
-# %% ../nbs/07_widgets.ipynb #94
+# %% ../nbs/07_widgets.ipynb #113
 @patch
 def enlarge(self:ImageCleaner, name:str, size:int=512):
     "Show `name` at up to `size` pixels above the tiles (Esc or Close hides it)"
@@ -868,9 +866,7 @@ def _on_msg(self:ImageCleaner, msg:dict):
     elif msg.get('type') == 'enlarge' and 0 <= _int(msg.get('index'), -1) < len(self.order):
         self.cursor = msg['index']; self._mark_cursor(); self.enlarge(self.order[msg['index']])
 
-
-
-# %% ../nbs/07_widgets.ipynb #96
+# %% ../nbs/07_widgets.ipynb #115
 @patch
 def _on_state(self:ImageCleaner, ev:dict):
     if 'generation' in ev: return self._follow_moves()
@@ -901,9 +897,7 @@ def _update_summary(self:ImageCleaner):
     self.summary.value = (f"Reviewed <b>{s['reviewed']}</b> of {s['items']} images: {s['kept']} kept, {s['deleted']} deleted, "
                           f"{s['relabelled']} relabelled · this view: {len(view & set(st.decisions))} of {len(view)} reviewed · {csv}")
 
-
-
-# %% ../nbs/07_widgets.ipynb #104
+# %% ../nbs/07_widgets.ipynb #141
 def check_trash(trash:str)->str:
     "`trash` if it is a folder name relative to the root that no stage takes for a class (starts with `_` or `.`)"
     p = PurePosixPath(str(trash))
@@ -926,7 +920,7 @@ def _free_name(root:Path, dst:str, taken:set)->str:
         k += 1; cand = str(p.with_name(f"{p.stem}_{k}{p.suffix}"))
     return cand
 
-# %% ../nbs/07_widgets.ipynb #107
+# %% ../nbs/07_widgets.ipynb #144
 def _identity(root:Path, name:str)->dict:
     "What identifies the file `name` wherever it moves: inode and device, or for a symlink its text and target"
     fn = in_root(root, name)
@@ -950,7 +944,7 @@ def plan_moves(st:CleanerState,   # The dataset's state (its decisions)
         moves.append(dict(src=name, dst=dst, action=d['action'], label=d.get('label', ''), **_identity(root, name)))
     return moves
 
-# %% ../nbs/07_widgets.ipynb #111
+# %% ../nbs/07_widgets.ipynb #148
 class Journal:
     "The apply log: the planned moves, written and fsynced before the first one happens, then the status"
     def __init__(self, fn:Path): self.fn = Path(fn)
@@ -980,7 +974,7 @@ def _check_move(root, m, trash, where):
     if 'link' in m: in_root(root, m['target'])
     elif not all(isinstance(m.get(k), int) for k in ('ino', 'dev')): raise ValueError(f"{where}: no file identity recorded")
 
-# %% ../nbs/07_widgets.ipynb #112
+# %% ../nbs/07_widgets.ipynb #149
 def _is_it(fn:Path, m:dict, root:Path)->bool:
     "Is `fn` the file (or symlink) that move `m` moves?"
     if not os.path.lexists(fn): return False
@@ -1004,7 +998,7 @@ def _link_text(m, at:Path, root:Path, back:bool)->str:
     if 'link' not in m or back: return m.get('link', '')
     return m['link'] if os.path.isabs(m['link']) else os.path.relpath(root/m['target'], at.parent)
 
-# %% ../nbs/07_widgets.ipynb #113
+# %% ../nbs/07_widgets.ipynb #150
 def run_move(root:Path,       # Dataset root
              m:dict,          # A move from `plan_moves` or a journal
              back:bool=False, # Undo it
@@ -1023,7 +1017,7 @@ def run_move(root:Path,       # Dataset root
     _place(a, b, m, root, _link_text(m, b, root, back))
     return True
 
-# %% ../nbs/07_widgets.ipynb #117
+# %% ../nbs/07_widgets.ipynb #154
 def _commit(st:CleanerState, decisions:dict, renames:dict, after:int=None):
     "A new generation in the state file: `decisions`, and `renames` for the open cleaners (skipped when the state is past `after`)"
     with st.lock:
@@ -1046,7 +1040,7 @@ def _run_all(root, moves, back, on_move)->int:
         if on_move is not None: on_move(m)
     return n
 
-# %% ../nbs/07_widgets.ipynb #118
+# %% ../nbs/07_widgets.ipynb #155
 def apply_cleaning(path:Path,             # Dataset root
                    trash:str=TRASH,       # Folder under `path` that receives deleted files (must start with '_' or '.')
                    log:str=None,          # Apply log (the journal); default `path/.imgclean_apply_log.json`
@@ -1076,7 +1070,7 @@ def apply_cleaning(path:Path,             # Dataset root
         rec['status'] = 'applied'; j.write(rec)
     return _moves_table(rec['moves'])
 
-# %% ../nbs/07_widgets.ipynb #119
+# %% ../nbs/07_widgets.ipynb #156
 def undo_cleaning(path:Path,          # Dataset root
                   log:str=None,       # Log from `apply_cleaning`
                   state:str=STATE_FILE, csv:str=CLEANED_CSV,
@@ -1098,7 +1092,7 @@ def undo_cleaning(path:Path,          # Dataset root
         os.replace(j.fn, done)
     return len(rec['moves'])
 
-# %% ../nbs/07_widgets.ipynb #123
+# %% ../nbs/07_widgets.ipynb #160
 def _v1_rows(ds, idxs, duplicates):
     "Review rows for fastai v1's `ImageCleaner(ds, idxs, path, duplicates=...)`"
     idxs = [int(i) for i in idxs]
@@ -1127,7 +1121,7 @@ def _v1_kwargs(dataset, fns_idxs, path, batch_size=5, duplicates=False, start=0)
     return dict(path=path, rows=_v1_rows(ds, fns_idxs, duplicates), mode='duplicates' if duplicates else 'losses',
                 batch_size=batch_size, items=items, start=start)
 
-# %% ../nbs/07_widgets.ipynb #124
+# %% ../nbs/07_widgets.ipynb #161
 class DatasetFormatter:
     "fastai v1's `DatasetFormatter`: which images of a learner's data to show `ImageCleaner` first"
     @classmethod
