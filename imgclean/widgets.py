@@ -165,10 +165,12 @@ def _adopt(self:CleanerState, disk:dict):
     elif names: self._notify(dict(names=names))
 
 @patch
-def refresh(self:CleanerState)->bool:
+def refresh(self:CleanerState,
+            timeout:float=None, # Seconds to wait for the lock (`filelock.Timeout` after); default `lock_timeout`
+           )->bool:
     "Re-read the state file if it changed on disk (another process); True when it did"
     if self._file_sig() == self._sig: return False
-    with self.lock: disk = self._read()
+    with self.lock.acquire(timeout=self.lock.timeout if timeout is None else timeout): disk = self._read()
     self._adopt(disk)
     return True
 
@@ -221,9 +223,10 @@ def _write(self:CleanerState, disk:dict, csv:bool=True):
 @patch
 def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `label`), None to forget it, or `UNDELETE`}
            generation:int=None,            # Generation the caller's names come from; None: the current one
+           timeout:float=None,             # Seconds to wait for the lock (`filelock.Timeout` after); default `lock_timeout`
           )->int:                          # The change's number (`seq`), in the order changes reached the file
     "Apply `updates` on top of the state file under the lock, write it and `cleaned.csv`, tell the subscribers"
-    with self.lock:
+    with self.lock.acquire(timeout=self.lock.timeout if timeout is None else timeout):
         disk = self._read()
         if generation is not None and disk['generation'] != generation:
             self._adopt(disk)
@@ -282,8 +285,11 @@ def relabel(self:CleanerState, name:str, label:str)->int:
 def set_position(self:CleanerState, key:str, pos:int):
     "Remember the page position of view `key` (merged into the state file like any change)"
     if self.positions.get(key) == pos and self._sig is not None: return   # already in the file
-    with self.lock:
+    try: self.lock.acquire(timeout=1)
+    except Timeout: return   # a running apply holds the lock: a page position is not worth waiting for
+    try:
         disk = self._read(); disk['positions'][key] = int(pos); self._write(disk, csv=False)
+    finally: self.lock.release()
     self._adopt(disk)
 
 # %% ../nbs/07_widgets.ipynb #52
@@ -714,7 +720,8 @@ def units(self:ImageCleaner)->list:
 @patch
 def show(self:ImageCleaner, pos:int=0):
     "Show the page holding row (or group) `pos`"
-    self.state.refresh()
+    try: self.state.refresh(timeout=2)
+    except Timeout: self.message.value = "the dataset is locked (an apply_cleaning or undo_cleaning is running): decisions shown may be out of date"
     us = self.units(); n = len(us)
     self.pos = max(0, min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))
     self.state.set_position(self._key(), self.pos)
@@ -763,10 +770,12 @@ def goto(self:ImageCleaner, name:str):
 def _change(self:ImageCleaner, updates:dict)->bool:
     "Send `updates` to the shared state; False (with a message) when it was refused"
     if self.frozen: self.message.value = self.frozen; return False
-    try: self.state.change(updates, generation=self.generation)
+    try: self.state.change(updates, generation=self.generation, timeout=5)
     except StaleView as e:
         self.message.value = f"<b>Not saved:</b> {html.escape(str(e))}; the view now shows the new names, click again"; return False
     except Timeout:
+        for n in updates:   # the buttons go back to what the state says
+            if n in self.tiles: self.tiles[n].update()
         self.message.value = "<b>Not saved:</b> the dataset is locked (an apply_cleaning or undo_cleaning is running); try again"; return False
     self.message.value = ''
     return True

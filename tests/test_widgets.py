@@ -472,3 +472,23 @@ def test_custom_items_and_nested_relabel(tmp_path):
     moves = apply_cleaning(root)
     assert len(moves) == 1 and moves.dst[0] == 'valid/square/000_1.png', moves
     assert (root/moves.dst[0]).exists() and not (root/'valid/circle/000.png').exists()
+
+
+def test_click_while_another_process_holds_the_dataset(root):
+    "A long apply elsewhere holds the lock: a click gives a one-line message after a few seconds, not a frozen kernel"
+    import time
+    c = ImageCleaner(root, mode='all', batch_size=12)
+    code = ("import sys, time; from filelock import FileLock\n"
+            f"l = FileLock({str(root/STATE_FILE) + '.lock'!r}); l.acquire(); print('held', flush=True); time.sleep(20)")
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == 'held'
+        t = time.time(); c.tiles['circle/000.png'].dl.value = True
+        assert time.time() - t < 15 and 'the dataset is locked' in c.message.value
+        assert c.tiles['circle/000.png'].dl.value is False   # the button shows what was saved: nothing
+        t = time.time(); c.next.click() if not c.next.disabled else c.show(0)   # paging does not hang either
+        assert time.time() - t < 10
+    finally: p.kill(); p.wait(10)
+    assert not (root/STATE_FILE).exists() or 'circle/000.png' not in state(root)['decisions']
+    c.tiles['circle/000.png'].dl.value = True            # the lock is free again: the click lands
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}}
