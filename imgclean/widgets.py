@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['STATE_FILE', 'CLEANED_CSV', 'TRASH', 'APPLY_LOG', 'ACTIONS', 'UNDELETE', 'MODES', 'SCORE_HELP', 'KEYS', 'KEY_HELP',
-           'ALL', 'ANY', 'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'CleanerState',
-           'StaleView', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size',
-           'breakable', 'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner', 'check_trash', 'plan_moves',
-           'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
+           'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'CleanerState', 'StaleView',
+           'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size', 'breakable',
+           'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner', 'check_trash', 'plan_moves', 'Journal',
+           'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
 
 # %% ../nbs/07_widgets.ipynb #2
 import contextlib, errno, html, io, json, os, time, warnings, weakref
@@ -553,7 +553,7 @@ _CSS = """<style>
 </style>"""
 KEY_HELP = ("keys (click the cleaner first): ←/→ previous/next · a or Enter accept the suggestion · k keep · d delete · "
             "1-9 label · e enlarge · Esc close · PgUp/PgDn page")
-ALL, ANY = '(all)', '(any issue)'
+_ALL, _ANY = '(all)', '(any issue)'
 
 class _Tile:
     "One image of a cleaner: thumbnail, what is known of it, its buttons; `update` redraws it from the state"
@@ -659,7 +659,7 @@ def _as_issues(issues, path):
 # %% ../nbs/07_widgets.ipynb #99
 def _dropdown(W, desc, values, width='190px'):
     vals = sorted({v for v in values if isinstance(v, str) and v})
-    return W.Dropdown(options=[ALL] + vals, description=desc, layout=W.Layout(width=width, display='' if vals else 'none'))
+    return W.Dropdown(options=[_ALL] + vals, description=desc, layout=W.Layout(width=width, display='' if vals else 'none'))
 
 @patch
 def _build(self:ImageCleaner):
@@ -667,7 +667,7 @@ def _build(self:ImageCleaner):
     W, r = self.W, self.rows
     self.f_label, self.f_pred = _dropdown(W, 'Label', r.label), _dropdown(W, 'Predicted', r.suggestion[r.suggestion.isin(self.state.vocab)])
     self.f_issue = _dropdown(W, 'Issue', [k for s in r.issue for k in s.split(', ')])
-    if (r.issue == '').any() and (r.issue != '').any(): self.f_issue.options = [ALL, ANY] + list(self.f_issue.options[1:])
+    if (r.issue == '').any() and (r.issue != '').any(): self.f_issue.options = [_ALL, _ANY] + list(self.f_issue.options[1:])
     self.f_split = _dropdown(W, 'Split', r.split)
     self.f_score = W.Text(placeholder='min score', layout=W.Layout(width='90px'), continuous_update=False)
     self.f_hide = W.Checkbox(description='hide reviewed', indent=False, layout=W.Layout(width='130px'))
@@ -694,17 +694,17 @@ def _quiet(self:ImageCleaner):
 @patch
 def _key(self:ImageCleaner):
     f = [self.f_label.value, self.f_pred.value, self.f_issue.value, self.f_split.value, self.f_score.value]
-    return ':'.join([self.mode] + [str(o) for o in f if o not in (ALL, '')])
+    return ':'.join([self.mode] + [str(o) for o in f if o not in (_ALL, '')])
 
 @patch
 def _filtered(self:ImageCleaner)->pd.DataFrame:
     "Rows of items that pass the filters"
     r = self.rows[self.rows.file.isin(self.state.label_of)]
-    v = lambda w: None if w.value == ALL else w.value
+    v = lambda w: None if w.value == _ALL else w.value
     try: score = float(self.f_score.value) if self.f_score.value.strip() else None
     except ValueError: score = None; self.message.value = f"min score {self.f_score.value!r} is not a number"
-    f = filter_rows(r, v(self.f_label), v(self.f_pred), None if self.f_issue.value == ANY else v(self.f_issue), v(self.f_split), score)
-    if self.f_issue.value == ANY: f = f[f.issue != '']
+    f = filter_rows(r, v(self.f_label), v(self.f_pred), None if self.f_issue.value == _ANY else v(self.f_issue), v(self.f_split), score)
+    if self.f_issue.value == _ANY: f = f[f.issue != '']
     if self.f_hide.value: f = f[~f.file.isin(self.state.decisions)]
     if self.mode == 'duplicates': f = r[r.group.isin(set(f.group))]
     return f
@@ -759,7 +759,7 @@ def goto(self:ImageCleaner, name:str):
     "Show the page holding `name` (clearing the filters if they hide it) and put the cursor on it"
     if not any(name in set(u.file) for u in self.units()):
         with self._quiet():
-            for f in (self.f_label, self.f_pred, self.f_issue, self.f_split): f.value = ALL
+            for f in (self.f_label, self.f_pred, self.f_issue, self.f_split): f.value = _ALL
             self.f_score.value, self.f_hide.value = '', False
     i = next((i for i, u in enumerate(self.units()) if name in set(u.file)), None)
     if i is None: raise KeyError(f"{name!r} is not among the rows of this cleaner")
