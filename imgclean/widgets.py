@@ -985,7 +985,10 @@ def _check_move(root, m, trash, where):
     if (m['action'] == 'delete') != (PurePosixPath(m['dst']).is_relative_to(trash)) or (m['action'] == 'relabel' and first.startswith(('_', '.'))):
         raise ValueError(f"{where}: {m['action']} to {m['dst']!r} is not where imgclean puts such files; nothing was moved")
     if 'link' in m and not (isinstance(m['link'], str) and isinstance(m.get('target'), str)): raise ValueError(f"{where}: bad symlink record")
-    if 'link' in m: in_root(root, m['target'])
+    if 'link' in m:   # the link put back at `src` must reach the recorded target, inside the root
+        in_root(root, m['target'])
+        back = os.path.realpath(os.path.join(root, os.path.dirname(m['src']), m['link']))
+        if back != os.path.realpath(Path(root)/m['target']): raise ValueError(f"{where}: symlink text {m['link']!r} does not lead to {m['target']!r}; nothing was moved")
     elif not all(isinstance(m.get(k), int) for k in ('ino', 'dev')): raise ValueError(f"{where}: no file identity recorded")
 
 # %% ../nbs/07_widgets.ipynb #149

@@ -309,6 +309,11 @@ def test_symlinks_in_and_out(root, tmp_path):
     new = root/moves.dst['square/003.png']
     assert new.is_symlink() and new.read_bytes() == (root/'shared_003.png').read_bytes()
     assert (tmp_path/'elsewhere.png').exists() and (root/'circle/out.png').is_symlink()
+    log = json.loads((root/APPLY_LOG).read_text())
+    m = next(m for m in log['moves'] if 'link' in m)
+    (root/APPLY_LOG).write_text(json.dumps(dict(log, moves=[dict(m, link='/etc/passwd')])))   # a hostile log: a link out
+    with pytest.raises(ValueError, match='does not lead to'): undo_cleaning(root)
+    (root/APPLY_LOG).write_text(json.dumps(log))
     undo_cleaning(root)
     assert os.readlink(root/'square/003.png') == '../shared_003.png' and not new.exists()
 
