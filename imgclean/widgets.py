@@ -230,7 +230,7 @@ def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `l
         disk = self._read()
         if generation is not None and disk['generation'] != generation:
             self._adopt(disk)
-            raise StaleView(f"files were moved by apply_cleaning/undo_cleaning since this view was built; nothing changed")
+            raise StaleView("files were moved by apply_cleaning or undo_cleaning since this view was built")
         self._check_change(updates)
         for name, d in updates.items():
             if d == UNDELETE: d = None if disk['decisions'].get(name, {}).get('action') == 'delete' else disk['decisions'].get(name)
@@ -898,7 +898,7 @@ def _follow_moves(self:ImageCleaner):
     f = lambda s: ren.get(s, s) if isinstance(s, str) else s
     self.rows = self.rows.assign(file=self.rows.file.map(f), suggestion=self.rows.suggestion.map(f))
     self.rows['label'] = [self.state.label_of.get(n, l) for n, l in zip(self.rows.file, self.rows.label)]
-    self.generation = self.state.generation
+    self.generation, self.preview.children = self.state.generation, []
     self.message.value = 'files were moved by apply_cleaning/undo_cleaning: this view follows them to their new names'
     self.show(self.pos)
 
