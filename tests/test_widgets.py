@@ -1,5 +1,5 @@
-"ImageCleaner and friends at the Python level: press buttons, set dropdowns, check state and cleaned.csv each time."
-import json, warnings
+"ImageCleaner and friends at the Python level: press buttons, set dropdowns, press keys; check the state file and cleaned.csv each time."
+import json, os, subprocess, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 
 from conftest import make_class_folders
-from imgclean.widgets import (CleanerState, ImageCleaner, apply_cleaning, dataset_items, losses_table, read_cleaned,
-                              review_table, undo_cleaning, STATE_FILE)
+from imgclean.core import write_issues
+from imgclean.widgets import (APPLY_LOG, STATE_FILE, CleanerState, DatasetFormatter, FormattedDataset, ImageCleaner,
+                              apply_cleaning, dataset_items, losses_table, read_cleaned, review_table, undo_cleaning)
 
 NAN = float('nan')
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -19,23 +21,29 @@ def root(tmp_path): return make_class_folders(tmp_path/'shapes', classes=('circl
 
 def cleaned(root): return pd.read_csv(root/'cleaned.csv', dtype=str, keep_default_na=False)
 def state(root): return json.loads((root/STATE_FILE).read_text())
+def files(root): return sorted(p.relative_to(root).as_posix() for p in root.rglob('*.png') if '_trash' not in p.parts)
 
 
-def issues_table():
-    "An audit issues table following the contract in imgclean.audit"
-    rows = [('square/001.png', 'square', 'label', .95, 'circle', -1, NAN), ('triangle/002.png', 'triangle', 'label', .5, 'square', -1, NAN),
-            ('circle/000.png', 'circle', 'label', .2, 'triangle', -1, NAN),
-            ('circle/001.png', 'circle', 'exact_duplicate', 1., 'circle/001.png', 0, 1.), ('circle/002.png', 'circle', 'exact_duplicate', 1., 'circle/001.png', 0, 1.),
-            ('square/002.png', 'square', 'near_duplicate', .9, 'square/002.png', 1, .93), ('triangle/003.png', 'triangle', 'near_duplicate', .9, 'square/002.png', 1, .93),
-            ('square/003.png', 'square', 'dark', .7, '', -1, NAN), ('triangle/000.png', 'triangle', 'blurry', .8, '', -1, NAN)]
-    return pd.DataFrame(rows, columns=['file', 'label', 'issue', 'score', 'suggestion', 'group', 'similarity'])
+def issues_table(warning=None):
+    "An audit issues table following core.ISSUE_COLUMNS"
+    rows = [('square/001.png', 'square', 'label', .95, 'circle', -1, NAN, 'out-of-fold p(circle)=0.95'),
+            ('triangle/002.png', 'triangle', 'label', .5, 'square', -1, NAN, ''),
+            ('circle/000.png', 'circle', 'label', .2, 'triangle', -1, NAN, ''),
+            ('circle/001.png', 'circle', 'exact_duplicate', 1., 'circle/001.png', 0, 1., ''),
+            ('circle/002.png', 'circle', 'exact_duplicate', 1., 'circle/001.png', 0, 1., ''),
+            ('square/002.png', 'square', 'near_duplicate', .9, 'square/002.png', 1, .93, ''),
+            ('triangle/003.png', 'triangle', 'near_duplicate', .9, 'square/002.png', 1, .93, ''),
+            ('square/003.png', 'square', 'dark', .7, '', -1, NAN, 'mean brightness 0.07'),
+            ('triangle/000.png', 'triangle', 'blurry', .8, '', -1, NAN, '')]
+    if warning: rows.append(('', '', 'warning', NAN, '', -1, NAN, warning))
+    return pd.DataFrame(rows, columns=['file', 'label', 'issue', 'score', 'suggestion', 'group', 'similarity', 'note'])
 
 
 def test_no_file_written_until_a_decision(root):
     (root/'cleaned.csv').write_text('name,label\ncircle/000.png,circle\n')  # someone's earlier work
     ImageCleaner(root, mode='all')
     assert (root/'cleaned.csv').read_text() == 'name,label\ncircle/000.png,circle\n'  # fastai v1 rewrote it on render
-    st = CleanerState(root); st.keep('circle/000.png')
+    CleanerState(root).keep('circle/000.png')
     assert (root/'cleaned.csv.orig').read_text() == 'name,label\ncircle/000.png,circle\n'
     assert len(cleaned(root)) == 12
 
@@ -44,90 +52,168 @@ def test_buttons_and_dropdowns_update_state_and_csv_each_time(root):
     c = ImageCleaner(root, issues=issues_table(), mode='losses', batch_size=2)
     assert list(c.tiles) == ['square/001.png', 'triangle/002.png']  # highest label-issue score first
     assert c.counter.value == '<b>1–2</b> of 3 images' and c.prev.disabled and not c.next.disabled
-    c.tiles['square/001.png'][2].value = True   # Delete toggle
+    assert 'not written yet' in c.summary.value                    # no claim about a file that does not exist
+    c.tiles['square/001.png'].dl.value = True                      # Delete toggle
     df = cleaned(root)
     assert len(df) == 11 and 'square/001.png' not in set(df.name)
     assert state(root)['decisions'] == {'square/001.png': {'action': 'delete'}}
-    assert c.tiles['square/001.png'][1].disabled  # no relabelling a deleted tile
-    c.tiles['triangle/002.png'][1].value = 'square'  # relabel dropdown
+    assert c.tiles['square/001.png'].dd.disabled and 'imgclean-deleted' in c.tiles['square/001.png'].box._dom_classes
+    c.tiles['triangle/002.png'].dd.value = 'square'                # relabel menu
     assert cleaned(root).set_index('name').label['triangle/002.png'] == 'square'
     assert state(root)['decisions']['triangle/002.png'] == {'action': 'relabel', 'label': 'square'}
+    assert "→ <b class='imgclean-new'>square</b>" in c.tiles['triangle/002.png'].info.value
+    assert 'cleaned.csv</code>: 11 rows' in c.summary.value and 'Reviewed <b>2</b> of 12' in c.summary.value
     c.next.click()
     assert list(c.tiles) == ['circle/000.png'] and c.counter.value == '<b>3–3</b> of 3 images' and c.next.disabled
-    assert state(root)['positions']['losses:(all classes)'] == 2
-    c.prev.click(); c.tiles['square/001.png'][2].value = False  # undelete
+    assert state(root)['positions']['losses'] == 2
+    c.prev.click(); c.tiles['square/001.png'].dl.value = False     # undelete
     assert 'square/001.png' in set(cleaned(root).name) and len(cleaned(root)) == 12
-    c.tiles['triangle/002.png'][1].value = 'triangle'  # back to its own label: no decision left
-    assert state(root)['decisions'] == {}
+    c.tiles['triangle/002.png'].dd.value = 'triangle'              # back to its own label: reviewed, kept
+    assert state(root)['decisions'] == {'triangle/002.png': {'action': 'keep'}}
     assert cleaned(root).equals(dataset_items(root).astype(str))
+
+
+def test_one_click_accepts_the_suggestion_and_keys_do_the_rest(root):
+    c = ImageCleaner(root, issues=issues_table(), mode='losses', batch_size=8)
+    t = c.tiles['square/001.png']
+    assert t.ok.description == 'Accept: circle'
+    t.ok.click()                                                    # 1 click per relabel with a right suggestion
+    assert state(root)['decisions'] == {'square/001.png': {'action': 'relabel', 'label': 'circle'}}
+    assert c.cursor == 0
+    c.press('ArrowRight'); c.press('a')                             # triangle/002.png -> square, cursor moves on
+    assert state(root)['decisions']['triangle/002.png'] == {'action': 'relabel', 'label': 'square'} and c.cursor == 2
+    c.press('d')                                                    # circle/000.png deleted
+    assert state(root)['decisions']['circle/000.png'] == {'action': 'delete'}
+    assert c.cursor == 2; c.press('ArrowLeft'); c.press('1')       # digit = class number: circle
+    assert state(root)['decisions']['triangle/002.png'] == {'action': 'relabel', 'label': 'circle'}
+    c.press('k'); assert state(root)['decisions']['circle/000.png'] == {'action': 'keep'}  # cursor had moved to circle/000
+    c.press('e'); assert 'circle/000.png' in c.preview.children[0].children[0].value
+    c.press('Escape'); assert c.preview.children == ()
+    c._on_msg(dict(type='enlarge', index=1)); assert c.cursor == 1 and 'triangle/002.png' in c.preview.children[0].children[0].value
+    c._on_msg(dict(type='key', key='d')); assert state(root)['decisions']['triangle/002.png'] == {'action': 'delete'}
+    c.press('x'); c._on_msg(dict(type='nonsense')); c._on_msg(dict(type='enlarge', index='7; rm -rf'))  # ignored
+    assert 'imgclean-current' in c.tiles[c.order[c.cursor]].box._dom_classes
+
+
+def test_duplicate_group_costs_one_click(root):
+    c = ImageCleaner(root, issues=issues_table(), mode='duplicates', batch_size=5)
+    assert len(c.body.children) == 2 and list(c.tiles) == ['circle/001.png', 'circle/002.png', 'square/002.png', 'triangle/003.png']
+    assert 'similarity 1.000' in c.tiles['circle/002.png'].info.value
+    c.tiles['triangle/003.png'].ok.click()                         # "Keep only this": the whole group in one click
+    assert state(root)['decisions'] == {'triangle/003.png': {'action': 'keep'}, 'square/002.png': {'action': 'delete'}}
+    c.cursor = 0; c.press('a')                                      # accept the suggested keeper of group 0, go to the next group
+    d = state(root)['decisions']
+    assert d['circle/001.png'] == {'action': 'keep'} and d['circle/002.png'] == {'action': 'delete'} and c.order[c.cursor] == 'square/002.png'
+    keep_all = c.body.children[1].children[0].children[1]
+    keep_all.click()
+    assert state(root)['decisions']['square/002.png'] == {'action': 'keep'}
+
+
+def test_filters_and_worst_first(root):
+    (root/'train').mkdir()
+    c = ImageCleaner(root, issues=issues_table(), mode='all', batch_size=20)
+    assert c.order[:3] == ['square/001.png', 'triangle/002.png', 'circle/000.png']   # label issues first, worst first
+    c.f_issue.value = 'dark'; assert c.order == ['square/003.png']
+    assert "title='mean brightness 0.07'" in c.tiles['square/003.png'].info.value   # the note explains the score
+    c.f_issue.value = '(all)'; c.f_pred.value = 'square'; assert c.order == ['triangle/002.png']
+    c.f_pred.value = '(all)'; c.f_score.value = '0.85'; assert c.order == ['square/001.png', 'circle/001.png', 'circle/002.png', 'square/002.png', 'triangle/003.png']
+    c.f_score.value = 'abc'; assert 'not a number' in c.message.value
+    c.f_score.value = ''; c.f_label.value = 'triangle'; assert c.order == ['triangle/002.png', 'triangle/003.png', 'triangle/000.png', 'triangle/001.png']  # findings first, then the rest
+    c.tiles['triangle/000.png'].kp.click(); c.f_hide.value = True
+    assert 'triangle/000.png' not in c.order
+    assert c.f_split.layout.display == 'none'     # no split folders here: no split filter
+
+
+def test_split_filter(tmp_path):
+    root = tmp_path/'ds'
+    make_class_folders(root/'train', classes=('circle', 'square'), n=2); make_class_folders(root/'valid', classes=('circle', 'square'), n=1)
+    c = ImageCleaner(root, mode='all', batch_size=10)
+    c.f_split.value = 'valid'
+    assert c.order == ['valid/circle/000.png', 'valid/square/000.png']
+
+
+def test_issues_path_and_warnings(root):
+    with pytest.raises(FileNotFoundError, match=r"run audit\("): ImageCleaner(root, issues=root/'issues.csv', mode='duplicates')
+    write_issues(issues_table(warning='the model behind this audit is weak (out-of-fold accuracy 0.35, chance 0.33)'), root/'issues.csv')
+    c = ImageCleaner(root, issues=root/'issues.csv', mode='all')
+    assert 'the model behind this audit is weak' in c.widget.children[0].value
+    assert '' not in set(c.rows.file) and len(c.rows) == 12 and (c.rows.issue[:9] != '').all() and (c.rows.issue[9:] == '').all()
+    assert '(9 with findings, first)' in c.counter.value
+    c.f_issue.value = '(any issue)'; assert len(c.units()) == 9
+    df = issues_table(); df.attrs['warnings'] = ['weak model']
+    assert 'weak model' in ImageCleaner(root, issues=df, mode='quality').widget.children[0].value
+    with pytest.raises(TypeError, match='issues must be'): ImageCleaner(root, issues=3)
+    with pytest.raises(ValueError, match='audit'): ImageCleaner(root, mode='quality')
+    with pytest.raises(ValueError, match='mode'): ImageCleaner(root, mode='bogus')
+    with pytest.raises(TypeError, match='ImageCleaner takes a dataset folder'): ImageCleaner([1, 2])
+
+
+def test_size_adapts_and_names_break_between_words(root):
+    c = ImageCleaner(root, mode='all')
+    assert c.size == 96                                 # 32 px images: shown at 96 px
+    assert ImageCleaner(root, mode='all', size=150).size == 150
+    (root/'circle'/'a_very_long-file.name.png').write_bytes((root/'circle/000.png').read_bytes())
+    c = ImageCleaner(root, mode='all', batch_size=20)
+    v = c.tiles['circle/a_very_long-file.name.png'].info.value
+    assert 'a_<wbr>very_<wbr>long-<wbr>file.<wbr>name.<wbr>png' in v
 
 
 def test_restart_and_resume(root):
     c = ImageCleaner(root, mode='all', batch_size=5)
-    c.next.click(); first = list(c.tiles)[0]
-    c.tiles[first][2].value = True
-    c.tiles[list(c.tiles)[1]][1].value = 'circle'
+    c.next.click(); first = c.order[0]
+    c.tiles[first].dl.value = True
+    c.tiles[c.order[1]].dd.value = 'circle'
     before = (root/'cleaned.csv').read_text()
     del c
-    c2 = ImageCleaner(root, mode='all', batch_size=5)  # re-running the cell / a new kernel
-    assert c2.pos == 5 and list(c2.tiles)[0] == first
-    assert c2.tiles[first][2].value is True and c2.tiles[list(c2.tiles)[1]][1].value == 'circle'
+    c2 = ImageCleaner(root, mode='all', batch_size=5)  # re-running the cell
+    assert c2.pos == 5 and c2.order[0] == first
+    assert c2.tiles[first].dl.value is True and c2.tiles[c2.order[1]].dd.value == 'circle'
     assert (root/'cleaned.csv').read_text() == before
-    assert ImageCleaner(root, mode='all', batch_size=4).pos == 4  # another page size: the page holding the old position
+    assert ImageCleaner(root, mode='all', batch_size=4).pos == 4
 
 
-def test_class_filter_keeps_selections(root):
-    c = ImageCleaner(root, mode='all', batch_size=3)
-    c.filter.value = 'square'
-    assert all(n.startswith('square/') for n in c.tiles)
-    c.tiles['square/000.png'][2].value = True
-    c.filter.value = 'circle'; c.tiles['circle/001.png'][1].value = 'triangle'
-    c.filter.value = 'square'
-    assert c.tiles['square/000.png'][2].value is True  # fastai v2 forgot this on a category change
+def test_two_cleaners_share_one_state(root):
+    "The issue's reproduction: two cleaners opened, a click in each, paging in one: nothing lost, both show both"
+    a, b = ImageCleaner(root, mode='all', batch_size=12), ImageCleaner(root, mode='all', batch_size=3)
+    assert a.state is b.state
+    a.tiles['circle/000.png'].dl.value = True
+    b.tiles['circle/001.png'].dd.value = 'square'
+    b.next.click(); b.f_label.value = 'square'; b.f_label.value = '(all)'   # paging and filtering save nothing over decisions
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}, 'circle/001.png': {'action': 'relabel', 'label': 'square'}}
     df = cleaned(root).set_index('name')
-    assert 'square/000.png' not in df.index and df.label['circle/001.png'] == 'triangle' and len(df) == 11
+    assert 'circle/000.png' not in df.index and df.label['circle/001.png'] == 'square'
+    assert a.tiles['circle/001.png'].dd.value == 'square'          # live in the other cleaner
+    assert a.summary.value.split(' · this view')[0] == b.summary.value.split(' · this view')[0]
 
 
-def test_duplicates_mode(root):
-    c = ImageCleaner(root, issues=issues_table(), mode='duplicates', batch_size=5)
-    groups = c.body.children
-    assert len(groups) == 2 and list(c.tiles) == ['circle/001.png', 'circle/002.png', 'square/002.png', 'triangle/003.png']
-    assert 'similarity: 1' in c.tiles['circle/002.png'][0].children[1].value
-    c.tiles['circle/002.png'][2].value = True
-    # deleted elsewhere (e.g. in the losses view): marked, not live
-    CleanerState(root).delete('triangle/003.png')
-    c2 = ImageCleaner(root, issues=issues_table(), mode='duplicates', batch_size=5)
-    tile, dd, dl = c2.tiles['triangle/003.png']
-    assert dl.value is True and dd.disabled and '(deleted)' in tile.children[1].value and 'imgclean-deleted' in tile._dom_classes
-    assert set(cleaned(root).name).isdisjoint({'circle/002.png', 'triangle/003.png'})
-    c2.keep_all(['square/002.png', 'triangle/003.png'])
-    assert 'triangle/003.png' in set(cleaned(root).name) and 'circle/002.png' not in set(cleaned(root).name)
-
-
-def test_quality_mode_and_issue_csv(root):
-    issues_table().to_csv(root/'issues.csv', index=False)
-    c = ImageCleaner(root, issues=root/'issues.csv', mode='quality')
-    assert list(c.tiles) == ['triangle/000.png', 'square/003.png']
-    assert 'blurry' in c.tiles['triangle/000.png'][0].children[1].value
-    with pytest.raises(ValueError, match='audit'): ImageCleaner(root, mode='quality')
-    with pytest.raises(ValueError, match='mode'): ImageCleaner(root, mode='bogus')
+def test_other_process_changes_are_merged(root):
+    c = ImageCleaner(root, mode='all', batch_size=12)
+    c.tiles['circle/000.png'].dl.value = True
+    code = ("import sys; sys.path.insert(0, %r)\nfrom imgclean.widgets import CleanerState\n"
+            "CleanerState(%r).relabel('square/000.png', 'triangle')" % (str(ROOT), str(root)))
+    subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+    c.tiles['circle/001.png'].dl.value = True          # merged on top of the other process's change
+    assert c.tiles['square/000.png'].dd.value == 'triangle'
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}, 'square/000.png': {'action': 'relabel', 'label': 'triangle'},
+                                        'circle/001.png': {'action': 'delete'}}
 
 
 def test_broken_image_gets_placeholder(root):
     (root/'circle'/'bad.png').write_bytes(b'not an image at all')
     c = ImageCleaner(root, mode='all', batch_size=20)
-    tile = c.tiles['circle/bad.png'][0]
-    assert 'cannot load image' in tile.children[0].value and 'UnidentifiedImageError' in tile.children[0].value
-    c.tiles['circle/bad.png'][2].value = True
+    img = c.tiles['circle/bad.png'].img
+    assert 'cannot load image' in img.value and 'UnidentifiedImageError' in img.value
+    c.tiles['circle/bad.png'].dl.value = True
     assert 'circle/bad.png' not in set(cleaned(root).name)
 
 
 def test_read_cleaned_rejects_bad_input(root):
     w = lambda s: (root/'c.csv').write_text('name,label\n' + s)
-    voc = ['circle', 'square', 'triangle']
     w('../escape.png,circle\n');  pytest.raises(ValueError, read_cleaned, root, 'c.csv').match('leaves the dataset root')
     w('/etc/passwd,circle\n');    pytest.raises(ValueError, read_cleaned, root, 'c.csv').match('leaves the dataset root')
-    w('circle/000.png,hexagon\n'); pytest.raises(ValueError, read_cleaned, root, 'c.csv', vocab=voc).match("unknown label 'hexagon'")
+    w('circle/000.png,hexagon\n'); pytest.raises(ValueError, read_cleaned, root, 'c.csv').match("unknown label 'hexagon'")  # labels checked by default
+    w('circle/000.png,../../x\n'); pytest.raises(ValueError, read_cleaned, root, 'c.csv').match("unknown label")
+    assert len(read_cleaned(root, 'c.csv', vocab=['../../x'])) == 1   # an explicit vocab is the caller's choice
     w('circle/000.png,circle\ncircle/000.png,square\n'); pytest.raises(ValueError, read_cleaned, root, 'c.csv').match('listed more than once')
     w('circle/000.png,\n');       pytest.raises(ValueError, read_cleaned, root, 'c.csv').match('empty label')
     w('circle/404.png,circle\ncircle/000.png,circle\n')
@@ -140,23 +226,163 @@ def test_read_cleaned_rejects_bad_input(root):
     with pytest.raises(KeyError, match='not an item'): CleanerState(root).delete('elsewhere/x.png')
 
 
+def test_hostile_state_file_is_never_applied(root, tmp_path):
+    secret = tmp_path/'secret.txt'; secret.write_text('do not pull me in')
+    (root/STATE_FILE).write_text(json.dumps(dict(decisions={
+        '../secret.txt': dict(action='relabel', label='circle'), 'circle/000.png': dict(action='relabel', label='../escape'),
+        'circle/001.png': dict(action='relabel', label='_trash'), 'circle/002.png': 'delete', 'circle/003.png': dict(action='rm -rf'),
+        '/etc/passwd': dict(action='delete'), 'square/000.png': dict(action='delete')}, positions={'x': 'y'}, generation='z')))
+    with pytest.warns(UserWarning, match=r'6 decision\(s\) ignored'):
+        st = CleanerState(root)
+    assert st.decisions == {'square/000.png': {'action': 'delete'}}
+    moves = apply_cleaning(root)
+    assert list(moves.src) == ['square/000.png'] and secret.read_text() == 'do not pull me in'
+    assert not (root.parent/'escape').exists() and files(root) == sorted(set(dataset_items(root).name))
+    assert set(read_cleaned(root).label) == {'circle', 'square', 'triangle'}
+    undo_cleaning(root)
+    (root/STATE_FILE).write_text('{"decisions": [1, 2]}')
+    with pytest.raises(ValueError, match='not an ImageCleaner state file'): CleanerState(root).refresh()
+    (root/STATE_FILE).write_text('{nope')
+    with pytest.raises(ValueError, match='not valid JSON'): CleanerState(root).refresh()
+
+
+def test_hostile_apply_log_moves_nothing(root, tmp_path):
+    outside = tmp_path/'outside.png'; outside.write_bytes(b'x')
+    ino = os.lstat(root/'circle/000.png')
+    good = dict(src='circle/000.png', dst='_trash/T/circle/000.png', action='delete', ino=ino.st_ino, dev=ino.st_dev)
+    bad = [dict(good, src='../outside.png'), dict(good, dst='../../x.png'), dict(good, dst='square/000_9.png'),
+           dict(good, action='relabel', dst='_x/000.png'), dict(good, action='chmod'), dict(good, ino='1'),
+           dict(good, src=str(outside))]
+    before = files(root)
+    for m in bad:
+        (root/APPLY_LOG).write_text(json.dumps(dict(status='applied', trash='_trash', moves=[m], decisions={})))
+        with pytest.raises(ValueError): undo_cleaning(root)
+        assert files(root) == before and outside.read_bytes() == b'x'
+    (root/APPLY_LOG).write_text(json.dumps(dict(status='applied', trash='deleted', moves=[], decisions={})))
+    with pytest.raises(ValueError, match="use a name starting with '_'"): undo_cleaning(root)
+    # a well-formed log whose recorded file is not the one on disk: refused, nothing moved
+    shutil_src = dict(good, ino=good['ino'] + 12345)
+    (root/'_trash/T/circle').mkdir(parents=True); os.rename(root/'circle/000.png', root/'_trash/T/circle/000.png')
+    (root/APPLY_LOG).write_text(json.dumps(dict(status='applied', trash='_trash', moves=[shutil_src], decisions={})))
+    with pytest.raises(FileNotFoundError, match='not the file this move recorded'): undo_cleaning(root)
+    assert (root/'_trash/T/circle/000.png').exists()
+
+
+def test_trash_must_stay_outside_the_classes(root):
+    CleanerState(root).delete('circle/000.png')
+    with pytest.raises(ValueError, match="use a name starting with '_'"): apply_cleaning(root, trash='deleted')
+    with pytest.raises(ValueError, match='inside the dataset root'): apply_cleaning(root, trash='../bin')
+    assert not (root/APPLY_LOG).exists() and (root/'circle/000.png').exists()
+    moves = apply_cleaning(root, trash='_deleted')
+    assert moves.dst[0].startswith('_deleted/') and 'circle/000.png' not in set(read_cleaned(root).name)
+    assert set(dataset_items(root).label) == {'circle', 'square', 'triangle'}
+
+
+def test_colliding_relabels_keep_both(tmp_path):
+    root = tmp_path/'bears'
+    for c in ('grizzly', 'black', 'teddy'):
+        (root/c).mkdir(parents=True)
+        for i in (1, 2): (root/c/f'{i:08d}.jpg').write_bytes(f'{c} {i}'.encode())
+    before = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob('*.jpg')}
+    st = CleanerState(root, items=pd.DataFrame(dict(name=sorted(before), label=[n.split('/')[0] for n in sorted(before)])))
+    st.relabel('grizzly/00000001.jpg', 'teddy'); st.relabel('black/00000001.jpg', 'teddy')
+    st.relabel('teddy/00000002.jpg', 'black'); st.relabel('black/00000002.jpg', 'teddy')   # a swap too
+    moves = apply_cleaning(root)
+    assert moves.dst.nunique() == 4
+    after = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob('*.jpg')}
+    assert sorted(after.values()) == sorted(before.values())                   # nothing overwritten
+    assert [sum(1 for n in after if n.startswith(c + '/')) for c in ('teddy', 'black', 'grizzly')] == [4, 1, 1]
+    assert undo_cleaning(root) == 4
+    assert {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob('*.jpg')} == before
+
+
+def test_symlinks_in_and_out(root, tmp_path):
+    (tmp_path/'elsewhere.png').write_bytes((root/'circle/000.png').read_bytes())
+    os.symlink(tmp_path/'elsewhere.png', root/'circle/out.png')            # leaves the root: not an item
+    (root/'shared').mkdir(); os.rename(root/'square/003.png', root/'shared_003.png')
+    os.symlink('../shared_003.png', root/'square/003.png')                  # an internal link: an item
+    with pytest.warns(UserWarning, match='not items'): st = CleanerState(root)
+    assert 'circle/out.png' not in st.label_of and 'square/003.png' in st.label_of
+    with pytest.raises(KeyError, match='not an item'): st.delete('circle/out.png')
+    st.relabel('square/003.png', 'triangle'); st.delete('square/002.png')
+    moves = apply_cleaning(root).set_index('src')
+    new = root/moves.dst['square/003.png']
+    assert new.is_symlink() and new.read_bytes() == (root/'shared_003.png').read_bytes()
+    assert (tmp_path/'elsewhere.png').exists() and (root/'circle/out.png').is_symlink()
+    log = json.loads((root/APPLY_LOG).read_text())
+    m = next(m for m in log['moves'] if 'link' in m)
+    (root/APPLY_LOG).write_text(json.dumps(dict(log, moves=[dict(m, link='/etc/passwd')])))   # a hostile log: a link out
+    with pytest.raises(ValueError, match='does not lead to'): undo_cleaning(root)
+    (root/APPLY_LOG).write_text(json.dumps(log))
+    undo_cleaning(root)
+    assert os.readlink(root/'square/003.png') == '../shared_003.png' and not new.exists()
+
+
+def test_apply_with_nothing_to_do_says_so(root, capsys):
+    CleanerState(root).keep('circle/000.png')
+    moves = apply_cleaning(root)
+    assert len(moves) == 0 and 'nothing to apply' in capsys.readouterr().out
+    assert not (root/APPLY_LOG).exists()
+    CleanerState(root).delete('circle/000.png'); apply_cleaning(root)   # and the next apply is not blocked
+
+
 def test_apply_and_undo(root):
     st = CleanerState(root); st.delete('circle/000.png'); st.relabel('square/001.png', 'triangle'); st.keep('triangle/000.png')
-    before = read_cleaned(root, vocab=st.vocab)
-    files_before = sorted(p.relative_to(root).as_posix() for p in root.rglob('*.png'))
+    before = read_cleaned(root)
+    files_before = files(root)
     moves = apply_cleaning(root)
     assert sorted(moves.action) == ['delete', 'relabel']
     assert not (root/'circle/000.png').exists() and len(list((root/'_trash').rglob('000.png'))) == 1
     relabel_dst = moves.set_index('action').dst['relabel']
-    assert relabel_dst.startswith('triangle/') and (root/relabel_dst).exists()
+    assert relabel_dst == 'triangle/001_1.png' and (root/relabel_dst).exists()
     after = read_cleaned(root)
     assert len(after) == len(before) and after.set_index('name').label[relabel_dst] == 'triangle'
+    assert st.decisions == {} and st.generation == 1
     assert dataset_items(root).shape[0] == 11  # the trash is not a class
     with pytest.raises(FileExistsError, match='undo_cleaning'): apply_cleaning(root)
     assert undo_cleaning(root) == 2
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob('*.png') if '_trash' not in p.parts) == files_before
+    assert files(root) == files_before
     pd.testing.assert_frame_equal(read_cleaned(root), before)
-    assert CleanerState(root).summary() == dict(items=12, deleted=1, relabelled=1, kept=1)
+    assert CleanerState(root).summary() == dict(items=12, reviewed=3, kept=1, deleted=1, relabelled=1)
+    assert undo_cleaning(root) == 0                       # nothing to undo: says so
+    with pytest.raises(FileNotFoundError, match='nothing to undo'): undo_cleaning(root, log=root/'my_log.json')
+
+
+def test_open_cleaners_follow_apply_and_undo(root):
+    c = ImageCleaner(root, mode='all', batch_size=12)
+    c.tiles['circle/000.png'].dl.value = True; c.tiles['square/001.png'].dd.value = 'circle'
+    apply_cleaning(root)
+    assert 'circle/001_1.png' in c.order and 'square/001.png' not in c.order and 'circle/000.png' not in c.order
+    assert 'follows them' in c.message.value
+    c.tiles['circle/001_1.png'].dl.value = True          # a click after apply lands on the new name
+    df = cleaned(root)
+    assert 'circle/001_1.png' not in set(df.name) and all((root/n).exists() for n in df.name)
+    undo_cleaning(root)
+    assert 'square/001.png' in c.order and 'circle/000.png' in c.order
+    assert c.tiles['circle/000.png'].dl.value is True and c.tiles['square/001.png'].dd.value == 'circle'
+    assert all((root/n).exists() for n in cleaned(root).name)
+
+
+def test_click_after_apply_in_another_process(root):
+    "A cleaner whose files were moved by another process: the click is refused with one line, the view follows"
+    c = ImageCleaner(root, mode='all', batch_size=12)
+    c.tiles['circle/000.png'].dl.value = True; c.tiles['square/001.png'].dd.value = 'circle'
+    code = "import sys; sys.path.insert(0, %r)\nfrom imgclean.widgets import apply_cleaning\napply_cleaning(%r)" % (str(ROOT), str(root))
+    subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+    c.tiles['circle/001.png'].dl.value = True
+    assert 'Not saved' in c.message.value and 'circle/001.png' not in state(root)['decisions']
+    assert 'circle/001_1.png' in c.order                 # the view now shows the new names
+    c.tiles['circle/001.png'].dl.value = True            # the click again: saved
+    assert state(root)['decisions'] == {'circle/001.png': {'action': 'delete'}}
+    assert all((root/n).exists() for n in cleaned(root).name)
+
+
+def test_cleaned_csv_never_lists_a_missing_file(root):
+    st = CleanerState(root)
+    (root/'circle/003.png').unlink()                     # removed by hand
+    st.delete('circle/000.png')
+    assert 'circle/003.png' not in set(cleaned(root).name)
+    read_cleaned(root)                                    # reads without a missing-file error
 
 
 @pytest.fixture
@@ -176,20 +402,45 @@ def test_losses_mode_with_a_learner(root, tiny_learner):
     assert lt.is_valid.sum() == 3 and (np.diff(lt.score) <= 0).all()
     assert set(lt.label) <= {'circle', 'square', 'triangle'} and (lt.label == lt.file.str.split('/').str[0]).all()
     c = ImageCleaner(root, learner=tiny_learner, batch_size=4)
-    assert list(c.tiles) == list(lt.file[:4])
-    c.tiles[lt.file[0]][1].value = lt.suggestion[0] if lt.suggestion[0] != lt.label[0] else 'circle' if lt.label[0] != 'circle' else 'square'
-    assert len(cleaned(root)) == 12
+    assert c.order == list(lt.file[:4])
+    wrong = lt[lt.suggestion != lt.label]
+    if len(wrong):
+        f = wrong.file.iloc[0]
+        c2 = ImageCleaner(root, learner=tiny_learner, batch_size=12)
+        c2.tiles[f].ok.click()
+        assert cleaned(root).set_index('name').label[f] == wrong.suggestion.iloc[0]
+    assert len(cleaned(root)) == 12 if (root/'cleaned.csv').exists() else True
+
+
+def test_fastai_v1_cleaning_api(root, tiny_learner):
+    "The lesson-2 (fastai v1) cleaning cells, unchanged"
+    path = root
+    ds, idxs = DatasetFormatter().from_toplosses(tiny_learner)
+    assert isinstance(ds, FormattedDataset) and len(ds) == 12 and sorted(idxs) == list(range(12))
+    lt = losses_table(tiny_learner)
+    assert [ds.files[i] for i in idxs[:3]] == list(lt.file[:3])          # highest loss first
+    c = ImageCleaner(ds, idxs, path)
+    assert c.bs == 5 and c.order == list(lt.file[:5])
+    c.tiles[c.order[0]].dl.value = True
+    ds, idxs = DatasetFormatter().from_similars(tiny_learner)
+    assert len(idxs) % 2 == 0 and len(idxs) >= 2 and all(a != b for a, b in zip(idxs[0::2], idxs[1::2]))
+    sims = [s for _, _, s in ds.pairs]
+    assert sims == sorted(sims, reverse=True)
+    d = ImageCleaner(ds, idxs, path, duplicates=True)
+    assert len(d.body.children) == 5 and all(len(g.children[1].children) == 2 for g in d.body.children)
+    first = d.order[1]; d.tiles[first].ok.click()                        # keep the second of the first pair
+    df = pd.read_csv(path/'cleaned.csv')
+    assert list(df.columns) == ['name', 'label'] and first in set(df.name) and d.order[0] not in set(df.name)
+    assert lt.file[0] not in set(df.name) or lt.file[0] == first          # the first cleaner's deletion is kept
+    with pytest.raises(TypeError, match="fastai v1's"): ImageCleaner(3, idxs, path)
+    assert ImageCleaner(ds, idxs, path, duplicates=True, start=2).pos == 0   # start is a row; page 0 holds row 2 of 5
 
 
 def test_cleaned_csv_reads_in_fastai(root):
     from fastai.vision.all import ImageDataLoaders, Resize
     st = CleanerState(root); st.delete('circle/000.png'); st.relabel('square/000.png', 'triangle')
-    # fastai 2.8.7's default fn_col=0 does `row[0]`, which pandas 3 no longer accepts on a labelled Series (any CSV);
-    # naming the columns works with every pandas
     dls = ImageDataLoaders.from_csv(root, 'cleaned.csv', folder='.', fn_col='name', label_col='label', item_tfms=Resize(16), bs=4, num_workers=0, valid_pct=0.25, seed=0)
     assert len(dls.train_ds) + len(dls.valid_ds) == 11 and list(dls.vocab) == ['circle', 'square', 'triangle']
-    x, y = dls.one_batch()
-    assert x.shape[1:] == (3, 16, 16)
     items = pd.concat([dls.train_ds.items, dls.valid_ds.items])
     assert items.set_index('name').label['square/000.png'] == 'triangle'
 
@@ -221,8 +472,28 @@ def test_custom_items_and_nested_relabel(tmp_path):
     items = dataset_items(root)
     assert list(items.label) == ['circle']*2 + ['square']*2 + ['circle', 'square'] and items.name[4] == 'valid/circle/000.png'
     c = ImageCleaner(root, mode='all', batch_size=10)
-    c.tiles['valid/circle/000.png'][1].value = 'square'
+    c.tiles['valid/circle/000.png'].dd.value = 'square'
     assert cleaned(root).set_index('name').label['valid/circle/000.png'] == 'square'
     moves = apply_cleaning(root)
-    assert len(moves) == 1 and moves.dst[0].startswith('valid/square/000'), moves
+    assert len(moves) == 1 and moves.dst[0] == 'valid/square/000_1.png', moves
     assert (root/moves.dst[0]).exists() and not (root/'valid/circle/000.png').exists()
+
+
+def test_click_while_another_process_holds_the_dataset(root):
+    "A long apply elsewhere holds the lock: a click gives a one-line message after a few seconds, not a frozen kernel"
+    import time
+    c = ImageCleaner(root, mode='all', batch_size=12)
+    code = ("import sys, time; from filelock import FileLock\n"
+            f"l = FileLock({str(root/STATE_FILE) + '.lock'!r}); l.acquire(); print('held', flush=True); time.sleep(20)")
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == 'held'
+        t = time.time(); c.tiles['circle/000.png'].dl.value = True
+        assert time.time() - t < 15 and 'the dataset is locked' in c.message.value
+        assert c.tiles['circle/000.png'].dl.value is False   # the button shows what was saved: nothing
+        t = time.time(); c.next.click() if not c.next.disabled else c.show(0)   # paging does not hang either
+        assert time.time() - t < 10
+    finally: p.kill(); p.wait(10)
+    assert not (root/STATE_FILE).exists() or 'circle/000.png' not in state(root)['decisions']
+    c.tiles['circle/000.png'].dl.value = True            # the lock is free again: the click lands
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}}
