@@ -243,7 +243,6 @@ def _read_body(r, d, max_bytes, ct):
     if n and n.isdigit() and len(buf) < int(n): raise FetchError('body cut short (connection closed early)')
     return bytes(buf)
 
-# %% ../nbs/01_download.ipynb #33
 def fetch_image(url:str,                # An http(s) URL
                 timeout:float=10,       # Seconds for the whole fetch: name resolution, connect, headers, redirects and body
                 total_timeout:float=None, # Older form: when given, it is the whole-fetch limit and `timeout` the longest wait for the next bytes
@@ -272,7 +271,7 @@ def fetch_image(url:str,                # An http(s) URL
             if r is not None: r.release_conn()
     return data, sniff_image(data[:64]) or format_name(ct.split('/')[-1].removeprefix('x-')), url
 
-# %% ../nbs/01_download.ipynb #38
+# %% ../nbs/01_download.ipynb #37
 def _clean_urls(us): return [u for u in (_clean_url(str(o)) for o in us) if u]
 
 def _url_lists(urls, label):
@@ -291,7 +290,7 @@ def _url_lists(urls, label):
 
 def _file_stem(url): return hashlib.sha1(url.encode('utf-8', 'surrogatepass')).hexdigest()[:16]
 
-# %% ../nbs/01_download.ipynb #42
+# %% ../nbs/01_download.ipynb #41
 _FASTAI_DEFAULTS = dict(max_pics=1000, n_workers=8, timeout=4)
 _OUR_DEFAULTS = dict(max_pics=None, n_workers=64, timeout=10)
 
@@ -323,7 +322,7 @@ def _call_form(source, dest, urls, url_file, label):
         raise ValueError(f"dest {dest} is a file; pass a folder (it is created when missing). For fastai v2's form pass the URL file by keyword: download_images(dest, url_file=...)")
     return 'ours', _url_lists(source, label), dest
 
-# %% ../nbs/01_download.ipynb #46
+# %% ../nbs/01_download.ipynb #45
 MANIFEST_COLS = ['class', 'url', 'status', 'reason', 'file', 'bytes', 'width', 'height', 'hash']
 
 def _plan(lists, verbose=True):
@@ -345,7 +344,7 @@ def _plan(lists, verbose=True):
         print('URLs listed in two classes (kept in the first): ' + ', '.join(f'{a}/{b}: {n}' for (a, b), n in conflicts.items()))
     return rows, jobs
 
-# %% ../nbs/01_download.ipynb #49
+# %% ../nbs/01_download.ipynb #48
 def _read_manifest(fn):
     "The manifest at `fn` as a DataFrame of strings (empty when missing or unreadable)"
     if not Path(fn).is_file(): return pd.DataFrame(columns=MANIFEST_COLS)
@@ -366,7 +365,7 @@ def _stored_row(r, f, root):
     r.update(status='ok', reason='already downloaded', file=f.relative_to(root).as_posix(), bytes=len(data), width=w, height=h, hash=content_hash(data))
 
 def _resume(jobs, root, old):
-    "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL); return the rest, kept counts and hashes"
+    "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL); return the rest, kept counts and `{hash: [files]}`"
     prev = {(o['class'], o['url']): o for o in old[old.status == 'ok'].to_dict('records')}
     kept, hashes, todo = Counter(), {}, []
     for r in jobs:
@@ -375,16 +374,17 @@ def _resume(jobs, root, old):
         if o and o['file'] and (root/o['file']).is_file(): r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found[0], root)
         else: todo.append(r); continue
-        kept[r['class']] += 1; hashes.setdefault(r['hash'], r['file'])
+        kept[r['class']] += 1; hashes.setdefault(r['hash'], []).append(r['file'])
     return todo, kept, hashes
 
-# %% ../nbs/01_download.ipynb #52
+# %% ../nbs/01_download.ipynb #51
 def _interleave(todo):
     "`todo` with the classes in turn (an interrupted run has some of each)"
     by_class = defaultdict(list)
     for r in todo: by_class[r['class']].append(r)
     return [r for grp in zip_longest(*by_class.values()) for r in grp if r is not None]
 
+# %% ../nbs/01_download.ipynb #54
 def _first_wins(rows, root):
     "Same image behind several URLs of a class: keep it under the URL listed first, whichever finished first"
     groups = defaultdict(list)
@@ -402,7 +402,7 @@ def _first_wins(rows, root):
         for r in g[1:]:
             if r is not b: r['reason'] = f'duplicate image (same bytes as {new})'
 
-# %% ../nbs/01_download.ipynb #56
+# %% ../nbs/01_download.ipynb #58
 _BACKLOG_BYTES = 256 << 20
 
 class _ByteBudget:
@@ -414,7 +414,7 @@ class _ByteBudget:
     def give(self, n):
         with self.cv: self.used -= n; self.cv.notify_all()
 
-# %% ../nbs/01_download.ipynb #59
+# %% ../nbs/01_download.ipynb #61
 def _preserved_stem(url):
     "The file name of `url`'s path without its extension, made safe for a file system (fastai's `preserve_filename`)"
     stem = Path(unquote(urlsplit(url).path)).stem
@@ -507,15 +507,16 @@ class _Downloader:
         w, hh = (v['width'], v['height']) if v else _header_size(data)
         with self.lock:
             if self.full(r['class']): return r.update(status='skipped', reason=f"max_pics {self.o['max_pics']} reached")
-            first = self.hashes.get(h)
-            if first and first.split('/')[0] == r['class']:
-                return r.update(status='skipped', reason=f'duplicate image (same bytes as {first})', bytes=len(data), width=w, height=hh, hash=h)
+            seen = self.hashes.setdefault(h, [])   # the files kept with these bytes, in any class
+            same = [f for f in seen if f.split('/')[0] == r['class']]
+            if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=h)
+            first = seen[0] if seen else None
             fn = self._name(r, ext); rel = fn.relative_to(self.root).as_posix()
-            self.hashes.setdefault(h, rel); self.kept[r['class']] += 1
+            seen.append(rel); self.kept[r['class']] += 1
         atomic_write(fn, data)
         r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=h)
 
-# %% ../nbs/01_download.ipynb #61
+# %% ../nbs/01_download.ipynb #66
 def _write_manifest(rows, root, old):
     "Write `root/manifest.csv`: this run's rows, after the rows of `old` for classes this run did not touch"
     for r in rows:
@@ -527,7 +528,7 @@ def _write_manifest(rows, root, old):
     write_csv(df, root/'manifest.csv')
     return df
 
-# %% ../nbs/01_download.ipynb #65
+# %% ../nbs/01_download.ipynb #70
 def _options(form, kw):
     "The run's options: the given ones, and for the rest the defaults of the call form"
     o = dict(kw)
@@ -542,7 +543,6 @@ def _check_classes(lists):
     bad = [c for c in lists if not c or c.startswith(('_', '.')) or '/' in c or '\\' in c]
     if bad: raise ValueError(f"class names {bad} cannot be class folders (a leading '_' or '.' hides a folder from the dataset); rename them")
 
-# %% ../nbs/01_download.ipynb #66
 def download_images(source=None,             # Ours: folder of urls_<class>.csv, a URL file (with `label`), {class: urls} or a list (with `label`); fastai v1: a URL file; fastai v2: the folder to download into
                     dest:Path=None,          # Ours: the dataset root (images go to dest/<class>/); fastai v1: the folder to download into
                     max_pics:int=None,       # Keep at most this many images per class (ours: no limit; fastai's forms: 1000)
@@ -597,7 +597,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
         print(summarize_downloads(mine))
     return df
 
-# %% ../nbs/01_download.ipynb #68
+# %% ../nbs/01_download.ipynb #72
 def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or a report from `verify_dataset`
                        )->str:           # One paragraph
     "One-paragraph summary of a download manifest or a verify report `df`"

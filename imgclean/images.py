@@ -238,24 +238,25 @@ def _frames_note(im):
 
 def _decode(im, o):
     "Decode `im` in full (step 2; Pillow's errors are the file's); return what the fix step needs"
-    size0, jpeg = im.size, im.format in ('JPEG', 'MPO')
+    size0, jpeg, fix = im.size, im.format in ('JPEG', 'MPO'), o['fix']
     # a JPEG's EXIF comes with its header; other formats may load the pixels to find theirs, and a load that failed
     # there would leave a half-decoded image behind: their orientation is read after the load
-    orient, note = _orientation(im) if jpeg else 1, _frames_note(im)
-    big = bool(o['max_size']) and max(size0) > o['max_size']
-    if jpeg and big and o['fix']: im.draft(im.mode, _draft_size(size0, o['max_size']))
-    elif jpeg and (not o['fix'] or (orient == 1 and not big and not needs_rgb(im))): im.draft(im.mode, _draft_size(size0))   # checks every byte, 5-10x faster
+    orient, note = _orientation(im) if jpeg and fix else 1, _frames_note(im) if fix else ''
+    big = bool(o['max_size']) and max(size0) > o['max_size'] and fix
+    if jpeg and big: im.draft(im.mode, _draft_size(size0, o['max_size']))
+    elif jpeg and (not fix or (orient == 1 and not needs_rgb(im))): im.draft(im.mode, _draft_size(size0))   # checks every byte, 5-10x faster
     im.load()
-    if not jpeg: orient = _orientation(im)
+    if fix and not jpeg: orient = _orientation(im)
     return dict(size0=size0, orient=orient, big=big, note=note, fmt=im.format)
 
 # %% ../nbs/00_images.ipynb #46
-_SAVE = {'JPEG': ('JPEG', dict(quality=90)), 'MPO': ('JPEG', dict(quality=90)), 'PNG': ('PNG', {}), 'WEBP': ('WEBP', dict(quality=90)),
-         'BMP': ('BMP', {}), 'TIFF': ('TIFF', dict(compression='tiff_lzw')), 'GIF': ('GIF', {}), 'AVIF': ('AVIF', dict(quality=90))}
+_SAVE = {'JPEG': ('JPEG', dict(quality=90)), 'MPO': ('JPEG', dict(quality=90)), 'PNG': ('PNG', dict(compress_level=1)), 'WEBP': ('WEBP', dict(quality=90)),
+         'BMP': ('BMP', {}), 'TIFF': ('TIFF', dict(compression='tiff_lzw')), 'GIF': ('GIF', {}), 'AVIF': ('AVIF', dict(quality=90, speed=10))}   # AVIF's default speed takes ~1 s a photo
 
 def _fastai_same(im):
-    "Does fastai's own `convert('RGB')` give what `to_rgb` gives (1, L, P with no transparency or profile)? Then the file can stay"
-    return im.mode in ('1', 'L', 'P') and 'transparency' not in im.info and not im.info.get('icc_profile')
+    "Does fastai's own `convert('RGB')` give what `to_rgb` gives (1, L, P with no transparency or profile to apply)? Then the file can stay"
+    icc = im.info.get('icc_profile')
+    return im.mode in ('1', 'L', 'P') and 'transparency' not in im.info and not (icc and _icc_transform(bytes(icc), im.mode))
 
 def _fix(im, d, o):
     "Step 3: upright, RGB, resized; returns the image to keep and whether it differs from the file"
@@ -313,20 +314,20 @@ def _check(raw, o):
                 data, f = _encode(out, d['fmt'])
                 # lossless formats decode back to `out` itself: only lossy ones need a second decode for the key
                 r['key'] = _sample_key(out, out.size) if f in ('PNG', 'BMP', 'TIFF') and out.mode == 'RGB' else _bytes_key(data, o['max_pixels'])
-            else: r['key'] = _sample_key(im, d['size0'])
+            elif o['fix']: r['key'] = _sample_key(im, d['size0'])
             w, h = out.size if changed else d['size0']
     except Exception as e: r['reason'] = _internal(e); return r, None
-    r.update(ok=True, width=w, height=h, resized=d['big'] and o['fix'], format=format_name(d['fmt']), note=d['note'])
+    r.update(ok=True, width=w, height=h, resized=d['big'], format=format_name(d['fmt']), note=d['note'])
     return r, data
 
-# %% ../nbs/00_images.ipynb #51
+# %% ../nbs/00_images.ipynb #53
 def check_image(fn:Path|bytes,       # An image file, or the bytes of one
                 max_size:int=None,   # Longest side after resizing (the file is rewritten); None keeps the size
                 max_pixels:int=MAX_PIXELS, # Larger images are refused: a decompression-bomb guard (raise it for huge real images)
                 resample=Image.BILINEAR, # Filter for resizing (antialiased, as fastai's `resize_images`); `Image.LANCZOS` is sharper and ~2x slower
                 min_size:int=MIN_SIZE, # Images with a side shorter than this are refused ('too small'); 0 keeps any size
                 formats=WEB_FORMATS, # Formats accepted (see `format_name`); None: every format Pillow reads
-                fix:bool=True,       # Convert to upright RGB and resize (rewriting the file); False only checks
+                fix:bool=True,       # Convert to upright RGB and resize (rewriting the file); False only checks (key, sha and note stay empty)
                 background=(255, 255, 255), # Colour under transparent pixels
                )->dict:              # ok, reason, width, height, resized, key, sha (of the bytes kept), format, note; for bytes also `data`
     "Fully decode `fn` under the policy (`formats`, `min_size`, `max_pixels`); with `fix`, make it upright RGB within `max_size`"
@@ -341,19 +342,19 @@ def check_image(fn:Path|bytes,       # An image file, or the bytes of one
     o = dict(max_size=max_size, max_pixels=max_pixels, resample=resample, min_size=min_size, formats=formats, fix=fix, background=background)
     r, data = _check(raw, o)
     kept = raw if data is None else data
-    r['sha'] = content_hash(kept) if r['ok'] else ''
+    r['sha'] = content_hash(kept) if r['ok'] and fix else ''
     if is_bytes: r['data'] = kept if r['ok'] else None
     elif data is not None: atomic_write(fn, data)
     return r
 
-# %% ../nbs/00_images.ipynb #58
+# %% ../nbs/00_images.ipynb #60
 def free_name(fn:Path)->Path:
     "`fn`, or `fn` with a numeric suffix when it already exists"
     i, out = 1, fn
     while out.exists(): out = fn.with_name(f'{fn.stem}_{i}{fn.suffix}'); i += 1
     return out
 
-# %% ../nbs/00_images.ipynb #61
+# %% ../nbs/00_images.ipynb #63
 def add_to_report(q:Path, rows:pd.DataFrame):
     "Add `rows` (file, label, reason, quarantined) to the quarantine report `q/report.csv`"
     if (q/'report.csv').is_file():
@@ -363,7 +364,7 @@ def add_to_report(q:Path, rows:pd.DataFrame):
         else: rows = pd.concat([old, rows]).drop_duplicates('quarantined', keep='last')
     write_csv(rows, q/'report.csv')
 
-# %% ../nbs/00_images.ipynb #65
+# %% ../nbs/00_images.ipynb #67
 VERDICTS = '.imgclean_cache/verified.csv'
 _VCOLS = ['file', 'sha', 'width', 'height', 'key', 'format']
 

@@ -23,8 +23,13 @@ from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, add_to_report, check
 # %% ../nbs/02_verify.ipynb #5
 def _check_many(fns, o): return [check_image(f, **o) for f in fns]
 
+def _size(fn):
+    try: return os.path.getsize(fn)
+    except OSError: return 0
+
 def _decode_all(fns, todo, res, o, n_workers, progress):
     "Fill `res[i]` with `check_image(fns[i], **o)` for each `i` in `todo`, in processes when it pays"
+    todo = sorted(todo, key=lambda i: -_size(fns[i]))   # largest first: the processes finish together
     chunks = [todo[i:i+16] for i in range(0, len(todo), 16)]
     if n_workers and len(todo) > 64:
         with ProcessPoolExecutor(n_workers) as ex:
@@ -64,13 +69,15 @@ def _pixel_digest(fn):
             im.load(); return hashlib.sha1(f'{im.size}{im.mode}'.encode() + im.tobytes()).hexdigest()
     except IMAGE_ERRORS: return f'unreadable:{fn}'
 
-def _exact_duplicates(df, root):
+def _exact_duplicates(df, root, n_workers=1):
     "The `dup_of` column: for each exact duplicate, the first file with the same pixels ('' elsewhere)"
     dup = pd.Series('', index=df.index)
     same = df[df.ok & (df.key != '') & df.key.duplicated(keep=False)]
+    one = same.groupby('sha').file.first()   # the same bytes have the same pixels: one decode per content
+    with ThreadPoolExecutor(max(1, n_workers)) as ex: digest = dict(zip(one.index, ex.map(lambda f: _pixel_digest(root/f), one)))
     for _, g in same.groupby('key'):
         first = {}
-        for i, f in zip(g.index, g.file): dup[i] = first.setdefault(_pixel_digest(root/f), f)
+        for i, f, h in zip(g.index, g.file, g.sha): dup[i] = first.setdefault(digest[h], f)
     return dup.where(dup != df.file, '')
 
 # %% ../nbs/02_verify.ipynb #19
@@ -108,7 +115,7 @@ def _verify_files(root, rel, labels, o, q, n_workers, progress, move=True, reuse
     df.insert(0, 'file', rel); df.insert(1, 'label', labels)
     for c in ('width', 'height'): df[c] = df[c].astype('Int64')
     redo = set(todo); df['reused'] = [i not in redo for i in range(len(fns))]
-    df['dup_of'] = _exact_duplicates(df, root)
+    df['dup_of'] = _exact_duplicates(df, root, n_workers)
     df['quarantined'] = _quarantine(df, root, q) if move else ''
     return df
 
@@ -119,7 +126,7 @@ def _default_quarantine(path, quarantine):
     q = Path(quarantine)
     return q if q.is_absolute() else ab.parent/q
 
-# %% ../nbs/02_verify.ipynb #24
+# %% ../nbs/02_verify.ipynb #26
 def verify_dataset(path:Path,           # Dataset root with one folder per class (or split folders holding them)
                    max_size:int=None,    # Longest side after resizing; None keeps sizes
                    quarantine:Path=None, # Where files not kept are moved; default `<path>_quarantine` next to `path`
@@ -147,7 +154,7 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
     if verbose: print(summarize_downloads(df) + (f" Quarantine: {q}" if (df.quarantined != '').any() else ''))
     return df
 
-# %% ../nbs/02_verify.ipynb #32
+# %% ../nbs/02_verify.ipynb #34
 def _image_files(path, recurse):
     "The image files (by extension, as fastai's `get_image_files`) in `path`, or under it with `recurse`"
     it = path.rglob('*') if recurse else path.iterdir()
@@ -167,7 +174,6 @@ def _verify_list(fns, o, n_workers, progress):
     failed.reasons = {f: r['reason'] for f, r in zip(fns, res) if not r['ok']}
     return failed
 
-# %% ../nbs/02_verify.ipynb #33
 def verify_images(fns,                  # fastai v2: a list (or `L`) of image files; fastai v1: a folder of images
                   delete:bool=None,     # Folder form: move the files that fail to the quarantine (default True, as v1); a list is never changed
                   max_workers:int=None, # Processes for decoding; default: all cores up to 8

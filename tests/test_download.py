@@ -311,3 +311,11 @@ def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path):
         done = set(man.url[man.status == 'ok'])
         df = download_images(urls, tmp_path/'d', label='a', progress=False, verbose=False)
     assert (df.status == 'ok').all() and set(df.url[df.reason == 'already downloaded']) == done
+
+
+def test_the_same_image_in_two_classes_is_a_duplicate_within_each(server, tmp_path):
+    "Two URLs with the same bytes in each of two classes: one kept per class (the first listed), the other skipped"
+    urls = {c: [server.url('dupA', c), server.url('dupB', c)] for c in ('x', 'y')}
+    df = download_images(urls, tmp_path/'d', **FAST, verbose=False)
+    assert list(df.status) == ['ok', 'skipped', 'ok', 'skipped'], list(df.reason)
+    assert sorted(p.parent.name for p in (tmp_path/'d').glob('[xy]/*')) == ['x', 'y']
