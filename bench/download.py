@@ -133,6 +133,7 @@ def one_run(a, tmp, names, bases):
     ic_rt = time.time() - t0
     # one trickling host in a list (headers, then a byte every 0.5 s for 30 s): fastai's form and defaults on both sides
     tr = [f'{bases[0]}/img/{nm}' for nm in names[:8]] + [f'{bases[0]}/f/trickle/{tmp.name}']
+    (tmp/'tr_fastai').mkdir()   # fastai's download_images makes only the last folder
     t0 = time.time(); fa_download(tmp/'tr_fastai'/'a', urls=tr); fa_t = time.time() - t0
     t0 = time.time(); trm = download_images(tmp/'tr_imgclean'/'a', urls=tr, progress=False, verbose=False); ic_t = time.time() - t0
 

@@ -7,7 +7,7 @@ __all__ = ['verify_dataset', 'verify_images']
 
 # %% ../nbs/02_verify.ipynb #2
 import hashlib, os, shutil, time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -21,24 +21,21 @@ from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, add_to_report, check
                              write_verdicts)
 
 # %% ../nbs/02_verify.ipynb #5
-def _check_many(fns, o): return [check_image(f, **o) for f in fns]
-
 def _size(fn):
     try: return os.path.getsize(fn)
     except OSError: return 0
 
+def _workers(n): return min(16, 2*(os.cpu_count() or 1)) if n is None else n
+
 def _decode_all(fns, todo, res, o, n_workers, progress):
-    "Fill `res[i]` with `check_image(fns[i], **o)` for each `i` in `todo`, in processes when it pays"
-    todo = sorted(todo, key=lambda i: -_size(fns[i]))   # largest first: the processes finish together
-    chunks = [todo[i:i+16] for i in range(0, len(todo), 16)]
-    if n_workers and len(todo) > 64:
-        with ProcessPoolExecutor(n_workers) as ex:
-            it = zip(chunks, ex.map(_check_many, [[fns[i] for i in c] for c in chunks], [o]*len(chunks)))
-            for c, out in (progress_bar(it, total=len(chunks), leave=False) if progress else it):
-                for i, r in zip(c, out): res[i] = r
-    else:
-        for c in (progress_bar(chunks, leave=False) if progress and len(chunks) > 1 else chunks):
-            for i, r in zip(c, _check_many([fns[i] for i in c], o)): res[i] = r
+    "Fill `res[i]` with `check_image(fns[i], **o)` for each `i` in `todo`, in `n_workers` threads (0: in this thread)"
+    todo = sorted(todo, key=lambda i: -_size(fns[i]))   # largest first: the threads finish together
+    chunks = [todo[i:i+4] for i in range(0, len(todo), 4)]
+    check = lambda c: [check_image(fns[i], **o) for i in c]
+    with ThreadPoolExecutor(max(1, n_workers)) as ex:
+        it = zip(chunks, ex.map(check, chunks) if n_workers else map(check, chunks))
+        for c, out in (progress_bar(it, total=len(chunks), leave=False) if progress and len(chunks) > 1 else it):
+            for i, r in zip(c, out): res[i] = r
     return res
 
 # %% ../nbs/02_verify.ipynb #12
@@ -107,7 +104,7 @@ _COLS = ['ok', 'reason', 'width', 'height', 'resized', 'key', 'sha', 'format', '
 def _verify_files(root, rel, labels, o, q, n_workers, progress, move=True, reuse=True):
     "Check the files `rel` (names under `root`) with `check_image(**o)`; the report, failures moved to `q` when `move`"
     fns = [root/f for f in rel]
-    n_workers = min(os.cpu_count() or 1, 8) if n_workers is None else n_workers
+    n_workers = _workers(n_workers)
     res = _reuse_all(fns, rel, read_verdicts(root) if reuse else {}, o, n_workers)
     todo = [i for i, r in enumerate(res) if r is None]
     _decode_all(fns, todo, res, o, n_workers, progress)
@@ -130,7 +127,7 @@ def _default_quarantine(path, quarantine):
 def verify_dataset(path:Path,           # Dataset root with one folder per class (or split folders holding them)
                    max_size:int=None,    # Longest side after resizing; None keeps sizes
                    quarantine:Path=None, # Where files not kept are moved; default `<path>_quarantine` next to `path`
-                   n_workers:int=None,   # Processes for decoding; default: all cores up to 8 (0: in this process)
+                   n_workers:int=None,   # Threads for decoding; default: twice the cores, up to 16 (0: in this thread)
                    progress:bool=True,   # Show a progress bar
                    manifest:bool=True,   # Update `path/manifest.csv` when present
                    max_pixels:int=MAX_PIXELS, # Images with more pixels are quarantined (a decompression-bomb guard; raise it for huge real images)
@@ -168,7 +165,7 @@ def _v1_options(dest, n_channels, ext, img_format):
 
 def _verify_list(fns, o, n_workers, progress):
     "fastai v2's form: an `L` of the files in `fns` that fail, left in place; nothing is rewritten"
-    fns, n_workers = L(fns), min(os.cpu_count() or 1, 8) if n_workers is None else n_workers
+    fns, n_workers = L(fns), _workers(n_workers)
     res = _decode_all([Path(f) for f in fns], list(range(len(fns))), [None]*len(fns), dict(o, fix=False), n_workers, progress)
     failed = L(f for f, r in zip(fns, res) if not r['ok'])
     failed.reasons = {f: r['reason'] for f, r in zip(fns, res) if not r['ok']}
@@ -176,7 +173,7 @@ def _verify_list(fns, o, n_workers, progress):
 
 def verify_images(fns,                  # fastai v2: a list (or `L`) of image files; fastai v1: a folder of images
                   delete:bool=None,     # Folder form: move the files that fail to the quarantine (default True, as v1); a list is never changed
-                  max_workers:int=None, # Processes for decoding; default: all cores up to 8
+                  max_workers:int=None, # Threads for decoding; default: twice the cores, up to 16
                   max_size:int=None,    # Folder form: longest side after resizing (in place); None keeps sizes
                   recurse:bool=False,   # Folder form: also check the images in its sub-folders
                   dest='.',             # fastai v1's output folder; only '.' (in place) is offered
