@@ -9,7 +9,7 @@ PATH is a copy of Pillow's Tests/images folder (e.g. from a checkout of python-p
 Then it prints, per file category: nothing lost (every file is in a class folder or in the quarantine), web-format
 images that Pillow decodes but were quarantined for a reason that is not a stated policy (must be 0), reasons that are
 not one of our sentences, kept images that fastai cannot load as RGB within max_size, and the times."""
-import argparse, hashlib, io, re, resource, shutil, statistics, sys, tempfile, time, warnings
+import argparse, hashlib, io, multiprocessing as mp, re, resource, shutil, statistics, sys, tempfile, time, warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -92,7 +92,7 @@ def audit(r, src, max_size):
     lost = set(orig) - in_classes - in_q
     moved_changed = [f for f in in_q if hashlib.sha1((r['q']/f).read_bytes()).hexdigest() != orig[f]]
     names = list(orig)
-    with ProcessPoolExecutor(2, initializer=_limit_memory) as ex:
+    with ProcessPoolExecutor(2, mp_context=mp.get_context('spawn'), initializer=_limit_memory) as ex:   # spawn: a small address space to cap
         refs = dict(zip(names, ex.map(_reference_file, [src/f[2:].replace('__', '/') for f in names], [r['max_pixels']]*len(names), chunksize=8)))
     bad = df[~df.ok]
     wrongly = [f for f in bad.index if refs[f][0] in WEB and refs[f][1] == 'decodes' and not bad.reason[f].startswith(POLICY)]

@@ -57,6 +57,7 @@ _ALIASES = {'jpeg': 'jpg', 'jpe': 'jpg', 'mpo': 'jpg', 'tiff': 'tif', 'jpeg2000'
 _NOT_PILLOW = {'heic': 'HEIC', 'jxl': 'JPEG XL', 'svg': 'SVG'}   # image formats Pillow cannot decode
 _NOT_IMAGES = {'pdf': 'a PDF document'}
 
+@functools.lru_cache(maxsize=256)
 def format_name(fmt:str)->str:
     "Our short name for the format `fmt` (ours, Pillow's, or an alias): 'JPEG' -> 'jpg', 'TIFF' -> 'tif', 'PSD' -> 'psd'"
     f = str(fmt).lower().lstrip('.')
@@ -67,7 +68,10 @@ def accepts_format(formats, # A `formats` policy: names of formats, or None for 
                    kind:str, # A format (any name `format_name` knows)
                   )->bool:
     "Does the `formats` policy accept the format `kind`?"
-    return formats is None or format_name(kind) in {format_name(f) for f in formats}
+    return formats is None or format_name(kind) in _format_set(tuple(formats))
+
+@functools.lru_cache(maxsize=64)
+def _format_set(formats): return frozenset(format_name(f) for f in formats)
 
 # %% ../nbs/00_images.ipynb #16
 _SRGB = ImageCms.createProfile('sRGB')
