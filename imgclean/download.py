@@ -224,7 +224,7 @@ def _get(url, d, max_redirects):
 
 def _looks_like_image(head, ct):
     "Could bytes starting with `head`, of content type `ct`, be an image? (`check_image` decides for sure)"
-    return sniff_image(head) is not None or ct.startswith('image/')
+    return sniff_image(head, formats=None) not in (None, 'pdf') or ct.startswith('image/')   # any image format: check_image names it
 
 def _read_body(r, d, max_bytes, ct):
     "The body of `r`, read in small steps, each waiting at most `d.step()`; refused early when too large or not an image"
@@ -269,7 +269,7 @@ def fetch_image(url:str,                # An http(s) URL
             raise _fetch_error(e, d) from None
         finally:
             if r is not None: r.release_conn()
-    return data, sniff_image(data[:64]) or format_name(ct.split('/')[-1].removeprefix('x-')), url
+    return data, sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-')), url
 
 # %% ../nbs/01_download.ipynb #37
 def _clean_urls(us): return [u for u in (_clean_url(str(o)) for o in us) if u]
@@ -482,7 +482,7 @@ class _Downloader:
         v = check_image(data, o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
         if not v['ok']: return self._reject(r, data, ext, h, v['reason'])
         self.verdicts[h] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
-        self._keep(r, v['data'], sniff_image(v['data'][:64]) or ext, h, v)
+        self._keep(r, v['data'], sniff_image(v['data'][:64], formats=None) or ext, h, v)
 
     def _reject(self, r, data, ext, h, reason):
         "Keep `data` in the quarantine folder (one copy across reruns) and mark `r` failed with the reason"
