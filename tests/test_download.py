@@ -233,7 +233,8 @@ def test_reasons_do_not_echo_addresses_or_socket_errors(tmp_path):
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]   # a closed port
     df = download_images([f'http://localhost:{port}/a.jpg', 'http://no-such-host.invalid/a.jpg'], tmp_path/'d', label='a',
                          timeout=3, retries=0, progress=False, verbose=False)
-    assert list(df.reason) == ['connection refused', 'host not found']
+    assert df.reason[0] == 'connection refused'
+    assert df.reason[1] in ('host not found', 'timeout (over 3s in all)') or df.reason[1].startswith('timeout (name resolution')   # a resolver without network may hang: bounded
     assert not df.reason.str.contains(r'127\.0\.0\.1|::1|Errno|\[', regex=True).any()
 
 
