@@ -156,24 +156,25 @@ class ImageTooLarge(Image.DecompressionBombError):
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 _PIL_LIMIT = threading.Lock()
 
-def _open_unlimited(src):
+def _open_unlimited(src, formats=None):
     "Open `src` with Pillow's global pixel limit lifted for this call only"
     with _PIL_LIMIT:
         old = Image.MAX_IMAGE_PIXELS; Image.MAX_IMAGE_PIXELS = None
-        try: return Image.open(src)
+        try: return Image.open(src, formats=formats)
         finally: Image.MAX_IMAGE_PIXELS = old
 
 def open_image(src,                       # A path, or a binary file object
                max_pixels:int=MAX_PIXELS, # Refuse images with more pixels (`ImageTooLarge`); None: no limit
+               formats=None,              # Pillow format names to try (e.g. `('JPEG', 'PNG')`); None: every format Pillow reads
               )->Image.Image:             # The opened (not yet decoded) image
     "`Image.open(src)` with our pixel limit in place of Pillow's global one"
-    try: im = Image.open(src)
+    try: im = Image.open(src, formats=formats)
     except Image.DecompressionBombError:   # over twice Pillow's limit: look at the size ourselves
         if hasattr(src, 'seek'): src.seek(0)
-        im = _open_unlimited(src)
+        im = _open_unlimited(src, formats)
     except Image.DecompressionBombWarning:  # a caller that turned Pillow's warning into an error
         if hasattr(src, 'seek'): src.seek(0)
-        im = _open_unlimited(src)
+        im = _open_unlimited(src, formats)
     if max_pixels is not None and im.width*im.height > max_pixels:
         w, h = im.size; im.close(); raise ImageTooLarge(w, h, max_pixels)
     return im

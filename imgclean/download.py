@@ -6,22 +6,26 @@
 __all__ = ['MANIFEST_COLS', 'read_urls', 'FetchError', 'check_url', 'fetch_image', 'download_images', 'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import hashlib, io, os, random, re, threading, time, warnings
+import errno, hashlib, heapq, io, ipaddress, os, random, re, socket, threading, time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from itertools import zip_longest
 from pathlib import Path
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pandas as pd
 import urllib3
 from fastprogress.fastprogress import progress_bar
-from PIL import Image
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NameResolutionError, NewConnectionError, ProtocolError,
+                                ReadTimeoutError, SSLError)
 
-from .core import atomic_write, content_hash, write_csv
-from .images import add_to_report, check_image, free_name, sniff_image, write_verdicts
+from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, open_image, write_csv
+from .images import (MIN_SIZE, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
+                             write_verdicts)
 
-# %% ../nbs/01_download.ipynb #4
+# %% ../nbs/01_download.ipynb #5
 _HEADERS = {'url', 'urls', 'link', 'links', 'image', 'image_url', 'img_url', 'src', 'href'}
 
 def _decode_line(b):
@@ -50,15 +54,124 @@ def read_urls(fn:Path,       # A text/CSV file with one URL a line
     if lines and lines[0].lower().strip('#') in _HEADERS: lines = lines[1:]
     return lines
 
-# %% ../nbs/01_download.ipynb #8
+# %% ../nbs/01_download.ipynb #9
 class FetchError(Exception):
     "A URL that did not give an image; `reason` says why, `retry` whether trying again may help"
     def __init__(self, reason, retry=False): super().__init__(reason); self.reason, self.retry = reason, retry
 
-# urllib3 directly (what requests wraps): less overhead per request, and one shared, thread-safe connection pool
-_POOL = urllib3.PoolManager(num_pools=256, maxsize=32, block=False, retries=False,
-                            headers={'User-Agent': 'imgclean/0.1 (+https://github.com/imgclean/imgclean)'})
+class _Watchdog:
+    "One thread that shuts the sockets of fetches whose deadline passed, so no read blocks past it"
+    def __init__(self): self.heap, self.cv, self.thread, self.n = [], threading.Condition(), None, 0
 
+    def arm(self, end, sock):
+        "Shut `sock` at the monotonic time `end` unless `disarm`ed; returns the entry to disarm"
+        with self.cv:
+            self.n += 1; entry = [end, self.n, sock]
+            heapq.heappush(self.heap, entry)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, daemon=True, name='imgclean-fetch-deadlines'); self.thread.start()
+            self.cv.notify()
+        return entry
+
+    def disarm(self, entry):
+        with self.cv: entry[2] = None
+
+    def _run(self):
+        with self.cv:
+            while True:
+                while self.heap and self.heap[0][2] is None: heapq.heappop(self.heap)
+                wait = self.heap[0][0] - time.monotonic() if self.heap else None
+                if wait is None or wait > 0: self.cv.wait(wait); continue
+                _shut(heapq.heappop(self.heap)[2])
+
+def _shut(sock):
+    "Shut down `sock` (TLS or not) so that a blocked read returns at once"
+    try: socket.socket.shutdown(sock, socket.SHUT_RDWR)   # the plain socket's method: an SSL socket's would drop its TLS state
+    except OSError: pass
+
+_WATCHDOG = _Watchdog()
+
+# %% ../nbs/01_download.ipynb #13
+_LOCAL = threading.local()
+
+class _Deadline:
+    "One fetch's time budget: `total` seconds in all, at most `idle` seconds for any one step; sockets handed to `watch`"
+    def __init__(self, total, idle=None):
+        self.total, self.idle, self.end, self.entries = total, min(idle or total, total), time.monotonic() + total, []
+    def left(self): return self.end - time.monotonic()
+    def expired(self): return self.left() <= 0
+    def timeout(self): return FetchError(f'timeout (over {self.total:g}s in all)')
+
+    def step(self):
+        "Seconds the next blocking step may take: min(idle, time left); `FetchError` when none is left"
+        left = self.left()
+        if left <= 0: raise self.timeout()
+        return min(self.idle, left)
+
+    def watch(self, sock):
+        "Have the watchdog shut `sock` when the deadline passes"
+        if sock is not None and all(e[2] is not sock for e in self.entries): self.entries.append(_WATCHDOG.arm(self.end, sock))
+
+    def __enter__(self): _LOCAL.deadline = self; return self
+    def __exit__(self, *exc):
+        _LOCAL.deadline = None
+        for e in self.entries: _WATCHDOG.disarm(e)
+
+def _current(): return getattr(_LOCAL, 'deadline', None)
+
+# %% ../nbs/01_download.ipynb #17
+def _resolve(host, port, d):
+    "The addresses of `host`, waiting at most `d.step()` seconds; an IP address is returned as it is"
+    try: ipaddress.ip_address(host.strip('[]')); return [host]
+    except ValueError: pass
+    box, done = [], threading.Event()
+    def run():
+        try: box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as e: box.append(e)
+        finally: done.set()
+    threading.Thread(target=run, daemon=True, name='imgclean-resolve').start()
+    wait = d.step()
+    if not done.wait(wait): raise d.timeout() if d.expired() else FetchError(f'timeout (name resolution over {wait:g}s)')
+    if isinstance(box[0], Exception): raise FetchError('host not found')
+    return list(dict.fromkeys(a[4][0] for a in box[0]))
+
+# %% ../nbs/01_download.ipynb #21
+class _DeadlineConn:
+    "Mixin for urllib3 connections: bounded name resolution, sockets watched by the current fetch's deadline"
+    def _new_conn(self):
+        d = _current()
+        if d is None: return super()._new_conn()
+        host, err = self._dns_host, None
+        for addr in _resolve(host, self.port, d):
+            self._dns_host, self.timeout = addr, d.step()
+            try: sock = super()._new_conn(); break
+            except ConnectTimeoutError as e: err = e   # refused or timed out (NewConnectionError is a ConnectTimeoutError)
+            finally: self._dns_host = host
+        else: raise err
+        d.watch(sock)
+        return sock
+
+    def request(self, *args, **kwargs):
+        d = _current()
+        if d is not None and self.sock is not None: d.watch(self.sock)   # a kept-alive connection from the pool
+        super().request(*args, **kwargs)
+        if d is not None: d.watch(self.sock)
+
+class _Conn(_DeadlineConn, HTTPConnection): pass
+class _SConn(_DeadlineConn, HTTPSConnection): pass
+class _Pool(HTTPConnectionPool): ConnectionCls = _Conn
+class _SPool(HTTPSConnectionPool): ConnectionCls = _SConn
+
+def _pool_manager():
+    "One shared, thread-safe urllib3 pool manager whose connections obey the fetch deadlines"
+    pm = urllib3.PoolManager(num_pools=256, maxsize=32, block=False, retries=False,
+                             headers={'User-Agent': 'imgclean/0.1 (+https://github.com/imgclean/imgclean)'})
+    pm.pool_classes_by_scheme = {'http': _Pool, 'https': _SPool}
+    return pm
+
+_POOL = _pool_manager()
+
+# %% ../nbs/01_download.ipynb #25
 def check_url(url:str)->str:
     "Reason why `url` cannot be fetched (scheme other than http/https, no host), or None when it can"
     try: u = urlsplit(url)
@@ -69,88 +182,227 @@ def check_url(url:str)->str:
     except ValueError: ok = False
     return None if ok else 'malformed url'
 
+# %% ../nbs/01_download.ipynb #28
+def _connect_reason(e):
+    "Words for a failed connection, from the socket error's number only (never its text, which can hold addresses)"
+    n = getattr(e.__context__, 'errno', None) or getattr(e.__cause__, 'errno', None)
+    if n == errno.ECONNREFUSED: return 'connection refused'
+    if n in (errno.ENETUNREACH, errno.EHOSTUNREACH): return 'host unreachable'
+    return f'cannot connect ({errno.errorcode[n]})' if n in errno.errorcode else 'cannot connect'
+
+def _fetch_error(e, d):
+    "`e` (raised while fetching under the deadline `d`) as a `FetchError` whose reason a person understands"
+    if isinstance(e, FetchError): return e
+    if d.expired(): return d.timeout()
+    if isinstance(e, NameResolutionError): return FetchError('host not found')
+    if isinstance(e, NewConnectionError): return FetchError(_connect_reason(e), retry=True)
+    if isinstance(e, ConnectTimeoutError): return FetchError(f'timeout (no connection in {d.idle:g}s)', retry=True)
+    if isinstance(e, (ReadTimeoutError, TimeoutError)): return FetchError(f'timeout (no bytes for {d.idle:g}s)')   # waiting again doubles the cost
+    if isinstance(e, SSLError): return FetchError('TLS error (certificate or handshake failed)')
+    if isinstance(e, DecodeError): return FetchError('bad content encoding (the compressed body does not decode)')
+    if isinstance(e, (ProtocolError, ConnectionError)):
+        if 'incomplete' in str(e).lower(): return FetchError('body cut short (connection closed early)')   # a server that stops mid-body does it again
+        return FetchError('connection reset', retry=True)
+    if isinstance(e, urllib3.exceptions.HTTPError): return FetchError(f'bad response ({type(e).__name__})', retry=True)
+    if isinstance(e, OSError): return FetchError(f'network error ({errno.errorcode.get(e.errno, type(e).__name__)})', retry=True)
+    return FetchError(f'internal error ({type(e).__name__}: {str(e)[:80]}), please report it')
+
+# %% ../nbs/01_download.ipynb #32
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+def _get(url, d, max_redirects):
+    "The response to GET `url` after following redirects (headers read, body not), and the final URL"
+    for hop in range(max_redirects + 1):
+        w = d.step()
+        r = _POOL.request('GET', url, preload_content=False, redirect=False, retries=False, timeout=urllib3.Timeout(connect=w, read=w))
+        if r.status not in _REDIRECTS or not r.headers.get('Location'): return r, url
+        r.close(); r.release_conn()   # a redirect's body is not worth reading (it could trickle too)
+        url = urljoin(url, r.headers['Location'])
+        why = check_url(url)   # a redirect to file:// or javascript: is refused too
+        if why: raise FetchError(f'redirect to a bad url ({why})')
+    raise FetchError(f'too many redirects (over {max_redirects})')
+
+def _looks_like_image(head, ct):
+    "Could bytes starting with `head`, of content type `ct`, be an image? (`check_image` decides for sure)"
+    return sniff_image(head, formats=None) not in (None, 'pdf') or ct.startswith('image/')   # any image format: check_image names it
+
+def _read_body(r, d, max_bytes, ct):
+    "The body of `r`, read in small steps, each waiting at most `d.step()`; refused early when too large or not an image"
+    n = r.headers.get('Content-Length')
+    if n and n.isdigit() and int(n) > max_bytes: raise FetchError(f'too large ({int(n)} bytes > max_bytes {max_bytes})')
+    sock = getattr(r.connection, 'sock', None)
+    buf = bytearray()
+    while True:
+        if sock is not None: sock.settimeout(d.step())
+        chunk = r.read1(65536)   # whatever has arrived, after at most one wait
+        if not chunk: break
+        buf += chunk
+        if len(buf) > max_bytes: raise FetchError(f'too large (over max_bytes {max_bytes})')
+        if len(buf) >= 64 and len(buf) - len(chunk) < 64 and not _looks_like_image(bytes(buf[:64]), ct): raise FetchError(f'not an image ({ct})')
+    if d.expired(): raise d.timeout()   # the watchdog closed the socket: the body is not complete
+    if n and n.isdigit() and len(buf) < int(n): raise FetchError('body cut short (connection closed early)')
+    return bytes(buf)
+
 def fetch_image(url:str,                # An http(s) URL
-                timeout:float=10,       # Seconds to connect, and the longest wait for the next bytes
-                total_timeout:float=60, # Seconds for the whole download
+                timeout:float=10,       # Seconds for the whole fetch: name resolution, connect, headers, redirects and body
+                total_timeout:float=None, # Older form: when given, it is the whole-fetch limit and `timeout` the longest wait for the next bytes
                 max_bytes:int=30_000_000, # Size cap
                 max_redirects:int=5,    # Redirect limit
-               )->tuple:                # (bytes, image type, final url)
-    "Download `url` and return `(data, ext, final_url)`; raise `FetchError(reason)` when it is not an image"
+                idle_timeout:float=None,# Longest wait for the next bytes (default: `timeout`)
+               )->tuple:                # (bytes, image format, final url)
+    "Download `url` within one deadline and return `(data, ext, final_url)`; raise `FetchError(reason)` when it is not an image"
     why = check_url(url)
     if why: raise FetchError(why)
-    t0, tmo = time.monotonic(), urllib3.Timeout(connect=timeout, read=timeout)
-    r, done = None, False
-    try:
-        for hop in range(max_redirects + 2):
-            if hop > max_redirects: raise FetchError(f'too many redirects (over {max_redirects})')
-            r = _POOL.request('GET', url, preload_content=False, redirect=False, retries=False, timeout=tmo)
-            if r.status not in (301, 302, 303, 307, 308) or not r.headers.get('Location'): break
-            r.drain_conn(); r.release_conn()
-            url = urljoin(url, r.headers['Location'])
-            why = check_url(url)    # a redirect to file:// or javascript: is refused too
-            if why: raise FetchError(f'redirect to a bad url ({why})')
-        ct = r.headers.get('Content-Type', '?').split(';')[0]
-        if r.status == 429 or r.status >= 500: raise FetchError(f'http {r.status}', retry=True)
-        if r.status >= 400: raise FetchError(f'http {r.status}')
-        n = r.headers.get('Content-Length')
-        if n and n.isdigit() and int(n) > max_bytes: raise FetchError(f'too large ({int(n)} bytes > max_bytes {max_bytes})')
-        buf = bytearray()
-        for chunk in r.stream(65536, decode_content=True):
-            buf += chunk
-            if len(buf) > max_bytes: raise FetchError(f'too large (over max_bytes {max_bytes})')
-            if time.monotonic() - t0 > total_timeout: raise FetchError(f'timeout (over {total_timeout}s in total)')
-            if len(buf) >= 16 and len(buf) - len(chunk) < 16 and not sniff_image(bytes(buf[:16])): raise FetchError(f'not an image ({ct})')
-        if not buf: raise FetchError('empty body')
-        ext = sniff_image(bytes(buf[:16]))
-        if not ext: raise FetchError(f'not an image ({ct})')
-        done = True
-        return bytes(buf), ext, url
-    except FetchError: raise
-    except urllib3.exceptions.ConnectTimeoutError: raise FetchError(f'timeout (no connection in {timeout}s)', retry=True)
-    except urllib3.exceptions.ReadTimeoutError: raise FetchError(f'timeout (no bytes for {timeout}s)')   # a stalled server: waiting again doubles the cost
-    except urllib3.exceptions.NewConnectionError: raise FetchError('connection refused', retry=True)
-    except (urllib3.exceptions.ProtocolError, ConnectionError) as e:
-        if 'IncompleteRead' in str(e) or 'incomplete' in str(e).lower(): raise FetchError('body cut short (connection closed early)')  # a server that stops mid-body does it again
-        raise FetchError('connection reset', retry=True)
-    except urllib3.exceptions.HTTPError as e: raise FetchError(f'bad response ({type(e).__name__})', retry=True)
-    except Exception as e: raise FetchError(f'error ({type(e).__name__}: {str(e)[:80]})')
-    finally:
-        if r is not None:
-            if not done: r.close()   # never hand a half-read connection back to the pool
-            r.release_conn()
+    total, idle = (total_timeout, timeout) if total_timeout is not None else (timeout, idle_timeout)
+    r = None
+    with _Deadline(total, idle) as d:
+        try:
+            r, url = _get(url, d, max_redirects)
+            ct = r.headers.get('Content-Type', '?').split(';')[0].strip().lower()
+            if r.status == 429 or r.status >= 500: raise FetchError(f'http {r.status}', retry=True)
+            if r.status >= 400: raise FetchError(f'http {r.status}')
+            data = _read_body(r, d, max_bytes, ct)
+            if not data: raise FetchError('empty body')
+            if not _looks_like_image(data[:64], ct): raise FetchError(f'not an image ({ct})')
+        except Exception as e:   # every failure becomes a reason (an unexpected one says "internal error")
+            if r is not None: r.close()   # never hand a half-read connection back to the pool
+            raise _fetch_error(e, d) from None
+        finally:
+            if r is not None: r.release_conn()
+    return data, sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-')), url
 
-# %% ../nbs/01_download.ipynb #10
+# %% ../nbs/01_download.ipynb #37
+def _clean_urls(us): return [u for u in (_clean_url(str(o)) for o in us) if u]
+
 def _url_lists(urls, label):
-    "`{class: [urls]}` from the accepted input kinds"
-    clean = lambda us: [u for u in (_clean_url(str(o)) for o in us) if u]
-    if isinstance(urls, dict): return {str(k): clean(v) for k, v in urls.items()}
-    if isinstance(urls, (list, tuple, pd.Series)):
-        if not label: raise ValueError("pass `label=` (the class name) with a list of URLs")
-        return {label: clean(urls)}
+    "`{class: [urls]}` from our input kinds: a dict, a list with `label`, a folder of urls_<class>.csv, a file with `label`"
+    if isinstance(urls, dict): return {str(k): _clean_urls(v) for k, v in urls.items()}
+    if not isinstance(urls, (str, os.PathLike)):
+        if not label: raise ValueError("pass `label=` (the class name) with a list of URLs, or use fastai's form download_images(dest, urls=...)")
+        return {label: _clean_urls(urls)}
     p = Path(urls)
     if p.is_dir():
         fns = sorted(p.glob('urls_*.csv')) + sorted(p.glob('urls_*.txt'))
         if not fns: raise FileNotFoundError(f"{p} holds no urls_<class>.csv files; put one file per class there (one URL a line)")
         return {fn.stem[5:]: read_urls(fn) for fn in fns}
-    if p.is_file():
-        return {label or (p.stem[5:] if p.stem.startswith('urls_') else p.stem): read_urls(p)}
+    if p.is_file(): return {label: read_urls(p)}
     raise FileNotFoundError(f"{p} does not exist; pass a folder of urls_<class>.csv files, a file of URLs, a dict or a list")
 
 def _file_stem(url): return hashlib.sha1(url.encode('utf-8', 'surrogatepass')).hexdigest()[:16]
 
+# %% ../nbs/01_download.ipynb #41
+_FASTAI_DEFAULTS = dict(max_pics=1000, n_workers=8, timeout=4)
+_OUR_DEFAULTS = dict(max_pics=None, n_workers=64, timeout=10)
 
+def _one_folder(folder):
+    "`(root, {class: ...})` pieces for fastai's forms: images go straight into `folder`, a class folder of its parent"
+    folder = Path(os.path.abspath(folder))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; for fastai v2 pass the URL file by keyword: download_images(dest, url_file=...)")
+    return folder.parent, folder.name
 
-# %% ../nbs/01_download.ipynb #12
+def _call_form(source, dest, urls, url_file, label):
+    "`(form, {class: urls}, root)` from the arguments; form is 'fastai' or 'ours' (which decides the defaults)"
+    if urls is not None and url_file is not None: raise ValueError("pass either urls= (a list of URLs) or url_file= (a file of URLs), not both")
+    if url_file is not None or (urls is not None and label is None and not isinstance(urls, (dict, str, os.PathLike))):   # fastai v2
+        if (source is None) == (dest is None): raise ValueError("fastai's form takes one folder: download_images(dest, urls=[...]) or download_images(dest, url_file=...)")
+        root, c = _one_folder(source if source is not None else dest)
+        return 'fastai', {c: read_urls(url_file) if url_file is not None else _clean_urls(urls)}, root
+    if urls is not None:
+        if source is not None: raise ValueError("the URLs were given twice (first argument and urls=); pass them once")
+        source = urls
+    if source is None: raise ValueError("no URLs given: pass a folder of urls_<class>.csv files, a URL file, a dict or a list (see the docstring)")
+    if dest is None: raise ValueError(f"no URLs given for {source}, or no destination: fastai's form is download_images(dest, urls=[...]) or "
+                                      "download_images(dest, url_file=...); ours is download_images(source, dest)")
+    if isinstance(source, (str, os.PathLike)) and not label and Path(source).is_file():   # fastai v1: a URL file and its folder
+        root, c = _one_folder(dest)
+        return 'fastai', {c: read_urls(source)}, root
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"dest {dest} is a file; pass a folder (it is created when missing). For fastai v2's form pass the URL file by keyword: download_images(dest, url_file=...)")
+    return 'ours', _url_lists(source, label), dest
+
+# %% ../nbs/01_download.ipynb #45
 MANIFEST_COLS = ['class', 'url', 'status', 'reason', 'file', 'bytes', 'width', 'height', 'hash']
 
-def _image_info(data):
-    "(width, height) from the image header, or (None, None)"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            with Image.open(io.BytesIO(data)) as im: return im.size
-    except Exception: return None, None
+def _plan(lists, verbose=True):
+    "Manifest rows for `lists` ({class: urls}, classes in order) and the rows that need fetching"
+    rows, seen, jobs = [], {}, []
+    for c in sorted(lists):
+        for u in lists[c]:
+            r = dict(zip(MANIFEST_COLS, [c, u, '', '', '', None, None, None, '']))
+            rows.append(r)
+            if u in seen:
+                r.update(status='skipped', reason='duplicate url' if seen[u] == c else f'duplicate url (also listed in class {seen[u]})')
+                continue
+            seen[u] = c
+            why = check_url(u)
+            if why: r.update(status='failed', reason=why)
+            else: jobs.append(r)
+    conflicts = Counter((seen[r['url']], r['class']) for r in rows if r['reason'].startswith('duplicate url (also'))
+    if conflicts and verbose:
+        print('URLs listed in two classes (kept in the first): ' + ', '.join(f'{a}/{b}: {n}' for (a, b), n in conflicts.items()))
+    return rows, jobs
 
+# %% ../nbs/01_download.ipynb #48
+def _read_manifest(fn):
+    "The manifest at `fn` as a DataFrame of strings (empty when missing or unreadable)"
+    if not Path(fn).is_file(): return pd.DataFrame(columns=MANIFEST_COLS)
+    try: old = pd.read_csv(fn, keep_default_na=False, dtype=str)
+    except (OSError, ValueError, pd.errors.ParserError): return pd.DataFrame(columns=MANIFEST_COLS)
+    return old if set(MANIFEST_COLS) <= set(old.columns) else pd.DataFrame(columns=MANIFEST_COLS)
+
+def _header_size(data):
+    "(width, height) from the image header of `data`, or (None, None)"
+    try:
+        with open_image(io.BytesIO(data), None) as im: return im.size
+    except IMAGE_ERRORS: return None, None
+
+def _stored_row(r, f, root):
+    "Fill `r` from a file `f` stored by an earlier run that left no manifest row"
+    data = f.read_bytes()
+    w, h = _header_size(data)
+    r.update(status='ok', reason='already downloaded', file=f.relative_to(root).as_posix(), bytes=len(data), width=w, height=h, hash=content_hash(data))
+
+def _resume(jobs, root, old):
+    "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL); return the rest, kept counts and `{hash: [files]}`"
+    prev = {(o['class'], o['url']): o for o in old[old.status == 'ok'].to_dict('records')}
+    kept, hashes, todo = Counter(), {}, []
+    for r in jobs:
+        o = prev.get((r['class'], r['url']))
+        found = [f for f in (root/r['class']).glob(_file_stem(r['url']) + '.*') if not f.name.startswith('.')] if (root/r['class']).is_dir() else []
+        if o and o['file'] and (root/o['file']).is_file(): r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
+        elif found: _stored_row(r, found[0], root)
+        else: todo.append(r); continue
+        kept[r['class']] += 1; hashes.setdefault(r['hash'], []).append(r['file'])
+    return todo, kept, hashes
+
+# %% ../nbs/01_download.ipynb #51
+def _interleave(todo):
+    "`todo` with the classes in turn (an interrupted run has some of each)"
+    by_class = defaultdict(list)
+    for r in todo: by_class[r['class']].append(r)
+    return [r for grp in zip_longest(*by_class.values()) for r in grp if r is not None]
+
+# %% ../nbs/01_download.ipynb #54
+def _first_wins(rows, root):
+    "Same image behind several URLs of a class: keep it under the URL listed first, whichever finished first"
+    groups = defaultdict(list)
+    for r in rows:
+        if r['status'] == 'ok' and r['reason'] != 'already downloaded' or r['reason'].startswith('duplicate image'): groups[(r['class'], r['hash'])].append(r)
+    for g in groups.values():
+        ok = [r for r in g if r['status'] == 'ok']
+        if len(g) < 2 or len(ok) != 1 or g[0] is ok[0]: continue
+        a, b = g[0], ok[0]
+        new = f"{Path(b['file']).parent.as_posix()}/{_file_stem(a['url'])}{Path(b['file']).suffix}"
+        if (root/new).exists(): continue   # never replace a file
+        os.replace(root/b['file'], root/new)
+        a.update(status='ok', reason=b['reason'], file=new)
+        b.update(status='skipped', reason=f'duplicate image (same bytes as {new})', file='')
+        for r in g[1:]:
+            if r is not b: r['reason'] = f'duplicate image (same bytes as {new})'
+
+# %% ../nbs/01_download.ipynb #58
 _BACKLOG_BYTES = 256 << 20
 
 class _ByteBudget:
@@ -162,149 +414,33 @@ class _ByteBudget:
     def give(self, n):
         with self.cv: self.used -= n; self.cv.notify_all()
 
-def _first_wins(rows, dest):
-    "Same image behind several URLs of a class: keep it under the URL listed first, whichever finished first"
-    groups = defaultdict(list)
-    for r in rows:
-        if r['status'] == 'ok' and r['reason'] != 'already downloaded' or r['reason'].startswith('duplicate image'): groups[(r['class'], r['hash'])].append(r)
-    for g in groups.values():
-        ok = [r for r in g if r['status'] == 'ok']
-        if len(g) < 2 or len(ok) != 1 or g[0] is ok[0]: continue
-        a, b = g[0], ok[0]
-        new = f"{a['class']}/{_file_stem(a['url'])}.{b['file'].rsplit('.', 1)[-1]}"
-        os.replace(dest/b['file'], dest/new)
-        a.update(status='ok', reason=b['reason'], file=new)
-        b.update(status='skipped', reason=f'duplicate image (same bytes as {new})', file='')
-        for r in g[1:]:
-            if r is not b: r['reason'] = f'duplicate image (same bytes as {new})'
+# %% ../nbs/01_download.ipynb #61
+def _preserved_stem(url):
+    "The file name of `url`'s path without its extension, made safe for a file system (fastai's `preserve_filename`)"
+    stem = Path(unquote(urlsplit(url).path)).stem
+    return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 
-def download_images(urls,                    # Folder of urls_<class>.csv, a URL file (with `label`), {class: urls}, or a list (with `label`)
-                    dest:Path,               # Dataset root: images go to `dest/<class>/`, the manifest to `dest/manifest.csv`
-                    max_pics:int=None,       # Keep at most this many images per class
-                    label:str=None,          # Class name for a single file or a list of URLs
-                    n_workers:int=64,        # Concurrent downloads in all
-                    per_host:int=16,         # Concurrent downloads per host
-                    timeout:float=10,        # Seconds to connect / between bytes
-                    total_timeout:float=60,  # Seconds for one download in all
-                    max_bytes:int=30_000_000,# Size cap per file
-                    max_redirects:int=5,     # Redirect limit
-                    retries:int=2,           # Retries (with backoff) for 429, 5xx and connection errors
-                    backoff:float=0.5,       # First retry delay in seconds, doubled each time
-                    progress:bool=True,      # Show a progress bar
-                    verbose:bool=True,       # Print the summary at the end
-                    verify:bool=True,        # Decode each image as it arrives (see `check_image`): undecodable ones go to quarantine, not to `dest`
-                    max_size:int=None,       # With `verify`: longest side of the stored images; None keeps sizes
-                    quarantine:Path=None,    # With `verify`: where undecodable downloads are kept; default `<dest>_quarantine`
-                   )->pd.DataFrame:          # The manifest: one row per input URL
-    "Download the images in `urls` into `dest/<class>/` and write `dest/manifest.csv`; a rerun resumes"
-    lists = _url_lists(urls, label)
-    if not any(lists.values()): raise ValueError(f"no URLs found in {urls}; put one URL a line in each urls_<class>.csv")
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir(): raise ValueError(f"dest {dest} is a file; pass a folder (it is created when missing)")
-    if max_size and not verify: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
-    bad = [c for c in lists if not c or c.startswith(('_', '.')) or '/' in c or '\\' in c]
-    if bad: raise ValueError(f"class names {bad} cannot be folder names; rename the urls_<class>.csv files")
-    dest.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    rows, seen, jobs = [], {}, []
-    for c in sorted(lists):
-        for u in lists[c]:
-            r = dict(zip(MANIFEST_COLS, [c, u, '', '', '', None, None, None, '']))
-            rows.append(r)
-            if u in seen:
-                r.update(status='skipped', reason='duplicate url' if seen[u] == c else f'duplicate url (also listed in class {seen[u]})')
-                continue
-            seen[u] = c
-            why = check_url(u)
-            if why: r.update(status='failed', reason=why); continue
-            jobs.append(r)
-    conflicts = Counter((seen[r['url']], r['class']) for r in rows if r['reason'].startswith('duplicate url (also'))
-    if conflicts and verbose:
-        print('URLs listed in two classes (kept in the first): ' + ', '.join(f'{a}/{b}: {n}' for (a, b), n in conflicts.items()))
-    # resume: earlier ok rows whose file is still there, and files named after their URL from an interrupted run
-    prev = {}
-    if (dest/'manifest.csv').is_file():
-        try: old = pd.read_csv(dest/'manifest.csv', keep_default_na=False)
-        except Exception: old = pd.DataFrame(columns=MANIFEST_COLS)
-        if set(MANIFEST_COLS) <= set(old.columns):
-            for o in old[old.status == 'ok'].to_dict('records'): prev[(o['class'], o['url'])] = o
-    kept, hashes, lock = Counter(), {}, threading.Lock()
-    todo = []
-    for r in jobs:
-        o = prev.get((r['class'], r['url']))
-        if o and o['file'] and (dest/o['file']).is_file():
-            r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded'); kept[r['class']] += 1
-            hashes.setdefault(r['hash'], r['file']); continue
-        found = list((dest/r['class']).glob(_file_stem(r['url']) + '.*')) if (dest/r['class']).is_dir() else []
-        found = [f for f in found if not f.name.startswith('.')]
-        if found:
-            data = found[0].read_bytes()
-            w, h = _image_info(data)
-            r.update(status='ok', reason='already downloaded', file=f"{r['class']}/{found[0].name}", bytes=len(data),
-                     width=w, height=h, hash=content_hash(data))
-            kept[r['class']] += 1; hashes.setdefault(r['hash'], r['file']); continue
-        todo.append(r)
-    if max_pics is not None:
-        for r in todo:
-            if kept[r['class']] >= max_pics: r.update(status='skipped', reason=f'max_pics {max_pics} reached')
-        todo = [r for r in todo if not r['status']]
-    by_class = defaultdict(list)
-    for r in todo: by_class[r['class']].append(r)
-    todo = [r for grp in zip_longest(*by_class.values()) for r in grp if r is not None]   # classes in turn: an interrupted run has some of each
-    sems = defaultdict(lambda: threading.BoundedSemaphore(per_host))
-    q = Path(quarantine) if quarantine else dest.parent/f'{dest.name}_quarantine'
-    verdicts, rejected = {}, []
+class _Downloader:
+    "One download run: fetch threads and decode threads share what is kept per class, the hashes and the names taken"
+    def __init__(self, root, o, kept, hashes):
+        self.root, self.o, self.kept, self.hashes = root, o, kept, hashes
+        self.lock, self.taken, self.verdicts, self.rejected = threading.Lock(), set(), {}, []
+        self.hosts = defaultdict(lambda: threading.BoundedSemaphore(o['per_host']))
+        self.backlog = _ByteBudget(_BACKLOG_BYTES)
 
-    def work(r):
-        "Fetch `r`'s URL; hand the bytes to a decode thread (the fetch thread moves on to the next URL) or store them"
-        host = (urlsplit(r['url']).hostname or '').lower()
-        for attempt in range(retries + 1):
-            if max_pics is not None and kept[r['class']] >= max_pics: return r.update(status='skipped', reason=f'max_pics {max_pics} reached')
-            try:
-                with sems[host]: data, ext, _ = fetch_image(r['url'], timeout, total_timeout, max_bytes, max_redirects)
-                break
-            except FetchError as e:
-                if not e.retry or attempt == retries:
-                    return r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else ''))
-                time.sleep(backoff * 2**attempt * (0.5 + random.random()))
-        if not verify: return store(r, data, ext)
-        backlog.take(len(data))   # fetched bytes waiting for a decoder stay under `_BACKLOG_BYTES`
-        return dec.submit(store, r, data, ext, len(data))
+    def full(self, c): return self.o['max_pics'] is not None and self.kept[c] >= self.o['max_pics']
 
-    def store(r, data, ext, held=0):
-        "Check `data` (with `verify`), then write it to the class folder unless it is a duplicate or over `max_pics`"
-        try: _store(r, data, ext)
-        finally:
-            if held: backlog.give(held)
+    def run(self, todo, progress=True):
+        "Fetch every row of `todo` in parallel, checking and storing what arrives; on Ctrl-C start nothing more"
+        ex = ThreadPoolExecutor(max(1, min(self.o['n_workers'], len(todo))))
+        self.dec = ThreadPoolExecutor(os.cpu_count() or 1)
+        try:
+            futs = [ex.submit(self.fetch, r) for r in todo]
+            it = self._finished(futs)
+            for _ in (progress_bar(it, total=len(futs), leave=False) if progress and futs else it): pass
+        finally: ex.shutdown(wait=True, cancel_futures=True); self.dec.shutdown(wait=True, cancel_futures=True)
 
-    def _store(r, data, ext):
-        h = content_hash(data)
-        name = f"{_file_stem(r['url'])}.{ext}"
-        if verify:
-            v = check_image(data, max_size)
-            if not v['ok']:
-                to = q/r['class']/name
-                if not (to.is_file() and to.read_bytes() == data):   # a rerun keeps one copy
-                    to = free_name(to); to.parent.mkdir(parents=True, exist_ok=True); atomic_write(to, data)
-                rel = to.relative_to(q).as_posix()
-                rejected.append(dict(file=f"{r['class']}/{name}", label=r['class'], reason=v['reason'], quarantined=rel))
-                return r.update(status='failed', reason=f"verify: {v['reason']} (kept in quarantine {rel})", bytes=len(data), hash=h)
-            data, w, hh = v['data'], v['width'], v['height']
-            ext = sniff_image(data[:16]) or ext; name = f"{_file_stem(r['url'])}.{ext}"
-            verdicts[h] = dict(sha=v['sha'], width=w, height=hh, key=v['key'])
-        else: w, hh = _image_info(data)
-        with lock:
-            if max_pics is not None and kept[r['class']] >= max_pics: return r.update(status='skipped', reason=f'max_pics {max_pics} reached')
-            if h in hashes and hashes[h].split('/')[0] == r['class']:
-                return r.update(status='skipped', reason=f'duplicate image (same bytes as {hashes[h]})', bytes=len(data), width=w, height=hh, hash=h)
-            other = hashes.get(h)
-            hashes.setdefault(h, f"{r['class']}/{name}"); kept[r['class']] += 1
-        (dest/r['class']).mkdir(exist_ok=True)
-        atomic_write(dest/r['class']/name, data)
-        r.update(status='ok', reason=f'same image also in {other}' if other else '', file=f"{r['class']}/{name}",
-                 bytes=len(data), width=w, height=hh, hash=h)
-
-    def finished(futs):
+    def _finished(self, futs):
         "Yield once per URL as it is done: fetches first, then the decodes they handed on"
         later = []
         for f in as_completed(futs):
@@ -313,42 +449,165 @@ def download_images(urls,                    # Folder of urls_<class>.csv, a URL
             else: yield
         for f in as_completed(later): f.result(); yield
 
-    try:
-        ex = ThreadPoolExecutor(max(1, min(n_workers, len(todo))))
-        dec = ThreadPoolExecutor(os.cpu_count() or 1)   # Pillow releases the GIL while decoding: threads use every core
-        backlog = _ByteBudget(_BACKLOG_BYTES)
-        try:
-            futs = [ex.submit(work, r) for r in todo]
-            it = finished(futs)
-            for _ in (progress_bar(it, total=len(futs), leave=False) if progress and futs else it): pass
-        finally:   # on Ctrl-C: let running downloads and decodes end, start no more
-            ex.shutdown(wait=True, cancel_futures=True); dec.shutdown(wait=True, cancel_futures=True)
-        _first_wins(rows, dest)
-    finally:   # an interrupted run still leaves a manifest of what finished (unfinished rows say so)
-        for r in rows:
-            if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
-        if rejected: add_to_report(q, pd.DataFrame(rejected))
-        # what was decoded here need not be decoded again by `verify_images` (it checks the bytes are unchanged)
-        done = [dict(file=r['file'], **verdicts[r['hash']]) for r in rows if r['status'] == 'ok' and r['hash'] in verdicts]
-        if done: write_verdicts(dest, done)
-        df = pd.DataFrame(rows, columns=MANIFEST_COLS)
-        for c in ('bytes', 'width', 'height'): df[c] = pd.to_numeric(df[c], errors='coerce').astype('Int64')
-        write_csv(df, dest/'manifest.csv')
-    df.attrs['seconds'] = time.monotonic() - t0
-    if verbose: print(summarize_downloads(df))
+    def fetch(self, r):
+        "Fetch `r`'s URL (with retries); hand the bytes to a decode thread (with `verify`) or store them"
+        got = self._fetch_with_retries(r)
+        if got is None: return
+        data, ext = got
+        if not self.o['verify']: return self.store(r, data, ext)
+        self.backlog.take(len(data))
+        return self.dec.submit(self._check_and_store, r, data, ext)
+
+    def _fetch_with_retries(self, r):
+        "(data, ext), or None with `r` marked failed or skipped"
+        host, o = (urlsplit(r['url']).hostname or '').lower(), self.o
+        for attempt in range(o['retries'] + 1):
+            if self.full(r['class']): r.update(status='skipped', reason=f"max_pics {o['max_pics']} reached"); return None
+            try:
+                with self.hosts[host]: data, ext, _ = fetch_image(r['url'], o['timeout'], o['total_timeout'], o['max_bytes'], o['max_redirects'], o['idle_timeout'])
+                return data, ext
+            except FetchError as e:
+                if not e.retry or attempt == o['retries']:
+                    r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
+                time.sleep(o['backoff'] * 2**attempt * (0.5 + random.random()))
+
+    def _check_and_store(self, r, data, ext):
+        try: self.store(r, data, ext)
+        finally: self.backlog.give(len(data))
+
+    def store(self, r, data, ext):
+        "Check `data` (with `verify`); keep it in its class folder, or in quarantine with the reason"
+        h, o = content_hash(data), self.o
+        if not o['verify']: return self._keep(r, data, ext, h, None)
+        v = check_image(data, o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
+        if not v['ok']: return self._reject(r, data, ext, h, v['reason'])
+        self.verdicts[h] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
+        self._keep(r, v['data'], sniff_image(v['data'][:64], formats=None) or ext, h, v)
+
+    def _reject(self, r, data, ext, h, reason):
+        "Keep `data` in the quarantine folder (one copy across reruns) and mark `r` failed with the reason"
+        to = self.o['quarantine']/r['class']/f"{_file_stem(r['url'])}.{ext}"
+        if not (to.is_file() and to.read_bytes() == data):
+            with self.lock: to = free_name(to); atomic_write(to, data)
+        rel = to.relative_to(self.o['quarantine']).as_posix()
+        self.rejected.append(dict(file=f"{r['class']}/{to.name}", label=r['class'], reason=reason, quarantined=rel))
+        r.update(status='failed', reason=f"verify: {reason} (kept in quarantine {rel})", bytes=len(data), hash=h)
+
+    def _name(self, r, ext):
+        "A free file name in `r`'s class folder (never an existing file: `preserve_filename` names can clash)"
+        stem = _preserved_stem(r['url']) if self.o['preserve_filename'] else _file_stem(r['url'])
+        fn = self.root/r['class']/f'{stem}.{ext}'
+        i = 1
+        while fn in self.taken or fn.exists(): fn = fn.with_name(f'{stem}_{i}.{ext}'); i += 1
+        self.taken.add(fn)
+        return fn
+
+    def _keep(self, r, data, ext, h, v):
+        "Write `data` to `r`'s class folder unless it is over `max_pics` or the same bytes are in this class already"
+        w, hh = (v['width'], v['height']) if v else _header_size(data)
+        with self.lock:
+            if self.full(r['class']): return r.update(status='skipped', reason=f"max_pics {self.o['max_pics']} reached")
+            seen = self.hashes.setdefault(h, [])   # the files kept with these bytes, in any class
+            same = [f for f in seen if f.split('/')[0] == r['class']]
+            if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=h)
+            first = seen[0] if seen else None
+            fn = self._name(r, ext); rel = fn.relative_to(self.root).as_posix()
+            seen.append(rel); self.kept[r['class']] += 1
+        atomic_write(fn, data)
+        r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=h)
+
+# %% ../nbs/01_download.ipynb #66
+def _write_manifest(rows, root, old):
+    "Write `root/manifest.csv`: this run's rows, after the rows of `old` for classes this run did not touch"
+    for r in rows:
+        if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
+    df = pd.DataFrame(rows, columns=MANIFEST_COLS)
+    others = old[~old['class'].isin(set(df['class']))]
+    if len(others): df = pd.concat([others, df], ignore_index=True).sort_values('class', kind='stable', ignore_index=True)
+    for c in ('bytes', 'width', 'height'): df[c] = pd.to_numeric(df[c], errors='coerce').astype('Int64')
+    write_csv(df, root/'manifest.csv')
     return df
 
-# %% ../nbs/01_download.ipynb #13
-def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or a report from `verify_images`
+# %% ../nbs/01_download.ipynb #70
+def _options(form, kw):
+    "The run's options: the given ones, and for the rest the defaults of the call form"
+    o = dict(kw)
+    for k, v in (_FASTAI_DEFAULTS if form == 'fastai' else _OUR_DEFAULTS).items():
+        if o.get(k) is None: o[k] = v
+    if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
+    return o
+
+def _check_classes(lists):
+    "Refuse class names that cannot be class folders"
+    if not any(lists.values()): raise ValueError(f"no URLs found; put one URL a line in each urls_<class>.csv")
+    bad = [c for c in lists if not c or c.startswith(('_', '.')) or '/' in c or '\\' in c]
+    if bad: raise ValueError(f"class names {bad} cannot be class folders (a leading '_' or '.' hides a folder from the dataset); rename them")
+
+def download_images(source=None,             # Ours: folder of urls_<class>.csv, a URL file (with `label`), {class: urls} or a list (with `label`); fastai v1: a URL file; fastai v2: the folder to download into
+                    dest:Path=None,          # Ours: the dataset root (images go to dest/<class>/); fastai v1: the folder to download into
+                    max_pics:int=None,       # Keep at most this many images per class (ours: no limit; fastai's forms: 1000)
+                    label:str=None,          # Class name for a URL file or a list (ours); a URL file without it is fastai v1's form
+                    n_workers:int=None,      # Concurrent downloads in all (ours: 64; fastai's forms: 8)
+                    per_host:int=16,         # Concurrent downloads per host
+                    timeout:float=None,      # Seconds one fetch may take in all: name resolution, connect, headers, redirects, body (ours: 10; fastai's: 4)
+                    total_timeout:float=None,# Older form: when given, the whole-fetch limit, and `timeout` the longest wait for the next bytes
+                    max_bytes:int=30_000_000,# Size cap per file
+                    max_redirects:int=5,     # Redirect limit
+                    retries:int=2,           # Retries (with backoff) for 429, 5xx and connection errors
+                    backoff:float=0.5,       # First retry delay in seconds, doubled each time
+                    progress:bool=True,      # Show a progress bar
+                    verbose:bool=True,       # Print the summary at the end
+                    verify:bool=True,        # Check each image as it arrives (`check_image`): refused ones go to quarantine, not to the dataset
+                    max_size:int=None,       # With `verify`: longest side of the stored images; None keeps sizes
+                    quarantine:Path=None,    # With `verify`: where refused downloads are kept; default `<root>_quarantine` next to the dataset root
+                    max_pixels:int=MAX_PIXELS, # With `verify`: images with more pixels are refused (a decompression-bomb guard; raise it for huge real images)
+                    min_size:int=MIN_SIZE,   # With `verify`: images with a side shorter than this are refused (tracking pixels); 0 keeps all
+                    formats=WEB_FORMATS,     # With `verify`: accepted formats (`images.format_name`); None: every format Pillow reads
+                    url_file:Path=None,      # fastai v2: a file with one URL a line (then `source` is the folder to download into)
+                    urls=None,               # fastai v2: a list of URLs (then `source` is the folder to download into)
+                    preserve_filename:bool=False, # fastai v2: name files after the URL's file name (else after a hash of the URL: stable across reruns)
+                    max_workers:int=None,    # fastai v1's name for `n_workers`
+                    idle_timeout:float=None, # Longest wait for the next bytes within a fetch (default: `timeout`)
+                   )->pd.DataFrame:          # The manifest: one row per input URL (fastai returns None)
+    "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
+    form, lists, root = _call_form(source, dest, urls, url_file, label)
+    _check_classes(lists)
+    o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or max_workers, timeout=timeout, total_timeout=total_timeout,
+                            idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
+                            backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
+                            preserve_filename=preserve_filename))
+    root.mkdir(parents=True, exist_ok=True)
+    ab = Path(os.path.abspath(root))
+    o['quarantine'] = Path(quarantine) if quarantine else ab.parent/f'{ab.name}_quarantine'
+    t0, old = time.monotonic(), _read_manifest(root/'manifest.csv')
+    rows, jobs = _plan(lists, verbose)
+    todo, kept, hashes = _resume(jobs, root, old[old['class'].isin(set(lists))])
+    dl = _Downloader(root, o, kept, hashes)
+    try:
+        dl.run(_interleave(todo), progress)
+        _first_wins(rows, root)
+    finally:   # an interrupted run still leaves a manifest of what finished (unfinished rows say so)
+        if dl.rejected: add_to_report(o['quarantine'], pd.DataFrame(dl.rejected))
+        done = [dict(file=r['file'], **dl.verdicts[r['hash']]) for r in rows if r['status'] == 'ok' and r['hash'] in dl.verdicts]
+        if done: write_verdicts(root, done)   # decoded here: verify only hashes these files
+        df = _write_manifest(rows, root, old)
+    df.attrs['seconds'], df.attrs['options'] = time.monotonic() - t0, o
+    if verbose:
+        mine = df[df['class'].isin(set(lists))]; mine.attrs['seconds'] = df.attrs['seconds']
+        print(summarize_downloads(mine))
+    return df
+
+# %% ../nbs/01_download.ipynb #72
+def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or a report from `verify_dataset`
                        )->str:           # One paragraph
     "One-paragraph summary of a download manifest or a verify report `df`"
-    secs = df.attrs.get('seconds')
+    secs, short = df.attrs.get('seconds'), r' \(.*|;.*| after \d+ tries'
     if 'status' in df.columns:
         st = df.status.value_counts()
         new = int(((df.status == 'ok') & (df.reason != 'already downloaded')).sum())
         s = f"{len(df)} URLs: " + ', '.join(f"{int(st.get(k, 0))} {k}" for k in ('ok', 'skipped', 'failed'))
         s += f" ({new} downloaded now, {int((df.reason == 'already downloaded').sum())} already there)"
-        why = df[df.status != 'ok'].reason.str.replace(r' \(.*| after \d+ tries', '', regex=True).value_counts()
+        why = df[df.status != 'ok'].reason.str.replace(short, '', regex=True).value_counts()
         if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
         if secs: s += f". {new/secs:.1f} files/s over {secs:.1f}s"
         return s + '.'
@@ -357,7 +616,7 @@ def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or 
     if 'resized' in df.columns: s += f", {int(df.resized.sum())} resized"
     if 'dup_of' in df.columns: s += f", {int((df.dup_of.fillna('') != '').sum())} exact duplicates"
     if 'reused' in df.columns and df.reused.any(): s += f" ({int(df.reused.sum())} unchanged since checked: not decoded again)"
-    why = bad.reason.str.replace(r' \(.*', '', regex=True).value_counts()
+    why = bad.reason.str.replace(short, '', regex=True).value_counts()
     if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
     if secs: s += f". {len(df)/secs:.1f} files/s over {secs:.1f}s"
     return s + '.'

@@ -125,3 +125,50 @@ def serve_forever_in_process(files_dir, port_q, stall=3.0, hosts=('127.0.0.1',),
     port_q.put([s.base for s in srvs])
     for s in srvs[1:]: threading.Thread(target=s.httpd.serve_forever, daemon=True).start()
     srvs[0].httpd.serve_forever()
+
+
+def swapped_primaries_profile():
+    "An RGB ICC profile: sRGB with its red and blue primaries swapped (pure red stored under it is pure blue in sRGB)"
+    from PIL import ImageCms
+    p = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes())
+    tags = {bytes(p[132+12*i:136+12*i]): 132+12*i for i in range(struct.unpack('>I', p[128:132])[0])}
+    r, b = tags[b'rXYZ'], tags[b'bXYZ']
+    p[r+4:r+12], p[b+4:b+12] = p[b+4:b+12], p[r+4:r+12]
+    return bytes(p).replace(b's\x00R\x00G\x00B', b'S\x00w\x00a\x00p').replace(b'sRGB', b'Swap')
+
+
+def odd_images(size=(32, 24)):
+    """{name: (bytes, expected RGB of pixel (0, 0) after conversion, or None when any colour is fine)}: one image per
+    mode Pillow produces, saved in a web format, with its top-left pixel transparent where the mode allows it"""
+    import numpy as np
+    w, h = size
+    def enc(im, fmt, **kw): buf = io.BytesIO(); im.save(buf, fmt, **kw); return buf.getvalue()
+    def alpha(mode, colour):   # top-left pixel fully transparent, the rest opaque
+        im = Image.new(mode, size, colour); px = list(colour); px[-1] = 0; im.putpixel((0, 0), tuple(px)); return im
+    grey16 = np.full((h, w), 40000, np.uint16)
+    out = {
+        'rgb.jpg': (enc(Image.new('RGB', size, (200, 30, 30)), 'JPEG', quality=95), None),
+        'l.png': (enc(Image.new('L', size, 100), 'PNG'), (100, 100, 100)),
+        '1.png': (enc(Image.new('1', size, 1), 'PNG'), (255, 255, 255)),
+        'p.gif': (enc(Image.new('RGB', size, (0, 0, 255)).convert('P'), 'GIF'), (0, 0, 255)),
+        'rgba.png': (enc(alpha('RGBA', (10, 200, 10, 255)), 'PNG'), (255, 255, 255)),
+        'la.png': (enc(alpha('LA', (30, 255)), 'PNG'), (255, 255, 255)),
+        'rgba.webp': (enc(alpha('RGBA', (10, 200, 10, 255)), 'WEBP', lossless=True), None),   # re-encoded lossy: the white pixel bleeds
+        'i16.png': (enc(Image.fromarray(grey16), 'PNG'), (156, 156, 156)),
+        'i16b.tif': (enc(Image.fromarray(grey16.astype('>u2')), 'TIFF'), (156, 156, 156)),
+        'i32.tif': (enc(Image.fromarray(np.full((h, w), 1000, np.int32)), 'TIFF'), (4, 4, 4)),
+        'f.tif': (enc(Image.fromarray(np.full((h, w), 0.5, np.float32)), 'TIFF'), (128, 128, 128)),
+        'cmyk.jpg': (enc(Image.new('CMYK', size, (0, 0, 0, 0)), 'JPEG', quality=95), None),
+        'cmyk.tif': (enc(Image.new('CMYK', size, (0, 255, 255, 0)), 'TIFF'), (255, 0, 0)),
+        'lab.tif': (enc(Image.new('LAB', size, (128, 128, 128)), 'TIFF'), (119, 119, 119)),
+        'ycbcr.jpg': (enc(Image.new('RGB', size, (20, 20, 220)).convert('YCbCr'), 'JPEG', quality=95), None),
+        'icc_swapped.png': (enc(Image.new('RGB', size, (255, 0, 0)), 'PNG', icc_profile=swapped_primaries_profile()), (0, 0, 255)),
+        'tiny_1x1.jpg': (enc(Image.new('RGB', (1, 1), 'red'), 'JPEG'), None),
+    }
+    p = Image.new('P', size, 1); p.putpalette([0, 0, 0, 250, 0, 0]); p.putpixel((0, 0), 0); p.info['transparency'] = 0
+    out['p_trns.png'] = (enc(p, 'PNG', transparency=0), (255, 255, 255))
+    frames = [Image.new('RGB', size, c) for c in ((0, 200, 0), (200, 0, 0))]
+    buf = io.BytesIO(); frames[0].save(buf, 'PNG', save_all=True, append_images=frames[1:]); out['anim.png'] = (buf.getvalue(), (0, 200, 0))
+    buf = io.BytesIO(); frames[0].save(buf, 'GIF', save_all=True, append_images=frames[1:]); out['anim.gif'] = (buf.getvalue(), None)
+    buf = io.BytesIO(); frames[0].save(buf, 'WEBP', save_all=True, append_images=frames[1:], lossless=True); out['anim.webp'] = (buf.getvalue(), (0, 200, 0))
+    return out

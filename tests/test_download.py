@@ -1,5 +1,5 @@
-"Downloader: every fault kind ends as a reported manifest row, never a crash or a hang; resume; input parsing."
-import sys, time
+"Downloader: every fault kind ends as a reported manifest row, never a crash or a hang; one deadline per fetch; fastai's call forms; resume; input parsing."
+import os, signal, socket, subprocess, sys, textwrap, time
 from pathlib import Path
 
 import pandas as pd
@@ -8,6 +8,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fault_helpers import FaultServer, jpeg_bytes, png_bytes  # noqa: E402
+from fastcore.foundation import L
 
 from imgclean.download import download_images, fetch_image, FetchError, read_urls, summarize_downloads
 from imgclean.images import sniff_image
@@ -51,7 +52,7 @@ def test_every_url_has_a_row_and_nothing_hangs(faults):
     ('404', 'failed', 'http 404'), ('html', 'failed', 'not an image (text/html)'), ('empty', 'failed', 'empty body'),
     ('loop', 'failed', 'too many redirects'), ('reset', 'failed', 'connection reset'), ('big', 'failed', 'too large'),
     ('bigstream', 'failed', 'too large'), ('stall', 'failed', 'timeout'), ('gone500', 'failed', 'http 503 after 2 tries'),
-    ('flaky', 'ok', ''), ('truncated', 'failed', 'verify: truncated image'), ('bomb', 'failed', 'verify: decompression bomb'),
+    ('flaky', 'ok', ''), ('truncated', 'failed', 'verify: truncated image'), ('bomb', 'failed', 'verify: too many pixels (30000x30000 = 900,000,000, over max_pixels 89,478,485'),
     ('dupA', 'ok', ''),
     ('dupB', 'skipped', 'duplicate image'),
 ])
@@ -87,7 +88,7 @@ def test_undecodable_downloads_go_to_quarantine_and_verify_reuses_the_rest(fault
     dest, df, _, _ = faults
     q = dest.parent/'images_quarantine'
     rep = pd.read_csv(q/'report.csv')
-    assert sorted(r.split(' (')[0] for r in rep.reason) == ['decompression bomb', 'truncated image']
+    assert sorted(r.split(' (')[0] for r in rep.reason) == ['too many pixels', 'truncated image']
     assert sorted(f.relative_to(q).as_posix() for f in q.rglob('*.*') if f.name != 'report.csv') == sorted(rep.quarantined)
     for f in (fn for d in dest.iterdir() if d.is_dir() and not d.name.startswith('.') for fn in d.iterdir()):
         with Image.open(f) as im: im.load()                    # only decodable files reached the class folders
@@ -103,7 +104,7 @@ def test_verify_false_leaves_checking_to_verify_dataset(server, tmp_path):
     df = download_images(urls, tmp_path/'images', label='a', verify=False, **FAST)
     assert list(df.status) == ['ok']*3 and not (tmp_path/'images'/'.imgclean_cache').exists()
     v = verify_dataset(tmp_path/'images', progress=False, n_workers=0)
-    assert sorted(r.split(' (')[0] for r in v.reason[~v.ok]) == ['decompression bomb', 'truncated image'] and not v.reused.any()
+    assert sorted(r.split(' (')[0] for r in v.reason[~v.ok]) == ['too many pixels', 'truncated image'] and not v.reused.any()
     man = pd.read_csv(tmp_path/'images'/'manifest.csv', keep_default_na=False)
     assert man.reason.str.startswith('verify: ').sum() == 2
 
@@ -170,32 +171,152 @@ def test_fetch_image_and_sniff(server):
     assert sniff_image(b'II*\x00rest') == 'tif' and sniff_image(b'GIF89a..') == 'gif' and sniff_image(b'') is None
 
 
-def test_interrupted_run_leaves_manifest_and_no_partial_files(server, tmp_path, monkeypatch):
-    import imgclean.download as dl
-    urls = [server.img_url(f'{i}.jpg') for i in range(6)]
-    real = dl.fetch_image
-    def flaky(url, *a, **kw):
-        if url.endswith('3.jpg'): raise KeyboardInterrupt
-        return real(url, *a, **kw)
-    monkeypatch.setattr(dl, 'fetch_image', flaky)
-    with pytest.raises(KeyboardInterrupt): download_images(urls, tmp_path/'d', label='a', n_workers=1, **FAST)
+
+# ---- one deadline per fetch (issue 13) ----
+
+@pytest.fixture(scope='module')
+def slow():
+    "A fault server whose trickle (a byte every 0.5 s) and silent endpoints would hold a fetch for 30 s"
+    with FaultServer({f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(8)}, trickle_for=30) as s: yield s
+
+
+@pytest.mark.parametrize('kind', ['trickle', 'noheaders'])
+def test_a_slow_server_costs_one_deadline(slow, tmp_path, kind):
+    t0 = time.monotonic()
+    df = download_images([slow.url(kind)], tmp_path/'d', label='a', timeout=2, retries=2, progress=False, verbose=False)
+    took = time.monotonic() - t0
+    assert took < 3.5, took                     # the deadline + slack, not the server's 30 s
+    assert df.reason[0].startswith('timeout'), df.reason[0]
+
+
+def test_trickle_among_good_urls_does_not_hold_the_run(slow, tmp_path):
+    urls = [slow.img_url(f'{i}.jpg') for i in range(8)] + [slow.url('trickle', 'x'), slow.url('noheaders', 'y')]
+    t0 = time.monotonic()
+    df = download_images(urls, tmp_path/'d', label='a', timeout=2, progress=False, verbose=False)
+    assert time.monotonic() - t0 < 4
+    assert list(df.status) == ['ok']*8 + ['failed']*2
+
+
+def test_fetch_image_deadline_bounds_the_body(slow):
+    t0 = time.monotonic()
+    with pytest.raises(FetchError, match=r'timeout \(over 1\.5s in all\)'): fetch_image(slow.url('trickle', 'z'), timeout=1.5)
+    assert time.monotonic() - t0 < 2.2
+    t0 = time.monotonic()   # the older form: `timeout` is the idle limit, `total_timeout` the deadline
+    with pytest.raises(FetchError, match='timeout'): fetch_image(slow.url('trickle', 'w'), timeout=1, total_timeout=2)
+    assert time.monotonic() - t0 < 2.7
+
+
+def test_cli_download_of_a_trickle_url_ends_at_its_timeout(slow, tmp_path):
+    "`imgclean download` with --timeout 2 and one trickling URL: about 2 s, not the 30 s the server would take"
+    (tmp_path/'urls').mkdir(); (tmp_path/'urls'/'urls_a.csv').write_text(slow.url('trickle', 'cli') + '\n')
+    from imgclean.cli import main
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit): main(['download', str(tmp_path/'urls'), str(tmp_path/'d'), '--timeout', '2', '--no-progress'])
+    assert time.monotonic() - t0 < 4
     man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
-    assert len(man) == 6 and man.reason.str.startswith('interrupted').sum() >= 1
-    assert not [p for p in (tmp_path/'d').rglob('*') if p.name.endswith('.part')]
-    monkeypatch.setattr(dl, 'fetch_image', real)
-    df = download_images(urls, tmp_path/'d', label='a', **FAST)
-    assert (df.status == 'ok').all() and (df.reason == 'already downloaded').sum() >= 3 and df.reason[3] == ''
+    assert man.reason[0].startswith('timeout')
 
 
-def test_decode_backlog_bounds_memory_without_deadlock(server, tmp_path, monkeypatch):
-    "With room for one fetched image at a time, fetch threads wait for the decoders and every URL still ends"
-    import imgclean.download as dl
-    monkeypatch.setattr(dl, '_BACKLOG_BYTES', 1)
-    taken, real = [], dl._ByteBudget.take
-    def spy(self, n): real(self, n); taken.append(self.used)
-    monkeypatch.setattr(dl._ByteBudget, 'take', spy)
-    urls = [server.img_url(f'{i}.jpg') for i in range(6)]
-    df = download_images(urls, tmp_path/'d', label='a', n_workers=6, **FAST)
-    assert (df.status == 'ok').all() and len(taken) == 6
-    sizes = {len(server.files[f'{i}.jpg']) for i in range(6)}
-    assert all(u in sizes for u in taken), (taken, sizes)   # never two images' bytes waiting at once
+def test_name_resolution_is_bounded(monkeypatch, tmp_path):
+    "A resolver that hangs (a broken DNS server) costs the fetch its deadline; the standard library alone would wait it out"
+    real = socket.getaddrinfo
+    def hanging(host, *a, **kw):
+        if host == 'slow-dns.test': time.sleep(20)
+        return real(host, *a, **kw)
+    monkeypatch.setattr(socket, 'getaddrinfo', hanging)   # the resolver is the environment, not our code
+    t0 = time.monotonic()
+    df = download_images(['http://slow-dns.test/a.jpg'], tmp_path/'d', label='a', timeout=1.5, retries=0, progress=False, verbose=False)
+    assert time.monotonic() - t0 < 2.5 and df.reason[0].startswith('timeout'), df.reason[0]
+
+
+def test_reasons_do_not_echo_addresses_or_socket_errors(tmp_path):
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]   # a closed port
+    df = download_images([f'http://localhost:{port}/a.jpg', 'http://no-such-host.invalid/a.jpg'], tmp_path/'d', label='a',
+                         timeout=3, retries=0, progress=False, verbose=False)
+    assert df.reason[0] == 'connection refused'
+    assert df.reason[1] in ('host not found', 'timeout (over 3s in all)') or df.reason[1].startswith('timeout (name resolution')   # a resolver without network may hang: bounded
+    assert not df.reason.str.contains(r'127\.0\.0\.1|::1|Errno|\[', regex=True).any()
+
+
+def test_fetch_image_result_and_max_pixels_reason(server, tmp_path):
+    "max_pixels is an option of download: the reason names the limit and how to raise it, and raising it keeps the image"
+    df = download_images([server.url('bomb', 'mp')], tmp_path/'d', label='a', progress=False, verbose=False)
+    assert 'over max_pixels 89,478,485' in df.reason[0] and 'pass max_pixels= to accept larger images' in df.reason[0]
+    big = download_images([server.img_url('5.jpg')], tmp_path/'e', label='a', max_pixels=100, progress=False, verbose=False)
+    assert 'over max_pixels 100' in big.reason[0]
+    assert download_images([server.img_url('5.jpg')], tmp_path/'f', label='a', max_pixels=10_000, progress=False, verbose=False).status[0] == 'ok'
+
+
+# ---- fastai's call forms (issue 12) ----
+
+def test_fastai_v2_urls_form(server, tmp_path):
+    "download_images(dest, urls=...) as the book and the 2022 course call it, class by class: images straight into dest"
+    path = tmp_path/'bears'
+    for i, o in enumerate(('grizzly', 'black')):
+        dest = path/o; dest.mkdir(parents=True, exist_ok=True)
+        df = download_images(dest, urls=L(server.img_url(f'{j}.jpg') for j in range(3*i, 3*i + 3)))
+        assert df.attrs['options']['n_workers'] == 8 and df.attrs['options']['timeout'] == 4 and df.attrs['options']['max_pics'] == 1000
+    assert sorted(p.parent.name for p in path.glob('*/*.jpg')) == ['black']*3 + ['grizzly']*3
+    man = pd.read_csv(path/'manifest.csv', keep_default_na=False)   # one manifest for the dataset, both classes
+    assert sorted(man['class']) == ['black']*3 + ['grizzly']*3 and (man.status == 'ok').all()
+    again = download_images(path/'grizzly', urls=[server.img_url(f'{j}.jpg') for j in range(3)], progress=False, verbose=False)
+    assert (again[again['class'] == 'grizzly'].reason == 'already downloaded').all()   # a rerun of the cell resumes
+
+
+def test_fastai_v2_url_file_max_pics_and_preserve_filename(server, tmp_path):
+    (tmp_path/'urls.txt').write_text('\n'.join(server.img_url(f'{j}.jpg') for j in range(5)) + '\n')
+    df = download_images(tmp_path/'bears'/'teddy', url_file=tmp_path/'urls.txt', max_pics=2, progress=False, verbose=False)
+    assert (df.status == 'ok').sum() == 2 and len(list((tmp_path/'bears'/'teddy').iterdir())) == 2
+    df = download_images(dest=tmp_path/'named', url_file=tmp_path/'urls.txt', preserve_filename=True, progress=False, verbose=False)
+    assert sorted(p.name for p in (tmp_path/'named').iterdir()) == [f'{j}.jpg' for j in range(5)]
+
+
+def test_fastai_v1_form(server, tmp_path):
+    "download_images(path/file, dest, max_pics=N) as the 2019 lesson-2 notebook calls it: images into dest"
+    (tmp_path/'urls_black.csv').write_text('\n'.join(server.img_url(f'{j}.jpg') for j in range(4)) + '\n')
+    df = download_images(tmp_path/'urls_black.csv', tmp_path/'black', max_pics=3, max_workers=2, progress=False, verbose=False)
+    assert (df.status == 'ok').sum() == 3 and len(list((tmp_path/'black').glob('*.jpg'))) == 3
+    assert df.attrs['options']['n_workers'] == 2
+    ours = download_images(tmp_path/'urls_black.csv', tmp_path/'ds', label='black', progress=False, verbose=False)   # with label: ours
+    assert len(list((tmp_path/'ds'/'black').glob('*.jpg'))) == 4 and ours.attrs['options']['n_workers'] == 64
+
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(urls=['http://a.test/1.jpg'], url_file='u.txt'), 'not both'),
+    (dict(), 'no URLs given'),
+    (dict(url_file='missing.txt'), 'does not exist'),
+])
+def test_fastai_form_bad_arguments(tmp_path, kw, msg):
+    with pytest.raises((ValueError, FileNotFoundError), match=msg):
+        download_images(tmp_path/'d', **{k: (tmp_path/v if k == 'url_file' else v) for k, v in kw.items()})
+
+
+# ---- a run interrupted by Ctrl-C, through the public API in a separate process ----
+
+def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path):
+    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(12)}
+    with FaultServer(files, latency=0.25) as s:
+        urls = [s.img_url(f'{i}.jpg') for i in range(12)]
+        code = textwrap.dedent(f"""
+            import sys; from imgclean.download import download_images
+            download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=1, progress=False, verbose=False)
+        """)
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
+        t0 = time.monotonic()
+        while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').iterdir())) < 2:
+            assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
+        p.send_signal(signal.SIGINT); p.wait(30)
+        man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+        assert len(man) == 12 and man.reason.str.startswith('interrupted (rerun to resume)').sum() >= 1
+        assert not [q for q in (tmp_path/'d').rglob('*') if q.name.endswith('.tmp')]   # no half-written file
+        done = set(man.url[man.status == 'ok'])
+        df = download_images(urls, tmp_path/'d', label='a', progress=False, verbose=False)
+    assert (df.status == 'ok').all() and set(df.url[df.reason == 'already downloaded']) == done
+
+
+def test_the_same_image_in_two_classes_is_a_duplicate_within_each(server, tmp_path):
+    "Two URLs with the same bytes in each of two classes: one kept per class (the first listed), the other skipped"
+    urls = {c: [server.url('dupA', c), server.url('dupB', c)] for c in ('x', 'y')}
+    df = download_images(urls, tmp_path/'d', **FAST, verbose=False)
+    assert list(df.status) == ['ok', 'skipped', 'ok', 'skipped'], list(df.reason)
+    assert sorted(p.parent.name for p in (tmp_path/'d').glob('[xy]/*')) == ['x', 'y']

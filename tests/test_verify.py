@@ -1,4 +1,4 @@
-"Verifier: full decode, bombs as reasons, EXIF/mode fixes, resize, quarantine (moved, never deleted), duplicates, manifest."
+"Verifier: full decode, bombs as reasons, EXIF/mode fixes, resize, quarantine (moved, never deleted), duplicates, manifest; fastai's verify_images forms."
 import io, sys, warnings
 from pathlib import Path
 
@@ -9,9 +9,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fault_helpers import bomb_png, jpeg_bytes  # noqa: E402
+import shutil
 
 from imgclean.images import check_image
-from imgclean.verify import verify_dataset
+from imgclean.verify import verify_dataset, verify_images
+from fastai.data.transforms import get_image_files
+from fastai.vision.core import PILImage
 
 
 def _exif_rotated(fn):
@@ -53,15 +56,18 @@ def test_verify_messy_folder(messy):
     r = df.set_index('file')
     assert len(df) == 16 and set(df.label) == {'a', 'b'}
     assert sorted(r.index[~r.ok]) == ['b/bomb.png', 'b/cut.jpg', 'b/empty.png', 'b/page.jpg']
-    assert r.reason['b/bomb.png'].startswith('decompression bomb') and r.reason['b/cut.jpg'] == 'truncated image'
-    assert r.reason['b/page.jpg'] == 'not an image' and r.reason['b/empty.png'] == 'empty file'
+    assert r.reason['b/bomb.png'].startswith('too many pixels (30000x30000') and r.reason['b/cut.jpg'] == 'truncated image'
+    assert r.reason['b/page.jpg'] == 'not an image (an HTML page)' and r.reason['b/empty.png'] == 'empty file'
     # converted to RGB, upright, first frame, resized
-    for f in ('a/palette.png', 'a/alpha.png', 'a/cmyk.jpg', 'a/deep.png', 'b/gray.png', 'b/rot.jpg', 'b/large.jpg'):
+    for f in ('a/alpha.png', 'a/cmyk.jpg', 'a/deep.png', 'b/rot.jpg', 'b/large.jpg'):
         with Image.open(root/f) as im: assert im.mode == 'RGB', f
+    for f, mode in (('a/palette.png', 'P'), ('b/gray.png', 'L')):   # fastai's own convert('RGB') gives the same pixels: left as they are
+        with Image.open(root/f) as im: assert im.mode == mode, f
+    for f in r.index[r.ok]: assert PILImage.create(root/f).mode == 'RGB'
     assert Image.open(root/'b'/'rot.jpg').size == (20, 40)
     assert Image.open(root/'b'/'large.jpg').size == (100, 50) and r.resized['b/large.jpg'] and not r.resized['a/0.png']
     assert (r.width['b/anim.gif'], r.height['b/anim.gif']) == (30, 30)
-    assert np.asarray(Image.open(root/'a'/'deep.png'))[0, 0, 0] == 40000 // 256
+    assert np.asarray(Image.open(root/'a'/'deep.png'))[0, 0, 0] == round(40000*255/65535)   # scaled, not clipped
     assert r.dup_of['a/copy.png'] == 'a/0.png'
     # quarantine: outside the root, moved not deleted, with a report
     q = root.parent/'ds_quarantine'
@@ -105,7 +111,7 @@ def test_custom_quarantine_and_errors(tmp_path, class_folders):
 
 def test_check_image_bomb_limit(tmp_path):
     Image.new('RGB', (100, 100)).save(tmp_path/'x.png')
-    assert check_image(tmp_path/'x.png', max_pixels=5000)['reason'].startswith('decompression bomb')
+    assert check_image(tmp_path/'x.png', max_pixels=5000)['reason'].startswith('too many pixels (100x100 = 10,000, over max_pixels 5,000')
     assert check_image(tmp_path/'x.png')['ok']
 
 
@@ -119,3 +125,49 @@ def test_saved_models_are_not_quarantined(class_folders):
     (class_folders/'models'/'x.png').write_bytes((class_folders/'circle'/'000.png').read_bytes())
     df = verify_dataset(class_folders, progress=False, verbose=False, n_workers=0)
     assert len(df) == 38 and not (class_folders/'models'/'stage-1.pth').exists()
+
+
+def test_policy_refusals_are_quarantined_with_a_sentence(tmp_path):
+    "formats, min_size and max_pixels are options of verify: a refused file is moved with a reason that says how to keep it"
+    root = tmp_path/'ds'; (root/'a').mkdir(parents=True)
+    Image.new('RGB', (1, 1)).save(root/'a'/'pixel.gif')
+    Image.new('RGB', (64, 64)).save(root/'a'/'big.png')
+    (root/'a'/'layers.psd').write_bytes(b'8BPS\x00\x01' + bytes(40))
+    Image.new('RGB', (32, 32)).save(root/'a'/'ok.png')
+    df = verify_dataset(root, max_pixels=4000, progress=False, verbose=False, n_workers=0).set_index('file')
+    assert df.reason['a/pixel.gif'] == 'too small (1x1 < min_size 8); pass min_size= to accept smaller images'
+    assert df.reason['a/big.png'].endswith('pass max_pixels= to accept larger images') and 'max_pixels 4,000' in df.reason['a/big.png']
+    assert df.reason['a/layers.psd'].startswith("unsupported format PSD; pass formats=(..., 'psd')")
+    assert df.ok['a/ok.png'] and sorted(p.name for p in (root/'a').iterdir()) == ['ok.png']
+    for n in ('pixel.gif', 'big.png', 'layers.psd'): shutil.move(str(tmp_path/'ds_quarantine'/'a'/n), str(root/'a'/n))
+    again = verify_dataset(root, max_pixels=10_000, min_size=0, progress=False, verbose=False, n_workers=0).set_index('file')
+    assert again.ok[['a/pixel.gif', 'a/big.png', 'a/ok.png']].all() and not again.ok['a/layers.psd']   # PSD: a damaged header
+
+
+def test_verify_images_fastai_v2_form(class_folders):
+    "failed = verify_images(get_image_files(path)); failed.map(Path.unlink): the failures come back, left in place"
+    (class_folders/'circle'/'bad.jpg').write_bytes(jpeg_bytes((64, 64))[:300])
+    (class_folders/'square'/'page.png').write_text('<html>not an image</html>')
+    before = {f: f.read_bytes() for f in get_image_files(class_folders)}
+    failed = verify_images(get_image_files(class_folders))
+    assert sorted(f.name for f in failed) == ['bad.jpg', 'page.png'] and all(f.exists() for f in failed)
+    assert {f: f.read_bytes() for f in get_image_files(class_folders)} == before   # nothing moved or rewritten
+    failed.map(Path.unlink)
+    assert len(verify_images(get_image_files(class_folders))) == 0 and len(get_image_files(class_folders)) == 36
+    with pytest.raises(ValueError, match='leaves them in place'): verify_images(get_image_files(class_folders), delete=True)
+
+
+def test_verify_images_fastai_v1_form(class_folders, tmp_path):
+    "verify_images(path/c, delete=True, max_size=N): failures moved to quarantine (not deleted), the rest resized"
+    import shutil as sh
+    (class_folders/'circle'/'bad.jpg').write_bytes(jpeg_bytes((64, 64))[:300])
+    Image.new('RGB', (100, 50)).save(class_folders/'circle'/'wide.png')
+    df = verify_images(class_folders/'circle', delete=True, max_size=20, progress=False)
+    assert not (class_folders/'circle'/'bad.jpg').exists()
+    assert (class_folders.parent/'shapes_quarantine'/'circle'/'bad.jpg').exists()
+    assert Image.open(class_folders/'circle'/'wide.png').size == (20, 10) and df.resized.sum() == 13
+    (class_folders/'square'/'bad.jpg').write_bytes(jpeg_bytes((64, 64))[:300])
+    kept = verify_images(class_folders/'square', delete=False, progress=False)
+    assert (class_folders/'square'/'bad.jpg').exists() and kept.set_index('file').reason['square/bad.jpg'] == 'truncated image'
+    with pytest.raises(FileNotFoundError, match='not a folder'): verify_images(tmp_path/'nope')
+    with pytest.raises(ValueError, match='n_channels'): verify_images(class_folders/'square', n_channels=1)
