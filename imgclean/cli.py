@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['UNREAD', 'REQUIRED', 'COMMANDS', 'literal', 'Param', 'read_signature', 'cli_type', 'Command', 'Option', 'options',
-           'kwargs', 'main']
+           'kwargs_for', 'main']
 
 # %% ../nbs/11_cli.ipynb #2
 import argparse, ast, importlib.util, io, sys, tokenize
@@ -52,12 +52,13 @@ def literal(module:str, # Module the expression is in (names are looked up there
         return UNREAD if any(v is UNREAD for v in vals) else (tuple if isinstance(node, ast.Tuple) else list)(vals)
     return UNREAD
 
-# %% ../nbs/11_cli.ipynb #8
+# %% ../nbs/11_cli.ipynb #9
 class Param:
     "One parameter as read from source: name, default (`REQUIRED`, `UNREAD` or a value), annotation text, docment"
     def __init__(self, name, default, anno, doc): self.name, self.default, self.anno, self.doc = name, default, anno, doc
     def __repr__(self): return f"Param({self.name!r}, {'REQUIRED' if self.default is REQUIRED else 'UNREAD' if self.default is UNREAD else repr(self.default)}, {self.anno!r})"
 
+# %% ../nbs/11_cli.ipynb #13
 def read_signature(spec:str, # 'module:function', e.g. 'imgclean.verify:verify_dataset'
                   )->tuple:  # (one-line docstring, [Param]); `*args`/`**kwargs` are left out
     "The parameters of a function as written in its module's source, without importing the module"
@@ -69,17 +70,9 @@ def read_signature(spec:str, # 'module:function', e.g. 'imgclean.verify:verify_d
     pairs = list(zip(pos, [None]*(len(pos) - len(a.defaults)) + a.defaults)) + list(zip(a.kwonlyargs, a.kw_defaults))
     params = [Param(p.arg, REQUIRED if d is None else literal(module, d), ast.unparse(p.annotation) if p.annotation else None,
                     comments.get(p.lineno, '')) for p, d in pairs]
-    return (ast.get_docstring(fn) or '').strip().splitlines()[0:1], params
+    return ((ast.get_docstring(fn) or '').strip().splitlines() or [''])[0], params
 
-# %% ../nbs/11_cli.ipynb #12
-class _Bool(argparse.Action):
-    "`--name` sets True, `--no-name` False: every boolean parameter gets both, whatever its default"
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__([o for s in option_strings for o in (s, '--no-' + s[2:])], dest, nargs=0, **kwargs)
-    def __call__(self, parser, namespace, values, option_string=None): setattr(namespace, self.dest, not option_string.startswith('--no-'))
-
-def _comma_list(s): return tuple(o.strip() for o in s.split(',') if o.strip())
-
+# %% ../nbs/11_cli.ipynb #17
 _TYPES = {'int': int, 'float': float, 'str': str, 'Path': str, 'bool': bool}
 
 def cli_type(p:Param, # A parameter from `read_signature`
@@ -94,7 +87,7 @@ def cli_type(p:Param, # A parameter from `read_signature`
     if isinstance(d, (tuple, list)): return tuple if all(isinstance(o, str) for o in d) else None
     return type(d) if type(d) in (bool, int, float, str) else None
 
-# %% ../nbs/11_cli.ipynb #16
+# %% ../nbs/11_cli.ipynb #21
 class Command:
     "One subcommand: `run(args)` and the library functions whose parameters are its options"
     def __init__(self, run, *sources, help=None, skip=(), rename=None, choices=None, when=None, extras=None, nargs=None, types=None):
@@ -106,7 +99,7 @@ class Command:
 
     def skipped(self, spec, name): return name in self.skip or f'{self.fn_name(spec)}.{name}' in self.skip or name in self.extras
 
-# %% ../nbs/11_cli.ipynb #18
+# %% ../nbs/11_cli.ipynb #25
 class Option:
     "A command-line option or positional: its parameter, where it goes, its default, type and help"
     def __init__(self, p, spec, typ, cmd):
@@ -114,6 +107,9 @@ class Option:
         self.flag = '--' + cmd.rename.get(p.name, p.name).replace('_', '-')
         self.positional = p.default is REQUIRED
 
+    def __repr__(self): return f"Option({self.flag if not self.positional else self.name.upper()}, default={self.default!r}, to {self.sources})"
+
+# %% ../nbs/11_cli.ipynb #28
 def options(cmd:Command, # A row of `COMMANDS`
            )->list:      # [Option], in the order of the sources' signatures
     "The options of `cmd`: every parameter of its sources the command line can give, merged by name"
@@ -125,52 +121,34 @@ def options(cmd:Command, # A row of `COMMANDS`
             else: opts[p.name] = Option(p, spec, typ, cmd)
     return list(opts.values())
 
-# %% ../nbs/11_cli.ipynb #20
-_ALIASES = {'n_workers': ('--workers',), 'num_workers': ('--workers',), 'cache_dir': ('--cache',), 'img_size': ('--size',)}
-
-def _shown(v): return ','.join(v) if isinstance(v, tuple) else v
-
-def _add_option(group, o:Option, cmd:Command):
-    "Add option `o` to the argparse `group`"
-    kw = dict(help=o.doc.replace('%', '%%'))
-    if o.name in cmd.choices: kw['choices'] = cmd.choices[o.name]
-    if o.positional: return group.add_argument(o.name, metavar=o.flag[2:].upper().replace('-', '_'), nargs=cmd.nargs.get(o.name), **kw)
-    selector = cmd.when.get(o.sources[0]) == o.name   # `--csv` switches csv_items on; alone it means the default file
-    if o.default is not None: kw['help'] += f" ({'alone: ' if selector else 'default: '}{_shown(o.default)})"
-    if o.typ is bool: return group.add_argument(o.flag, dest=o.name, action=_Bool, default=o.default, **kw)
-    flags = [o.flag, *(a for a in _ALIASES.get(o.name, ()) if a != o.flag)]
-    kw.update(type=_comma_list if o.typ is tuple else o.typ)
-    if 'choices' not in kw: kw['metavar'] = o.flag[2:].upper().replace('-', '_')   # with choices, argparse lists them
-    if selector: return group.add_argument(*flags, dest=o.name, nargs='?', const=o.default, default=None, **kw)
-    return group.add_argument(*flags, dest=o.name, default=o.default, **kw)
-
-# %% ../nbs/11_cli.ipynb #22
-def kwargs(args,     # Parsed arguments of a subcommand
-           fn:str,   # A source function's name, e.g. 'folder_dls'
-          )->dict:   # Its positionals, and the options given with a value other than its default
+# %% ../nbs/11_cli.ipynb #32
+def kwargs_for(args,   # Parsed arguments of a subcommand
+               fn:str, # A source function's name, e.g. 'folder_dls'
+              )->dict: # Its positionals, and the options given with a value other than its default
     "The keyword arguments `args` holds for library function `fn`"
     return {o.name: getattr(args, o.name) for o in args._options if fn in o.sources
             and (o.positional or getattr(args, o.name) != o.default)}
 
 def _given(args, o): return not o.positional and getattr(args, o.name) != o.default
 
-# %% ../nbs/11_cli.ipynb #23
+# %% ../nbs/11_cli.ipynb #36
 def _download(a):
     from imgclean.download import download_images
-    df = download_images(**kwargs(a, 'download_images'))
+    df = download_images(**kwargs_for(a, 'download_images'))
     if len(df) and (df.status == 'ok').sum() == 0:
         raise ValueError(f"none of the {len(df)} URLs gave an image; see {Path(a.dest)/'manifest.csv'} for the reasons")
 
 def _verify(a):
     from imgclean.verify import verify_dataset
-    verify_dataset(**kwargs(a, 'verify_dataset'))
+    verify_dataset(**kwargs_for(a, 'verify_dataset'))
 
+# %% ../nbs/11_cli.ipynb #38
 def _train_dls(a):
     "DataLoaders from the class folders (`folder_dls`) or, with --csv, a labels CSV"
     from imgclean.data import add_test_folder, csv_items, folder_dls, image_dls
-    if a.csv is None: dls = folder_dls(**kwargs(a, 'folder_dls'), **kwargs(a, 'image_dls'))
+    if a.csv is None: dls = folder_dls(**kwargs_for(a, 'folder_dls'), **kwargs_for(a, 'image_dls'))
     else:
-        dls = image_dls(a.path, csv_items(**kwargs(a, 'csv_items')), **kwargs(a, 'image_dls'))
+        dls = image_dls(a.path, csv_items(**kwargs_for(a, 'csv_items')), **kwargs_for(a, 'image_dls'))
         if a.test is not None: add_test_folder(dls, a.path, a.test)
     print(f"{len(dls.train_ds) + len(dls.valid_ds)} images, {dls.c} classes, {len(dls.valid_ds)} for validation")
     return dls
@@ -189,17 +167,18 @@ def _train_report(a, learn):
 def _train(a):
     from imgclean.export import export_learner
     from imgclean.train import find_lr, fine_tune_stages, fit_head_on_features, make_learner
-    learn = make_learner(_train_dls(a), **kwargs(a, 'make_learner'))
-    lr = find_lr(learn, show_plot=False, **kwargs(a, 'find_lr')) if a.lr == 'find' else a.lr
-    fine_tune_stages(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs(a, 'fine_tune_stages'))
+    learn = make_learner(_train_dls(a), **kwargs_for(a, 'make_learner'))
+    lr = find_lr(learn, show_plot=False, **kwargs_for(a, 'find_lr')) if a.lr == 'find' else a.lr
+    fine_tune_stages(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs_for(a, 'fine_tune_stages'))
     loss, err = learn.validate()[:2]
     _train_report(a, learn)
-    out = export_learner(learn, **kwargs(a, 'export_learner'))
+    out = export_learner(learn, **kwargs_for(a, 'export_learner'))
     print(f"validation accuracy {1-err:.3f} (loss {loss:.3f}); exported to {out}")
 
+# %% ../nbs/11_cli.ipynb #40
 def _predict(a):
     from imgclean.export import load_export, predict_files, predict_image
-    kw = kwargs(a, 'predict_files')
+    kw = kwargs_for(a, 'predict_files')
     learn, items = load_export(kw.pop('learn')), [Path(o) for o in kw.pop('files_or_folder')]
     for o in items:
         if not o.exists(): raise FileNotFoundError(f"{o} does not exist; pass image files or folders")
@@ -213,37 +192,40 @@ def _report(a):
     from imgclean.data import csv_items, folder_items
     from imgclean.export import load_export
     from imgclean.interpret import report_on_items
-    items = csv_items(**kwargs(a, 'csv_items'), valid_pct=0) if a.csv is not None else folder_items(a.path, valid_pct=0)
-    print(report_on_items(load_export(a.learn), a.path, items, **kwargs(a, 'report_on_items')).round(3).to_string())
+    items = csv_items(**kwargs_for(a, 'csv_items'), valid_pct=0) if a.csv is not None else folder_items(a.path, valid_pct=0)
+    print(report_on_items(load_export(a.learn), a.path, items, **kwargs_for(a, 'report_on_items')).round(3).to_string())
 
+# %% ../nbs/11_cli.ipynb #42
 def _audit(a):
     from imgclean.audit import audit, summarize_audit
     out = Path(a.out) if Path(a.out).is_absolute() else Path(a.path)/a.out
-    kw, lk = kwargs(a, 'audit'), kwargs(a, 'out_of_fold_learner_probs')
+    kw, lk = kwargs_for(a, 'audit'), kwargs_for(a, 'out_of_fold_learner_probs')
     df = audit(out=out, **kw, **({'learner_kwargs': lk} if lk else {}))
     print(summarize_audit(df))
     print(f"issues table: {out} (review it in Jupyter: ImageCleaner(path, issues=path/'{out.name}', mode='all'))")
 
+# %% ../nbs/11_cli.ipynb #44
 def _apply(a):
     from imgclean.widgets import apply_cleaning, undo_cleaning
-    if a.undo: print(f"moved {undo_cleaning(**kwargs(a, 'undo_cleaning'))} files back"); return
-    moves = apply_cleaning(**kwargs(a, 'apply_cleaning'))
+    if a.undo: print(f"moved {undo_cleaning(**kwargs_for(a, 'undo_cleaning'))} files back"); return
+    moves = apply_cleaning(**kwargs_for(a, 'apply_cleaning'))
     print(f"{len(moves)} files moved ({', '.join(f'{n} {k}' for k, n in moves.action.value_counts().items()) or 'nothing to do'}); "
           f"undo with `imgclean apply {a.path} --undo`")
 
 def _urls(a):
     from imgclean.export import url_collector_js
-    print(url_collector_js(**kwargs(a, 'url_collector_js')))
+    print(url_collector_js(**kwargs_for(a, 'url_collector_js')))
 
+# %% ../nbs/11_cli.ipynb #46
 def _serve(a):
     from imgclean.serve import serve
-    serve(**{**kwargs(a, 'make_app'), **kwargs(a, 'serve')})   # `serve` passes the rest on to `make_app`
+    serve(**{**kwargs_for(a, 'make_app'), **kwargs_for(a, 'serve')})   # `serve` passes the rest on to `make_app`
 
 def _demo(a):
     from imgclean.demo import run_demo
-    run_demo(**kwargs(a, 'run_demo'))
+    run_demo(**kwargs_for(a, 'run_demo'))
 
-# %% ../nbs/11_cli.ipynb #25
+# %% ../nbs/11_cli.ipynb #48
 def _lr(s):
     "--lr: a number, or 'find'"
     if s == 'find': return s
@@ -267,7 +249,7 @@ COMMANDS = dict(
                     extras=dict(top=(5, "classes shown for a single image", int))),
     report=Command(_report, 'imgclean.interpret:report_on_items', _DATA + 'folder_items', _DATA + 'csv_items',
                    help="precision/recall/F1 of an export.pkl on a labelled dataset", rename=dict(learn='learner'), types=dict(learn=str),
-                   skip=('root', 'items', 'valid_pct', 'seed', 'train', 'valid', 'valid_col'), when=dict(csv_items='csv')),
+                   skip=('root', 'items', 'valid_pct', 'seed', 'train', 'valid', 'valid_col', 'valid_only'), when=dict(csv_items='csv')),
     audit=Command(_audit, 'imgclean.audit:audit', 'imgclean.audit:out_of_fold_learner_probs', rename=dict(k='folds'),
                   skip=('model', *(f'out_of_fold_learner_probs.{o}' for o in ('path', 'items', 'k', 'arch', 'size', 'weights', 'progress'))),
                   choices=dict(flag='imgclean.audit:FLAG_RULES'), when=dict(out_of_fold_learner_probs='thorough'),
@@ -280,7 +262,33 @@ COMMANDS = dict(
     demo=Command(_demo, 'imgclean.demo:run_demo'),
 )
 
-# %% ../nbs/11_cli.ipynb #27
+# %% ../nbs/11_cli.ipynb #52
+class _Bool(argparse.Action):
+    "`--name` sets True, `--no-name` False: every boolean parameter gets both, whatever its default"
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__([o for s in option_strings for o in (s, '--no-' + s[2:])], dest, nargs=0, **kwargs)
+    def __call__(self, parser, namespace, values, option_string=None): setattr(namespace, self.dest, not option_string.startswith('--no-'))
+
+def _comma_list(s): return tuple(o.strip() for o in s.split(',') if o.strip())
+
+_ALIASES = {'n_workers': ('--workers',), 'num_workers': ('--workers',), 'cache_dir': ('--cache',), 'img_size': ('--size',)}
+
+def _shown(v): return ','.join(v) if isinstance(v, tuple) else v
+
+def _add_option(group, o:Option, cmd:Command):
+    "Add option `o` to the argparse `group`"
+    kw = dict(help=o.doc.replace('%', '%%'))
+    if o.name in cmd.choices: kw['choices'] = cmd.choices[o.name]
+    if o.positional: return group.add_argument(o.name, metavar=o.flag[2:].upper().replace('-', '_'), nargs=cmd.nargs.get(o.name), **kw)
+    selector = cmd.when.get(o.sources[0]) == o.name   # `--csv` switches csv_items on; alone it means the default file
+    if o.default is not None: kw['help'] += f" ({'alone: ' if selector else 'default: '}{_shown(o.default)})"
+    if o.typ is bool: return group.add_argument(o.flag, dest=o.name, action=_Bool, default=o.default, **kw)
+    flags = [o.flag, *(a for a in _ALIASES.get(o.name, ()) if a != o.flag)]
+    kw.update(type=_comma_list if o.typ is tuple else o.typ)
+    if 'choices' not in kw: kw['metavar'] = o.flag[2:].upper().replace('-', '_')   # with choices, argparse lists them
+    if selector: return group.add_argument(*flags, dest=o.name, nargs='?', const=o.default, default=None, **kw)
+    return group.add_argument(*flags, dest=o.name, default=o.default, **kw)
+
 class _Parser(argparse.ArgumentParser):
     "argparse whose usage errors are one line, like every other `imgclean` error (the usage is one `--help` away)"
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -294,7 +302,7 @@ def _choices(spec):
 def _subparser(sub, name, cmd):
     "The subparser of command `name`: one argument group per source function, then the command line's own options"
     doc, _ = read_signature(cmd.sources[0])
-    s = sub.add_parser(name, help=cmd.help or (doc[0].replace('`', '') if doc else ''), description=cmd.help or (doc[0] if doc else None))
+    s = sub.add_parser(name, help=cmd.help or doc.replace('`', ''), description=cmd.help or doc)
     opts = options(cmd)
     cmd.choices = {k: _choices(v) if isinstance(v, str) else v for k, v in cmd.choices.items()}
     for spec in cmd.sources:
@@ -316,7 +324,7 @@ def _parser():
     for name, cmd in COMMANDS.items(): _subparser(sub, name, cmd)
     return p
 
-# %% ../nbs/11_cli.ipynb #29
+# %% ../nbs/11_cli.ipynb #59
 def _check_when(a):
     "Refuse options of a `when` source given without its switch, e.g. --fn-col without --csv"
     for fn, switch in a._cmd.when.items():
@@ -324,7 +332,6 @@ def _check_when(a):
         alone = [o.flag for o in a._options if o.sources == [fn] and o.name != switch and _given(a, o)]
         if alone: a._parser.error(f"{', '.join(alone)} only count with --{switch.replace('_', '-')}")
 
-# %% ../nbs/11_cli.ipynb #31
 def _one_line(e): return ' '.join(str(e).split()) or type(e).__name__
 
 def _no_weights(e):

@@ -29,7 +29,7 @@ def _demo_learner(dest, img_size, bs, seed, arch, pretrained):
     from imgclean.train import make_learner, weights_file
     print("== 4/6 data")
     items = folder_items(dest, valid_pct=0.2, seed=seed)
-    dls = image_dls(dest, items, size=img_size, bs=bs)
+    dls = image_dls(dest, items, size=img_size, bs=bs, num_workers=0)   # small images on a CPU: worker processes cost more than they give
     print(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, classes {list(dls.vocab)}")
     print("== 5/6 train")
     if pretrained is None:
@@ -53,12 +53,13 @@ def _demo_interpret(learn, path):
     from fastai.interpret import ClassificationInterpretation
     from imgclean.core import rel_name
     interp = ClassificationInterpretation.from_learner(learn)
+    n = len(learn.dls.valid_ds)   # a small demo may have fewer than 9 validation images
     interp.plot_confusion_matrix(); plt.savefig(path/'confusion_matrix.png', bbox_inches='tight'); plt.close('all')
-    interp.plot_top_losses(9, figsize=(9, 9)); plt.savefig(path/'top_losses.png', bbox_inches='tight'); plt.close('all')
+    interp.plot_top_losses(min(9, n), figsize=(9, 9)); plt.savefig(path/'top_losses.png', bbox_inches='tight'); plt.close('all')
     print("confusion matrix (rows: actual, columns: predicted):")
     print('\n'.join(f"  {c:>10} " + ' '.join(f"{v:4d}" for v in row) for c, row in zip(learn.dls.vocab, interp.confusion_matrix())))
     print("top losses:")
-    for l, i in zip(*interp.top_losses(5)):   # the items are the files themselves
+    for l, i in zip(*interp.top_losses(min(5, n))):   # the items are the files themselves
         print(f"  {rel_name(learn.dls.valid_ds.items[int(i)], learn.dls.path):<28} loss {float(l):.2f}")
 
 def _demo_export(learn, path):

@@ -263,7 +263,7 @@ def grab(path,              # Where to grab
 """)
     monkeypatch.syspath_prepend(str(tmp_path))
     seen = []
-    monkeypatch.setitem(cli.COMMANDS, 'grab', cli.Command(lambda a: seen.append(cli.kwargs(a, 'grab')), 'fake_stage:grab'))
+    monkeypatch.setitem(cli.COMMANDS, 'grab', cli.Command(lambda a: seen.append(cli.kwargs_for(a, 'grab')), 'fake_stage:grab'))
     cli.main(['grab', 'here', '--workers', '3', '--no-fast', '--tags', 'x,y', '--ratio', '0.25'])
     cli.main(['grab', 'there'])
     assert seen == [dict(path='here', n_workers=3, fast=False, tags=('x', 'y'), ratio=0.25), dict(path='there')]
@@ -300,5 +300,5 @@ def test_csv_alone_means_cleaned_csv(capsys, class_folders):
     from imgclean.data import folder_items
     folder_items(class_folders).iloc[3:][['name', 'label']].to_csv(class_folders/'cleaned.csv', index=False)
     a = cli._parser().parse_args(['train', str(class_folders), '--csv'])
-    assert a.csv == 'cleaned.csv' and cli.kwargs(a, 'csv_items') == dict(path=str(class_folders))   # the library's default applies
+    assert a.csv == 'cleaned.csv' and cli.kwargs_for(a, 'csv_items') == dict(path=str(class_folders))   # the library's default applies
     assert cli._parser().parse_args(['train', str(class_folders)]).csv is None
