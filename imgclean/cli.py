@@ -289,6 +289,7 @@ def _add_option(group, o:Option, cmd:Command):
     if selector: return group.add_argument(*flags, dest=o.name, nargs='?', const=o.default, default=None, **kw)
     return group.add_argument(*flags, dest=o.name, default=o.default, **kw)
 
+# %% ../nbs/11_cli.ipynb #56
 class _Parser(argparse.ArgumentParser):
     "argparse whose usage errors are one line, like every other `imgclean` error (the usage is one `--help` away)"
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -324,7 +325,7 @@ def _parser():
     for name, cmd in COMMANDS.items(): _subparser(sub, name, cmd)
     return p
 
-# %% ../nbs/11_cli.ipynb #59
+# %% ../nbs/11_cli.ipynb #63
 def _check_when(a):
     "Refuse options of a `when` source given without its switch, e.g. --fn-col without --csv"
     for fn, switch in a._cmd.when.items():

@@ -23,6 +23,7 @@ def _demo_data(path, n_per_class, max_size, seed):
     print("== 3/6 verify")
     return man, verify_dataset(path/'images', max_size=max_size)           # only hashes what the download checked
 
+# %% ../nbs/10_demo.ipynb #7
 def _demo_learner(dest, img_size, bs, seed, arch, pretrained):
     "Step 4 and the learner of step 5: items, `DataLoaders`, `make_learner` (from scratch when no weights are cached)"
     from imgclean.data import folder_items, image_dls
@@ -46,6 +47,7 @@ def _demo_fit(learn, epochs, freeze_epochs):
     fine_tune_stages(learn, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr)
     return learn
 
+# %% ../nbs/10_demo.ipynb #9
 def _demo_interpret(learn, path):
     "The confusion matrix and top losses, as fastai's `ClassificationInterpretation` shows them: printed and saved as PNGs"
     import matplotlib; matplotlib.use('Agg')
@@ -85,7 +87,7 @@ def _demo_summary(man, ver, err, out, seconds):
     print(f"validation accuracy {s['valid_accuracy']:.3f}; export.pkl at {out}; plots in {Path(out).parent}; took {s['seconds']:.0f}s")
     return s
 
-# %% ../nbs/10_demo.ipynb #7
+# %% ../nbs/10_demo.ipynb #11
 def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, images, plots, export.pkl
              n_per_class:int=60,      # Clean images per class on the demo site
              img_size:int=64,         # Training image size
