@@ -20,13 +20,13 @@ from fastai.learner import Learner, load_learner
 from .core import write_csv
 from .interpret import predict_probs
 
-# %% ../nbs/08_export.ipynb #6
+# %% ../nbs/08_export.ipynb #7
 def _picklable(cb):
     "Can `cb` be pickled (without its learner)?"
     import cloudpickle
     lrn = cb.__dict__.pop('learn', None)
     try: cloudpickle.dumps(cb); return True
-    except Exception: return False
+    except Exception: return False   # any failure to pickle (TypeError, PicklingError, ...) means: leave it out
     finally:
         if lrn is not None: cb.learn = lrn
 
@@ -53,7 +53,7 @@ def export_learner(learn:Learner,          # A trained `Learner`
     os.replace(tmp, fn)
     return fn
 
-# %% ../nbs/08_export.ipynb #10
+# %% ../nbs/08_export.ipynb #11
 def load_export(fname,           # An export.pkl (or a `Learner`, returned as is)
                cpu:bool=True,   # Map the model to the CPU
               )->Learner:
@@ -78,7 +78,7 @@ def load_export(fname,           # An export.pkl (or a `Learner`, returned as is
     if not isinstance(learn, Learner): raise TypeError(f"{fn} holds a {type(learn).__name__}, not a fastai Learner")
     return learn
 
-# %% ../nbs/08_export.ipynb #13
+# %% ../nbs/08_export.ipynb #18
 def predict_image(learn,     # A `Learner` or an export.pkl path
                   img,       # Image file, PIL image, bytes or array
                  )->list:    # [(class, probability)], most probable first
@@ -88,7 +88,7 @@ def predict_image(learn,     # A `Learner` or an export.pkl path
     if reasons[0]: raise ValueError(f"{img if isinstance(img, (str, Path)) else type(img).__name__}: {reasons[0]}")
     return sorted(zip(map(str, learn.dls.vocab), map(float, probs[0])), key=lambda o: -o[1])
 
-# %% ../nbs/08_export.ipynb #16
+# %% ../nbs/08_export.ipynb #22
 def image_paths(items,  # Files and/or folders (searched recursively; hidden files are ignored)
                )->tuple: # ([files to predict], [(file, reason) skipped without decoding])
     "The files to predict for `items`: every file given explicitly, and the image files inside folders"
@@ -109,6 +109,7 @@ def image_paths(items,  # Files and/or folders (searched recursively; hidden fil
         else: put(p, skip, 'file not found')
     return todo, skip
 
+# %% ../nbs/08_export.ipynb #26
 def predict_files(learn,              # A `Learner` or an export.pkl path
                   files_or_folder,    # A folder, a file, or a list of them
                   out=None,           # Write the table to this CSV (atomically)
@@ -144,7 +145,7 @@ def predict_files(learn,              # A `Learner` or an export.pkl path
         write_csv(df, out)
     return df
 
-# %% ../nbs/08_export.ipynb #20
+# %% ../nbs/08_export.ipynb #30
 def plot_prediction_counts(df:pd.DataFrame, # From `predict_files` (needs a `prediction` column)
                            ax=None,         # Matplotlib axes to draw on
                           ):
@@ -160,7 +161,7 @@ def plot_prediction_counts(df:pd.DataFrame, # From `predict_files` (needs a `pre
     ax.set_ylabel('images'); ax.set_title(f'predicted classes ({len(s)} images)')
     return ax.figure
 
-# %% ../nbs/08_export.ipynb #23
+# %% ../nbs/08_export.ipynb #34
 def url_collector_js(bookmarklet:bool=False, # The `javascript:` bookmarklet instead of the console snippet
                     )->str:
     "The browser snippet that saves an image-search page's full-size image URLs as `urls_<query>.csv`"

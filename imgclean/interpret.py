@@ -21,6 +21,8 @@ from fastai.vision.core import PILImage
 from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
+from .core import IMAGE_ERRORS
+
 # %% ../nbs/05_interpret.ipynb #7
 def fit_history(learn:Learner)->pd.DataFrame:  # One row per epoch: [phase], train_loss, valid_loss, metrics
     "The epoch table of `learn`'s training: every phase of `fine_tune_stages`, else the last fit"
@@ -35,6 +37,7 @@ def fit_history(learn:Learner)->pd.DataFrame:  # One row per epoch: [phase], tra
     names = [n for n in rec.metric_names[1:] if n != 'time']
     return pd.DataFrame([list(v)[:len(names)] for v in vals], columns=names[:len(vals[0])]).rename_axis('epoch')
 
+# %% ../nbs/05_interpret.ipynb #11
 def plot_history(learn:Learner,   # A trained `Learner`
                  skip_start:int=0, # Batches skipped at the start
                  ax=None,          # Matplotlib axes to draw on
@@ -56,7 +59,7 @@ def plot_history(learn:Learner,   # A trained `Learner`
     ax.set_xlabel('training batches'); ax.set_ylabel('loss'); ax.legend()
     return ax.figure
 
-# %% ../nbs/05_interpret.ipynb #14
+# %% ../nbs/05_interpret.ipynb #15
 def report_from_labels(actual,           # Actual label of each item
                        predicted,        # Predicted label of each item
                        classes=None,     # Class order; None: sorted union of both
@@ -81,7 +84,7 @@ def report_from_labels(actual,           # Actual label of each item
     df['support'] = df.support.astype(int)
     return df
 
-# %% ../nbs/05_interpret.ipynb #18
+# %% ../nbs/05_interpret.ipynb #19
 def interpretation(learn,         # A `Learner` or a `ClassificationInterpretation`
                    ds_idx:int=1,  # 0: training set, 1: validation set
                   )->ClassificationInterpretation:
@@ -112,13 +115,14 @@ def _labels(interp):
     v = list(map(str, interp.vocab))
     return [v[i] for i in interp.targs.view(-1).tolist()], [v[i] for i in interp.decoded.view(-1).tolist()], v
 
+# %% ../nbs/05_interpret.ipynb #23
 def classification_report(learn,        # A `Learner` or a `ClassificationInterpretation`
                           ds_idx:int=1,  # 0: training set, 1: validation set
                          )->pd.DataFrame: # precision, recall, f1, support per class, then accuracy, macro and weighted avg
     "Per-class precision/recall/F1 of `learn` on dataset `ds_idx` (no scikit-learn needed)"
     return report_from_labels(*_labels(interpretation(learn, ds_idx)))
 
-# %% ../nbs/05_interpret.ipynb #23
+# %% ../nbs/05_interpret.ipynb #28
 def confusion_table(learn,                # A `Learner` or a `ClassificationInterpretation`
               normalize:bool=False, # Divide each row by its count (recall on the diagonal)
               ds_idx:int=1,         # 0: training set, 1: validation set
@@ -130,6 +134,7 @@ def confusion_table(learn,                # A `Learner` or a `ClassificationInte
     df = pd.DataFrame(cm, index=pd.Index(v, name='actual'), columns=pd.Index(v, name='predicted'))
     return df.div(df.sum(axis=1).where(lambda s: s > 0, 1), axis=0) if normalize else df
 
+# %% ../nbs/05_interpret.ipynb #32
 def plot_confusion(learn,                # A `Learner` or a `ClassificationInterpretation`
                    normalize:bool=False, # Show fractions of each actual class instead of counts
                    ds_idx:int=1,         # 0: training set, 1: validation set
@@ -142,6 +147,7 @@ def plot_confusion(learn,                # A `Learner` or a `ClassificationInter
     interp.plot_confusion_matrix(normalize=normalize, **kwargs)
     return plt.gcf()
 
+# %% ../nbs/05_interpret.ipynb #36
 def most_confused(learn,          # A `Learner` or a `ClassificationInterpretation`
                   min_val:int=1,  # Smallest count shown
                   ds_idx:int=1,   # 0: training set, 1: validation set
@@ -150,17 +156,24 @@ def most_confused(learn,          # A `Learner` or a `ClassificationInterpretati
     res = interpretation(learn, ds_idx).most_confused(min_val)
     return pd.DataFrame([(str(a), str(p), int(n)) for a, p, n in res], columns=['actual', 'predicted', 'count'])
 
-# %% ../nbs/05_interpret.ipynb #27
+# %% ../nbs/05_interpret.ipynb #40
+def _item_names(interp):
+    "The file of each item of `interp`'s dataset ('' for items that are not paths)"
+    its = getattr(interp.dl.dataset, 'items', None)
+    if its is None or isinstance(its, pd.DataFrame): return [''] * len(interp.dl.dataset)
+    return [str(o) if isinstance(o, (str, Path)) else '' for o in its]
+
 def wrong_predictions(learn,        # A `Learner` or a `ClassificationInterpretation`
                       ds_idx:int=1, # 0: training set, 1: validation set
-                     )->pd.DataFrame: # idx (in the dataset), actual, predicted, probability; most confident first
+                     )->pd.DataFrame: # idx (in the dataset), file, actual, predicted, probability; most confident first
     "The items of dataset `ds_idx` that `learn` predicts wrongly"
     interp = interpretation(learn, ds_idx)
     a, p, v = _labels(interp)
     prob = interp.preds.max(1).values.tolist()
-    df = pd.DataFrame(dict(idx=range(len(a)), actual=a, predicted=p, probability=prob))
+    df = pd.DataFrame(dict(idx=range(len(a)), file=_item_names(interp), actual=a, predicted=p, probability=prob))
     return df[df.actual != df.predicted].sort_values('probability', ascending=False).reset_index(drop=True)
 
+# %% ../nbs/05_interpret.ipynb #44
 def plot_wrong(learn,               # A `Learner` or a `ClassificationInterpretation`
                n:int=9,             # Most images shown
                ds_idx:int=1,        # 0: training set, 1: validation set
@@ -182,7 +195,7 @@ def plot_wrong(learn,               # A `Learner` or a `ClassificationInterpreta
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_interpret.ipynb #30
+# %% ../nbs/05_interpret.ipynb #48
 def _image_type(learn):
     "(index of the image-creating transform in the input pipeline, its image class)"
     tl = learn.dls.valid_ds.tls[0] if hasattr(learn.dls.valid_ds, 'tls') else None
@@ -196,7 +209,7 @@ def _decode(o, cls):
     try:
         if isinstance(o, (str, Path)) and not Path(o).is_file(): return None, 'file not found'
         return cls.create(o.convert(cls._open_args.get('mode', 'RGB')) if isinstance(o, Image.Image) else o), ''
-    except Exception as e: return None, f"not a readable image ({type(e).__name__}: {e})"[:200]
+    except IMAGE_ERRORS as e: return None, f"not a readable image ({type(e).__name__}: {e})"[:200]
 
 def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
                   items,             # Image files, PIL images, bytes or arrays
@@ -222,7 +235,7 @@ def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
             probs[[s + i for i in ok]] = p.float().numpy()
     return probs, reasons
 
-# %% ../nbs/05_interpret.ipynb #34
+# %% ../nbs/05_interpret.ipynb #52
 def report_on_items(learn:Learner,       # A trained or loaded `Learner`
                     root:Path,           # Folder the item names are relative to
                     items:pd.DataFrame,  # Columns `name` and `label` (e.g. from `folder_items`)
@@ -241,7 +254,7 @@ def report_on_items(learn:Learner,       # A trained or loaded `Learner`
     v = [str(o) for o in learn.dls.vocab]
     return report_from_labels(items.label.astype(str).values[ok], [v[i] for i in probs[ok].argmax(1)], v)
 
-# %% ../nbs/05_interpret.ipynb #37
+# %% ../nbs/05_interpret.ipynb #56
 def plot_top5(learn:Learner,  # A trained or loaded `Learner`
               img,            # Image file, PIL image, bytes or array
               k:int=5,        # Classes shown

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'get_arch', 'arch_meta', 'WeightsUnavailable', 'weights_file', 'pretrained_model', 'make_learner',
-           'find_lr', 'fine_tune_stages']
+           'find_lr', 'fit_head_on_features', 'fine_tune_stages']
 
 # %% ../nbs/04_train.ipynb #2
-import difflib, os, socket
+import difflib, os, random, socket, time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,10 +17,15 @@ import torchvision
 from fastai.callback.schedule import lr_find  # noqa: F401 (patches Learner.lr_find / fit_one_cycle)
 from fastai.callback.core import Callback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
 from fastai.learner import Learner, Recorder
-from fastai.metrics import error_rate
+from fastai.metrics import accuracy, error_rate
 from fastai.vision.learner import _default_meta, create_body, model_meta, vision_learner
 from torch import nn
+from torch.utils.data import TensorDataset
+
+from .data import fit_batches
 
 # %% ../nbs/04_train.ipynb #5
 _TV = set(torchvision.models.list_models(module=torchvision.models))
@@ -43,30 +48,34 @@ def get_arch(arch, # A name ('resnet34', 'efficientnet_b0', a timm name) or a mo
     if timm is None: hint += " (timm is not installed: `pip install timm` for timm backbones)"
     raise ValueError(f"unknown backbone {arch!r}{hint}")
 
-def arch_meta(arch)->dict:
+# %% ../nbs/04_train.ipynb #9
+def arch_meta(arch, # A torchvision builder
+             )->dict: # fastai's meta: cut, split, stats
     "fastai's cut/split metadata for `arch`, extended to torchvision families fastai doesn't list"
     if arch in model_meta: return model_meta[arch]
     name = getattr(arch, '__name__', '')
     cut = next((c for k, c in _EXTRA_CUTS.items() if name.startswith(k)), None)
     return {**_default_meta, 'cut': cut} if cut is not None else _default_meta
 
-# %% ../nbs/04_train.ipynb #9
+# %% ../nbs/04_train.ipynb #13
 class WeightsUnavailable(RuntimeError):
     "Pretrained weights were asked for but cannot be had here (not cached, no network, or a bad file)"
 
-def _reachable(url, timeout=3.0):
-    "Can we open a TCP connection to `url`'s host within `timeout` seconds?"
-    u = urlparse(url)
-    try:
-        with socket.create_connection((u.hostname, u.port or (443 if u.scheme == 'https' else 80)), timeout=timeout): return True
-    except OSError: return False
-
+# %% ../nbs/04_train.ipynb #17
 def weights_file(arch, # A torchvision builder or name
                 )->tuple: # (url, path in the torch hub cache) of its default ImageNet weights
     "Where torchvision downloads `arch`'s default weights from, and where the torch hub cache keeps them"
     arch = get_arch(arch)
     w = torchvision.models.get_model_weights(arch).DEFAULT
     return w.url, Path(torch.hub.get_dir())/'checkpoints'/os.path.basename(urlparse(w.url).path)
+
+# %% ../nbs/04_train.ipynb #21
+def _reachable(url, timeout=3.0):
+    "Can we open a TCP connection to `url`'s host within `timeout` seconds?"
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname, u.port or (443 if u.scheme == 'https' else 80)), timeout=timeout): return True
+    except OSError: return False
 
 def _read_state_dict(weights):
     "State dict from a file: plain, or a checkpoint holding one under 'model'/'state_dict'"
@@ -121,7 +130,7 @@ def _load_into(model, sd, fn, name):
     if len(missing) > 2 or res.unexpected_keys:  # a new classifier (weight, bias) may be missing; nothing else
         raise WeightsUnavailable(f"{fn} does not fit {name}: missing {missing[:3]}, unexpected {res.unexpected_keys[:3]}")
 
-# %% ../nbs/04_train.ipynb #19
+# %% ../nbs/04_train.ipynb #31
 def make_learner(dls,                   # DataLoaders from the data stage
                  arch='resnet34',       # Backbone name or builder
                  pretrained:bool=True,  # Start from ImageNet weights (hub cache or download)
@@ -152,18 +161,64 @@ def make_learner(dls,                   # DataLoaders from the data stage
     learn.pretrained, learn.arch_name = use, a.__name__
     return learn
 
-# %% ../nbs/04_train.ipynb #27
+# %% ../nbs/04_train.ipynb #39
 def find_lr(learn:Learner,        # The learner
             show_plot:bool=True,  # Plot loss against learning rate
             clamp=(1e-5, 1e-1),   # The suggestion is clipped to this range
             num_it:int=100,       # Mini-batches tried (fewer is faster on a CPU)
            )->float:              # Suggested learning rate (fastai's 'valley')
     "Run `lr_find`, print and return its suggestion"
+    fit_batches(learn.dls)
     sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
     lr = float(min(max(sug.valley, clamp[0]), clamp[1]))
     print(f"lr_find suggests {sug.valley:.2e} (valley); using {lr:.2e}")
     return lr
 
+# %% ../nbs/04_train.ipynb #46
+def _body_features(learn, dl):
+    "The head's input (pooled body features) and the targets of every batch of `dl`, on `dl`'s device"
+    m = learn.model; pool = nn.Sequential(m[0], *m[1][:2]); was = m.training
+    pool.eval(); xs, ys = [], []
+    with torch.no_grad():
+        for xb, yb in dl: xs.append(pool(xb).float().as_subclass(torch.Tensor)); ys.append(yb.as_subclass(torch.Tensor))
+    m.train(was)
+    if not xs: return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(xs), torch.cat(ys)
+
+def _feature_dls(learn, bs, seed):
+    "`DataLoaders` of the body features of `learn`'s training (unaugmented) and validation images"
+    tr = learn.dls.train.new(shuffle=False, drop_last=False, after_batch=learn.dls.valid.after_batch)   # no augmentation
+    (xt, yt), (xv, yv) = _body_features(learn, tr), _body_features(learn, learn.dls.valid)
+    if len(xt) < 2: raise ValueError(f"fit_head_on_features needs at least 2 training images, got {len(xt)}")
+    dev = xt.device
+    train = DataLoader(TensorDataset(xt, yt), bs=min(bs, len(xt)), shuffle=True, drop_last=True, device=dev)
+    train.rng = random.Random(seed)   # the shuffling order: seeded, the global RNG left alone
+    return DataLoaders(train, DataLoader(TensorDataset(xv, yv), bs=bs, device=dev), path=learn.path)
+
+def fit_head_on_features(learn:Learner,   # A fastai vision learner (body, head), e.g. from `make_learner`
+                         epochs:int=5,    # `fit_one_cycle` epochs over the cached features
+                         lr:float=1e-2,   # Maximum learning rate
+                         bs:int=64,       # Batch size on features (shrunk to the training images when there are fewer)
+                         wd:float=None,   # Weight decay; None: `learn.wd` (fastai's default)
+                         seed:int=0,      # Seed of the shuffling order
+                        )->dict:          # train_loss, valid_loss, valid_accuracy, feature_seconds, head_seconds, seconds, history
+    "The frozen phase of fine-tuning on body features computed once: `learn`'s head trained with `fit_one_cycle`"
+    m = learn.model
+    if not (isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[1], nn.Sequential) and len(m[1]) > 2):
+        raise ValueError("fit_head_on_features needs a vision_learner model (body, head); use learn.fine_tune instead")
+    t0 = time.time(); fdls = _feature_dls(learn, bs, seed); t1 = time.time()
+    head = Learner(fdls, m[1][2:], loss_func=learn.loss_func, opt_func=learn.opt_func, wd=learn.wd if wd is None else wd,
+                   metrics=accuracy)
+    was = m.training
+    with head.no_bar(), head.no_logging(): head.fit_one_cycle(epochs, lr)
+    m.train(was)
+    hist = pd.DataFrame([dict(epoch=i, train_loss=v[0], valid_loss=v[1], valid_accuracy=v[2]) for i, v in enumerate(head.recorder.values)])
+    last = hist.iloc[-1] if len(hist) else dict(train_loss=float('nan'), valid_loss=float('nan'), valid_accuracy=float('nan'))
+    t2 = time.time()
+    return dict(train_loss=float(last['train_loss']), valid_loss=float(last['valid_loss']), valid_accuracy=float(last['valid_accuracy']),
+                feature_seconds=t1 - t0, head_seconds=t2 - t1, seconds=t2 - t0, history=hist)
+
+# %% ../nbs/04_train.ipynb #51
 STRATEGIES = ('freeze_unfreeze', 'freeze', 'no_freeze')
 
 class _StageLog(Callback):
@@ -199,11 +254,12 @@ def fine_tune_stages(learn:Learner,       # The learner
                      patience:int=None,   # Early-stopping patience on valid_loss (keeps the best weights)
                      min_delta:float=0.,  # Smallest valid_loss decrease that counts as better
                      save:bool=True,      # Save `stage-1` / `stage-2` under `learn.path/learn.model_dir`
-                     head_fit=None,       # `f(learn, epochs)` doing the frozen phase instead, e.g. `audit.fit_head_on_features`
+                     head_fit=None,       # `f(learn, epochs)` doing the frozen phase instead, e.g. `fit_head_on_features`
                     )->Learner:
     "Lesson 2's fit_one_cycle → unfreeze → fit_one_cycle(slice) schedule, as one call"
     if strategy is None: strategy = 'freeze_unfreeze' if getattr(learn, 'pretrained', True) else 'no_freeze'
     if strategy not in STRATEGIES: raise ValueError(f"strategy={strategy!r}: choose one of {STRATEGIES}")
+    fit_batches(learn.dls)
     learn.stage_history = dict(epochs=[], losses=[])   # read by `fit_history` / `plot_history`
     if strategy in ('freeze_unfreeze', 'freeze'):
         learn.freeze()

@@ -171,6 +171,11 @@ def test_audit_from_the_command_line(capsys, tmp_path, class_folders):
     assert list(df.columns) == ISSUE_COLUMNS and f"{df.file.nunique()} files with {len(df)} issues" in out
     assert {'circle/000.png', 'circle/copy.png'} <= set(df.file[df.issue == 'exact_duplicate'])
     assert 'issues table: ' + str(class_folders/'issues.csv') in out
+    call = out.split('review it in Jupyter: ')[1].splitlines()[0][:-1]          # the call the message names works
+    from pathlib import Path
+    from imgclean.widgets import ImageCleaner
+    cleaner = eval(call, dict(ImageCleaner=ImageCleaner, path=Path(class_folders)))
+    assert {'circle/000.png', 'circle/copy.png'} <= set(cleaner.rows.file)
     code, out, err = run(capsys, 'audit', class_folders, '--thorough', '--no-pretrained', '--arch', 'resnet18', '--size', 32,
                          '--folds', 2, '--epochs', 1, '--bs', 8, '--out', tmp_path/'thorough.csv', '--checks', 'label,duplicates')
     assert code == 0, err
@@ -183,10 +188,117 @@ def test_help_and_argument_errors_do_not_load_torch(tmp_path):
     "`imgclean --help` and bad arguments answer at once: no torch/fastai import (that takes seconds)"
     import subprocess, sys
     code = ("import sys\nfrom imgclean import cli\n"
-            f"for argv in (['--help'], ['audit', '.', '--flag', 'x'], ['download', {str(tmp_path/'nope')!r}, {str(tmp_path/'d')!r}]):\n"
+            f"for argv in (['--help'], ['train', '--help'], ['audit', '.', '--flag', 'x'], ['train', '.', '--fn-col', 'f'], "
+            f"['train', '.', '--lr', 'fast'], ['audit', '.', '--epochs', '2'], ['download', {str(tmp_path/'nope')!r}, {str(tmp_path/'d')!r}]):\n"
             "    try: cli.main(argv)\n    except SystemExit as e: print('exit', e.code)\n"
             "print(sorted(m for m in ('torch', 'fastai') if m in sys.modules))")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert [l for l in lines if l.startswith('exit')] == ['exit 0', 'exit 2', 'exit 2'] and lines[-1] == '[]', out.stdout[-500:]
+    assert [l for l in lines if l.startswith('exit')] == ['exit 0']*2 + ['exit 2']*5 and lines[-1] == '[]', out.stdout[-500:]
+    assert 'imgclean train: error: --fn-col only count with --csv' in out.stderr
+    assert "imgclean train: error: argument --lr: 'fast' is neither a number nor 'find'" in out.stderr
+
+
+def cli_library_mismatches(parser):
+    "([(command, flag, function, CLI default, library default)] where they differ, number of defaults compared)"
+    import importlib, inspect
+    sub = next(a for a in parser._actions if a.dest == 'cmd').choices
+    bad, n = [], 0
+    for name, cmd in cli.COMMANDS.items():
+        acts = {a.dest: a for a in sub[name]._actions}
+        for o in cli.options(cmd):
+            act = acts[o.name]
+            if o.positional: continue
+            default = act.const if act.nargs == '?' else act.default    # `--csv` alone means the library's default
+            for spec in cmd.sources:
+                module, fn = spec.split(':')
+                if fn not in o.sources: continue
+                lib = inspect.signature(getattr(importlib.import_module(module), fn)).parameters[o.name].default
+                n += 1
+                if default != lib or type(default) is not type(lib): bad.append((name, act.option_strings[0], fn, default, lib))
+    return bad, n
+
+
+EXTRAS = {('train', 'lr'), ('train', 'fast_frozen'), ('predict', 'top'), ('audit', 'out'), ('apply', 'undo')}
+
+
+def test_every_cli_default_is_the_library_default():
+    "Each option's default is read from the library function it goes to; a default set in the CLI alone fails this test"
+    p = cli._parser()
+    bad, n = cli_library_mismatches(p)
+    assert bad == [] and n > 100, (bad, n)
+    # every option is a library parameter, but the few command-line-only ones listed here
+    sub = next(a for a in p._actions if a.dest == 'cmd').choices
+    extra = {(name, a.dest) for name, cmd in cli.COMMANDS.items() for a in sub[name]._actions
+             if a.dest != 'help' and a.dest not in {o.name for o in cli.options(cmd)}}
+    assert extra == EXTRAS
+    # and the check can fail: a default changed on the CLI side only is caught
+    act = next(a for a in sub['train']._actions if a.dest == 'bs')
+    act.default = 32
+    assert cli_library_mismatches(p)[0] == [('train', '--bs', 'image_dls', 32, 64)]
+
+
+def test_shared_options_agree_in_every_function():
+    "An option passed to two functions (train's --seed, serve's --max-batch) has one default in both"
+    shared = [(name, o.name, o.sources) for name, cmd in cli.COMMANDS.items() for o in cli.options(cmd) if len(o.sources) > 1]
+    assert ('serve', 'max_batch', ['serve', 'make_app']) in shared and ('train', 'seed', ['folder_dls', 'csv_items']) in shared
+    assert cli_library_mismatches(cli._parser())[0] == []   # compares against each of the functions
+
+
+def test_a_new_library_parameter_appears_on_the_command_line(tmp_path, monkeypatch, capsys):
+    "A parameter added to a stage function is an option at once: no CLI edit (types, booleans, lists, docments as help)"
+    (tmp_path/'fake_stage.py').write_text("""
+LIMIT = 7
+def grab(path,              # Where to grab
+         n_workers:int=8,   # Threads
+         fast:bool=True,    # Go fast
+         tags=('a', 'b'),   # Tags to grab
+         limit:int=LIMIT,   # At most this many
+         ratio:float=0.5,   # A fraction
+         frame:dict=None,   # Not for the command line
+         resample=object(), # Not a literal: not offered
+        ):
+    "Grab the things at `path`"
+""")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    monkeypatch.setitem(cli.COMMANDS, 'grab', cli.Command(lambda a: seen.append(cli.kwargs_for(a, 'grab')), 'fake_stage:grab'))
+    cli.main(['grab', 'here', '--workers', '3', '--no-fast', '--tags', 'x,y', '--ratio', '0.25'])
+    cli.main(['grab', 'there'])
+    assert seen == [dict(path='here', n_workers=3, fast=False, tags=('x', 'y'), ratio=0.25), dict(path='there')]
+    code, out, _ = run(capsys, 'grab', '--help')
+    assert code == 0 and 'Grab the things at `path`' in out and '--limit LIMIT' in out and 'At most this many (default: 7)' in out
+    assert '--frame' not in out and '--resample' not in out and '--fast, --no-fast' in out
+
+
+def test_train_on_fewer_images_than_a_batch(capsys, tmp_path):
+    "44 images (32 for training) with the default --bs 64: the batch shrinks with a one-line note, lr_find runs"
+    from conftest import make_class_folders
+    root = make_class_folders(tmp_path/'few', classes=('circle', 'square', 'triangle', 'star'), n=11, size=24)
+    code, out, err = run(capsys, 'train', root, '--valid-pct', 0.25, '--arch', 'resnet18', '--no-pretrained', '--size', 24,
+                         '--epochs', 1, '--workers', 0)
+    assert code == 0, err
+    assert '44 images, 4 classes, 12 for validation' in out
+    assert [l for l in out.splitlines() if l.startswith('note:')] == ['note: batch size 64 is more than the 32 training images; training with bs=32']
+    assert 'lr_find suggests' in out and (root/'export.pkl').is_file()
+
+
+def test_train_on_one_training_image_is_a_one_line_error(capsys, tmp_path):
+    from conftest import make_class_folders
+    import pandas as pd
+    root = make_class_folders(tmp_path/'one', n=2, size=24)
+    pd.DataFrame(dict(name=['circle/000.png', 'square/000.png', 'square/001.png'], label=['circle', 'square', 'square'],
+                      split=['train', 'valid', 'valid'])).to_csv(root/'labels.csv', index=False)
+    code, _, err = run(capsys, 'train', root, '--csv', 'labels.csv', '--valid-col', 'split', '--arch', 'resnet18', '--no-pretrained')
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith('imgclean train: error: 1 training image: training needs at least 2')
+
+
+def test_csv_alone_means_cleaned_csv(capsys, class_folders):
+    "--csv without a value reads the library's default labels file, cleaned.csv"
+    from imgclean.data import folder_items
+    folder_items(class_folders).iloc[3:][['name', 'label']].to_csv(class_folders/'cleaned.csv', index=False)
+    a = cli._parser().parse_args(['train', str(class_folders), '--csv'])
+    assert a.csv == 'cleaned.csv' and cli.kwargs_for(a, 'csv_items') == dict(path=str(class_folders))   # the library's default applies
+    assert cli._parser().parse_args(['train', str(class_folders)]).csv is None

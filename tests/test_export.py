@@ -177,3 +177,95 @@ def test_url_collector_assets_ship_and_parse(tmp_path):
     for f in ('c.js', 'b.js'):
         r = subprocess.run([node, '--check', str(tmp_path/f)], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope='module')
+def staged(tmp_path_factory):
+    "(learn, root): make_learner + fine_tune_stages on 3 classes x 10 shapes, as `imgclean train` builds it"
+    from conftest import make_class_folders
+    from imgclean.data import folder_dls
+    from imgclean.train import fine_tune_stages, make_learner
+    root = make_class_folders(tmp_path_factory.mktemp('staged')/'shapes', n=10)
+    learn = make_learner(folder_dls(root, size=32, bs=8, num_workers=0), 'resnet18', pretrained=False)
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('ignore'); fine_tune_stages(learn, epochs=1, lr=1e-3, save=False)
+    return learn, root
+
+
+BLOCK_IMGCLEAN = '''
+import sys
+class NoImgclean:
+    "A machine where imgclean is not installed"
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'imgclean': raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoImgclean())
+'''
+
+
+def test_export_loads_with_fastai_alone(staged, tmp_path):
+    "export.pkl holds nothing of imgclean's: fastai's load_learner reads it where imgclean cannot be imported"
+    learn, root = staged
+    fn = export_learner(learn, tmp_path/'export.pkl')
+    img = sorted(root.rglob('*.png'))[0]
+    code = BLOCK_IMGCLEAN + f'''
+import warnings; warnings.simplefilter('ignore')
+try: import imgclean; print('imgclean importable')
+except ModuleNotFoundError: pass
+from fastai.learner import load_learner
+learn = load_learner({str(fn)!r})
+cls, idx, probs = learn.predict({str(img)!r})
+print(cls, ' '.join(f'{{p:.6f}}' for p in probs.tolist()))
+print('imgclean modules:', sorted(m for m in sys.modules if m.split('.')[0] == 'imgclean'))
+'''
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={k: v for k, v in __import__('os').environ.items() if k != 'PYTHONPATH'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert 'imgclean importable' not in lines and lines[-1] == 'imgclean modules: []'
+    cls, *probs = lines[-2].split()
+    want = learn.predict(img)
+    assert cls == want[0]
+    np.testing.assert_allclose([float(p) for p in probs], want[2].numpy(), atol=1e-5)
+
+
+def test_fastai_image_classifier_cleaner_on_our_learner(staged, tmp_path, monkeypatch):
+    "fastai's own ImageClassifierCleaner(learn) on an imgclean learner: files listed, delete/change as in the course"
+    import builtins
+    from IPython.display import display
+    from fastai.vision.widgets import ImageClassifierCleaner
+    monkeypatch.setattr(builtins, 'display', display, raising=False)   # fastai's widgets find it in Jupyter's builtins
+    learn, root = staged
+    data = tmp_path/'copy'; shutil.copytree(root, data)
+    cleaner = ImageClassifierCleaner(learn)
+    fns = list(cleaner.fns)
+    assert fns and all(Path(f).is_file() and Path(f).parent.name == cleaner.dd_cats.value for f in fns)
+    assert cleaner.dd_ds.value == 'Train'
+    dds = [box.children[1] for box in cleaner.iw.widget.children]
+    dds[0].value = '<Delete>'; dds[1].value = 'square'
+    assert list(cleaner.delete()) == [0] and list(cleaner.change()) == [(1, 'square')]
+    # the course's code, pointed at a copy of the dataset (renaming on the way: fastai numbers files per class folder,
+    # so the course's `shutil.move(fn, path/cat)` collides here; imgclean's own cleaner resolves that)
+    moved = {idx: data/Path(cleaner.fns[idx]).relative_to(root) for idx in (0, 1)}
+    for idx in cleaner.delete(): moved[idx].unlink()
+    for idx, cat in cleaner.change(): shutil.move(str(moved[idx]), data/cat/f'moved_{moved[idx].name}')
+    assert not moved[0].exists() and not moved[1].exists() and (data/'square'/f'moved_{moved[1].name}').exists()
+    cleaner.dd_ds.value = 'Valid'
+    assert all(Path(f) in learn.dls.valid_ds.items for f in cleaner.fns)
+
+
+def test_fastai_tools_keep_working_on_our_dataloaders(staged, tmp_path):
+    "test_dl on plain files (no getter to remove), show_batch, plot_top_losses, and imgclean.widgets.losses_table"
+    import matplotlib.pyplot as plt
+    from fastai.interpret import ClassificationInterpretation
+    from imgclean.core import rel_name
+    from imgclean.widgets import losses_table
+    learn, root = staged
+    files = sorted(root.rglob('*.png'))[:5]
+    with learn.no_bar(): p = learn.get_preds(dl=learn.dls.test_dl(files))[0]
+    np.testing.assert_allclose(p.numpy(), predict_files(learn, files, probs=True, progress=False)[list(learn.dls.vocab)].to_numpy(), atol=1e-5)
+    learn.dls.show_batch(max_n=4); plt.close('all')
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_top_losses(4); plt.close('all')
+    lt = losses_table(learn)
+    assert sorted(lt.file) == sorted(rel_name(f, root) for f in root.rglob('*.png'))
+    assert (lt.label == lt.file.str.split('/').str[0]).all()

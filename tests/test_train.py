@@ -1,0 +1,124 @@
+"Training on few images, the frozen phase on cached features, and DataLoaders whose items are plain file paths."
+import contextlib, io, warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_class_folders
+
+CLASSES = ('circle', 'square', 'triangle', 'star')
+
+
+@pytest.fixture
+def few(tmp_path):
+    "44 images of 24 px in 4 classes: with valid_pct=0.25, 32 for training, fewer than the default batch of 64"
+    return make_class_folders(tmp_path/'few', classes=CLASSES, n=11, size=24)
+
+
+def quiet(f, *args, **kwargs):
+    "(result, stdout) of `f(*args, **kwargs)`, warnings silenced"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return f(*args, **kwargs), out.getvalue()
+
+
+def test_fastai_alone_cannot_train_on_fewer_images_than_a_batch(few):
+    "What the library guards against: fastai's lr_find on such data dies in a ZeroDivisionError"
+    from fastai.vision.all import ImageDataLoaders, Resize, resnet18, vision_learner
+    dls = ImageDataLoaders.from_folder(few, valid_pct=0.25, seed=0, item_tfms=Resize(24), bs=64, num_workers=0)
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    assert len(dls.train) == 0
+    with pytest.raises(ZeroDivisionError), learn.no_bar(): learn.lr_find(show_plot=False)
+
+
+def test_library_shrinks_the_batch_to_the_training_images(few):
+    from imgclean.data import folder_dls
+    from imgclean.train import find_lr, fine_tune_stages, make_learner
+    dls, out = quiet(folder_dls, few, valid_pct=0.25, size=24, num_workers=0)      # default bs=64
+    assert (len(dls.train_ds), len(dls.valid_ds)) == (32, 12)
+    assert out.strip() == 'note: batch size 64 is more than the 32 training images; training with bs=32'
+    assert dls.train.bs == 32 and len(dls.train) == 1
+    learn = make_learner(dls, 'resnet18', pretrained=False)
+    with learn.no_bar(), learn.no_logging():
+        lr, out = quiet(find_lr, learn, show_plot=False, num_it=20)
+        quiet(fine_tune_stages, learn, epochs=1, lr=lr, save=False)
+    assert 1e-5 <= lr <= 1e-1 and 'lr_find suggests' in out
+    assert len(learn.stage_history['epochs']) == 1 and len(learn.stage_history['losses']) == 1   # one batch of 32
+
+
+def test_learner_on_fastai_dataloaders_gets_the_batch_fitted_too(few):
+    "DataLoaders made by fastai itself (bs=64 on 32 images): our find_lr and fine_tune_stages shrink the batch"
+    from fastai.vision.all import ImageDataLoaders, Resize
+    from imgclean.train import find_lr, fine_tune_stages, make_learner
+    dls = ImageDataLoaders.from_folder(few, valid_pct=0.25, seed=0, item_tfms=Resize(24), bs=64, num_workers=0)
+    learn = make_learner(dls, 'resnet18', pretrained=False)
+    with learn.no_bar(), learn.no_logging():
+        _, out = quiet(find_lr, learn, show_plot=False, num_it=10)
+        quiet(fine_tune_stages, learn, epochs=1, lr=1e-3, save=False)
+    assert out.startswith('note: batch size 64 is more than the 33 training images') and dls.train.bs == 33
+
+
+def test_one_training_image_is_an_error_that_says_what_to_do(few):
+    from imgclean.data import folder_items, image_dls
+    items = folder_items(few).groupby('label').head(2).reset_index(drop=True)
+    items['is_valid'] = [i != 0 for i in range(len(items))]
+    with pytest.raises(ValueError, match='1 training image: training needs at least 2.*valid_pct'): image_dls(few, items, size=24)
+
+
+def test_dataloaders_items_are_plain_paths(class_folders):
+    from imgclean.core import rel_name
+    from imgclean.data import csv_items, folder_items, image_dls
+    items = folder_items(class_folders)
+    dls = image_dls(class_folders, items, size=16, bs=8, num_workers=0)
+    for ds, want in ((dls.train_ds, ~items.is_valid), (dls.valid_ds, items.is_valid)):
+        assert all(type(o).__name__.endswith('Path') and o.is_absolute() for o in ds.items)
+        assert sorted(rel_name(o, class_folders) for o in ds.items) == sorted(items.name[want])
+        assert [dls.vocab[int(y)] for _, y in ds] == [o.parent.name for o in ds.items]
+    # a relabel in cleaned.csv counts though the file has not moved
+    items.loc[items.name == 'circle/000.png', 'label'] = 'square'
+    items[['name', 'label']].to_csv(class_folders/'cleaned.csv', index=False)
+    dls2 = image_dls(class_folders, csv_items(class_folders), size=16, bs=8, num_workers=0)
+    ds = dls2.train_ds if class_folders/'circle/000.png' in dls2.train_ds.items else dls2.valid_ds
+    i = ds.items.index(class_folders/'circle/000.png')
+    assert dls2.vocab[int(ds[i][1])] == 'square'
+
+
+def test_fit_head_on_features_is_fastai_fit_one_cycle(class_folders, tmp_path):
+    "The head learns through fastai's own fit_one_cycle (OneCycle schedule, Recorder), the body is untouched"
+    import torchvision
+    from fastai.learner import Learner
+    from imgclean.data import folder_dls
+    from imgclean.train import fit_head_on_features, make_learner
+    wfile = tmp_path/'r18.pth'; torch.save(torchvision.models.resnet18(weights=None).state_dict(), wfile)
+    dls = folder_dls(class_folders, size=32, bs=8, num_workers=0)
+    learn = make_learner(dls, 'resnet18', weights=wfile)
+    body0 = {k: v.clone() for k, v in learn.model[0].state_dict().items()}
+    seen = []
+    orig = Learner.fit_one_cycle
+    def spy(self, *a, **kw):
+        seen.append(self); return orig(self, *a, **kw)
+    Learner.fit_one_cycle = spy
+    try: r = fit_head_on_features(learn, epochs=6, lr=1e-2, bs=8)
+    finally: Learner.fit_one_cycle = orig
+    hl = seen[0]
+    assert len(seen) == 1 and hl.model[0] is learn.model[1][2]                    # the head learner trains learn's own head
+    lrs = np.array(hl.recorder.lrs)
+    assert lrs.argmax() not in (0, len(lrs) - 1) and lrs[0] < lrs.max()/10 and lrs[-1] < lrs[0]   # one cycle: up, then below the start
+    assert all(torch.equal(v, learn.model[0].state_dict()[k]) for k, v in body0.items())
+    h = r['history']
+    assert list(h.columns) == ['epoch', 'train_loss', 'valid_loss', 'valid_accuracy'] and len(h) == 6
+    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    np.testing.assert_allclose(r['valid_loss'], float(learn.validate()[0]), rtol=1e-4)   # what the full learner now scores
+
+
+def test_fine_tune_stages_with_head_fit(class_folders, tmp_path):
+    import torchvision
+    from imgclean.data import folder_dls
+    from imgclean.train import fine_tune_stages, fit_head_on_features, make_learner
+    wfile = tmp_path/'r18.pth'; torch.save(torchvision.models.resnet18(weights=None).state_dict(), wfile)
+    learn = make_learner(folder_dls(class_folders, size=32, bs=8, num_workers=0), 'resnet18', weights=wfile)
+    with learn.no_bar(), learn.no_logging(): fine_tune_stages(learn, epochs=1, freeze_epochs=3, lr=1e-3, head_fit=fit_head_on_features)
+    assert [e['phase'] for e in learn.stage_history['epochs']] == ['frozen (cached features)']*3 + ['unfrozen']
+    assert (class_folders/'models'/'stage-1.pth').is_file() and (class_folders/'models'/'stage-2.pth').is_file()
