@@ -90,8 +90,9 @@ def cli_type(p:Param, # A parameter from `read_signature`
 # %% ../nbs/11_cli.ipynb #21
 class Command:
     "One subcommand: `run(args)` and the library functions whose parameters are its options"
-    def __init__(self, run, *sources, help=None, skip=(), rename=None, choices=None, when=None, extras=None, nargs=None, types=None):
-        self.run, self.sources, self.help, self.skip = run, sources, help, set(skip)
+    def __init__(self, run, *sources, help=None, skip=(), rename=None, choices=None, when=None, extras=None, nargs=None, types=None,
+                 positional=()):
+        self.run, self.sources, self.help, self.skip, self.positional = run, sources, help, set(skip), set(positional)
         self.rename, self.choices, self.when = rename or {}, choices or {}, when or {}
         self.extras, self.nargs, self.types = extras or {}, nargs or {}, types or {}
 
@@ -105,7 +106,7 @@ class Option:
     def __init__(self, p, spec, typ, cmd):
         self.name, self.default, self.typ, self.doc, self.sources = p.name, p.default, typ, p.doc, [cmd.fn_name(spec)]
         self.flag = '--' + cmd.rename.get(p.name, p.name).replace('_', '-')
-        self.positional = p.default is REQUIRED
+        self.positional = p.default is REQUIRED or p.name in cmd.positional
 
     def __repr__(self): return f"Option({self.flag if not self.positional else self.name.upper()}, default={self.default!r}, to {self.sources})"
 
@@ -134,7 +135,11 @@ def _given(args, o): return not o.positional and getattr(args, o.name) != o.defa
 # %% ../nbs/11_cli.ipynb #36
 def _download(a):
     from imgclean.download import download_images
-    df = download_images(**kwargs_for(a, 'download_images'))
+    kw = kwargs_for(a, 'download_images')
+    src = Path(kw['source'])
+    if src.is_file() and not kw.get('label'):   # one file of URLs: its class from its name, as a folder's urls_<class>.csv
+        kw['label'] = src.stem[5:] if src.stem.startswith('urls_') and len(src.stem) > 5 else src.stem
+    df = download_images(**kw)
     if len(df) and (df.status == 'ok').sum() == 0:
         raise ValueError(f"none of the {len(df)} URLs gave an image; see {Path(a.dest)/'manifest.csv'} for the reasons")
 
@@ -234,7 +239,8 @@ def _lr(s):
 
 _DATA = 'imgclean.data:'
 COMMANDS = dict(
-    download=Command(_download, 'imgclean.download:download_images'),
+    download=Command(_download, 'imgclean.download:download_images', positional=('source', 'dest'), rename=dict(source='urls'),
+                     skip=('url_file', 'urls', 'preserve_filename', 'max_workers', 'total_timeout')),   # fastai's Python call forms
     verify=Command(_verify, 'imgclean.verify:verify_dataset'),
     train=Command(_train, _DATA + 'folder_dls', _DATA + 'csv_items', _DATA + 'image_dls', 'imgclean.train:make_learner',
                   'imgclean.train:find_lr', 'imgclean.train:fine_tune_stages', 'imgclean.export:export_learner',
