@@ -367,8 +367,9 @@ def test_fastai_v1_lesson2_download(site, lesson_dir):
     assert orig in set(cleaned.name) and copy not in set(cleaned.name)
     assert gone not in set(cleaned.name)                          # the first cleaner's decisions are kept
     # and fastai reads it back, as v1's ImageDataBunch.from_csv(path, folder=".", csv_labels='cleaned.csv') did
-    dls2 = ns['ImageDataLoaders'].from_csv(path, 'cleaned.csv', folder='.', valid_pct=0.2, seed=42,
-                                           item_tfms=ns['Resize'](SZ), bs=8, num_workers=0)
+    # (columns by name: see test_fastai_reads_cleaned_csv_by_position for the default, positional ones)
+    dls2 = ns['ImageDataLoaders'].from_csv(path, 'cleaned.csv', folder='.', fn_col='name', label_col='label',
+                                           valid_pct=0.2, seed=42, item_tfms=ns['Resize'](SZ), bs=8, num_workers=0)
     assert len(dls2.train_ds) + len(dls2.valid_ds) == len(cleaned)
 
     learn.export()
@@ -376,6 +377,21 @@ def test_fastai_v1_lesson2_download(site, lesson_dir):
     img = ns['PILImage'].create(path/'black'/sorted(f.name for f in (path/'black').iterdir() if f.suffix == '.png')[0])
     pred_class, pred_idx, outputs = learn.predict(img)
     assert pred_class in classes and abs(float(outputs.sum()) - 1) < 1e-4
+
+
+def test_fastai_reads_cleaned_csv_by_position(tmp_path):
+    "`ImageDataLoaders.from_csv(path, 'cleaned.csv', folder='.')`: fastai's default columns are positions (0 and 1)"
+    ns = {}
+    exec('from imgclean.all import *', ns)
+    for c in ('circle', 'square'):
+        (tmp_path/c).mkdir()
+        for i in range(4): draw_shape(c, SZ, seed=i).save(tmp_path/c/f'{i}.png')
+    pd.DataFrame(dict(name=[f'{c}/{i}.png' for c in ('circle', 'square') for i in range(4)],
+                      label=['circle']*4 + ['square']*4)).to_csv(tmp_path/'cleaned.csv', index=False)
+    # fastai 2.8's ColReader reads an int column as row[0], which pandas 3 no longer takes as a position
+    dls = ns['ImageDataLoaders'].from_csv(tmp_path, 'cleaned.csv', folder='.', valid_pct=0.25, seed=0,
+                                          item_tfms=ns['Resize'](SZ), bs=2, num_workers=0)
+    assert list(dls.vocab) == ['circle', 'square'] and len(dls.train_ds) + len(dls.valid_ds) == 8
 
 
 def test_fastai_v2_download_call_forms(site, lesson_dir):
