@@ -91,12 +91,17 @@ def reader_cells(nb, api_module:str=None)->list:
             out += [nbformat.v4.new_markdown_cell(md) for md in api_docs(api_module, cell.source)]
     return out
 
-def _defs(src:str):
-    "Names of the public top-level functions and classes defined in `src`"
+def _defs(src:str)->list:
+    "(owner, name) of the public top-level functions and classes defined in `src`; `owner` is the class a `@patch` adds to"
     try: tree = ast.parse(src)
     except SyntaxError: return []
-    return [o.name for o in tree.body if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            and not o.name.startswith('_')]
+    out = []
+    for o in tree.body:
+        if not isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or o.name.startswith('_'): continue
+        patched = any(getattr(d, 'id', getattr(getattr(d, 'func', None), 'id', None)) == 'patch' for d in o.decorator_list)
+        ann = o.args.args[0].annotation if patched and o.args.args else None
+        out.append((getattr(ann, 'id', None), o.name))
+    return out
 
 def _show_doc(obj, level:int)->str:
     "nbdev's markdown for `obj` with its docments, the source link made plain markdown"
@@ -109,8 +114,8 @@ def api_docs(module:str, src:str)->list:
     "Markdown docs of each public definition of export cell `src` of `module` (classes with their public methods)"
     mod = importlib.import_module(f'imgclean.{module}')
     docs = []
-    for name in _defs(src):
-        obj = getattr(mod, name, None)
+    for owner, name in _defs(src):
+        obj = getattr(getattr(mod, owner, None), name, None) if owner else getattr(mod, name, None)
         if obj is None: continue
         docs.append(_show_doc(obj, 3))
         if inspect.isclass(obj):

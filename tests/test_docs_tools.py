@@ -47,6 +47,13 @@ def test_export_cells_get_their_docments():
     assert '{target=' not in cells[1].source            # Quarto's link attributes are gone
 
 
+def test_patched_methods_are_documented_on_their_class():
+    src = "#| export\n@patch\ndef relabel(self:CleanerState, name:str, label:str): ..."
+    assert nbtools._defs(src.split('\n', 1)[1]) == [('CleanerState', 'relabel')]
+    cells = nbtools.reader_cells(nb(new_code_cell(src)), api_module='widgets')
+    assert cells[1].source.startswith('### CleanerState.relabel')
+
+
 def test_site_links():
     pages = {'tutorial.html', 'bench.html'}
     c = nbtools.site_links(new_markdown_cell('[t](nbs/tutorial.ipynb), [f](bench/README.md#serving), [w](https://x.org)'), pages)
