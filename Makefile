@@ -73,17 +73,15 @@ test: check-export check-clean check-readme docs-check nbtest pytest
 
 # Notebooks keep their outputs (plots, tables, widget state) so they read on GitHub and in the docs. `make nbs`
 # re-executes every notebook in place with the current code (2 at a time), then cleans metadata and rewrites the
-# README. Cells flagged `#| browser` are not run (they start servers and browsers; pytest covers them) and keep no
+# README; a notebook that fails keeps its old outputs and makes the target fail. Cells flagged `#| browser` are not run (they start servers and browsers; pytest covers them) and keep no
 # output; `#| slow` cells are run, so their figures are saved. `make nbs NBS="tutorial 06_audit"` runs a few,
 # `make nbs NBS_SKIP="slow|browser"` skips both. CI runs the notebooks (nbdev_test), not a comparison of outputs.
 NBS ?=
 NBS_SKIP ?= browser
 nbs: export TMPDIR := $(SCRATCH)
 nbs: $(STAMP) scratch
-	$(BIN)/python docs/nbtools.py run $(NBS) --skip '$(NBS_SKIP)'
-	$(BIN)/nbdev_clean
-	$(BIN)/python docs/nbtools.py readme
-	@rm -rf $(SCRATCH)
+	@rc=0; $(BIN)/python docs/nbtools.py run $(NBS) --skip '$(NBS_SKIP)' || rc=$$?; \
+	$(BIN)/nbdev_clean; $(BIN)/python docs/nbtools.py readme; rm -rf $(SCRATCH); exit $$rc
 
 # README.md (and README_files/, the images of index's outputs) is generated from nbs/index.ipynb; CI checks it is.
 readme: $(STAMP)
