@@ -13,7 +13,7 @@ from fastai.vision.all import *
 from fastai.vision.widgets import *
 from . import (core as _core, images as _images, datasets as _datasets, download as _download, verify as _verify,
                       data as _data, train as _train, interpret as _interpret, audit as _audit, widgets as _widgets,
-                      export as _export, serve as _serve)
+                      export as _export, serve as _serve, demo as _demo)
 from .core import *
 from .images import *
 from .datasets import *
@@ -26,6 +26,7 @@ from .audit import *
 from .widgets import *
 from .export import *
 from .serve import *
+from .demo import *
 
 # %% ../nbs/all.ipynb #5
 def _star_names(m)->list:
@@ -45,7 +46,7 @@ FASTAI_EXTENSIONS = {
 }
 
 # %% ../nbs/all.ipynb #11
-_stages = (_core, _images, _datasets, _download, _verify, _data, _train, _interpret, _audit, _widgets, _export, _serve)
+_stages = (_core, _images, _datasets, _download, _verify, _data, _train, _interpret, _audit, _widgets, _export, _serve, _demo)
 _ours = [name for m in _stages for name in m.__all__]
 __all__ = sorted(set(fastai_names()) | set(_ours))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastai.data.block import CategoryBlock, DataBlock
-from fastai.data.transforms import IndexSplitter, Normalize, get_image_files
+from fastai.data.transforms import ColReader, IndexSplitter, Normalize, get_image_files
 from fastai.vision.augment import Resize, aug_transforms
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
@@ -220,6 +220,15 @@ def csv_dls(path:Path,            # Dataset root
     return image_dls(path, csv_items(path, csv, fn_col, label_col, folder, valid_pct, seed), **kwargs)
 
 # %% ../nbs/03_data.ipynb #62
+_fastai_do_one = ColReader._do_one
+
+def _do_one_by_position(self, r, c):
+    "fastai's `ColReader._do_one`, reading an integer column of a DataFrame row by position (as before pandas 3)"
+    return _fastai_do_one(self, r.iloc if isinstance(c, int) and isinstance(r, pd.Series) else r, c)
+
+if getattr(ColReader._do_one, '__name__', '') != '_do_one_by_position': ColReader._do_one = _do_one_by_position
+
+# %% ../nbs/03_data.ipynb #66
 def show_samples(path:Path,          # Dataset root
                  items:pd.DataFrame, # Items: name, label
                  n:int=6,            # Images per class
