@@ -328,11 +328,12 @@ def read_cleaned(path:Path,            # Dataset root the names are relative to
 
 # %% ../nbs/07_widgets.ipynb #63
 def _item_file(o, root):
-    "File name of a fastai dataset item: a path, or a DataFrame row whose first column is the name"
+    "File name of a fastai dataset item: a path (relative ones are relative to the working folder, as fastai's `get_image_files(path)` gives them), or a DataFrame row whose name is relative to `root`"
     if isinstance(o, pd.Series):
-        o = next((o[c] for c in ('name', 'fname', 'file', 'filename') if c in o.index), o.iloc[0])
+        p = Path(next((o[c] for c in ('name', 'fname', 'file', 'filename') if c in o.index), o.iloc[0]))
+        return p if p.is_absolute() else root/p
     p = Path(o)
-    return p if p.is_absolute() else root/p
+    return p if p.is_absolute() or not (root/p).exists() and p.exists() else root/p
 
 def losses_table(learn,               # A fastai `Learner` whose items are image files
                  path:Path=None,      # Dataset root; default `learn.dls.path`
