@@ -7,7 +7,7 @@ __all__ = ['UNREAD', 'REQUIRED', 'COMMANDS', 'literal', 'Param', 'read_signature
            'kwargs_for', 'main']
 
 # %% ../nbs/11_cli.ipynb #2
-import argparse, ast, importlib.util, io, sys, tokenize
+import argparse, ast, importlib.util, io, os, subprocess, sys, tokenize
 from functools import lru_cache
 from pathlib import Path
 
@@ -169,12 +169,25 @@ def _train_report(a, learn):
         predict_files(learn, Path(a.path)/a.test, out=Path(a.path)/'predictions.csv', progress=False)
         print(f"predictions for {a.test}/ written to {Path(a.path)/'predictions.csv'}")
 
+def _launch(a, n):
+    "Run this same command in `n` processes under `accelerate launch` (each then sees it is one of several)"
+    if a.fast_frozen: raise ValueError("--fast-frozen fits the head in one process; leave it out with --distributed")
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', str(n), '--num_machines', '1',
+           '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'imgclean.cli', *a._argv]
+    print(f"training in {n} processes (accelerate launch; GPUs when there are, else CPU processes with gloo)", flush=True)
+    code = subprocess.run(cmd).returncode
+    if code: raise SystemExit(code)
+
 def _train(a):
+    if a.distributed > 1 and int(os.environ.get('WORLD_SIZE', '1')) <= 1: return _launch(a, a.distributed)
     from imgclean.export import export_learner
-    from imgclean.train import find_lr, fine_tune_stages, fit_head_on_features, make_learner
+    from imgclean.train import (distributed, end_distributed, find_lr, fine_tune_distributed, fine_tune_stages, fit_head_on_features,
+                                make_learner, same_on_every_process)
     learn = make_learner(_train_dls(a), **kwargs_for(a, 'make_learner'))
-    lr = find_lr(learn, show_plot=False, **kwargs_for(a, 'find_lr')) if a.lr == 'find' else a.lr
-    fine_tune_stages(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs_for(a, 'fine_tune_stages'))
+    lr = same_on_every_process(find_lr(learn, show_plot=False, **kwargs_for(a, 'find_lr')) if a.lr == 'find' else a.lr)
+    fit = fine_tune_distributed if distributed() else fine_tune_stages
+    fit(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs_for(a, 'fine_tune_stages'))
+    if distributed() and end_distributed(): return   # the first process reports and exports, alone
     loss, err = learn.validate()[:2]
     _train_report(a, learn)
     out = export_learner(learn, **kwargs_for(a, 'export_learner'))
@@ -249,7 +262,8 @@ COMMANDS = dict(
                   rename=dict(train='train_folder', valid='valid_folder', test='test_folder', fname='export'),
                   choices=dict(strategy='imgclean.train:STRATEGIES'), when=dict(csv_items='csv'),
                   extras=dict(lr=('find', "peak learning rate, or 'find': lr_find's suggestion", _lr),
-                              fast_frozen=(False, "frozen phase: fit the head on cached body features (fit_head_on_features, much faster)", bool))),
+                              fast_frozen=(False, "frozen phase: fit the head on cached body features (fit_head_on_features, much faster)", bool),
+                              distributed=(1, "train in N processes under accelerate launch (one per GPU; without GPUs, N CPU processes)", int))),
     predict=Command(_predict, 'imgclean.export:predict_files', help="predict images or folders with an export.pkl",
                     rename=dict(learn='learner', files_or_folder='items'), nargs=dict(files_or_folder='+'),
                     extras=dict(top=(5, "classes shown for a single image", int))),
@@ -351,6 +365,7 @@ def main(argv=None, # Arguments (default: sys.argv[1:])
     "Entry point of the `imgclean` command"
     p = _parser()
     a = p.parse_args(argv)
+    a._argv = [str(o) for o in (sys.argv[1:] if argv is None else argv)]   # `train --distributed` runs them again
     _check_when(a)
     try: a._cmd.run(a)
     except KeyboardInterrupt:
@@ -363,3 +378,7 @@ def main(argv=None, # Arguments (default: sys.argv[1:])
             print(f"imgclean {a.cmd}: error: {_one_line(e)}", file=sys.stderr)
         else: raise
         raise SystemExit(2)
+
+# %% ../nbs/11_cli.ipynb #64
+#| eval: false
+if __name__ == '__main__': main()   # `python -m imgclean.cli`, as `accelerate launch -m imgclean.cli` runs it

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'get_arch', 'arch_meta', 'WeightsUnavailable', 'weights_file', 'pretrained_model', 'make_learner',
-           'find_lr', 'fit_head_on_features', 'fine_tune_stages']
+           'find_lr', 'fit_head_on_features', 'fine_tune_stages', 'distributed', 'fine_tune_distributed',
+           'end_distributed', 'same_on_every_process']
 
 # %% ../nbs/04_train.ipynb #2
 import difflib, os, random, socket, time
@@ -19,8 +20,10 @@ from fastai.callback.core import Callback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
+from fastai.distributed import DistributedDL  # noqa: F401 (also patches Learner.distrib_ctx)
 from fastai.learner import Learner, Recorder
 from fastai.metrics import accuracy, error_rate
+from fastai.torch_core import num_distrib
 from fastai.vision.learner import _default_meta, create_body, model_meta, vision_learner
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -274,3 +277,36 @@ def fine_tune_stages(learn:Learner,       # The learner
         learn.fit_one_cycle(epochs, lr, cbs=_cbs(patience, 'best', min_delta, 'unfrozen'))
     if save: learn.save('stage-2')
     return learn
+
+# %% ../nbs/04_train.ipynb #61
+def distributed()->bool:
+    "Is this process one of several started by `accelerate launch` (or `torchrun`)?"
+    return num_distrib() > 1
+
+def _broadcast_on_cpu(self, t, rank):
+    "fastai's `DistributedDL._broadcast`, sharing the indices as a CPU tensor (gloo, the CPU backend, takes no CUDA ones)"
+    t = torch.tensor(t, dtype=torch.long); torch.distributed.broadcast(t, rank); return t.tolist()
+
+def fine_tune_distributed(learn:Learner,  # The learner, built alike in every process
+                          **kwargs,       # Passed to `fine_tune_stages` (lr, epochs, freeze_epochs, strategy, ...)
+                         )->Learner:
+    "`fine_tune_stages` in fastai's `distrib_ctx`, on every process `accelerate launch` started (GPUs, or CPU processes)"
+    cuda = torch.cuda.is_available()
+    if not cuda: DistributedDL._broadcast = _broadcast_on_cpu   # fastai's only works on CUDA tensors
+    with learn.distrib_ctx(sync_bn=cuda, cpu=not cuda, in_notebook=False):
+        return fine_tune_stages(learn, **kwargs)
+
+def end_distributed()->int:
+    "Leave the process group after distributed training (later steps run in each process alone); return this process's rank"
+    rank = int(os.environ.get('RANK', '0'))
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    os.environ['WORLD_SIZE'] = '1'   # fastai gathers predictions across processes while WORLD_SIZE says there are several
+    return rank
+
+def same_on_every_process(value):
+    "`value` as the first process has it, on every process (as is, outside a distributed run)"
+    if not distributed(): return value
+    from accelerate import PartialState
+    PartialState(cpu=not torch.cuda.is_available())   # starts the process group if `distrib_ctx` has not yet
+    box = [value]; torch.distributed.broadcast_object_list(box, 0)
+    return box[0]

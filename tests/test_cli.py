@@ -220,7 +220,7 @@ def cli_library_mismatches(parser):
     return bad, n
 
 
-EXTRAS = {('train', 'lr'), ('train', 'fast_frozen'), ('predict', 'top'), ('audit', 'out'), ('apply', 'undo')}
+EXTRAS = {('train', 'lr'), ('train', 'fast_frozen'), ('train', 'distributed'), ('predict', 'top'), ('audit', 'out'), ('apply', 'undo')}
 
 
 def test_every_cli_default_is_the_library_default():

@@ -1,0 +1,119 @@
+"""Downloads on a local Ray cluster: the same manifest and files as the local engine, per-host limits across tasks, max_pics
+across shards, a killed run resumed. (`pip install imgclean[ray]`; `make test` installs it, so nothing here is skipped in CI.)"""
+import os, signal, subprocess, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _fault_helpers import jpeg_bytes  # noqa: E402
+
+ray = pytest.importorskip('ray', reason="the ray extra is not installed (pip install 'imgclean[ray]')")
+from imgclean.download import download_images  # noqa: E402
+
+HOSTS = ('127.0.0.1', '127.0.0.2', '127.0.0.3')
+
+
+def shape_jpeg(n):
+    "A distinct 32 px JPEG for each `n`"
+    import io
+    from imgclean.datasets import draw_shape
+    b = io.BytesIO(); draw_shape(('circle', 'square', 'star')[n % 3], 32, seed=n).save(b, 'JPEG', quality=90); return b.getvalue()
+
+
+class Site:
+    "One loopback server per host: /i/<n>.jpg (distinct images, `latency` s each), /404, /html, /dup (the same bytes); counts the most requests in flight per host"
+    def __init__(self, latency=0.05):
+        self.latency, self.lock, self.now, self.peak, self.servers = latency, threading.Lock(), {}, {}, []
+        site = self
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self):
+                host = self.server.server_address[0]
+                with site.lock: site.now[host] = site.now.get(host, 0) + 1; site.peak[host] = max(site.peak.get(host, 0), site.now[host])
+                try:
+                    time.sleep(site.latency)
+                    if self.path.startswith('/i/'): body, ct, code = shape_jpeg(int(self.path[3:].split('.')[0])), 'image/jpeg', 200
+                    elif self.path == '/dup': body, ct, code = jpeg_bytes((40, 30), (1, 2, 3)), 'image/jpeg', 200
+                    elif self.path == '/html': body, ct, code = b'<!doctype html><p>moved', 'text/html', 200
+                    else: body, ct, code = b'nope', 'text/plain', 404
+                    self.send_response(code); self.send_header('Content-Type', ct); self.send_header('Content-Length', str(len(body)))
+                    self.end_headers(); self.wfile.write(body)
+                finally:
+                    with site.lock: site.now[host] -= 1
+        for h in HOSTS:
+            srv = ThreadingHTTPServer((h, 0), H); srv.daemon_threads = True
+            self.servers.append(srv); threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    def url(self, i, path): s = self.servers[i % len(self.servers)]; return f'http://{s.server_address[0]}:{s.server_address[1]}{path}'
+    def lists(self, n=30):
+        "{class: urls}: distinct images over the hosts, a 404 and an HTML page per class, and one image behind two URLs"
+        out = {c: [self.url(i, f'/i/{k*100 + i}.jpg') for i in range(n)] + [self.url(k, '/404'), self.url(k + 1, '/html')] for k, c in enumerate(('cat', 'dog'))}
+        out['cat'] += [self.url(0, '/dup'), self.url(1, '/dup')]
+        return out
+    def close(self):
+        for s in self.servers: s.shutdown(); s.server_close()
+
+
+@pytest.fixture(scope='module')
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def site():
+    s = Site(); yield s; s.close()
+
+
+KW = dict(progress=False, verbose=False, retries=0, timeout=5)
+
+
+def files_of(root):
+    return {f.relative_to(root).as_posix(): f.read_bytes() for f in Path(root).glob('[!._]*/*') if f.is_file()}
+
+
+def test_ray_gives_the_local_manifest_and_files(cluster, site, tmp_path):
+    lists = site.lists()
+    here = download_images(lists, tmp_path/'here', **KW)
+    there = download_images(lists, tmp_path/'there', engine='ray', **KW)
+    key = ['class', 'url', 'status', 'file', 'bytes', 'width', 'height', 'hash']
+    pd.testing.assert_frame_equal(here[key].sort_values('url', ignore_index=True), there[key].sort_values('url', ignore_index=True))
+    assert (there.reason.str.startswith('duplicate image')).sum() == 1 and (there.status == 'ok').sum() == 61
+    assert files_of(tmp_path/'here') == files_of(tmp_path/'there')
+    assert not (tmp_path/'there'/'.imgclean_shards').exists()   # merged into manifest.csv, then removed
+    again = download_images(lists, tmp_path/'there', engine='ray', **KW)
+    assert (again.reason == 'already downloaded').sum() == 61
+
+
+def test_per_host_limit_and_max_pics_hold_across_tasks(cluster, site, tmp_path):
+    lists = site.lists(40)
+    df = download_images(lists, tmp_path/'d', engine='ray', per_host=2, n_workers=64, max_pics=25, **KW)
+    assert max(site.peak.values()) <= 2, site.peak   # one task per host: the limit holds cluster-wide
+    assert df[df.status == 'ok'].groupby('class').size().to_dict() == {'cat': 25, 'dog': 25}
+    assert {c: len(list((tmp_path/'d'/c).iterdir())) for c in ('cat', 'dog')} == {'cat': 25, 'dog': 25}
+    assert df.reason.str.startswith('max_pics').sum() > 0
+
+
+RUN = """import sys
+from imgclean.download import download_images
+download_images({lists!r}, sys.argv[1], engine='ray', progress=False, verbose=False, retries=0, n_workers=2, per_host=1)
+"""
+
+
+def test_a_killed_cluster_run_resumes(site, tmp_path):
+    site.latency = 0.3
+    lists = site.lists(24); dest = tmp_path/'d'
+    p = subprocess.Popen([sys.executable, '-c', RUN.format(lists=lists), str(dest)], start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(dest.glob('[!._]*/*'))) < 6: time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    got = len(list(dest.glob('[!._]*/*')))
+    assert 6 <= got < 49, got   # killed half-way
+    site.latency = 0.0
+    df = download_images(lists, dest, engine='ray', **KW)
+    assert (df.reason == 'already downloaded').sum() >= 6 and (df.status == 'ok').sum() == 49
+    assert len(list(dest.glob('[!._]*/*'))) == 49 and df.url.is_unique and len(df) == sum(len(v) for v in lists.values())
