@@ -22,7 +22,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NameResolutionError, NewConnectionError, ProtocolError,
                                 ReadTimeoutError, SSLError)
 
-from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, open_image, write_csv
+from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, file_hash, open_image, write_csv
 from .images import (MIN_SIZE, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
                              write_verdicts)
 
@@ -494,12 +494,14 @@ class _Downloader:
         self.rejected.append(dict(file=f"{r['class']}/{to.name}", label=r['class'], reason=reason, quarantined=rel))
         r.update(status='failed', reason=f"verify: {reason} (kept in quarantine {rel})", bytes=len(data), hash=h)
 
-    def _name(self, r, ext):
-        "A free file name in `r`'s class folder (never an existing file: `preserve_filename` names can clash)"
+    def _name(self, r, ext, h):
+        "A free file name in `r`'s class folder, never an existing file unless it holds these very bytes `h`"
         stem = _preserved_stem(r['url']) if self.o['preserve_filename'] else _file_stem(r['url'])
         fn = self.root/r['class']/f'{stem}.{ext}'
         i = 1
-        while fn in self.taken or fn.exists(): fn = fn.with_name(f'{stem}_{i}.{ext}'); i += 1
+        while fn in self.taken or fn.exists():
+            if fn not in self.taken and fn.is_file() and file_hash(fn) == h: break   # an earlier (or still running) run's copy
+            fn = fn.with_name(f'{stem}_{i}.{ext}'); i += 1
         self.taken.add(fn)
         return fn
 
@@ -512,7 +514,7 @@ class _Downloader:
             same = [f for f in seen if f.split('/')[0] == r['class']]
             if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=h)
             first = seen[0] if seen else None
-            fn = self._name(r, ext); rel = fn.relative_to(self.root).as_posix()
+            fn = self._name(r, ext, h); rel = fn.relative_to(self.root).as_posix()
             seen.append(rel); self.kept[r['class']] += 1
         atomic_write(fn, data)
         r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=h)

@@ -16,7 +16,7 @@ from conftest import make_class_folders  # noqa: E402
 from imgclean.audit import (aligned_difference, audit, embed_images, find_duplicates, find_label_issues,
                             find_quality_issues, fit_head_on_features, out_of_fold_learner_probs,
                             out_of_fold_probs, summarize_audit, thumb_pixels, topk_neighbours)
-from imgclean.core import ISSUE_COLUMNS, read_issues
+from imgclean.core import ISSUE_COLUMNS, read_issues, rel_name
 from imgclean.images import load_rgb
 
 
@@ -246,7 +246,7 @@ def test_thorough_learner_probs_are_out_of_fold(tmp_path, monkeypatch):
     root = make_class_folders(tmp_path/'d', n=8, size=32)
     seen, real = [], imgclean.train.make_learner
     def spy(dls, *a, **kw):
-        seen.append((set(dls.train_ds.items.name), set(dls.valid_ds.items.name))); return real(dls, *a, **kw)
+        seen.append(tuple({rel_name(o, root) for o in ds.items} for ds in (dls.train_ds, dls.valid_ds))); return real(dls, *a, **kw)
     monkeypatch.setattr(imgclean.train, 'make_learner', spy)
     p, cls, names = out_of_fold_learner_probs(root, k=3, arch='resnet18', epochs=1, size=32, bs=8, pretrained=False)
     assert p.shape == (24, 3) and cls == ['circle', 'square', 'triangle'] and sorted(names) == sorted(

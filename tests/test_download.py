@@ -320,3 +320,25 @@ def test_the_same_image_in_two_classes_is_a_duplicate_within_each(server, tmp_pa
     df = download_images(urls, tmp_path/'d', **FAST, verbose=False)
     assert list(df.status) == ['ok', 'skipped', 'ok', 'skipped'], list(df.reason)
     assert sorted(p.parent.name for p in (tmp_path/'d').glob('[xy]/*')) == ['x', 'y']
+
+
+def test_a_copy_written_meanwhile_by_an_older_run_is_reused_not_doubled(tmp_path):
+    "An older run (a killed cluster run's orphaned worker) writes a URL's file after this run planned: one file, not two"
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    from imgclean.download import _file_stem
+    data, dest = jpeg_bytes((44, 33)), tmp_path/'d'
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            (dest/'a').mkdir(parents=True, exist_ok=True)
+            (dest/'a'/f'{_file_stem(url)}.jpg').write_bytes(data)   # the older run's late write, after this run's resume step
+            self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
+            self.end_headers(); self.wfile.write(data)
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{srv.server_address[1]}/x.jpg'
+        df = download_images([url], dest, label='a', progress=False, verbose=False, retries=0, timeout=10)
+    finally: srv.shutdown(); srv.server_close()
+    assert list(df.status) == ['ok'] and [f.name for f in (dest/'a').iterdir()] == [f'{_file_stem(url)}.jpg']
+    assert (dest/df.file[0]).read_bytes() == data

@@ -104,13 +104,24 @@ download_images({lists!r}, sys.argv[1], engine='ray', progress=False, verbose=Fa
 """
 
 
+def kill_tree(p):
+    "SIGKILL `p`, its process group and every process it started, and wait until they are gone"
+    import psutil
+    procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+    os.killpg(p.pid, signal.SIGKILL)
+    for o in procs:
+        try: o.kill()
+        except psutil.NoSuchProcess: pass
+    p.wait(); psutil.wait_procs(procs, timeout=30)
+
+
 def test_a_killed_cluster_run_resumes(site, tmp_path):
     site.latency = 0.3
     lists = site.lists(24); dest = tmp_path/'d'
     p = subprocess.Popen([sys.executable, '-c', RUN.format(lists=lists), str(dest)], start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(dest.glob('[!._]*/*'))) < 6: time.sleep(0.5)
-    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    kill_tree(p)   # the driver and the cluster it started (Ray's own processes are not all in its process group)
     got = len(list(dest.glob('[!._]*/*')))
     assert 6 <= got < 49, got   # killed half-way
     site.latency = 0.0
