@@ -508,13 +508,14 @@ class _Downloader:
     def _keep(self, r, data, ext, h, v):
         "Write `data` to `r`'s class folder unless it is over `max_pics` or the same bytes are in this class already"
         w, hh = (v['width'], v['height']) if v else _header_size(data)
+        own = content_hash(data)   # of the bytes written (converted by the check), which an older run's copy would hold
         with self.lock:
             if self.full(r['class']): return r.update(status='skipped', reason=f"max_pics {self.o['max_pics']} reached")
             seen = self.hashes.setdefault(h, [])   # the files kept with these bytes, in any class
             same = [f for f in seen if f.split('/')[0] == r['class']]
             if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=h)
             first = seen[0] if seen else None
-            fn = self._name(r, ext, h); rel = fn.relative_to(self.root).as_posix()
+            fn = self._name(r, ext, own); rel = fn.relative_to(self.root).as_posix()
             seen.append(rel); self.kept[r['class']] += 1
         atomic_write(fn, data)
         r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=h)
