@@ -295,9 +295,16 @@ def _file_stem(url): return hashlib.sha1(url.encode('utf-8', 'surrogatepass')).h
 _FASTAI_DEFAULTS = dict(max_pics=1000, n_workers=8, timeout=4)
 _OUR_DEFAULTS = dict(max_pics=None, n_workers=64, timeout=10)
 
+def _local_folder(p):
+    "`p` as a `Path`, refusing URLs such as s3://bucket/x (files are written with local, atomic renames)"
+    if re.match(r'[A-Za-z][A-Za-z0-9+.-]+://', str(p)):
+        raise ValueError(f"{p} is a URL; download into a folder of this machine, or, for a cluster, of a shared file system every "
+                         "node mounts (NFS, or a bucket mounted with s3fs/gcsfuse), and pass that folder's path")
+    return Path(p)
+
 def _one_folder(folder):
     "`(root, {class: ...})` pieces for fastai's forms: images go straight into `folder`, a class folder of its parent"
-    folder = Path(os.path.abspath(folder))
+    folder = Path(os.path.abspath(_local_folder(folder)))
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file; for fastai v2 pass the URL file by keyword: download_images(dest, url_file=...)")
     return folder.parent, folder.name
@@ -318,7 +325,7 @@ def _call_form(source, dest, urls, url_file, label):
     if isinstance(source, (str, os.PathLike)) and not label and Path(source).is_file():   # fastai v1: a URL file and its folder
         root, c = _one_folder(dest)
         return 'fastai', {c: read_urls(source)}, root
-    dest = Path(dest)
+    dest = _local_folder(dest)
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"dest {dest} is a file; pass a folder (it is created when missing). For fastai v2's form pass the URL file by keyword: download_images(dest, url_file=...)")
     return 'ours', _url_lists(source, label), dest

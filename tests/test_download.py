@@ -162,6 +162,9 @@ def test_dest_is_a_file(tmp_path):
     (tmp_path/'f').write_text('x')
     with pytest.raises(ValueError, match='is a file'): download_images(['http://127.0.0.1:9/a.jpg'], tmp_path/'f', label='a')
     with pytest.raises(ValueError, match='label='): download_images(['http://127.0.0.1:9/a.jpg'], tmp_path/'d')
+    for dest in ('s3://bucket/birds', 'gs://b/x'):   # not a folder named 's3:'
+        with pytest.raises(ValueError, match='is a URL; download into a folder'): download_images(['http://127.0.0.1:9/a.jpg'], dest, label='a')
+        with pytest.raises(ValueError, match='is a URL'): download_images(dest, urls=['http://127.0.0.1:9/a.jpg'])
 
 
 def test_fetch_image_and_sniff(server):
