@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['WEB_FORMATS', 'MIN_SIZE', 'VERDICTS', 'format_name', 'accepts_format', 'sniff_image', 'needs_rgb', 'to_rgb',
-           'load_rgb', 'check_image', 'free_name', 'add_to_report', 'read_verdicts', 'write_verdicts']
+           'load_rgb', 'pixel_digest', 'check_image', 'free_name', 'add_to_report', 'read_verdicts', 'write_verdicts']
 
 # %% ../nbs/00_images.ipynb #2
-import functools, io, math, re, warnings, zlib
+import functools, hashlib, io, math, re, warnings, zlib
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +218,10 @@ def _sample_key(im, size0):
     s = im.resize((16, 16), Image.NEAREST)
     return f'{size0[0]}x{size0[1]}:{im.mode}:{zlib.crc32(s.tobytes()):08x}'
 
+def pixel_digest(im:Image.Image)->str:
+    "SHA-1 of the decoded pixels, mode and size of `im`: equal exactly when two images have the same pixels"
+    return hashlib.sha1(f'{im.size}{im.mode}'.encode() + im.tobytes()).hexdigest()
+
 def _bytes_key(data, max_pixels):
     "The duplicate key of an encoded image, computed as a later verify of that file would (JPEG at 1/8 scale)"
     with open_image(io.BytesIO(data), max_pixels) as im:
@@ -240,6 +244,11 @@ def _frames_note(im):
     if im.format == 'PSD': return f'{n or "several"} layers: the merged image is kept'
     return f'animated, {n} frames: the first frame is kept' if n else 'more frames claimed, unreadable: the first frame is kept'
 
+def _fastai_same(im):
+    "Does fastai's own `convert('RGB')` give what `to_rgb` gives (1, L, P with no transparency or profile to apply)? Then the file can stay"
+    icc = im.info.get('icc_profile')
+    return im.mode in ('1', 'L', 'P') and 'transparency' not in im.info and not (icc and _icc_transform(bytes(icc), im.mode))
+
 def _decode(im, o):
     "Decode `im` in full (step 2; Pillow's errors are the file's); return what the fix step needs"
     size0, jpeg, fix = im.size, im.format in ('JPEG', 'MPO'), o['fix']
@@ -247,20 +256,16 @@ def _decode(im, o):
     # there would leave a half-decoded image behind: their orientation is read after the load
     orient, note = _orientation(im) if jpeg and fix else 1, _frames_note(im) if fix else ''
     big = bool(o['max_size']) and max(size0) > o['max_size'] and fix
-    if jpeg and big: im.draft(im.mode, _draft_size(size0, o['max_size']))
-    elif jpeg and (not fix or (orient == 1 and not needs_rgb(im))): im.draft(im.mode, _draft_size(size0))   # checks every byte, 5-10x faster
+    # a JPEG that is not rewritten (or is resized anyway) decodes at reduced scale: every byte is still checked, 5-10x faster
+    kept = not fix or (orient == 1 and (not needs_rgb(im) or _fastai_same(im)))
+    if jpeg and (big or kept): im.draft(im.mode, _draft_size(size0, o['max_size'] if big else None))
     im.load()
     if fix and not jpeg: orient = _orientation(im)
-    return dict(size0=size0, orient=orient, big=big, note=note, fmt=im.format)
+    return dict(size0=size0, orient=orient, big=big, note=note, fmt=im.format, full=im.size == size0)
 
 # %% ../nbs/00_images.ipynb #46
 _SAVE = {'JPEG': ('JPEG', dict(quality=90)), 'MPO': ('JPEG', dict(quality=90)), 'PNG': ('PNG', dict(compress_level=1)), 'WEBP': ('WEBP', dict(quality=90)),
          'BMP': ('BMP', {}), 'TIFF': ('TIFF', dict(compression='tiff_lzw')), 'GIF': ('GIF', {}), 'AVIF': ('AVIF', dict(quality=90, speed=10))}   # AVIF's default speed takes ~1 s a photo
-
-def _fastai_same(im):
-    "Does fastai's own `convert('RGB')` give what `to_rgb` gives (1, L, P with no transparency or profile to apply)? Then the file can stay"
-    icc = im.info.get('icc_profile')
-    return im.mode in ('1', 'L', 'P') and 'transparency' not in im.info and not (icc and _icc_transform(bytes(icc), im.mode))
 
 def _fix(im, d, o):
     "Step 3: upright, RGB, resized; returns the image to keep and whether it differs from the file"
@@ -281,7 +286,7 @@ def _encode(out, fmt):
     return buf.getvalue(), f
 
 # %% ../nbs/00_images.ipynb #49
-def _failed(reason=''): return dict(ok=False, reason=reason, width=None, height=None, resized=False, key='', format='', note='')
+def _failed(reason=''): return dict(ok=False, reason=reason, width=None, height=None, resized=False, key='', format='', note='', digest='')
 
 def _internal(e):
     "The reason for an exception that is our bug, not the file's"
@@ -305,6 +310,15 @@ def _decoded(raw, o):
         if im is not None: im.close()
         raise _Refused(_decode_reason(e)) from None
 
+def _kept_keys(im, d, out, data, f, o):
+    "The duplicate key of the pixels kept, and their `pixel_digest` when they are at hand and `o['digest'](key)` asks for it"
+    # lossless formats decode back to `out` itself: only lossy ones need a second decode for the key
+    px = out if data is None or (f in ('PNG', 'BMP', 'TIFF') and out.mode == 'RGB') else None
+    if px is None: return _bytes_key(data, o['max_pixels']), ''
+    key = _sample_key(px, d['size0'] if data is None else px.size)
+    exact = data is not None or d['full']   # a JPEG decoded at reduced scale does not hold its full pixels
+    return key, pixel_digest(px) if exact and o.get('digest') and o['digest'](key) else ''
+
 def _check(raw, o):
     "Check the bytes `raw` under the options `o`; return the result dict and the bytes to store when they changed"
     r, data = _failed(), None
@@ -314,11 +328,8 @@ def _check(raw, o):
     try:
         with im:
             out, changed = _fix(im, d, o) if o['fix'] else (im, False)
-            if changed:
-                data, f = _encode(out, d['fmt'])
-                # lossless formats decode back to `out` itself: only lossy ones need a second decode for the key
-                r['key'] = _sample_key(out, out.size) if f in ('PNG', 'BMP', 'TIFF') and out.mode == 'RGB' else _bytes_key(data, o['max_pixels'])
-            elif o['fix']: r['key'] = _sample_key(im, d['size0'])
+            data, f = _encode(out, d['fmt']) if changed else (None, None)
+            if o['fix']: r['key'], r['digest'] = _kept_keys(im, d, out, data, f, o)
             w, h = out.size if changed else d['size0']
     except Exception as e: r['reason'] = _internal(e); return r, None
     r.update(ok=True, width=w, height=h, resized=d['big'], format=format_name(d['fmt']), note=d['note'])
@@ -333,7 +344,8 @@ def check_image(fn:Path|bytes,       # An image file, or the bytes of one
                 formats=WEB_FORMATS, # Formats accepted (see `format_name`); None: every format Pillow reads
                 fix:bool=True,       # Convert to upright RGB and resize (rewriting the file); False only checks (key, sha and note stay empty)
                 background=(255, 255, 255), # Colour under transparent pixels
-               )->dict:              # ok, reason, width, height, resized, key, sha (of the bytes kept), format, note; for bytes also `data`
+                digest=None,         # Called with the duplicate key; when it returns True, `digest` is the kept pixels' `pixel_digest` (when at hand)
+               )->dict:              # ok, reason, width, height, resized, key, sha (of the bytes kept), format, note, digest ('' unless asked); for bytes also `data`
     "Fully decode `fn` under the policy (`formats`, `min_size`, `max_pixels`); with `fix`, make it upright RGB within `max_size`"
     is_bytes = isinstance(fn, (bytes, bytearray, memoryview))
     fail = lambda why: dict(_failed(why), sha='', **({'data': None} if is_bytes else {}))
@@ -343,7 +355,7 @@ def check_image(fn:Path|bytes,       # An image file, or the bytes of one
         try: raw = fn.read_bytes()   # read once: decoded from memory, and hashed for the verify record
         except OSError as e: return fail(f'cannot read ({e.strerror})')
     if not raw: return fail('empty file')
-    o = dict(max_size=max_size, max_pixels=max_pixels, resample=resample, min_size=min_size, formats=formats, fix=fix, background=background)
+    o = dict(max_size=max_size, max_pixels=max_pixels, resample=resample, min_size=min_size, formats=formats, fix=fix, background=background, digest=digest)
     r, data = _check(raw, o)
     kept = raw if data is None else data
     r['sha'] = content_hash(kept) if r['ok'] and fix else ''
