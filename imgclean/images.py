@@ -7,7 +7,7 @@ __all__ = ['WEB_FORMATS', 'MIN_SIZE', 'VERDICTS', 'format_name', 'accepts_format
            'load_rgb', 'pixel_digest', 'check_image', 'free_name', 'add_to_report', 'read_verdicts', 'write_verdicts']
 
 # %% ../nbs/00_images.ipynb #2
-import functools, hashlib, io, math, re, warnings, zlib
+import functools, hashlib, io, math, re, struct, warnings, zlib
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +127,9 @@ def _deep_to_l(im):
 # %% ../nbs/00_images.ipynb #24
 def _composite(im, background):
     "`im` (any mode with transparency) flattened onto a `background` colour, as RGB"
-    rgba = im.convert('RGBA')
+    rgba = im if im.mode == 'RGBA' else im.convert('RGBA')
     out = Image.new('RGB', rgba.size, tuple(background))
-    out.paste(rgba, mask=rgba.getchannel('A'))
+    out.paste(rgba, mask=rgba)   # the alpha band is the mask: no copies
     return out
 
 def to_rgb(im:Image.Image,              # A decoded image in any mode Pillow produces
@@ -278,9 +278,21 @@ def _fix(im, d, o):
         out.thumbnail((o['max_size'], o['max_size']), o['resample'])
     return out, changed
 
+def _png_chunk(kind, data): return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(data, zlib.crc32(kind)))
+
+def _png_rgb(im):
+    "An RGB image as PNG bytes, every row 'Up'-filtered, deflated at level 1: ~2x faster than Pillow's adaptive filters, ~5% larger"
+    a = np.asarray(im); h, w = a.shape[:2]
+    rows = np.empty((h, 1 + 3*w), np.uint8); rows[:, 0] = 2   # filter type 2 (Up); the first row's "up" is zeros
+    rows[0, 1:] = a[0].reshape(-1)
+    if h > 1: rows[1:, 1:] = (a[1:] - a[:-1]).reshape(h - 1, -1)   # uint8 differences wrap around, as PNG's filters do
+    head = struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)   # 8-bit RGB, deflate, adaptive filtering, no interlace
+    return b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', head) + _png_chunk(b'IDAT', zlib.compress(rows, 1)) + _png_chunk(b'IEND', b'')
+
 def _encode(out, fmt):
     "`out` encoded in the format `fmt` it came in (PNG when Pillow cannot write that format); returns (bytes, format)"
     f, kw = _SAVE.get(fmt, ('PNG', {}))
+    if f == 'PNG' and out.mode == 'RGB': return _png_rgb(out), f   # what verify rewrites most: transparent or profiled PNGs
     if f == 'GIF' and out.mode != 'P': out = out.convert('P', palette=Image.ADAPTIVE)
     buf = io.BytesIO(); out.save(buf, format=f, **kw)
     return buf.getvalue(), f
