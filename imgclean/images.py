@@ -322,17 +322,14 @@ def _decoded(raw, o):
         if im is not None: im.close()
         raise _Refused(_decode_reason(e)) from None
 
-_SMALL = 256*256   # pixels: hashing them costs less than decoding the file again should its key repeat later
-
 def _kept_keys(im, d, out, data, f, o):
-    "The duplicate key of the pixels kept, and their `pixel_digest` when they are at hand and `o['digest'](key)` asks for it (or they are few)"
+    "The duplicate key of the pixels kept, and their `pixel_digest` when they are at hand and `o['digest'](key)` asks for it"
     # lossless formats decode back to `out` itself: only lossy ones need a second decode for the key
     px = out if data is None or (f in ('PNG', 'BMP', 'TIFF') and out.mode == 'RGB') else None
     if px is None: return _bytes_key(data, o['max_pixels']), ''
     key = _sample_key(px, d['size0'] if data is None else px.size)
     exact = data is not None or d['full']   # a JPEG decoded at reduced scale does not hold its full pixels
-    ask = exact and o.get('digest') and (o['digest'](key) or px.width*px.height <= _SMALL)
-    return key, pixel_digest(px) if ask else ''
+    return key, pixel_digest(px) if exact and o.get('digest') and o['digest'](key) else ''
 
 def _check(raw, o):
     "Check the bytes `raw` under the options `o`; return the result dict and the bytes to store when they changed"
