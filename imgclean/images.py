@@ -265,7 +265,7 @@ def _decode(im, o):
 
 # %% ../nbs/00_images.ipynb #46
 _SAVE = {'JPEG': ('JPEG', dict(quality=90)), 'MPO': ('JPEG', dict(quality=90)), 'PNG': ('PNG', dict(compress_level=1)), 'WEBP': ('WEBP', dict(quality=90)),
-         'BMP': ('BMP', {}), 'TIFF': ('TIFF', dict(compression='tiff_lzw')), 'GIF': ('GIF', {}), 'AVIF': ('AVIF', dict(quality=90, speed=10))}   # AVIF's default speed takes ~1 s a photo
+         'BMP': ('BMP', {}), 'TIFF': ('TIFF', dict(compression='tiff_lzw')), 'GIF': ('GIF', {}), 'AVIF': ('AVIF', dict(quality=90, speed=10, max_threads=1))}   # AVIF's default speed takes ~1 s a photo; files are encoded in parallel already
 
 def _fix(im, d, o):
     "Step 3: upright, RGB, resized; returns the image to keep and whether it differs from the file"
