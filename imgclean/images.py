@@ -245,9 +245,11 @@ def _frames_note(im):
     return f'animated, {n} frames: the first frame is kept' if n else 'more frames claimed, unreadable: the first frame is kept'
 
 def _fastai_same(im):
-    "Does fastai's own `convert('RGB')` give what `to_rgb` gives (1, L, P with no transparency or profile to apply)? Then the file can stay"
+    "Does fastai's own `convert('RGB')` give what `to_rgb` gives (1, L, P with no transparency, RGBA/LA all opaque; no profile to apply)? Then the file can stay"
     icc = im.info.get('icc_profile')
-    return im.mode in ('1', 'L', 'P') and 'transparency' not in im.info and not (icc and _icc_transform(bytes(icc), im.mode))
+    if icc and _icc_transform(bytes(icc), im.mode): return False
+    if im.mode in ('RGBA', 'LA'): return im.getchannel('A').getextrema()[0] == 255   # alpha everywhere 255: nothing to composite
+    return im.mode in ('1', 'L', 'P') and 'transparency' not in im.info
 
 def _decode(im, o):
     "Decode `im` in full (step 2; Pillow's errors are the file's); return what the fix step needs"
@@ -257,8 +259,8 @@ def _decode(im, o):
     orient, note = _orientation(im) if jpeg and fix else 1, _frames_note(im) if fix else ''
     big = bool(o['max_size']) and max(size0) > o['max_size'] and fix
     # a JPEG that is not rewritten (or is resized anyway) decodes at reduced scale: every byte is still checked, 5-10x faster
-    kept = not fix or (orient == 1 and (not needs_rgb(im) or _fastai_same(im)))
-    if jpeg and (big or kept): im.draft(im.mode, _draft_size(size0, o['max_size'] if big else None))
+    if jpeg and (big or not fix or (orient == 1 and (not needs_rgb(im) or _fastai_same(im)))):
+        im.draft(im.mode, _draft_size(size0, o['max_size'] if big else None))
     im.load()
     if fix and not jpeg: orient = _orientation(im)
     return dict(size0=size0, orient=orient, big=big, note=note, fmt=im.format, full=im.size == size0)
