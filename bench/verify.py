@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/verify.py [--runs 3] [--pillow PATH] [--photos PAT
 Corpora (each skipped when missing):
   --pillow PATH    Pillow's Tests/images (see bench/pillow_corpus.py for how to get a copy): every odd format and mode
   --photos PATH    a folder of photos; default /usr/share/backgrounds/mate (`apt-get install mate-backgrounds`: 16 JPEG
-                   photos and 14 PNGs of 1-5 megapixels)
+                   photos of 1-18 megapixels and 14 PNGs of 1-3, 9 of them transparent)
   --clipart N      N random PNGs of /usr/share/openclipart (`apt-get install openclipart-png`), most with transparency
   --generated N    N JPEG/PNG images of 64-900 px made by bench/download.py's make_site
 For each corpus, each run copies the files into two class folders, a fresh copy per side, and times in alternating
