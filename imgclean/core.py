@@ -76,31 +76,38 @@ def _candidates(path:Path, splits:list):
             out += [(f, split) for f in files]; links += ls
     return out, links
 
+def _links_checked(path, rows, skipped):
+    "`rows` (name, file, split, is_link) less the symlinks leaving `path` or to a file listed already (added to `skipped`)"
+    root, real, kept = path.resolve(), {}, []
+    for name, f, split, link in rows:
+        target = f.resolve()
+        if link and not target.is_relative_to(root): skipped.append((name, 'symlink leaving the dataset root')); continue
+        if not link: real[target] = name
+        kept.append((name, f, split, link, target))
+    items = []
+    for name, f, split, link, target in kept:   # one file, one label: a link to a file listed already is skipped
+        if link and real.setdefault(target, name) != name:
+            skipped.append((name, f"symlink to {real[target]}, already an item")); continue
+        items.append((name, f.parent.name, split))
+    return items
+
 def class_items(path:Path,            # Dataset root: class folders, or split folders holding class folders
                 all_files:bool=False, # Every file in the class folders, not only image files (what `verify` checks)
                )->pd.DataFrame:       # Columns name (relative to `path`, '/'-separated), label, split; sorted by name
     "Every item of the dataset at `path` with its label (its folder's name) and split folder ('' when none)"
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder; pass the dataset root that holds one folder per class")
-    root = path.resolve()
     cands, links = _candidates(path, split_folders(path))
-    rows, skipped, real = [], [(rel_name(l, path), 'symlinked folder (not followed)') for l in links], {}
-    for f, split in cands:
-        if not (all_files or is_image_name(f)): continue
-        name, target = rel_name(f, path), f.resolve()
-        if f.is_symlink() and not target.is_relative_to(root): skipped.append((name, 'symlink leaving the dataset root')); continue
-        if not f.is_symlink(): real[target] = name
-        rows.append((name, f.parent.name, split, f.is_symlink(), target))
-    items = []
-    for name, label, split, link, target in rows:   # one file, one label: a link to a file listed already is skipped
-        if link and real.setdefault(target, name) != name:
-            skipped.append((name, f"symlink to {real[target]}, already an item")); continue
-        items.append((name, label, split))
+    skipped = [(rel_name(l, path), 'symlinked folder (not followed)') for l in links]
+    rows = [(f.relative_to(path).as_posix(), f, split, f.is_symlink()) for f, split in cands if all_files or is_image_name(f)]
+    # resolving every file is most of the time this takes: only done when some file is a symlink
+    items = _links_checked(path, rows, skipped) if any(r[3] for r in rows) else [(n, f.parent.name, s) for n, f, s, _ in rows]
     df = pd.DataFrame(items, columns=['name', 'label', 'split']).sort_values('name', ignore_index=True)
     df.attrs['skipped'] = skipped   # (name, reason) pairs; a list, not a DataFrame, so pandas can still concat `df`
     if skipped: warnings.warn(f"{path}: {len(skipped)} files or folders are not items, e.g. {skipped[0][0]} ({skipped[0][1]}); "
                               "see `class_items(path).attrs['skipped']`", stacklevel=2)
     return df
+
 
 # %% ../nbs/00_core.ipynb #25
 def atomic_write(fn:Path,           # Target file (its folder is created)

@@ -6,7 +6,7 @@
 __all__ = ['verify_dataset', 'verify_images']
 
 # %% ../nbs/02_verify.ipynb #2
-import hashlib, os, shutil, time
+import os, shutil, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,8 +17,8 @@ from PIL import Image
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, class_items, file_hash, is_image_name, open_image, rel_name, write_csv
 from .download import summarize_downloads
-from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, add_to_report, check_image, free_name, read_verdicts,
-                             write_verdicts)
+from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, add_to_report, check_image, free_name, pixel_digest,
+                             read_verdicts, write_verdicts)
 
 # %% ../nbs/02_verify.ipynb #5
 def _size(fn):
@@ -46,7 +46,7 @@ def _reuse(fn, v, o):
     if (o['max_size'] and max(w, h) > o['max_size']) or w*h > o['max_pixels'] or min(w, h) < (o['min_size'] or 0): return None
     if o['formats'] is not None and not (v.get('format') and accepts_format(o['formats'], v['format'])): return None
     if file_hash(fn) != v['sha']: return None
-    return dict(ok=True, reason='', width=w, height=h, resized=False, key=v['key'], sha=v['sha'], format=v.get('format', ''), note='')
+    return dict(ok=True, reason='', width=w, height=h, resized=False, key=v['key'], sha=v['sha'], format=v.get('format', ''), note='', digest='')
 
 def _reuse_all(fns, rel, old, o, n_workers):
     "A list with the reused verdict of each file (None where it must be decoded)"
@@ -62,16 +62,25 @@ def _reuse_all(fns, rel, old, o, n_workers):
 def _pixel_digest(fn):
     "SHA-1 of the fully decoded pixels, mode and size of `fn` (only for files whose cheap keys collide)"
     try:
-        with open_image(fn, None) as im:
-            im.load(); return hashlib.sha1(f'{im.size}{im.mode}'.encode() + im.tobytes()).hexdigest()
+        with open_image(fn, None) as im: im.load(); return pixel_digest(im)
     except IMAGE_ERRORS: return f'unreadable:{fn}'
+
+def _repeats(keys=()):
+    "A function telling whether it was given a key before (or it is one of `keys`): the decode then hashes the pixels it holds"
+    seen = set(keys)
+    def repeat(k):
+        if k in seen: return True
+        seen.add(k); return False   # two threads may both miss: that file's pixels are then decoded again, never wrongly paired
+    return repeat
 
 def _exact_duplicates(df, root, n_workers=1):
     "The `dup_of` column: for each exact duplicate, the first file with the same pixels ('' elsewhere)"
     dup = pd.Series('', index=df.index)
     same = df[df.ok & (df.key != '') & df.key.duplicated(keep=False)]
-    one = same.groupby('sha').file.first()   # the same bytes have the same pixels: one decode per content
-    with ThreadPoolExecutor(max(1, n_workers)) as ex: digest = dict(zip(one.index, ex.map(lambda f: _pixel_digest(root/f), one)))
+    # the same bytes have the same pixels: one digest per content, taken from the decode when it hashed them
+    known = same[same.digest != ''].groupby('sha').digest.first().to_dict() if 'digest' in same else {}
+    one = same[~same.sha.isin(list(known))].groupby('sha').file.first()
+    with ThreadPoolExecutor(max(1, n_workers)) as ex: digest = known | dict(zip(one.index, ex.map(lambda f: _pixel_digest(root/f), one)))
     for _, g in same.groupby('key'):
         first = {}
         for i, f, h in zip(g.index, g.file, g.sha): dup[i] = first.setdefault(digest[h], f)
@@ -99,7 +108,7 @@ def _update_manifest(fn, df):
     write_csv(man, fn)
 
 # %% ../nbs/02_verify.ipynb #23
-_COLS = ['ok', 'reason', 'width', 'height', 'resized', 'key', 'sha', 'format', 'note']
+_COLS = ['ok', 'reason', 'width', 'height', 'resized', 'key', 'sha', 'format', 'note', 'digest']
 
 def _verify_files(root, rel, labels, o, q, n_workers, progress, move=True, reuse=True):
     "Check the files `rel` (names under `root`) with `check_image(**o)`; the report, failures moved to `q` when `move`"
@@ -107,7 +116,7 @@ def _verify_files(root, rel, labels, o, q, n_workers, progress, move=True, reuse
     n_workers = _workers(n_workers)
     res = _reuse_all(fns, rel, read_verdicts(root) if reuse else {}, o, n_workers)
     todo = [i for i, r in enumerate(res) if r is None]
-    _decode_all(fns, todo, res, o, n_workers, progress)
+    _decode_all(fns, todo, res, dict(o, digest=_repeats(r['key'] for r in res if r)), n_workers, progress)
     df = pd.DataFrame(res, columns=_COLS)
     df.insert(0, 'file', rel); df.insert(1, 'label', labels)
     for c in ('width', 'height'): df[c] = df[c].astype('Int64')
@@ -146,7 +155,7 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
     df = _verify_files(path, items.name.tolist(), items.label.tolist(), o, q, n_workers, progress, reuse=reuse)
     write_verdicts(path, df[df.ok], replace=True)
     if manifest and (path/'manifest.csv').is_file(): _update_manifest(path/'manifest.csv', df)
-    df = df.drop(columns=['key', 'sha'])
+    df = df.drop(columns=['key', 'sha', 'digest'])
     df.attrs['seconds'] = time.monotonic() - t0
     if verbose: print(summarize_downloads(df) + (f" Quarantine: {q}" if (df.quarantined != '').any() else ''))
     return df
@@ -208,6 +217,6 @@ def verify_images(fns,                  # fastai v2: a list (or `L`) of image fi
                        q, max_workers, progress, move=delete is not False)
     write_verdicts(root, df[df.ok])
     if (root/'manifest.csv').is_file(): _update_manifest(root/'manifest.csv', df)
-    df = df.drop(columns=['key', 'sha']); df.attrs['seconds'] = time.monotonic() - t0
+    df = df.drop(columns=['key', 'sha', 'digest']); df.attrs['seconds'] = time.monotonic() - t0
     if verbose: print(summarize_downloads(df) + (f" Quarantine: {q}" if (df.quarantined != '').any() else ''))
     return df

@@ -15,7 +15,7 @@ from _fault_helpers import FaultServer, odd_images  # noqa: E402
 from imgclean.core import MAX_PIXELS
 from imgclean.download import download_images
 from imgclean.images import WEB_FORMATS, check_image, format_name, load_rgb, sniff_image, to_rgb
-from imgclean.verify import verify_dataset, verify_images
+from imgclean.verify import _pixel_digest, verify_dataset, verify_images
 
 PILLOW = Path(__file__).parent/'data'/'pillow'
 FILES = sorted(p.name for p in PILLOW.iterdir() if not p.name.startswith('.'))
@@ -62,6 +62,15 @@ def test_check_image_on_pillow_test_images(name):
     if ref[0] == 'decodes' and ref[1] != 'eps':   # with every format and size accepted, all Pillow decodes is kept
         r2 = check_image(data, max_size=64, formats=None, min_size=0)
         assert r2['ok'], (name, r2['reason'])
+
+
+@pytest.mark.parametrize('name', FILES)
+def test_digest_taken_while_decoding_is_the_pixels_kept(name):
+    "verify pairs duplicates on a digest check_image takes from what it decoded: it must be the digest of the file as kept"
+    data = (PILLOW/name).read_bytes()
+    for max_size in (None, 64):
+        r = check_image(data, max_size=max_size, formats=None, min_size=0, digest=lambda key: True)
+        if r['digest']: assert r['digest'] == _pixel_digest(io.BytesIO(r['data'])), (name, max_size)
 
 
 def test_the_crashes_the_issue_names_are_kept():
