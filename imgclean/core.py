@@ -34,6 +34,7 @@ def in_root(root:Path, name:str)->Path:
     return full
 
 # %% ../nbs/00_core.ipynb #10
+mimetypes.init()   # the system's table, as fastai's import leaves it: without it .webp is missing until something calls guess_type
 IMAGE_EXTENSIONS = frozenset(k for k, v in mimetypes.types_map.items() if v.startswith('image/'))   # as fastai's `image_extensions`
 SPLITS = ('train', 'valid', 'val', 'test')
 

@@ -1,5 +1,5 @@
 "One dataset model: every stage lists the same items with the same labels, in plain and split layouts."
-import sys
+import subprocess, sys
 from pathlib import Path
 
 import pandas as pd
@@ -60,3 +60,12 @@ def test_symlinks_never_leave_the_root_or_double_an_item(tmp_path):
     assert sorted(items.name) == ['circle/000.png', 'circle/001.png', 'square/000.png', 'square/001.png']
     with pytest.warns(UserWarning): st = CleanerState(root)   # the cleaner sees the same four items, not the links
     assert sorted(st.label_of) == sorted(items.name)
+
+
+def test_image_extensions_do_not_depend_on_import_order():
+    "imgclean.core alone (as the CLI imports it, without fastai) lists .webp files, and the same extensions as fastai"
+    code = "import imgclean.core as c; print(sorted(c.IMAGE_EXTENSIONS))"
+    alone = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    after = subprocess.run([sys.executable, '-c', 'import fastai.data.transforms as t; ' + code + '; print(sorted(t.image_extensions))'],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "'.webp'" in alone and alone.strip() == after[0] == after[1]
