@@ -1,5 +1,5 @@
 "A tiny exported model and a loopback image server with redirects, for the serve tests (built once per session)."
-import functools, http.server, io, json, subprocess, sys, tempfile, threading, time, urllib.request, warnings
+import functools, http.server, io, json, subprocess, sys, tempfile, threading, time, urllib.parse, urllib.request, warnings
 from pathlib import Path
 
 from _export_helpers import tiny_learner
@@ -35,7 +35,7 @@ class ImageSite:
                     self.send_response(200); self.send_header('Content-Type', 'image/png'); self.end_headers()
                     self.wfile.write(site.png + b'\0' * 200_000); return
                 if self.path == '/loop': return self._redirect('/loop')
-                if self.path.startswith('/to/'): return self._redirect(self.path[4:])
+                if self.path.startswith('/to/'): return self._redirect(urllib.parse.unquote(self.path[4:]))   # urllib3 sends [::1] as %5B::1%5D
                 self._send(404, b'missing', 'text/plain')
             def _send(self, code, body, ctype):
                 self.send_response(code); self.send_header('Content-Type', ctype)
