@@ -77,3 +77,38 @@ class CliServer:
         try: self.proc.wait(10)
         except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait(10)
         self.out.close()
+
+
+def app_client(**kw):
+    "A Starlette TestClient on `make_app(tiny_export(), **kw)` (use it as a context manager: lifespan and one event loop)"
+    from starlette.testclient import TestClient
+    from imgclean.serve import make_app
+    pkl, _ = tiny_export()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return TestClient(make_app(pkl, **kw))
+
+
+def solid_png(w, h):
+    "A PNG of one colour: a few KB on disk, `w`*`h`*3 bytes once decoded"
+    from PIL import Image
+    buf = io.BytesIO(); Image.new('RGB', (w, h), (90, 140, 200)).save(buf, 'PNG'); return buf.getvalue()
+
+
+async def post_in_chunks(app, chunks, content_type, path='/classify'):
+    """POST the `chunks` (an iterable of bytes) to the ASGI `app` as a body without Content-Length, one chunk per
+    `receive`; returns (status, JSON body, bytes the app had taken when it answered)"""
+    it, taken, out = iter(chunks), 0, {}
+    async def receive():
+        nonlocal taken
+        c = next(it, None)
+        if c is None: return {'type': 'http.request', 'body': b'', 'more_body': False}
+        taken += len(c); return {'type': 'http.request', 'body': c, 'more_body': True}
+    async def send(m):
+        if m['type'] == 'http.response.start': out.setdefault('status', m['status']); out.setdefault('taken', taken)
+        elif m['type'] == 'http.response.body': out['body'] = out.get('body', b'') + m.get('body', b'')
+    scope = dict(type='http', asgi={'version': '3.0'}, http_version='1.1', method='POST', scheme='http', path=path, raw_path=path.encode(),
+                 root_path='', query_string=b'', headers=[(b'content-type', content_type.encode()), (b'transfer-encoding', b'chunked')],
+                 server=('127.0.0.1', 80), client=('127.0.0.1', 5000))
+    await app(scope, receive, send)
+    return out['status'], json.loads(out['body']), out['taken']
