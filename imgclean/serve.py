@@ -92,11 +92,11 @@ class Slots:
     def give(self, n:int):
         with self.lock: self.used -= n
 
-    async def take(self, n:int, timeout:float)->bool:
-        "Wait at most `timeout` seconds for `n` free units; False when they did not free up"
+    async def take(self, n:int, timeout:float, give_up=None)->bool:
+        "Wait at most `timeout` seconds for `n` free units (less if `give_up()` turns true); False when they did not free up"
         end, pause = time.monotonic() + timeout, 0.002
         while not self.try_take(n):
-            if time.monotonic() >= end: return False
+            if time.monotonic() >= end or (give_up and give_up()): return False
             await asyncio.sleep(pause); pause = min(2*pause, 0.05)
         return True
 
@@ -114,11 +114,16 @@ class FetchPool:
 
     async def run(self, fn, *args):
         "`fn(*args)` in a fetch thread; `FetchRefused` 503 when no slot frees within `wait` s or the server is stopping"
-        if self.closing: raise FetchRefused("the server is shutting down; retry shortly", 503)
-        if not await self.slots.take(1, self.wait):
+        got = await self.slots.take(1, self.wait, give_up=lambda: self.closing)
+        if not (got or self.closing):
             raise FetchRefused(f"all {self.slots.total} URL-fetch slots stayed busy for {self.wait:g} s; retry shortly "
                                "(or start the server with a larger --max-fetches)", 503)
         loop = asyncio.get_running_loop(); fut = loop.create_future()
+        self.waiting.add(fut)   # from here on `abandon` answers it
+        if self.closing:
+            self.waiting.discard(fut)
+            if got: self.slots.give(1)
+            raise FetchRefused("the server is shutting down; retry shortly", 503)
         def work():
             res, err = None, None
             try: res = fn(*args)
@@ -126,13 +131,12 @@ class FetchPool:
             finally: self.slots.give(1)   # the slot frees when the thread ends, not when its request stops waiting
             try: loop.call_soon_threadsafe(_settle, fut, res, err)
             except RuntimeError: pass      # the loop is closed: nobody waits any more
-        self.waiting.add(fut)
         threading.Thread(target=work, daemon=True, name='imgclean-fetch').start()
         try: return await fut
         finally: self.waiting.discard(fut)
 
     def abandon(self):
-        "Answer every request waiting on a fetch with 503 now, and refuse new fetches"
+        "Answer every request waiting on a fetch (or on a slot for one) with 503 now, and refuse new fetches"
         self.closing = True
         for fut in list(self.waiting):
             fut.get_loop().call_soon_threadsafe(_settle, fut, None, FetchRefused("the server is shutting down; retry shortly", 503))
