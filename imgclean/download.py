@@ -162,7 +162,8 @@ class _DeadlineConn:
     def request(self, *args, **kwargs):
         d = _current()
         if d is not None and self.sock is not None:   # a kept-alive connection from the pool
-            d.watch(self.sock); self._check(d, [self.sock.getpeername()[0]])
+            d.watch(self.sock)
+            if d.allow is not None: self._check(d, [self.sock.getpeername()[0]])   # opened by a fetch under another policy?
         super().request(*args, **kwargs)
         if d is not None: d.watch(self.sock)
 
