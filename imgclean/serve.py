@@ -168,6 +168,7 @@ def load_upload(im:Image.Image, # An image from `open_upload`
         why = 'it is truncated' if isinstance(e, EOFError) or 'truncated' in str(e).lower() else f'its {fmt} data is damaged'
         raise FetchRefused(f"cannot decode the image: {why}", 422) from None
 
+# %% ../nbs/09_serve.ipynb #00f179e9
 def decode_image(data:bytes,                 # Bytes of an uploaded or fetched file
                  max_pixels:int=40_000_000,  # Larger images are refused (a decompression-bomb guard)
                 )->Image.Image:              # RGB image, upright
