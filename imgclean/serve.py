@@ -6,7 +6,7 @@
 __all__ = ['is_public_address', 'FetchRefused', 'fetch_url', 'Slots', 'FetchPool', 'open_upload', 'load_upload', 'decode_image',
            'Predictor', 'read_upload', 'make_app', 'serve']
 
-# %% ../nbs/09_serve.ipynb #5003d283
+# %% ../nbs/09_serve.ipynb #3
 import asyncio, io, ipaddress, queue, threading, time, warnings
 from contextlib import asynccontextmanager
 from copy import copy
@@ -27,7 +27,7 @@ from .images import sniff_image, to_rgb
 from .download import AddressRefused, FetchError, fetch_image
 from .export import load_export
 
-# %% ../nbs/09_serve.ipynb #a6380513
+# %% ../nbs/09_serve.ipynb #6
 _NAT64 = ipaddress.ip_network('64:ff9b::/96')
 
 def is_public_address(ip, # An IP address (string or `ipaddress` object)
@@ -44,7 +44,7 @@ def is_public_address(ip, # An IP address (string or `ipaddress` object)
     return ip.is_global and not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
                                  or ip.is_reserved or ip.is_unspecified)
 
-# %% ../nbs/09_serve.ipynb #2d586817
+# %% ../nbs/09_serve.ipynb #10
 class FetchRefused(Exception):
     "A request the server will not serve (a URL it will not fetch, an image it will not decode); `status` is the HTTP status to answer with"
     def __init__(self, reason, status=400): super().__init__(reason); self.reason, self.status = reason, status
@@ -63,7 +63,7 @@ def _refusal(e, timeout, max_bytes):
     if status == 413: return FetchRefused(f"the image at the URL is over the limit of {max_bytes:,} bytes (--max-upload-bytes)", 413)
     return FetchRefused(f"could not fetch the URL: {e.reason}", status)
 
-# %% ../nbs/09_serve.ipynb #983817b7
+# %% ../nbs/09_serve.ipynb #13
 def fetch_url(url:str,                 # http(s) URL of an image
               allow_private:bool=False, # Allow loopback/private/link-local addresses (intranet use)
               max_bytes:int=10_000_000,# Largest body accepted
@@ -78,7 +78,7 @@ def fetch_url(url:str,                 # http(s) URL of an image
     except FetchError as e: raise _refusal(e, timeout, max_bytes) from None
     return data
 
-# %% ../nbs/09_serve.ipynb #81d75694
+# %% ../nbs/09_serve.ipynb #19
 class Slots:
     "A budget of `total` units shared by threads and event loops; `peak` is the most ever in use"
     def __init__(self, total:int): self.total, self.used, self.peak, self.lock = max(1, int(total)), 0, 0, threading.Lock()
@@ -100,7 +100,7 @@ class Slots:
             await asyncio.sleep(pause); pause = min(2*pause, 0.05)
         return True
 
-# %% ../nbs/09_serve.ipynb #264b813b
+# %% ../nbs/09_serve.ipynb #23
 def _settle(fut, res, err):
     if fut.done(): return
     if err is None: fut.set_result(res)
@@ -141,7 +141,7 @@ class FetchPool:
         for fut in list(self.waiting):
             fut.get_loop().call_soon_threadsafe(_settle, fut, None, FetchRefused("the server is shutting down; retry shortly", 503))
 
-# %% ../nbs/09_serve.ipynb #8f98773b
+# %% ../nbs/09_serve.ipynb #27
 def open_upload(data:bytes,                 # Bytes of an uploaded or fetched file
                 max_pixels:int=40_000_000,  # Larger images are refused (a decompression-bomb guard)
                )->Image.Image:              # The opened image (header read, pixels not decoded)
@@ -155,7 +155,7 @@ def open_upload(data:bytes,                 # Bytes of an uploaded or fetched fi
                            f"{e.max_pixels:,} (a decompression-bomb guard); start the server with a larger --max-pixels to accept it", 413) from None
     except IMAGE_ERRORS: raise FetchRefused(f"cannot decode the image: its {fmt.upper()} header is damaged", 422) from None
 
-# %% ../nbs/09_serve.ipynb #e290638f
+# %% ../nbs/09_serve.ipynb #30
 def load_upload(im:Image.Image, # An image from `open_upload`
                )->Image.Image:  # Decoded in full, upright, RGB
     "Decode `im` in full (then close it), upright and RGB, or raise `FetchRefused` (422) saying why"
@@ -168,14 +168,14 @@ def load_upload(im:Image.Image, # An image from `open_upload`
         why = 'it is truncated' if isinstance(e, EOFError) or 'truncated' in str(e).lower() else f'its {fmt} data is damaged'
         raise FetchRefused(f"cannot decode the image: {why}", 422) from None
 
-# %% ../nbs/09_serve.ipynb #00f179e9
+# %% ../nbs/09_serve.ipynb #33
 def decode_image(data:bytes,                 # Bytes of an uploaded or fetched file
                  max_pixels:int=40_000_000,  # Larger images are refused (a decompression-bomb guard)
                 )->Image.Image:              # RGB image, upright
     "Decode `data` fully into an upright RGB image (`open_upload` then `load_upload`), or raise `FetchRefused` (4xx)"
     return load_upload(open_upload(data, max_pixels))
 
-# %% ../nbs/09_serve.ipynb #3d692f1c
+# %% ../nbs/09_serve.ipynb #37
 class Predictor:
     "`export.pkl` (or a `Learner`) ready for batched inference: `preprocess` in any thread, `submit` to the batch thread"
     def __init__(self, learn,                 # A `Learner` or an export.pkl path
@@ -252,7 +252,7 @@ class Predictor:
         "[[class, probability], ...] most probable first"
         return sorted(([c, round(float(p), 6)] for c, p in zip(self.vocab, probs)), key=lambda o: -o[1])
 
-# %% ../nbs/09_serve.ipynb #71223d53
+# %% ../nbs/09_serve.ipynb #44
 _FORM_OVERHEAD = 16_384   # room for the multipart boundaries and part headers around the file
 
 def _too_big(cap): return FetchRefused(f"upload is larger than the limit of {cap:,} bytes (--max-upload-bytes); send a smaller image", 413)
@@ -284,7 +284,7 @@ async def read_upload(request:Request, # A POST with the image as its body, or a
     if len(data) > cap: raise _too_big(cap)
     return data
 
-# %% ../nbs/09_serve.ipynb #bb208470
+# %% ../nbs/09_serve.ipynb #48
 def _err(msg, status, **headers): return JSONResponse({'error': msg}, status_code=status, headers=headers or None)
 def _refused(e): return _err(e.reason, e.status, **({'Retry-After': '1'} if e.status == 503 else {}))
 
@@ -348,7 +348,7 @@ class _Service:
                     uptime_s=round(time.time() - self.started, 1), **({'error': why} if why else {}))
         return JSONResponse(body, status_code=200 if why is None else 503)
 
-# %% ../nbs/09_serve.ipynb #f88f7736
+# %% ../nbs/09_serve.ipynb #51
 def make_app(learn,                       # A `Learner` or an export.pkl path (a pickle: only files you trust)
              allow_private:bool=False,    # Let /classify-url fetch loopback/private/link-local addresses
              max_batch:int=16,            # Most images per forward pass
@@ -380,12 +380,12 @@ def make_app(learn,                       # A `Learner` or an export.pkl path (a
     app.state.predictor, app.state.fetches, app.state.pixels = pred, svc.fetches, svc.pixels
     return app
 
-# %% ../nbs/09_serve.ipynb #f571ec11
+# %% ../nbs/09_serve.ipynb #53
 def _page_html():
     from importlib.resources import files
     return files('imgclean').joinpath('assets/serve.html').read_text(encoding='utf-8')
 
-# %% ../nbs/09_serve.ipynb #cfc4936c
+# %% ../nbs/09_serve.ipynb #60
 def _uvicorn(app, host, port):
     "A uvicorn server for `app` that, on SIGINT/SIGTERM, first answers the requests waiting on URL fetches (503)"
     import uvicorn
@@ -393,7 +393,7 @@ def _uvicorn(app, host, port):
         def handle_exit(self, sig, frame): app.state.fetches.abandon(); super().handle_exit(sig, frame)
     return _Server(uvicorn.Config(app, host=host, port=port, log_level='info', timeout_graceful_shutdown=10))
 
-# %% ../nbs/09_serve.ipynb #18c6294a
+# %% ../nbs/09_serve.ipynb #62
 def serve(learner,                   # export.pkl to serve (a pickle: only files you made or trust)
           host:str='127.0.0.1',      # Interface to listen on
           port:int=8000,             # Port
