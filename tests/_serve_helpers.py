@@ -1,5 +1,5 @@
 "A tiny exported model and a loopback image server with redirects, for the serve tests (built once per session)."
-import functools, http.server, io, json, subprocess, sys, tempfile, threading, time, urllib.request, warnings
+import functools, http.server, io, json, subprocess, sys, tempfile, threading, time, urllib.parse, urllib.request, warnings
 from pathlib import Path
 
 from _export_helpers import tiny_learner
@@ -35,7 +35,7 @@ class ImageSite:
                     self.send_response(200); self.send_header('Content-Type', 'image/png'); self.end_headers()
                     self.wfile.write(site.png + b'\0' * 200_000); return
                 if self.path == '/loop': return self._redirect('/loop')
-                if self.path.startswith('/to/'): return self._redirect(self.path[4:])
+                if self.path.startswith('/to/'): return self._redirect(urllib.parse.unquote(self.path[4:]))   # urllib3 sends [::1] as %5B::1%5D
                 self._send(404, b'missing', 'text/plain')
             def _send(self, code, body, ctype):
                 self.send_response(code); self.send_header('Content-Type', ctype)
@@ -77,3 +77,38 @@ class CliServer:
         try: self.proc.wait(10)
         except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait(10)
         self.out.close()
+
+
+def app_client(**kw):
+    "A Starlette TestClient on `make_app(tiny_export(), **kw)` (use it as a context manager: lifespan and one event loop)"
+    from starlette.testclient import TestClient
+    from imgclean.serve import make_app
+    pkl, _ = tiny_export()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return TestClient(make_app(pkl, **kw))
+
+
+def solid_png(w, h):
+    "A PNG of one colour: a few KB on disk, `w`*`h`*3 bytes once decoded"
+    from PIL import Image
+    buf = io.BytesIO(); Image.new('RGB', (w, h), (90, 140, 200)).save(buf, 'PNG'); return buf.getvalue()
+
+
+async def post_in_chunks(app, chunks, content_type, path='/classify'):
+    """POST the `chunks` (an iterable of bytes) to the ASGI `app` as a body without Content-Length, one chunk per
+    `receive`; returns (status, JSON body, bytes the app had taken when it answered)"""
+    it, taken, out = iter(chunks), 0, {}
+    async def receive():
+        nonlocal taken
+        c = next(it, None)
+        if c is None: return {'type': 'http.request', 'body': b'', 'more_body': False}
+        taken += len(c); return {'type': 'http.request', 'body': c, 'more_body': True}
+    async def send(m):
+        if m['type'] == 'http.response.start': out.setdefault('status', m['status']); out.setdefault('taken', taken)
+        elif m['type'] == 'http.response.body': out['body'] = out.get('body', b'') + m.get('body', b'')
+    scope = dict(type='http', asgi={'version': '3.0'}, http_version='1.1', method='POST', scheme='http', path=path, raw_path=path.encode(),
+                 root_path='', query_string=b'', headers=[(b'content-type', content_type.encode()), (b'transfer-encoding', b'chunked')],
+                 server=('127.0.0.1', 80), client=('127.0.0.1', 5000))
+    await app(scope, receive, send)
+    return out['status'], json.loads(out['body']), out['taken']
