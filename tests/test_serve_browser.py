@@ -46,5 +46,5 @@ def test_upload_page_in_chromium(tmp_path, free_port, artifacts):
             finally: browser.close()
         assert labels[0] == expected and len(labels) == 3
         assert widths == sorted(widths, reverse=True) and abs(sum(widths) - 100) < 1
-        assert 'non-public address' in url_error
+        assert 'is not a public address' in url_error
         assert (artifacts/'serve_page.png').stat().st_size > 0
