@@ -6,7 +6,7 @@
 __all__ = ['embed_on_ray']
 
 # %% ../nbs/12_cluster.ipynb #2
-import copy, os
+import copy, math, os
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,8 @@ def embed_on_ray(files,                  # Image files; every node must see them
     old = ctx.enable_progress_bars, ctx.print_on_execution_start
     ctx.enable_progress_bars = ctx.print_on_execution_start = False   # one progress bar: ours
     try:
-        ds = ray.data.from_items([dict(i=i, path=f) for i, f in enumerate(files)])
+        blocks = min(math.ceil(len(files)/bs), 50*n)   # about 50 blocks per actor: the work balances, the driver's bookkeeping stays small
+        ds = ray.data.from_items([dict(i=i, path=f) for i, f in enumerate(files)], override_num_blocks=blocks)
         ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(fm=_shared(ray, fm), size=size, mean=[float(o) for o in mean],
                                                                    std=[float(o) for o in std], gpu='num_gpus' in res),
                             batch_size=bs, batch_format='numpy', compute=ray.data.ActorPoolStrategy(size=n), **res)
