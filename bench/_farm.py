@@ -1,6 +1,6 @@
 """A loopback web of many hosts for bench/scale.py: one asyncio process answers on 127.1.X.Y:PORT for every host.
 
-Every host serves the same pool of images at /i/<n>.jpg (after `latency` seconds) and the fault kinds at /f/<kind>/<n>:
+Every host serves a pool of images at /i/<n>.jpg (each <n> made distinct by a comment, so no two URLs give the same bytes) (after `latency` seconds) and the fault kinds at /f/<kind>/<n>:
 404, 500 (always), html (a 200 page), truncated (half a JPEG), empty (a 200 with no body), reset (connection reset),
 stall (headers, part of the body, then `stall` seconds of silence), trickle (one byte every 0.5 s for `stall` seconds),
 bomb (a small PNG claiming 30000x30000 pixels), big (a 40 MB body). Every fault is bounded in time."""
@@ -34,6 +34,15 @@ def bomb_png(w=30000, h=30000):
     return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')
 
 
+def unique(body:bytes, n:int)->bytes:
+    "`body` (a JPEG or PNG) made distinct for image number `n` by a comment (JPEG COM segment, PNG tEXt chunk); pixels unchanged"
+    tag = f'image {n}'.encode()
+    if body[:2] == b'\xff\xd8': return body[:2] + b'\xff\xfe' + struct.pack('>H', len(tag) + 2) + tag + body[2:]
+    t = b'tEXt' + b'n\x00' + tag
+    chunk = struct.pack('>I', len(t) - 4) + t + struct.pack('>I', zlib.crc32(t) & 0xffffffff)
+    return body[:33] + chunk + body[33:]   # after the signature and IHDR
+
+
 def _head(code, ctype, n):
     reason = {200: 'OK', 404: 'Not Found', 500: 'Internal Server Error'}[code]
     return f'HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {n}\r\n\r\n'.encode()
@@ -62,7 +71,7 @@ class Farm:
         "Write the answer to `path`; False when the connection must close"
         parts = path.strip('/').split('/')
         if parts[0] == 'i':
-            body = self.pool[int(parts[1].split('.')[0]) % len(self.pool)]
+            n = int(parts[1].split('.')[0]); body = unique(self.pool[n % len(self.pool)], n)   # every URL a distinct file
             w.write(_head(200, 'image/jpeg', len(body)) + body); await w.drain(); return True
         kind = parts[1] if len(parts) > 1 else ''
         if kind in ('404', '500'): w.write(_head(int(kind), 'text/plain', 4) + b'nope'); await w.drain(); return True

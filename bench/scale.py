@@ -1,10 +1,11 @@
 """Benchmark: downloading a large URL list spread over many hosts: imgclean local, imgclean on a local Ray cluster, img2dataset.
 
-Usage: .venv/bin/python bench/scale.py [--urls 100000] [--hosts 500] [--latency 0.02] [--sides ours,ray,img2dataset]
+Usage: .venv/bin/python bench/scale.py [--urls 100000] [--hosts 500] [--latency 0.02] [--sides ours,unverified,ray,img2dataset]
 A farm process serves every host on 127.1.X.Y (all loopback on Linux) with `latency` seconds per request and the
 fault kinds mixed in (404, 500, HTML pages, truncated JPEGs, empty bodies, resets, stalls, trickles, 40 MB bodies,
 decompression bombs; see bench/_farm.py). Each side runs in its own process (its peak memory is that process tree's)
-with the same total concurrency and at most `--per-host` connections to one host. img2dataset is not a dependency:
+with the same total concurrency and at most `--per-host` connections to one host (img2dataset has no per-host limit:
+only its total, `processes_count` x `thread_count`, is the same). img2dataset is not a dependency:
 it runs from its own venv (`--img2dataset /path/to/img2dataset`; `python3 -m venv /work/benchenv &&
 /work/benchenv/bin/pip install img2dataset`: it pins pandas<3), under a 12 GB address-space limit so that a
 decompression bomb cannot take the machine down. Prints URLs/s, peak memory, files kept, junk kept (kept files that
@@ -13,6 +14,7 @@ import argparse, json, multiprocessing as mp, os, resource, shutil, socket, subp
 from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,16 +56,28 @@ def junk(root):
     return bad, n
 
 
+def _tree_rss(proc):
+    "Resident memory of `proc` and all its descendants, in MB (shared pages counted in each process)"
+    total = 0
+    for q in [proc, *proc.children(recursive=True)]:
+        try: total += q.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied): pass
+    return total / 2**20
+
+
 def run_timed(cmd, env=None, limit_gb=None):
-    "Run `cmd`; return (seconds, peak RSS of its process tree in MB, exit code)"
+    "Run `cmd`; return (seconds, peak RSS summed over its process tree in MB, exit code, stderr tail)"
     def pre():
         if limit_gb: resource.setrlimit(resource.RLIMIT_AS, (limit_gb << 30, limit_gb << 30))
-    t0 = time.monotonic()
-    p = subprocess.run(['/usr/bin/time', '-f', '%M', *cmd], env=env, preexec_fn=pre, capture_output=True, text=True)
-    secs = time.monotonic() - t0
-    try: peak = int(p.stderr.strip().splitlines()[-1]) / 1024
-    except (ValueError, IndexError): peak = float('nan')
-    return secs, peak, p.returncode, p.stderr[-2000:]
+    t0, peak = time.monotonic(), 0.0
+    with tempfile.TemporaryFile('w+') as err:
+        p = subprocess.Popen(cmd, env=env, preexec_fn=pre, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        ps = psutil.Process(p.pid)
+        while p.poll() is None:
+            peak = max(peak, _tree_rss(ps)); time.sleep(0.5)
+        secs = time.monotonic() - t0
+        err.seek(0); tail = err.read()[-2000:]
+    return secs, peak, p.returncode, tail
 
 
 OURS = """import sys, json, time
@@ -74,8 +88,8 @@ print(json.dumps(dict(rows=len(df), ok=int((df.status == 'ok').sum()))))
 """
 
 
-def side_ours(lists, out, a, engine=None):
-    kw = dict(n_workers=a.workers, per_host=a.per_host, timeout=4, max_size=None)
+def side_ours(lists, out, a, engine=None, verify=True):
+    kw = dict(n_workers=a.workers, per_host=a.per_host, timeout=4, max_size=None, retries=0, verify=verify)
     if engine: kw['engine'] = engine
     secs, peak, code, err = run_timed([sys.executable, '-c', OURS, str(lists), str(out), json.dumps(kw)],
                                       env={**os.environ, 'PYTHONPATH': str(ROOT)})
@@ -102,7 +116,7 @@ def main():
     p.add_argument('--urls', type=int, default=100_000); p.add_argument('--hosts', type=int, default=500)
     p.add_argument('--latency', type=float, default=0.02); p.add_argument('--stall', type=float, default=3.0)
     p.add_argument('--workers', type=int, default=64); p.add_argument('--per-host', type=int, default=8)
-    p.add_argument('--sides', default='ours,ray,img2dataset')
+    p.add_argument('--sides', default='ours,unverified,ray,img2dataset')   # unverified: ours with verify=False, as img2dataset (no decode)
     p.add_argument('--img2dataset', default='/work/benchenv/bin/img2dataset')
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix='imgclean_scale_'))
@@ -117,7 +131,8 @@ def main():
         res = {}
         for side in a.sides.split(','):
             out = tmp/side
-            r = side_img2dataset(tmp/'urls', out, a) if side == 'img2dataset' else side_ours(tmp/'urls', out, a, 'ray' if side == 'ray' else None)
+            if side == 'img2dataset': r = side_img2dataset(tmp/'urls', out, a)
+            else: r = side_ours(tmp/'urls', out, a, 'ray' if side == 'ray' else None, verify=side != 'unverified')
             r['junk'], r['kept'] = junk(out)
             res[side] = r
             print(f"{side:12s} {a.urls/r['secs']:8.1f} URLs/s  {r['secs']:7.1f} s  peak {r['peak']:7.0f} MB  kept {r['kept']:6d}  "

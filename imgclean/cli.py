@@ -136,6 +136,7 @@ def _given(args, o): return not o.positional and getattr(args, o.name) != o.defa
 def _download(a):
     from imgclean.download import download_images
     kw = kwargs_for(a, 'download_images')
+    if a.ray is not None: kw.update(engine='ray', address=None if a.ray == 'local' else a.ray)   # --ray [ADDRESS]
     src = Path(kw['source'])
     if src.is_file() and not kw.get('label'):   # one file of URLs: its class from its name, as a folder's urls_<class>.csv
         kw['label'] = src.stem[5:] if src.stem.startswith('urls_') and len(src.stem) > 5 else src.stem
@@ -253,7 +254,11 @@ def _lr(s):
 _DATA = 'imgclean.data:'
 COMMANDS = dict(
     download=Command(_download, 'imgclean.download:download_images', positional=('source', 'dest'), rename=dict(source='urls'),
-                     skip=('url_file', 'urls', 'preserve_filename', 'max_workers', 'total_timeout')),   # fastai's Python call forms
+                     skip=('url_file', 'urls', 'preserve_filename', 'max_workers', 'total_timeout',   # fastai's Python call forms
+                           'engine', 'address'),   # --ray [ADDRESS]
+                     extras=dict(ray=(None, "download on a Ray cluster: ADDRESS ('auto': the one running on this machine, ray://HEAD:10001); "
+                                            "alone: a new local one. DEST must be on storage every node sees (pip install 'imgclean[ray]')", str,
+                                      dict(nargs='?', const='local', metavar='ADDRESS')))),
     verify=Command(_verify, 'imgclean.verify:verify_dataset'),
     train=Command(_train, _DATA + 'folder_dls', _DATA + 'csv_items', _DATA + 'image_dls', 'imgclean.train:make_learner',
                   'imgclean.train:find_lr', 'imgclean.train:fine_tune_stages', 'imgclean.export:export_learner',
@@ -332,9 +337,9 @@ def _subparser(sub, name, cmd):
         g = s.add_argument_group(f"{fn}" + (f" (with --{cmd.when[fn].replace('_', '-')})" if fn in cmd.when else ''))
         for o in mine: _add_option(g, o, cmd)
     g = s.add_argument_group('command line only') if cmd.extras else None
-    for k, (default, hlp, typ) in cmd.extras.items():
+    for k, (default, hlp, typ, *more) in cmd.extras.items():
         if typ is bool: g.add_argument('--' + k.replace('_', '-'), dest=k, action=_Bool, default=default, help=hlp)
-        else: g.add_argument('--' + k.replace('_', '-'), dest=k, type=typ, default=default, help=f"{hlp} (default: {default})")
+        else: g.add_argument('--' + k.replace('_', '-'), dest=k, type=typ, default=default, help=f"{hlp} (default: {default})", **(more[0] if more else {}))
     s.set_defaults(_cmd=cmd, _options=opts, _parser=s)
     return s
 

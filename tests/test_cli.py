@@ -104,6 +104,45 @@ def test_download_and_verify_flags(capsys, tmp_path, class_folders):
     assert not (tmp_path/'dest'/'circle'/'bad.png').exists() and (tmp_path/'dest_quarantine'/'circle'/'bad.png').exists()
 
 
+def test_download_ray_option_chooses_the_engine(capsys, tmp_path, monkeypatch):
+    "--ray ADDRESS: engine='ray' at that address; --ray alone: a new local cluster; without it: the local engine"
+    import pandas as pd
+    from imgclean import download
+    seen = []
+    monkeypatch.setattr(download, 'download_images', lambda **kw: seen.append(kw) or pd.DataFrame(columns=['status']))
+    (tmp_path/'urls').mkdir()
+    for extra in (['--ray', 'ray://head:10001'], ['--ray'], ['--ray', 'auto', '--workers', '8'], []):
+        code, _, err = run(capsys, 'download', tmp_path/'urls', tmp_path/'dest', *extra)
+        assert code == 0, err
+    assert [(k.get('engine'), k.get('address', '-')) for k in seen] == [('ray', 'ray://head:10001'), ('ray', None), ('ray', 'auto'), (None, '-')]
+    assert seen[2]['n_workers'] == 8
+    code, out, _ = run(capsys, 'download', '--help')
+    assert '--ray [ADDRESS]' in out and '--engine' not in out
+
+
+def test_download_on_a_local_ray_cluster_from_the_command_line(capsys, tmp_path, class_folders):
+    "`imgclean download URLS DEST --ray` starts a local Ray cluster and gives the files the local engine gives"
+    ray = pytest.importorskip('ray', reason="the ray extra is not installed (pip install 'imgclean[ray]')")
+    from imgclean.datasets import DemoServer
+    assert not ray.is_initialized()
+    try:
+        with DemoServer(class_folders) as srv:
+            (tmp_path/'urls').mkdir()
+            for c in ('circle', 'square'):
+                (tmp_path/'urls'/f'urls_{c}.csv').write_text('\n'.join(f'{srv.url}/{c}/{i:03d}.png' for i in range(6)) + f'\n{srv.url}/gone.png\n')
+            here = run(capsys, 'download', tmp_path/'urls', tmp_path/'here', '--retries', 0, '--no-progress')
+            assert not ray.is_initialized()
+            there = run(capsys, 'download', tmp_path/'urls', tmp_path/'there', '--ray', '--retries', 0, '--no-progress')
+        assert here[0] == 0 and there[0] == 0, (here[2], there[2])
+        assert ray.is_initialized()   # the Ray engine ran, on a cluster it started
+    finally: ray.shutdown()
+    files = lambda root: {f.relative_to(root).as_posix(): f.read_bytes() for f in root.glob('[!._]*/*') if f.is_file()}
+    assert len(files(tmp_path/'there')) == 12 and files(tmp_path/'there') == files(tmp_path/'here')
+    import pandas as pd
+    a, b = (pd.read_csv(tmp_path/d/'manifest.csv').sort_values('url') for d in ('here', 'there'))
+    assert a.status.tolist() == b.status.tolist() and a.file.fillna('').tolist() == b.file.fillna('').tolist()
+
+
 def test_download_with_no_image_is_an_error(capsys, tmp_path):
     from imgclean.datasets import DemoServer
     (tmp_path/'site').mkdir(); (tmp_path/'site'/'page.html').write_text('<html>not an image</html>')
@@ -220,7 +259,7 @@ def cli_library_mismatches(parser):
     return bad, n
 
 
-EXTRAS = {('train', 'lr'), ('train', 'fast_frozen'), ('train', 'distributed'), ('predict', 'top'), ('audit', 'out'), ('apply', 'undo')}
+EXTRAS = {('download', 'ray'), ('train', 'lr'), ('train', 'fast_frozen'), ('train', 'distributed'), ('predict', 'top'), ('audit', 'out'), ('apply', 'undo')}
 
 
 def test_every_cli_default_is_the_library_default():

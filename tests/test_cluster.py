@@ -1,0 +1,73 @@
+"""Embeddings on a local Ray cluster: the vectors of `imgclean.audit.embed_images`, row by row in the caller's order, with
+undecodable files marked. (`pip install imgclean[ray]`; `make test` installs it, so nothing here is skipped in CI.)"""
+import random, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import make_class_folders  # noqa: E402
+
+ray = pytest.importorskip('ray', reason="the ray extra is not installed (pip install 'imgclean[ray]')")
+from imgclean.audit import IMAGENET_STATS, embed_images, feature_model  # noqa: E402
+from imgclean.cluster import embed_on_ray  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def tiny_model(seed=0):
+    "A small random conv net: image batch -> 16 feature maps"
+    import torch
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU())
+
+
+@pytest.fixture
+def files(tmp_path):
+    "A dozen small images in three class folders, one corrupt file, in a shuffled order; first a large image (slow to decode)"
+    from PIL import Image
+    root = make_class_folders(tmp_path/'shapes', n=4)
+    (root/'circle'/'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0 this is not a JPEG')
+    fns = sorted(root.rglob('*.*')); random.Random(1).shuffle(fns)
+    big = root/'square'/'big.png'   # its batch finishes after later ones: rows must still land at their index
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 3000, 3), dtype=np.uint8)).save(big, compress_level=1)
+    return [big, *fns]
+
+
+def test_embed_on_ray_gives_embed_images_rows_in_order(cluster, files):
+    model = tiny_model()
+    here = embed_images(files, model=model, cache_dir=None, size=32, bs=4, progress=False)
+    mean, std = IMAGENET_STATS
+    feats, ok = embed_on_ray(files, feature_model(model), size=32, mean=mean, std=std, bs=3, num_actors=2, progress=False)
+    assert feats.dtype == np.float32 and feats.shape == here.shape == (14, 16)
+    assert ok.tolist() == [f.name != 'corrupt.jpg' for f in files]
+    assert np.isnan(feats[~ok]).all()
+    for i in np.flatnonzero(ok): np.testing.assert_allclose(feats[i], here[i], rtol=1e-5, atol=1e-5, err_msg=f"row {i} ({files[i]})")
+
+
+def test_embed_on_ray_with_relative_paths_and_a_progress_bar(cluster, files, monkeypatch):
+    "The actors' working folder is not the driver's: relative paths are made absolute before they leave"
+    monkeypatch.chdir(files[0].parents[1])
+    rel = [f.relative_to(files[0].parents[1]) for f in files]
+    feats, ok = embed_on_ray(rel, feature_model(tiny_model()), size=32, bs=8, progress=True)
+    assert ok.sum() == 13 and not np.isnan(feats[ok]).any()
+
+
+def test_embed_on_ray_with_no_files(cluster):
+    feats, ok = embed_on_ray([], feature_model(tiny_model()), progress=False)
+    assert feats.shape == (0, 0) and ok.shape == (0,)
+
+
+def test_rows_arriving_out_of_order_land_at_their_index():
+    from imgclean.cluster import _collect
+    b = [dict(i=np.array([2, 0]), ok=np.array([True, False]), feat=np.array([[2., 2.], [np.nan, np.nan]], dtype=np.float32)),
+         dict(i=np.array([1]), ok=np.array([True]), feat=np.array([[1., 1.]], dtype=np.float32))]
+    feats, ok = _collect(b, 3, progress=False)
+    assert ok.tolist() == [False, True, True] and feats[1:].tolist() == [[1., 1.], [2., 2.]] and np.isnan(feats[0]).all()
