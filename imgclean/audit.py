@@ -41,7 +41,7 @@ def _atomic_save_npz(fn, **arrays):
     "Write `arrays` to the `.npz` file `fn` atomically"
     buf = io.BytesIO(); np.savez(buf, **arrays); atomic_write(fn, buf.getvalue())
 
-# %% ../nbs/06_audit.ipynb #e6967437
+# %% ../nbs/06_audit.ipynb #208a50d3
 class _Pooled(nn.Module):
     "A body followed by average pooling and flattening, when the body returns feature maps"
     def __init__(self, body, pool=None):
@@ -138,7 +138,7 @@ def embed_images(files,                # Image files
         if h in cache: res[i] = cache[h]
     return res
 
-# %% ../nbs/06_audit.ipynb #2833ca18
+# %% ../nbs/06_audit.ipynb #6f02dbf8
 def _folds(labels, k, seed):
     "Stratified fold number per item"
     rng = np.random.default_rng(seed); f = np.zeros(len(labels), int)
@@ -193,7 +193,7 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
     if C is None: C = choose_C(feats, y)[0]
     return _oof(feats, y, len(classes), _folds(labels, k, seed), C), list(classes)
 
-# %% ../nbs/06_audit.ipynb #df02d1a4
+# %% ../nbs/06_audit.ipynb #72b453d0
 def estimate_wrong_labels(y:np.ndarray,     # n given labels as class indices
                           probs:np.ndarray, # (n, c) out-of-fold probabilities
                          )->tuple:          # (estimated number of wrong labels, calibrated confident joint (c, c))
@@ -211,7 +211,7 @@ def _rank_keys(self_conf, margin):
     "Order best-first (most likely wrong first): lowest self-confidence, ties broken by the lowest margin"
     return np.lexsort((margin, self_conf))
 
-# %% ../nbs/06_audit.ipynb #67058b6d
+# %% ../nbs/06_audit.ipynb #38f97d0b
 FLAG_RULES = ('estimate', 'confident', 'argmax', 'either')
 
 def find_label_issues(labels,           # n given labels
@@ -361,7 +361,7 @@ def topk_neighbours(x:np.ndarray,   # (n, d) float32 vectors (cosine: normalise 
     o = np.argsort(I == np.arange(n)[:, None], axis=1, kind='stable')[:, :k]
     return np.take_along_axis(D, o, 1).astype(np.float32), np.take_along_axis(I, o, 1)
 
-# %% ../nbs/06_audit.ipynb #9c74183d
+# %% ../nbs/06_audit.ipynb #b6ac70c3
 def _union_find(n, pairs):
     parent = np.arange(n)
     def find(a):
@@ -465,7 +465,8 @@ def _groups(names, pairs, px, area):
 
 def find_duplicates(files,               # Image files (names used for the table and keeper order)
                     feats:np.ndarray=None, # Optional (n, d) embeddings: their neighbours are candidates too
-                    max_diff:float=8.0,  # Near duplicate: aligned 32×32 colour thumbnail difference (0-255) at most this...
+                    max_diff:float=8.0,  # Near duplicate: aligned 32×32 colour thumbnail difference (0-255) at most this
+                    min_pair_ncc:float=0.9, # ...and `aligned_ncc` at least this (plain backgrounds make unrelated thumbnails close)...
                     min_ncc:float=0.98,  # ...or aligned correlation of the trimmed, normalised 16×16 thumbnails at least this
                     max_chroma:float=0.015,# ...with mean chromaticities (r, g, b over their sum) this close
                     max_shift:int=2,     # Thumbnail pixels of shift tried by `aligned_difference` (half that for `aligned_ncc`)
@@ -493,12 +494,13 @@ def find_duplicates(files,               # Image files (names used for the table
             if fe is not None and float(fe[a] @ fe[b]) < min_cosine: continue
             ncc = aligned_ncc(s['tn'][a], s['tn'][b], max(1, max_shift//2))
             same_colour = np.abs(s['ch'][a] - s['ch'][b]).max() <= max_chroma
-            if ncc >= min_ncc and same_colour or aligned_difference(s['tp'][a], s['tp'][b], max_shift) <= max_diff: pairs[(a, b)] = max(ncc, 0)
+            close = ncc >= min_pair_ncc and aligned_difference(s['tp'][a], s['tp'][b], max_shift) <= max_diff
+            if close or ncc >= min_ncc and same_colour: pairs[(a, b)] = max(ncc, 0)
     rows = _groups(names, pairs, px, s['area']) if pairs else []
     df = pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
     return df
 
-# %% ../nbs/06_audit.ipynb #c7f75533
+# %% ../nbs/06_audit.ipynb #e0ae479d
 QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.12, bright=0.94, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)
 
 def quality_scores(fn)->dict:
@@ -566,7 +568,7 @@ def _dataset(path):
     if not len(items): raise ValueError(f"no images found under {path}; expected class folders like {path}/cats/001.jpg")
     return [path/n for n in items.name], items.label.tolist()
 
-# %% ../nbs/06_audit.ipynb #9d8d4a38
+# %% ../nbs/06_audit.ipynb #be0e197b
 CHECKS = ('label', 'duplicates', 'quality')
 
 def _embedding_source(learner, model, arch, stats):
@@ -603,7 +605,7 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, arch, size, weights
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))
     return pd.concat([pd.DataFrame([dict(file='', issue='label', score=li.attrs['n_wrong']/max(n, 1), note=note)]), rows], ignore_index=True)
 
-# %% ../nbs/06_audit.ipynb #ed0c10a0
+# %% ../nbs/06_audit.ipynb #f3406245
 def audit(path,                  # Dataset root with one folder per class
           learner=None,          # A fastai `Learner` (or export.pkl path) whose body gives the embeddings
           arch=None,             # Or an architecture name ('resnet34'); ImageNet weights unless `weights`
@@ -658,7 +660,7 @@ def audit(path,                  # Dataset root with one folder per class
     if out is not None: write_issues(df, out)
     return df
 
-# %% ../nbs/06_audit.ipynb #b8d67401
+# %% ../nbs/06_audit.ipynb #7df7ce2d
 def summarize_audit(df:pd.DataFrame)->str:
     "A few lines on an `audit` table `df`: the dataset findings (\"about N of M labels look wrong\"), then issues per type"
     if not len(df): return "no issues found"
