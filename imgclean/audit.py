@@ -41,7 +41,7 @@ def _atomic_save_npz(fn, **arrays):
     "Write `arrays` to the `.npz` file `fn` atomically"
     buf = io.BytesIO(); np.savez(buf, **arrays); atomic_write(fn, buf.getvalue())
 
-# %% ../nbs/06_audit.ipynb #208a50d3
+# %% ../nbs/06_audit.ipynb #5a3dca72
 class _Pooled(nn.Module):
     "A body followed by average pooling and flattening, when the body returns feature maps"
     def __init__(self, body, pool=None):
@@ -138,7 +138,7 @@ def embed_images(files,                # Image files
         if h in cache: res[i] = cache[h]
     return res
 
-# %% ../nbs/06_audit.ipynb #6f02dbf8
+# %% ../nbs/06_audit.ipynb #5cba2aec
 def _folds(labels, k, seed):
     "Stratified fold number per item"
     rng = np.random.default_rng(seed); f = np.zeros(len(labels), int)
@@ -193,7 +193,7 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
     if C is None: C = choose_C(feats, y)[0]
     return _oof(feats, y, len(classes), _folds(labels, k, seed), C), list(classes)
 
-# %% ../nbs/06_audit.ipynb #72b453d0
+# %% ../nbs/06_audit.ipynb #c8300e9a
 def estimate_wrong_labels(y:np.ndarray,     # n given labels as class indices
                           probs:np.ndarray, # (n, c) out-of-fold probabilities
                          )->tuple:          # (estimated number of wrong labels, calibrated confident joint (c, c))
@@ -211,7 +211,7 @@ def _rank_keys(self_conf, margin):
     "Order best-first (most likely wrong first): lowest self-confidence, ties broken by the lowest margin"
     return np.lexsort((margin, self_conf))
 
-# %% ../nbs/06_audit.ipynb #38f97d0b
+# %% ../nbs/06_audit.ipynb #29c33c34
 FLAG_RULES = ('estimate', 'confident', 'argmax', 'either')
 
 def find_label_issues(labels,           # n given labels
@@ -361,7 +361,7 @@ def topk_neighbours(x:np.ndarray,   # (n, d) float32 vectors (cosine: normalise 
     o = np.argsort(I == np.arange(n)[:, None], axis=1, kind='stable')[:, :k]
     return np.take_along_axis(D, o, 1).astype(np.float32), np.take_along_axis(I, o, 1)
 
-# %% ../nbs/06_audit.ipynb #b6ac70c3
+# %% ../nbs/06_audit.ipynb #d849e27e
 def _union_find(n, pairs):
     parent = np.arange(n)
     def find(a):
@@ -500,7 +500,7 @@ def find_duplicates(files,               # Image files (names used for the table
     df = pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
     return df
 
-# %% ../nbs/06_audit.ipynb #e0ae479d
+# %% ../nbs/06_audit.ipynb #cb2bc888
 QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.12, bright=0.94, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)
 
 def quality_scores(fn)->dict:
@@ -568,7 +568,7 @@ def _dataset(path):
     if not len(items): raise ValueError(f"no images found under {path}; expected class folders like {path}/cats/001.jpg")
     return [path/n for n in items.name], items.label.tolist()
 
-# %% ../nbs/06_audit.ipynb #be0e197b
+# %% ../nbs/06_audit.ipynb #870a6057
 CHECKS = ('label', 'duplicates', 'quality')
 
 def _embedding_source(learner, model, arch, stats):
@@ -605,7 +605,7 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, arch, size, weights
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))
     return pd.concat([pd.DataFrame([dict(file='', issue='label', score=li.attrs['n_wrong']/max(n, 1), note=note)]), rows], ignore_index=True)
 
-# %% ../nbs/06_audit.ipynb #f3406245
+# %% ../nbs/06_audit.ipynb #417f6048
 def audit(path,                  # Dataset root with one folder per class
           learner=None,          # A fastai `Learner` (or export.pkl path) whose body gives the embeddings
           arch=None,             # Or an architecture name ('resnet34'); ImageNet weights unless `weights`
@@ -660,7 +660,7 @@ def audit(path,                  # Dataset root with one folder per class
     if out is not None: write_issues(df, out)
     return df
 
-# %% ../nbs/06_audit.ipynb #7df7ce2d
+# %% ../nbs/06_audit.ipynb #37a386c1
 def summarize_audit(df:pd.DataFrame)->str:
     "A few lines on an `audit` table `df`: the dataset findings (\"about N of M labels look wrong\"), then issues per type"
     if not len(df): return "no issues found"
