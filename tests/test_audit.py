@@ -1,4 +1,4 @@
-"Audit: embeddings cache, label issues, duplicates, quality, the issues table, bad input, frozen-phase head fit."
+"Audit: embeddings cache, label issues (ranking, estimate), duplicates, quality (dataset level), the issues table, bad input."
 import sys, warnings
 from pathlib import Path
 
@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _audit_helpers import make_noisy_dataset, shape_colour_feats  # noqa: E402
 from conftest import make_class_folders  # noqa: E402
 
-from imgclean.audit import (aligned_difference, audit, embed_images, find_duplicates, find_label_issues,
-                            find_quality_issues, fit_head_on_features, out_of_fold_learner_probs,
+from imgclean.audit import (aligned_difference, audit, embed_images, estimate_wrong_labels, feature_model, find_duplicates,
+                            find_label_issues, find_quality_issues, model_identity, out_of_fold_learner_probs,
                             out_of_fold_probs, summarize_audit, thumb_pixels, topk_neighbours)
-from imgclean.core import ISSUE_COLUMNS, read_issues, rel_name
+from imgclean.core import ISSUE_COLUMNS, read_issues
 from imgclean.images import load_rgb
 
 
@@ -169,7 +169,7 @@ def test_quality_issues(tmp_path):
     from imgclean.datasets import draw_shape
     draw_shape('square', 64, 3).save(d/'ok.png')
     draw_shape('square', 64, 3).resize((8, 8)).resize((64, 64), Image.BICUBIC).save(d/'blur.png')
-    q = find_quality_issues(sorted(d.iterdir()), root=d, progress=False)
+    q = find_quality_issues(sorted(d.iterdir()), root=d, progress=False, dataset_level=1.0)   # 3 of 5 flat images: per image here
     got = set(zip(q.file, q.issue))
     assert {('white.png', 'bright'), ('black.png', 'dark'), ('tiny.png', 'tiny'), ('blur.png', 'blurry'),
             ('white.png', 'low_information')} <= got
@@ -218,27 +218,11 @@ def test_bad_input(tmp_path):
     with pytest.raises(TypeError, match='Learner'): embed_images([single/'star'/'only.png'], model=42)
 
 
-def test_fit_head_on_features_then_unfreeze(tmp_path):
-    from imgclean.data import folder_dls
-    from imgclean.train import make_learner
-    root = make_class_folders(tmp_path/'d', n=30, size=32)   # 18 validation images: 6 made one image worth 17 points
-    torch.manual_seed(0)   # a random-init body: its features depend on the seed
-    dls = folder_dls(root, size=32, bs=8, num_workers=0, aug=False)
-    learn = make_learner(dls, 'resnet18', pretrained=False)
-    body = [p.clone() for p in learn.model[0].parameters()]
-    head = [p.clone() for p in learn.model[1].parameters()]
-    r = fit_head_on_features(learn, epochs=8, lr=1e-2)
-    assert all(torch.equal(a, b) for a, b in zip(body, learn.model[0].parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(head, learn.model[1].parameters()))
-    assert r['valid_accuracy'] >= 0.5   # 3 colour-coded classes: chance is 0.33
-    assert fit_head_on_features(learn, epochs=1)['seconds'] > 0   # one epoch of few steps works too
-    h = r['history']
-    assert list(h.columns) == ['epoch', 'train_loss', 'valid_loss', 'valid_accuracy'] and len(h) == 8
-    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]   # the head learns
-    assert r['feature_seconds'] > 0 and r['head_seconds'] > 0
-    learn.unfreeze()
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); learn.fit_one_cycle(1, 1e-3)
+def _item_names(items, root):
+    "Names of a fastai dataset's items: a name/label DataFrame's names, or paths relative to `root`"
+    if hasattr(items, 'name') and not isinstance(items, (list, Path)): return set(items.name)
+    return {Path(o if isinstance(o, (str, Path)) else o[0]).relative_to(root).as_posix() if Path(o if isinstance(o, (str, Path)) else o[0]).is_absolute()
+            else str(o if isinstance(o, (str, Path)) else o[0]) for o in items}
 
 
 def test_thorough_learner_probs_are_out_of_fold(tmp_path, monkeypatch):
@@ -246,7 +230,7 @@ def test_thorough_learner_probs_are_out_of_fold(tmp_path, monkeypatch):
     root = make_class_folders(tmp_path/'d', n=8, size=32)
     seen, real = [], imgclean.train.make_learner
     def spy(dls, *a, **kw):
-        seen.append(tuple({rel_name(o, root) for o in ds.items} for ds in (dls.train_ds, dls.valid_ds))); return real(dls, *a, **kw)
+        seen.append((_item_names(dls.train_ds.items, root), _item_names(dls.valid_ds.items, root))); return real(dls, *a, **kw)
     monkeypatch.setattr(imgclean.train, 'make_learner', spy)
     p, cls, names = out_of_fold_learner_probs(root, k=3, arch='resnet18', epochs=1, size=32, bs=8, pretrained=False)
     assert p.shape == (24, 3) and cls == ['circle', 'square', 'triangle'] and sorted(names) == sorted(
@@ -259,3 +243,66 @@ def test_thorough_learner_probs_are_out_of_fold(tmp_path, monkeypatch):
     df = audit(root, model=ColourNet(), arch='resnet18', size=32, k=2, thorough=True, checks=('label',), progress=False,
                learner_kwargs=dict(epochs=1, bs=8, pretrained=False))
     assert len(seen) == 2 and list(df.columns) == ISSUE_COLUMNS and set(df.issue) <= {'label'}
+
+
+def test_timm_feature_model_is_in_eval_mode_and_keyed_by_its_weights(tmp_path):
+    # a timm body used to be held as a bound method: `eval()` never reached it (BatchNorm used batch statistics, so an
+    # image's vector depended on its batch) and the cache key hashed no weights (every timm model shared one cache)
+    fm = feature_model('timm/resnet10t', pretrained=False).eval()
+    assert not any(m.training for m in fm.modules())
+    assert model_identity(fm) != model_identity(feature_model('timm/resnet10t', pretrained=False))   # other random init
+    root = make_class_folders(tmp_path/'d', n=4, size=32); files = sorted(root.rglob('*.png'))
+    both = embed_images(files, fm, size=32, progress=False, bs=len(files))
+    np.testing.assert_allclose(embed_images(files[:1], fm, size=32, progress=False), both[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_label_ranking_and_estimate():
+    rng = np.random.default_rng(0); n, c = 300, 3
+    y = rng.integers(0, c, n); wrong = rng.choice(n, 24, replace=False)
+    given = y.copy(); given[wrong] = (y[wrong] + rng.integers(1, c, 24)) % c
+    x = np.eye(c)[y]*3 + rng.normal(size=(n, c))   # separable classes, noisy features
+    li = find_label_issues(given.astype(str), feats=x.astype(np.float32), files=list(range(n)))
+    assert 18 <= li.attrs['n_wrong'] <= 30 and li.is_issue.sum() == li.attrs['n_wrong']   # flagged set = the estimate
+    assert li.is_issue.iloc[:li.is_issue.sum()].all()                                       # the top of the ranking
+    assert (np.diff(li.self_confidence) >= 0).all() and li.self_confidence.nunique() == n   # best-first, no saturated ties
+    assert len(set(li.file[li.is_issue]) & set(map(str, wrong)))/len(wrong) >= 0.8
+    assert (li.suggested != li.label).all()
+    old = find_label_issues(given.astype(str), feats=x.astype(np.float32), flag='either')
+    assert old.is_issue.sum() >= li.is_issue.sum()
+
+
+def test_estimate_wrong_labels_counts_confident_off_diagonal():
+    p = np.array([[.9, .1]]*10 + [[.1, .9]]*10 + [[.05, .95]]*3)
+    n, joint = estimate_wrong_labels(np.array([0]*10 + [1]*10 + [0]*3), p)
+    assert n == 3 and np.allclose(joint.sum(1), [13, 10])
+
+
+def test_quality_dataset_level(tmp_path):
+    d = tmp_path/'u'; d.mkdir()
+    for i in range(8): Image.fromarray(np.random.default_rng(i).integers(0, 255, (28, 28), dtype=np.uint8)).save(d/f'{i}.png')
+    q = find_quality_issues(sorted(d.iterdir()), root=d, progress=False)
+    assert set(q.file) == {''} and set(q.issue) == {'tiny', 'grayscale'}   # no per-image rows for the dataset's norm
+    assert 'all 8 images' in q.reason[q.issue == 'tiny'].iloc[0] and '28×28' in q.reason[q.issue == 'tiny'].iloc[0]
+    df = audit(d.parent, model=ColourNet(), size=32, checks=('quality',), progress=False)
+    assert set(df.file) == {''} and summarize_audit(df).startswith('all 8 images are')
+
+
+def test_duplicates_survive_web_edits(tmp_path):
+    from PIL import ImageEnhance
+    root = make_class_folders(tmp_path/'d', n=6, size=64)
+    src = root/'circle'/'002.png'; im = load_rgb(src)
+    ImageEnhance.Color(ImageEnhance.Brightness(im).enhance(0.87)).enhance(1.15).save(root/'circle'/'edit.jpg', quality=55)
+    im.resize((96, 96), Image.BICUBIC).save(root/'circle'/'big.jpg', quality=80)
+    d = find_duplicates(sorted(root.rglob('*.*')), root=root, progress=False)
+    assert set(d.file) == {'circle/002.png', 'circle/edit.jpg', 'circle/big.jpg'}, d
+    assert d.suggestion.iloc[0] == 'circle/big.jpg' and d.similarity.between(0.5, 1).all()
+
+
+def test_audit_says_how_many_labels_look_wrong(noisy):
+    root, wrong, _ = noisy
+    df = audit(root, model=ColourNet(), size=32, checks=('label',), progress=False)
+    note = df.note[df.file == ''].iloc[0]
+    assert note.startswith('about ') and 'labels look wrong' in note and 'fast path' in note
+    s = summarize_audit(df); assert s.splitlines()[0] == note
+    flagged = df[df.file != '']
+    assert (flagged.issue == 'label').all() and (np.diff(flagged.score) <= 0).all()   # best-first
