@@ -89,6 +89,30 @@ def _batch(fns, size, mean, std):
     return x, np.array(ok)
 
 # %% ../nbs/06_audit.ipynb #11
+def _embed_here(files, todo, fm, size, mean, std, bs, progress, put):
+    "Embed `files[i]` for `i` in `todo` with `fm` in this process; `put(i, vector or None)` for each"
+    starts = range(0, len(todo), bs)
+    with torch.no_grad():
+        for s in (progress_bar(starts, leave=False) if progress and todo else starts):
+            idx = todo[s:s+bs]
+            x, ok = _batch([files[i] for i in idx], size, mean, std)
+            out = iter(fm(x).float().numpy() if x is not None else ())
+            for i, k in zip(idx, ok): put(i, next(out) if k else None)
+
+def _embed_on_ray(files, todo, fm, size, mean, std, bs, progress, put, address):
+    "The same on a Ray cluster, one model copy per actor (`imgclean.cluster.embed_on_ray`)"
+    from imgclean.cluster import embed_on_ray   # the optional engine: loaded (with Ray) only when asked for
+    feats, ok = embed_on_ray([files[i] for i in todo], fm, size, mean, std, bs, address=address, progress=progress)
+    for i, f, k in zip(todo, feats, ok): put(i, f if k else None)
+
+def _load_cache(cfn):
+    "{content hash: vector} from the cache file `cfn` (empty when missing; unreadable: a warning, then rewritten)"
+    if cfn is None or not cfn.exists(): return {}
+    try:
+        with np.load(cfn) as z: return dict(zip(z['hashes'].tolist(), z['feats']))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        warnings.warn(f"ignoring unreadable embedding cache {cfn} ({e}); it will be rewritten"); return {}
+
 def embed_images(files,                # Image files
                  model=None,           # fastai `Learner`, architecture name ('resnet34') or torch module
                  bs:int=64,            # Batch size
@@ -99,44 +123,37 @@ def embed_images(files,                # Image files
                  weights=None,         # Architecture names: local state-dict file
                  save_every:int=1024,  # Images between atomic cache writes
                  progress:bool=True,   # Show a progress bar
+                 engine:str='local',   # 'local' (this process) or 'ray' (one model per actor on a Ray cluster; `pip install imgclean[ray]`)
+                 address:str=None,     # With engine='ray': the cluster ('auto': the one running here); None: a new local one
                 )->np.ndarray:         # float32 (len(files), d); rows of files that fail to decode are NaN
     "Feature vectors of `files` from `model`, reusing and extending the cache in `cache_dir`"
+    if engine not in ('local', 'ray'): raise ValueError(f"engine={engine!r}: use 'local' or 'ray'")
     files = [Path(f) for f in files]
     if not files: raise ValueError("embed_images got no files; pass a list of image paths")
     fm = feature_model(model, pretrained, weights).eval()
     mean, std = [float(o) for o in stats[0]], [float(o) for o in stats[1]]
     key = hashlib.blake2b(json.dumps([model_identity(fm), size, mean, std]).encode(), digest_size=10).hexdigest()
     hashes = [file_hash(f) for f in files]
-    cache, cfn = {}, None
-    if cache_dir is not None:
-        cfn = Path(cache_dir)/f'embeddings_{key}.npz'
-        if cfn.exists():
-            try:
-                with np.load(cfn) as z: cache = dict(zip(z['hashes'].tolist(), z['feats']))
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-                warnings.warn(f"ignoring unreadable embedding cache {cfn} ({e}); it will be rewritten")
-    todo = [i for i, h in enumerate(hashes) if h not in cache]
+    cfn = Path(cache_dir)/f'embeddings_{key}.npz' if cache_dir is not None else None
+    cache = _load_cache(cfn)
     def save():
         if cfn is None or not cache: return
         _atomic_save_npz(cfn, hashes=np.array(list(cache.keys())), feats=np.stack(list(cache.values())).astype(np.float32))
-    starts = range(0, len(todo), bs)
-    done_since = 0; bad = set()
-    with torch.no_grad():
-        for s in (progress_bar(starts, leave=False) if progress and todo else starts):
-            idx = todo[s:s+bs]
-            x, ok = _batch([files[i] for i in idx], size, mean, std)
-            if x is not None:
-                out = fm(x).float().numpy()
-                for i, o in zip([i for i, k in zip(idx, ok) if k], out): cache[hashes[i]] = o
-            bad.update(hashes[i] for i, k in zip(idx, ok) if not k)
-            done_since += len(idx)
-            if done_since >= save_every: save(); done_since = 0
+    new = [0]
+    def put(i, v):
+        if v is None: return
+        cache[hashes[i]] = v; new[0] += 1
+        if new[0] % save_every == 0: save()
+    todo = [i for i, h in enumerate(hashes) if h not in cache]
+    if todo and engine == 'ray': _embed_on_ray(files, todo, fm, size, mean, std, bs, progress, put, address)
+    elif todo: _embed_here(files, todo, fm, size, mean, std, bs, progress, put)
     if todo: save()
     d = len(next(iter(cache.values()))) if cache else 0
     res = np.full((len(files), d), np.nan, dtype=np.float32)
     for i, h in enumerate(hashes):
         if h in cache: res[i] = cache[h]
     return res
+
 
 # %% ../nbs/06_audit.ipynb #5cba2aec
 def _folds(labels, k, seed):
@@ -620,8 +637,10 @@ def audit(path,                  # Dataset root with one folder per class
           learner_kwargs:dict=None, # For `thorough`: passed to `out_of_fold_learner_probs` (epochs, bs, pretrained, ...)
           checks=CHECKS,         # What to run: some of 'label', 'duplicates', 'quality'
           thresholds:dict=None,  # Quality thresholds (see `QUALITY_DEFAULTS`)
-          out=None,              # CSV to write the table to (atomically)
+          out='issues.csv',      # CSV the table is written to, atomically (relative to `path`); None: not written
           progress:bool=True,    # Progress bars
+          engine:str='local',    # Embeddings: 'local' or 'ray' (a Ray cluster, see `embed_images`)
+          address:str=None,      # With engine='ray': the cluster's address
          )->pd.DataFrame:        # One row per (file, issue), see `ISSUE_COLUMNS`; rows with file '' describe the dataset
     "Label issues, duplicates and image-quality issues of the class folders in `path`, as one table"
     flag = flag or 'estimate'
@@ -641,7 +660,8 @@ def audit(path,                  # Dataset root with one folder per class
     if keep and ('label' in checks and not thorough or 'duplicates' in checks):
         try:
             feats = embed_images([files[i] for i in keep], src, size=size, stats=stats, weights=weights,
-                                 cache_dir=cache_dir or path/'.imgclean_cache', progress=progress)
+                                 cache_dir=cache_dir or path/'.imgclean_cache', progress=progress,
+                                 engine=engine, address=address)
         except Exception as e:
             if type(e).__name__ != 'WeightsUnavailable' or learner is not None or model is not None: raise
             if thorough:   # labels come from the fine-tuned learners; duplicates can do without embeddings
@@ -657,7 +677,7 @@ def audit(path,                  # Dataset root with one folder per class
         parts.append(find_duplicates([files[i] for i in keep], feats, root=path, progress=progress))
     df = issue_table(pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None)
     df['label'] = df.file.map(lab_of).fillna('')
-    if out is not None: write_issues(df, out)
+    if out is not None: write_issues(df, path/out)   # an absolute `out` stays as it is
     return df
 
 # %% ../nbs/06_audit.ipynb #37a386c1

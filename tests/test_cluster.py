@@ -71,3 +71,20 @@ def test_rows_arriving_out_of_order_land_at_their_index():
          dict(i=np.array([1]), ok=np.array([True]), feat=np.array([[1., 1.]], dtype=np.float32))]
     feats, ok = _collect(b, 3, progress=False)
     assert ok.tolist() == [False, True, True] and feats[1:].tolist() == [[1., 1.], [2., 2.]] and np.isnan(feats[0]).all()
+
+
+def test_embed_images_and_audit_on_ray_fill_the_same_cache(cluster, files, tmp_path):
+    "embed_images(engine='ray') gives the local vectors and fills the content-hash cache a local run then reuses; audit passes it on"
+    from imgclean.audit import audit
+    model, cache = tiny_model(), tmp_path/'cache'
+    here = embed_images(files, model=model, cache_dir=None, size=32, bs=4, progress=False)
+    there = embed_images(files, model=model, cache_dir=cache, size=32, bs=4, progress=False, engine='ray')
+    np.testing.assert_allclose(there, here, rtol=1e-5, atol=1e-5)
+    (cfn,) = cache.glob('embeddings_*.npz')
+    with np.load(cfn) as z: assert len(z['hashes']) == 13   # every decodable file, under its content hash
+    again = embed_images(files, model=model, cache_dir=cache, size=32, bs=4, progress=False)   # every vector from the cache
+    np.testing.assert_array_equal(again, there)
+    with pytest.raises(ValueError, match="engine='spark'"): embed_images(files, model=model, engine='spark')
+    root = files[0].parents[1]
+    df = audit(root, model=model, size=32, checks=('duplicates',), progress=False, engine='ray')
+    assert (root/'issues.csv').is_file() and len(list((root/'.imgclean_cache').glob('embeddings_*.npz'))) == 1
