@@ -356,7 +356,7 @@ def _check_when(a):
     for fn, switch in a._cmd.when.items():
         if getattr(a, switch) not in (None, False): continue
         alone = [o.flag for o in a._options if o.sources == [fn] and o.name != switch and _given(a, o)]
-        if alone: a._parser.error(f"{', '.join(alone)} only count with --{switch.replace('_', '-')}")
+        if alone: a._parser.error(f"{', '.join(alone)} only apply with --{switch.replace('_', '-')}")
 
 def _one_line(e): return ' '.join(str(e).split()) or type(e).__name__
 

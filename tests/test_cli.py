@@ -236,7 +236,7 @@ def test_help_and_argument_errors_do_not_load_torch(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert [l for l in lines if l.startswith('exit')] == ['exit 0']*2 + ['exit 2']*5 and lines[-1] == '[]', out.stdout[-500:]
-    assert 'imgclean train: error: --fn-col only count with --csv' in out.stderr
+    assert 'imgclean train: error: --fn-col only apply with --csv' in out.stderr
     assert "imgclean train: error: argument --lr: 'fast' is neither a number nor 'find'" in out.stderr
 
 
