@@ -186,14 +186,7 @@ def test_cleaner_in_jupyterlab(tmp_path, artifacts):
         try:
             page = browser.new_page(viewport=dict(width=1400, height=1000))
             page.set_default_timeout(30_000)
-            page.goto(f'{lab.url}/lab/tree/cleaner_test.ipynb?token={lab.token}', wait_until='domcontentloaded')
-            page.wait_for_selector('.jp-Notebook .jp-Cell', timeout=60_000)
-            # wait for the kernel to be idle, then Run > Run All Cells
-            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state='attached', timeout=60_000)
-            page.click('.jp-Notebook .jp-Cell >> nth=0')
-            page.keyboard.press('Escape')
-            _run_all(page)
-            tiles = _wait_for_tiles(page, 150)  # the kernel imports torch and fastai first: slow on a busy machine
+            tiles = _start(page, lab, 'cleaner_test.ipynb')
             assert tiles.count() == 4
             names = [tiles.nth(i).inner_text().split('\n')[0].strip() for i in range(2)]
             assert names == ['circle/000.png', 'circle/001.png'], names
