@@ -25,6 +25,7 @@ p.add_argument('--learner-size', type=int, default=96, help='image size of the f
 p.add_argument('--k', type=int, default=3, help='learners of the thorough path')
 p.add_argument('--no-learners', action='store_true', help='skip fastai top losses and the thorough path (fast)')
 p.add_argument('--cache', default=str(Path.home()/'.cache'/'imgclean-bench-audit'), help='embedding cache and base set')
+p.add_argument('--rates', default='0,0.03,0.15,0.25', help='other noise rates for the count sweep (label flips on the base features; empty: skip)')
 p.add_argument('--scale', type=int, default=0, help='also time top-10 neighbours of N synthetic 512-d vectors (faiss IVF)')
 args = p.parse_args()
 
@@ -42,7 +43,7 @@ TMP = Path(tempfile.mkdtemp(prefix='imgclean_bench_audit_')); atexit.register(sh
 STATS = ([0.5]*3, [0.5]*3)   # EfficientNet-Lite's normalisation
 
 
-def topk(order, wrong, k): return len(set(order[:k]) & wrong)/k
+def topk(order, wrong, k): return len(set(order[:k]) & wrong)/k if k else float("nan")
 def pr(flagged, wrong): tp = len(set(flagged) & wrong); return tp/max(len(flagged), 1), tp/max(len(wrong), 1)
 
 
@@ -179,6 +180,24 @@ for tag, side in (('imgclean fast (estimate)', 'fast'), ('sklearn LR + cleanlab'
 print(f"imgclean estimate of the number of wrong labels: {mean('fast', 'est')} (true {K:.0f}); thorough {mean('thorough', 'est')}")
 print(f"near duplicates: P {mean('dups', 'P')} R {mean('dups', 'R')} ({mean('dups', 'found')} pairs found); "
       f"fastai v2: no duplicate finder; cleanlab: not compared here")
+
+def rate_sweep(base, rates, seeds=2):
+    "The estimated number of wrong labels at other noise rates: labels flipped on the base set's features (no copies)"
+    files = sorted(base.rglob('*.png')); true = np.array([f.parent.name for f in files]); classes = np.unique(true)
+    x = embed_images(files, 'timm/tf_efficientnet_lite0', weights=wfile, size=args.size, stats=STATS, cache_dir=CACHE/'emb', progress=False)
+    print(f"\nnumber of wrong labels at other noise rates ({len(files)} base images, labels flipped to a random other class):")
+    print(f"{'rate':>6s}{'seed':>5s}{'wrong':>7s}{'imgclean':>9s}{'P':>6s}{'R':>6s}{'cleanlab':>9s}{'P':>6s}{'R':>6s}")
+    for rate in rates:
+        for seed in range(seeds):
+            rng = np.random.default_rng(500 + seed); y = np.searchsorted(classes, true)
+            idx = rng.choice(len(y), int(round(rate*len(y))), replace=False)
+            y[idx] = (y[idx] + rng.integers(1, len(classes), len(idx))) % len(classes)
+            names = np.array([f.as_posix() for f in files]); wrong = set(names[idx]); labs = classes[y]
+            a = ours_fast(x, labs, names, wrong); b = cleanlab_side(x.astype(np.float64), y, names, wrong)
+            print(f"{rate:6.2f}{seed:5d}{len(idx):7d}{a['n']:9d}{a['P']:6.2f}{a['R']:6.2f}{b['n']:9d}{b['P']:6.2f}{b['R']:6.2f}", flush=True)
+
+
+if args.rates: rate_sweep(base, [float(o) for o in args.rates.split(',')])
 q, u, nq = quality(base)
 print(f"quality on the clipart ({nq} images): {int((q.file != '').sum())} per-image rows, dataset rows: "
       f"{list(q.reason[q.file == ''])}")

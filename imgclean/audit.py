@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 'CHECKS', 'model_identity', 'feature_model',
-           'embed_images', 'choose_C', 'out_of_fold_probs', 'estimate_wrong_labels', 'find_label_issues',
-           'out_of_fold_learner_probs', 'phash', 'pixel_hash', 'topk_neighbours', 'thumb_vector', 'thumb_pixels',
-           'aligned_difference', 'trim_border', 'normalised_thumb', 'aligned_ncc', 'find_duplicates', 'quality_scores',
-           'find_quality_issues', 'audit', 'summarize_audit']
+           'embed_images', 'choose_C', 'out_of_fold_probs', 'wrong_label_share', 'estimate_wrong_labels',
+           'find_label_issues', 'out_of_fold_learner_probs', 'phash', 'pixel_hash', 'topk_neighbours', 'thumb_vector',
+           'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb', 'aligned_ncc', 'find_duplicates',
+           'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
 import hashlib, io, json, warnings, zipfile
@@ -211,10 +211,23 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
     return _oof(feats, y, len(classes), _folds(labels, k, seed), C), list(classes)
 
 # %% ../nbs/06_audit.ipynb #c8300e9a
+def wrong_label_share(y:np.ndarray,     # n given labels as class indices
+                      probs:np.ndarray, # (n, c) out-of-fold probabilities
+                      min_count:int=10, # Fewest images below a threshold for its ratio to count
+                     )->float:          # Estimated share of wrong labels, 0-1
+    "Share of wrong labels by mixture-proportion estimation: how much of the self-confidence looks like the probability of a wrong class"
+    n, c = probs.shape; s = np.sort(probs[np.arange(n), y])
+    off = np.ones((n, c), bool); off[np.arange(n), y] = False; o = np.sort(probs[off])   # what a wrong label's probability looks like
+    ranks = np.unique(np.linspace(max(min_count, n//100), n//2, 60).astype(int))
+    ratios = [(r/n)/max(np.searchsorted(o, s[r - 1], 'right')/len(o), 1e-12) for r in ranks if min_count <= r <= n//2]
+    return float(min(ratios + [1.0]))   # 1.0 when the dataset is too small for any threshold
+
 def estimate_wrong_labels(y:np.ndarray,     # n given labels as class indices
                           probs:np.ndarray, # (n, c) out-of-fold probabilities
+                          method:str='mixture', # 'mixture' (`wrong_label_share`, capped by the joint's count) or 'joint' (confident learning's count)
                          )->tuple:          # (estimated number of wrong labels, calibrated confident joint (c, c))
-    "How many of the labels `y` look wrong: the off-diagonal mass of confident learning's calibrated confident joint"
+    "How many of the labels `y` look wrong, and confident learning's calibrated confident joint"
+    if method not in ('mixture', 'joint'): raise ValueError(f"method must be 'mixture' or 'joint', not {method!r}")
     n, c = probs.shape; counts = np.bincount(y, minlength=c)
     thr = np.array([probs[y == j, j].mean() if counts[j] else np.inf for j in range(c)])
     above = np.where(probs >= thr[None] - 1e-9, probs, -1.)
@@ -222,7 +235,9 @@ def estimate_wrong_labels(y:np.ndarray,     # n given labels as class indices
     np.add.at(joint, (y[has], above[has].argmax(1)), 1)
     rows = joint.sum(1, keepdims=True)
     cal = np.where(rows > 0, joint/np.maximum(rows, 1)*counts[:, None], np.diag(counts.astype(float)))   # rows sum to the class counts
-    return int(round(n - np.trace(cal))), cal
+    n_joint = int(round(n - np.trace(cal)))
+    if method == 'joint': return n_joint, cal
+    return min(n_joint, int(round(n*wrong_label_share(y, probs)))), cal
 
 def _rank_keys(self_conf, margin):
     "Order best-first (most likely wrong first): lowest self-confidence, ties broken by the lowest margin"
@@ -600,6 +615,17 @@ def _embedding_source(learner, model, arch, stats):
         if norms: stats = (norms[0].mean.flatten().tolist(), norms[0].std.flatten().tolist())
     return src, stats
 
+def _embedder_ready(src, weights, thorough):
+    "Can `src` give embeddings? Checked before any long work: missing weights fail now (thorough path: a warning, duplicates use pixels)"
+    if isinstance(src, (Learner, nn.Module)): return True
+    try: feature_model(src, weights=weights); return True
+    except Exception as e:
+        if type(e).__name__ != 'WeightsUnavailable': raise
+        if thorough:   # labels come from the fine-tuned learners; duplicates can do without embeddings
+            warnings.warn(f"no embedding model ({' '.join(str(e).split())[:300]}): duplicates are found on pixels alone"); return False
+        raise type(e)(f"{e}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on "
+                      f"this data), arch with weights='file.pth', or model=<torch module>.") from None
+
 def _label_rows(path, names, labs, feats, thorough, k, flag, arch, size, weights, progress, learner_kwargs):
     "Label-issue rows (flagged, most likely wrong first) and one dataset row (file '') saying the estimate and the path used"
     n = len(labs)
@@ -651,23 +677,16 @@ def audit(path,                  # Dataset root with one folder per class
     names = [PurePosixPath(f.relative_to(path)).as_posix() for f in files]
     lab_of = dict(zip(names, labels))
     src, stats = _embedding_source(learner, model, arch, stats)
+    can_embed = ('label' in checks and not thorough or 'duplicates' in checks) and _embedder_ready(src, weights, thorough)
     qual = find_quality_issues(files, thresholds, root=path, progress=progress).rename(columns=dict(reason='note'))   # also finds the unreadable files
     unreadable = set(qual.file[qual.issue == 'unreadable'])
     parts = [qual if 'quality' in checks else qual[qual.issue == 'unreadable']]
     if unreadable: warnings.warn(f"{len(unreadable)} images could not be decoded and were skipped: {sorted(unreadable)[:5]}")
     keep = [i for i, n in enumerate(names) if n not in unreadable]
     feats = None
-    if keep and ('label' in checks and not thorough or 'duplicates' in checks):
-        try:
-            feats = embed_images([files[i] for i in keep], src, size=size, stats=stats, weights=weights,
-                                 cache_dir=cache_dir or path/'.imgclean_cache', progress=progress,
-                                 engine=engine, address=address)
-        except Exception as e:
-            if type(e).__name__ != 'WeightsUnavailable' or learner is not None or model is not None: raise
-            if thorough:   # labels come from the fine-tuned learners; duplicates can do without embeddings
-                warnings.warn(f"no embedding model ({' '.join(str(e).split())[:300]}): duplicates are found on pixels alone")
-            else: raise type(e)(f"{e}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on "
-                                f"this data), arch with weights='file.pth', or model=<torch module>.") from None
+    if keep and can_embed:
+        feats = embed_images([files[i] for i in keep], src, size=size, stats=stats, weights=weights,
+                             cache_dir=cache_dir or path/'.imgclean_cache', progress=progress, engine=engine, address=address)
     if 'label' in checks and keep:
         labs = np.array([labels[i] for i in keep])
         if len(set(labs)) < 2: warnings.warn(f"only one class ({labs[0]!r}) under {path}: label issues skipped")

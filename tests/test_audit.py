@@ -306,3 +306,15 @@ def test_audit_says_how_many_labels_look_wrong(noisy):
     s = summarize_audit(df); assert s.splitlines()[0] == note
     flagged = df[df.file != '']
     assert (flagged.issue == 'label').all() and (np.diff(flagged.score) <= 0).all()   # best-first
+
+
+def test_missing_weights_fail_before_the_long_scans(tmp_path, monkeypatch):
+    # a user with no weights used to wait for the whole quality scan before hearing of them
+    root = make_class_folders(tmp_path/'d', n=3, size=32)
+    import imgclean.audit as A
+    def scanned(*a, **k): raise AssertionError("the quality scan ran before the weights were checked")
+    monkeypatch.setattr(A, 'find_quality_issues', scanned)
+    with pytest.raises(RuntimeError, match="needs a feature extractor"):
+        A.audit(root, arch='resnet18', weights=tmp_path/'missing.pth', progress=False)
+    with pytest.warns(UserWarning, match="pixels alone"), pytest.raises(AssertionError, match="quality scan ran"):
+        A.audit(root, arch='resnet18', weights=tmp_path/'missing.pth', thorough=True, progress=False)   # warns, then goes on
