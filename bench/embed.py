@@ -26,7 +26,7 @@ def main():
     try:
         pool, files = image_pool(), []
         for i in range(a.n):
-            b = unique(pool[i % len(pool)], i); fn = tmp/f'{i}.{"png" if b[:4] == b"\x89PNG" else "jpg"}'
+            b = unique(pool[i % len(pool)], i); fn = tmp/(f'{i}.png' if b.startswith(b'\x89PNG') else f'{i}.jpg')
             fn.write_bytes(b); files.append(fn)
         print(f"{a.n} files, {a.arch} (random weights) at {a.size} px, bs {a.bs}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
         best, ref = {}, None

@@ -8,7 +8,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
 
 # %% ../nbs/01_download.ipynb #2
 import _thread, errno, hashlib, heapq, io, ipaddress, math, os, pickle, queue, random, re, secrets, shutil, signal, socket, struct, subprocess, sys, threading, time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from itertools import zip_longest
 from pathlib import Path
@@ -650,7 +650,7 @@ def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
     ray = _ray(address)
     cpus = max(1, int(ray.cluster_resources().get('CPU', 1)))
     task, run = ray.remote(num_cpus=1, max_retries=0)(_fetch_shard), secrets.token_hex(4)
-    o = {**o, 'n_workers': max(1, o['n_workers'] // cpus), 'processes': 0, 'quarantine': Path(os.path.abspath(o['quarantine']))}   # a task has one CPU: it decodes in its threads
+    o = {**o, 'n_workers': max(1, o['n_workers'] // cpus), 'quarantine': Path(os.path.abspath(o['quarantine']))}
     bar = progress_bar(range(len(todo)), leave=False) if progress and todo else None
     done, root = 0, Path(os.path.abspath(root))
     for r_i, batch in enumerate(_quota_rounds(todo, kept, o['max_pics'])):
@@ -817,7 +817,6 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     max_pixels:int=MAX_PIXELS, # With `verify`: images with more pixels are refused (a decompression-bomb guard; raise it for huge real images)
                     min_size:int=MIN_SIZE,   # With `verify`: images with a side shorter than this are refused (tracking pixels); 0 keeps all
                     formats=WEB_FORMATS,     # With `verify`: accepted formats (`images.format_name`); None: every format Pillow reads
-                    processes:int=None,      # Local engine: download processes, each host's URLs in one; None: one per core for 100+ URLs; 1: threads in this process only
                     url_file:Path=None,      # fastai v2: a file with one URL a line (then `source` is the folder to download into)
                     urls=None,               # fastai v2: a list of URLs (then `source` is the folder to download into)
                     preserve_filename:bool=False, # fastai v2: name files after the URL's file name (else after a hash of the URL: stable across reruns)
@@ -825,6 +824,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     idle_timeout:float=None, # Longest wait for the next bytes within a fetch (default: `timeout`)
                     engine:str='local',      # 'local' (this machine: threads, in `processes` processes) or 'ray' (tasks on a Ray cluster; `pip install imgclean[ray]`)
                     address:str=None,        # With engine='ray': the cluster's address ('auto': the one running here); None starts a local one
+                    processes:int=None,      # Local engine: download processes, each host's URLs in one; None: one per core for 100+ URLs; 1: threads in this process only
                    )->pd.DataFrame:          # The manifest: one row per input URL (fastai returns None)
     "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
     form, lists, root = _call_form(source, dest, urls, url_file, label)
