@@ -1,6 +1,10 @@
 """Benchmark: downloading a large URL list spread over many hosts: imgclean local, imgclean on a local Ray cluster, img2dataset.
 
-Usage: .venv/bin/python bench/scale.py [--urls 100000] [--hosts 500] [--latency 0.02] [--sides ours,unverified,ray,img2dataset]
+Usage: .venv/bin/python bench/scale.py [--urls 100000] [--hosts 500] [--latency 0.02] [--sides ours,threads,unverified,ray,img2dataset,img2dataset_resize]
+Sides: ours = `download_images` as it is called by default (verify on arrival; one download process per core), threads = the
+same in one process (`processes=1`, the default before 2026-12-02), unverified = ours with `verify=False`, ray = `engine='ray'`,
+img2dataset = bytes written as received (`--resize_mode no --disable_all_reencoding True`), img2dataset_resize = its default
+image handling (every image decoded, resized into 256x256 with a border, re-encoded as JPEG q95).
 A farm process serves every host on 127.1.X.Y (all loopback on Linux) with `latency` seconds per request and the
 fault kinds mixed in (404, 500, HTML pages, truncated JPEGs, empty bodies, resets, stalls, trickles, 40 MB bodies,
 decompression bombs; see bench/_farm.py). Each side runs in its own process (its peak memory is that process tree's)
@@ -88,8 +92,8 @@ print(json.dumps(dict(rows=len(df), ok=int((df.status == 'ok').sum()))))
 """
 
 
-def side_ours(lists, out, a, engine=None, verify=True):
-    kw = dict(n_workers=a.workers, per_host=a.per_host, timeout=4, max_size=None, retries=0, verify=verify)
+def side_ours(lists, out, a, engine=None, verify=True, processes=None):
+    kw = dict(n_workers=a.workers, per_host=a.per_host, timeout=4, max_size=None, retries=0, verify=verify, processes=processes)
     if engine: kw['engine'] = engine
     secs, peak, code, err = run_timed([sys.executable, '-c', OURS, str(lists), str(out), json.dumps(kw)],
                                       env={**os.environ, 'PYTHONPATH': str(ROOT)})
@@ -98,13 +102,14 @@ def side_ours(lists, out, a, engine=None, verify=True):
     return dict(secs=secs, peak=peak, code=code, manifest_rows=rows, err=err if code else '')
 
 
-def side_img2dataset(lists, out, a):
+def side_img2dataset(lists, out, a, resize=False):
     urls = out.parent/'i2d_urls.txt'
     urls.write_text(''.join(f.read_text() for f in sorted(lists.glob('urls_*.csv'))))
     cmd = [a.img2dataset, '--url_list', str(urls), '--input_format', 'txt', '--output_folder', str(out),
-           '--output_format', 'files', '--resize_mode', 'no', '--processes_count', '2',
-           '--thread_count', str(a.workers // 2), '--timeout', '4', '--retries', '0', '--disable_all_reencoding', 'True',
+           '--output_format', 'files', '--processes_count', '2',
+           '--thread_count', str(a.workers // 2), '--timeout', '4', '--retries', '0',
            '--enable_wandb', 'False', '--number_sample_per_shard', '10000', '--distributor', 'multiprocessing']
+    cmd += ['--resize_mode', 'border', '--image_size', '256'] if resize else ['--resize_mode', 'no', '--disable_all_reencoding', 'True']
     secs, peak, code, err = run_timed(cmd, limit_gb=12)
     stats = list(out.glob('*_stats.json'))
     rows = sum(json.loads(s.read_text()).get('count', 0) for s in stats)
@@ -116,7 +121,7 @@ def main():
     p.add_argument('--urls', type=int, default=100_000); p.add_argument('--hosts', type=int, default=500)
     p.add_argument('--latency', type=float, default=0.02); p.add_argument('--stall', type=float, default=3.0)
     p.add_argument('--workers', type=int, default=64); p.add_argument('--per-host', type=int, default=8)
-    p.add_argument('--sides', default='ours,unverified,ray,img2dataset')   # unverified: ours with verify=False, as img2dataset (no decode)
+    p.add_argument('--sides', default='ours,threads,unverified,ray,img2dataset,img2dataset_resize')
     p.add_argument('--img2dataset', default='/work/benchenv/bin/img2dataset')
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix='imgclean_scale_'))
@@ -130,17 +135,17 @@ def main():
               f"{a.workers} connections, at most {a.per_host} per host; 2 cores")
         res = {}
         for side in a.sides.split(','):
-            out = tmp/side
-            if side == 'img2dataset': r = side_img2dataset(tmp/'urls', out, a)
-            else: r = side_ours(tmp/'urls', out, a, 'ray' if side == 'ray' else None, verify=side != 'unverified')
-            r['junk'], r['kept'] = junk(out)
+            out, load0 = tmp/side, os.getloadavg()[0]
+            if side.startswith('img2dataset'): r = side_img2dataset(tmp/'urls', out, a, resize=side == 'img2dataset_resize')
+            else: r = side_ours(tmp/'urls', out, a, 'ray' if side == 'ray' else None, verify=side != 'unverified', processes=1 if side == 'threads' else None)
+            r['junk'], r['kept'], r['load0'] = *junk(out), load0
             res[side] = r
-            print(f"{side:12s} {a.urls/r['secs']:8.1f} URLs/s  {r['secs']:7.1f} s  peak {r['peak']:7.0f} MB  kept {r['kept']:6d}  "
-                  f"junk kept {r['junk']:4d}  manifest {r['manifest_rows']}/{a.urls}  exit {r['code']}" + (f"\n    {r['err'][-400:]}" if r['err'] else ''))
+            print(f"{side:18s} {a.urls/r['secs']:8.1f} URLs/s  {r['secs']:7.1f} s  peak {r['peak']:7.0f} MB  kept {r['kept']:6d}  "
+                  f"junk kept {r['junk']:4d}  manifest {r['manifest_rows']}/{a.urls}  exit {r['code']}  load {r['load0']:.1f}-{os.getloadavg()[0]:.1f}" + (f"\n    {r['err'][-400:]}" if r['err'] else ''))
             shutil.rmtree(out, ignore_errors=True)
-        base = res.get('img2dataset')
-        for side, r in res.items():
-            if base and side != 'img2dataset': print(f"ratio URLs/s {side} / img2dataset: {base['secs']/r['secs']:.2f}x")
+        for b in ('img2dataset', 'img2dataset_resize'):
+            for side, r in res.items():
+                if b in res and not side.startswith('img2dataset'): print(f"ratio URLs/s {side} / {b}: {res[b]['secs']/r['secs']:.2f}x")
     finally:
         farm.terminate(); shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import errno, hashlib, heapq, io, ipaddress, math, os, random, re, secrets, shutil, socket, threading, time
+import _thread, errno, hashlib, heapq, io, ipaddress, math, os, pickle, queue, random, re, secrets, shutil, signal, socket, struct, subprocess, sys, threading, time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from itertools import zip_longest
@@ -75,7 +75,7 @@ class _Watchdog:
             heapq.heappush(self.heap, entry)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, daemon=True, name='imgclean-fetch-deadlines'); self.thread.start()
-            self.cv.notify()
+            if self.heap[0] is entry: self.cv.notify()   # it sleeps until the earliest deadline: only an earlier one needs it awake
         return entry
 
     def disarm(self, entry):
@@ -86,7 +86,7 @@ class _Watchdog:
             while True:
                 while self.heap and self.heap[0][2] is None: heapq.heappop(self.heap)
                 wait = self.heap[0][0] - time.monotonic() if self.heap else None
-                if wait is None or wait > 0: self.cv.wait(wait); continue
+                if wait is None or wait > 0: self.cv.wait(wait if wait is None else max(wait, 0.05)); continue   # 50 ms late at most: disarmed entries cost no wake-up each
                 _shut(heapq.heappop(self.heap)[2])
 
 def _shut(sock):
@@ -398,6 +398,9 @@ def _resume(jobs, root, old):
         if o and o['file'] and (root/o['file']).is_file(): r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found[0], root)
         else: todo.append(r); continue
+        same = [f for f in hashes.get(r['hash'], []) if f.split('/')[0] == r['class'] and f != r['file']]
+        if same:   # a killed run's download processes kept the same bytes twice: our second copy goes, as `_dedupe` would have done
+            (root/r['file']).unlink(missing_ok=True); r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', file=''); continue
         kept[r['class']] += 1; hashes.setdefault(r['hash'], []).append(r['file'])
     return todo, kept, hashes
 
@@ -438,6 +441,14 @@ class _ByteBudget:
     def give(self, n):
         with self.cv: self.used -= n; self.cv.notify_all()
 
+# %% ../nbs/01_download.ipynb #ad63288a
+def _check_bytes(data:bytes, o:dict)->dict:
+    "`check_image` of downloaded `data` under the run's options `o`, with `hash` (of `data`); `data` only when the check rewrote the bytes"
+    v = check_image(data, o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
+    kept = v.pop('data')
+    same = v['ok'] and kept is data   # unchanged: the bytes kept are the bytes received, hashed once
+    return dict(v, hash=v['sha'] if same else content_hash(data), data=None if same else kept)
+
 # %% ../nbs/01_download.ipynb #61
 def _preserved_stem(url):
     "The file name of `url`'s path without its extension, made safe for a file system (fastai's `preserve_filename`)"
@@ -461,7 +472,9 @@ class _Downloader:
         try:
             futs = [ex.submit(self.fetch, r) for r in todo]
             it = self._finished(futs)
-            for _ in (progress_bar(it, total=len(futs), leave=False) if progress and futs else it): pass
+            if callable(progress): it = (progress() for _ in it)   # a download process tells its run
+            elif progress and futs: it = progress_bar(it, total=len(futs), leave=False)
+            for _ in it: pass
         finally: ex.shutdown(wait=True, cancel_futures=True); self.dec.shutdown(wait=True, cancel_futures=True)
 
     def _finished(self, futs):
@@ -501,12 +514,13 @@ class _Downloader:
 
     def store(self, r, data, ext):
         "Check `data` (with `verify`); keep it in its class folder, or in quarantine with the reason"
-        h, o = content_hash(data), self.o
-        if not o['verify']: return self._keep(r, data, ext, h, None)
-        v = check_image(data, o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
+        if not self.o['verify']: h = content_hash(data); return self._keep(r, data, ext, h, h, None)
+        v = _check_bytes(data, self.o)
+        h = v['hash']
         if not v['ok']: return self._reject(r, data, ext, h, v['reason'])
         self.verdicts[h] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
-        self._keep(r, v['data'], sniff_image(v['data'][:64], formats=None) or ext, h, v)
+        if v['data'] is not None: data = v['data']   # rewritten by the check (upright RGB, resized)
+        self._keep(r, data, sniff_image(data[:64], formats=None) or ext, h, v['sha'], v)
 
     def _reject(self, r, data, ext, h, reason):
         "Keep `data` in the quarantine folder (one copy across reruns) and mark `r` failed with the reason"
@@ -528,10 +542,9 @@ class _Downloader:
         self.taken.add(fn)
         return fn
 
-    def _keep(self, r, data, ext, h, v):
-        "Write `data` to `r`'s class folder unless it is over `max_pics` or the same bytes are in this class already"
-        w, hh = (v['width'], v['height']) if v else _header_size(data)
-        own = content_hash(data)   # of the bytes written (converted by the check), which an older run's copy would hold
+    def _keep(self, r, data, ext, h, own, v):
+        "Write `data` (hash `own`) to `r`'s class folder unless it is over `max_pics` or the same bytes (hash `h` as fetched) are in this class already"
+        w, hh = (v['width'], v['height']) if v else _header_size(data)   # `own` hashes the bytes written (converted by the check), which an older run's copy would hold
         with self.lock:
             if self.full(r['class']): return r.update(status='skipped', reason=f"max_pics {self.o['max_pics']} reached")
             seen = self.hashes.setdefault(h, [])   # the files kept with these bytes, in any class
@@ -652,12 +665,129 @@ def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
             if bar is not None: bar.update(done)
         _dedupe(batch, hashes, kept, root)
 
+# %% ../nbs/01_download.ipynb #26043181
+def _send(f, b:bytes):
+    "Write the message `b` to the pipe `f`, length first"
+    f.write(struct.pack('<Q', len(b))); f.write(b); f.flush()
+
+def _recv(f)->bytes:
+    "The next message `_send` wrote to the pipe `f`; `EOFError` when the pipe closed"
+    n = f.read(8)
+    if len(n) < 8: raise EOFError('pipe closed')
+    b = f.read(struct.unpack('<Q', n)[0])
+    if len(b) < struct.unpack('<Q', n)[0]: raise EOFError('pipe closed mid-message')
+    return b
+
+def _stop_on_eof(fd, state):
+    "Read the file descriptor `fd` to its end (the run closed it, or died), then stop the main thread as Ctrl-C would, unless it is done"
+    while os.read(fd, 65536): pass
+    if not state['done']: _thread.interrupt_main()
+
+def _serve_shard():
+    "A download process: one shard (root, options, rows, shard file) from stdin; progress, then (rows, verdicts, rejected) on stdout"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # no Ctrl-C while starting; then it stops us as it stops the run
+    out, lock, state = os.fdopen(os.dup(1), 'wb'), threading.Lock(), dict(done=False, n=0, t=time.monotonic())
+    os.dup2(2, 1); sys.stdout = sys.stderr   # messages alone on the pipe; prints go to stderr
+    def say(*msg):
+        with lock: _send(out, pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+    def tick():
+        state['n'] += 1
+        if time.monotonic() - state['t'] > 0.1: say('tick', state['n']); state.update(n=0, t=time.monotonic())
+    root, o, rows, shard_fn = pickle.loads(_recv(sys.stdin.buffer))
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # `_stop_on_eof` stops us through it
+    threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), state), daemon=True).start()
+    dl = _Downloader(Path(root), o, Counter(), {})
+    try: dl.run(rows, progress=tick)
+    except KeyboardInterrupt: pass   # stopped: what is done is reported
+    finally:
+        state['done'] = True
+        for r in rows:
+            if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
+        write_csv(pd.DataFrame(rows, columns=MANIFEST_COLS), Path(shard_fn))
+    try: say('tick', state['n']); say('done', rows, dl.verdicts, dl.rejected)
+    except OSError: pass   # the run is gone; the shard file has our rows
+    os._exit(0)   # all said: no interpreter shutdown racing the thread that waits on stdin
+
+# %% ../nbs/01_download.ipynb #8c8ca205
+class _ShardProc:
+    "A download process (`_serve_shard`) running `job`; a thread here puts its messages on `q` as (i, kind, ...), then (i, 'end', exit code)"
+    def __init__(self, i, job, q):
+        import imgclean
+        pp = [str(Path(imgclean.__file__).resolve().parents[1]), os.environ.get('PYTHONPATH', '')]   # this imgclean, wherever it came from
+        self.p = subprocess.Popen([sys.executable, '-c', 'from imgclean.download import _serve_shard; _serve_shard()'], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, env={**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in pp if p)})
+        self.done = False
+        try: _send(self.p.stdin, pickle.dumps(job, pickle.HIGHEST_PROTOCOL))
+        except OSError: pass   # it died at once: its 'end' says so
+        threading.Thread(target=self._read, args=(i, q), daemon=True, name='imgclean-download-process').start()
+
+    def _read(self, i, q):
+        try:
+            while True: q.put((i, *pickle.loads(_recv(self.p.stdout))))
+        except (EOFError, OSError, pickle.UnpicklingError): pass
+        q.put((i, 'end', self.p.wait()))
+
+    def stop(self):
+        "Close its stdin: it stops as on Ctrl-C, reports and exits"
+        try: self.p.stdin.close()
+        except OSError: pass
+
+    def kill(self):
+        if self.p.poll() is None: self.p.kill()
+        self.p.wait()
+
+def _gather(procs, shards, q, res, bar, done, until=None):
+    "Apply the messages of `procs` (running `shards`) until every one ended (or `until`); returns the URLs done"
+    ended = set()
+    while len(ended) < len(procs):
+        try: i, kind, *a = q.get(timeout=None if until is None else max(0.01, until - time.monotonic()))
+        except queue.Empty: break
+        if kind == 'tick':
+            done += a[0]
+            if bar is not None: bar.update(done)
+        elif kind == 'done':
+            for x, y in zip(shards[i], a[0]): x.update(y)
+            res['verdicts'].update(a[1]); res['rejected'] += a[2]; procs[i].done = True
+        elif kind == 'end':
+            ended.add(i)
+            if not procs[i].done:
+                for r in shards[i]:
+                    if not r['status']: r.update(status='failed', reason=f'interrupted (its download process ended with code {a[0]}; rerun to resume)')
+    return done
+
+def _run_procs(todo, kept, hashes, root, o, res, progress, n):
+    "The local engine in `n` download processes: shards by host, one per process and round; `max_pics` by rounds"
+    rounds = _quota_rounds(todo, kept, o['max_pics'])
+    o = {**o, 'n_workers': max(1, o['n_workers'] // n), 'max_pics': None, 'quarantine': Path(os.path.abspath(o['quarantine']))}
+    bar = progress_bar(range(len(todo)), leave=False) if progress and todo else None
+    done, root, run = 0, Path(os.path.abspath(root)), secrets.token_hex(4)
+    for r_i, batch in enumerate(rounds):
+        shards, q = _by_host(batch, n), queue.Queue()
+        procs = [_ShardProc(i, (str(root), o, sh, str(root/SHARDS/f'{run}-{r_i}-{i}.csv')), q) for i, sh in enumerate(shards)]
+        try: done = _gather(procs, shards, q, res, bar, done)
+        except BaseException:   # Ctrl-C: they stop as the threads would (running fetches end), and report what they did
+            for p in procs: p.stop()
+            _gather(procs, shards, q, res, None, done, until=time.monotonic() + (o['retries'] + 1)*(o['total_timeout'] or o['timeout']) + 10)
+            raise
+        finally:
+            for p in procs: p.stop(); p.kill()
+            _dedupe(batch, hashes, kept, root)   # after a Ctrl-C too: one copy of the same bytes per class
+
+def _n_procs(o:dict, todo:list)->int:
+    "Download processes for the rows `todo` under the options `o` (`processes=None`: one per core for 100+ URLs), at most one per host"
+    if o.get('processes') is not None: n = o['processes']
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+        n = cores if len(todo) >= 100 else 1   # below ~100 URLs the ~1 s start of a process costs more than it saves
+    return max(1, min(n, len({(urlsplit(r['url']).hostname or '').lower() for r in todo}) if n > 1 else 1))
+
 # %% ../nbs/01_download.ipynb #77
 def _options(form, kw):
     "The run's options: the given ones, and for the rest the defaults of the call form"
     o = dict(kw)
     for k, v in (_FASTAI_DEFAULTS if form == 'fastai' else _OUR_DEFAULTS).items():
         if o.get(k) is None: o[k] = v
+    if o.get('processes') is not None and o['processes'] < 1: raise ValueError(f"processes={o['processes']}: pass 1 for threads in this process only, more for download processes, or None for one per core")
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
 
@@ -692,8 +822,9 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     preserve_filename:bool=False, # fastai v2: name files after the URL's file name (else after a hash of the URL: stable across reruns)
                     max_workers:int=None,    # fastai v1's name for `n_workers`
                     idle_timeout:float=None, # Longest wait for the next bytes within a fetch (default: `timeout`)
-                    engine:str='local',      # 'local' (threads in this process) or 'ray' (tasks on a Ray cluster; `pip install imgclean[ray]`)
+                    engine:str='local',      # 'local' (this machine: threads, in `processes` processes) or 'ray' (tasks on a Ray cluster; `pip install imgclean[ray]`)
                     address:str=None,        # With engine='ray': the cluster's address ('auto': the one running here); None starts a local one
+                    processes:int=None,      # Local engine: download processes, each host's URLs in one; None: one per core for 100+ URLs; 1: threads in this process only
                    )->pd.DataFrame:          # The manifest: one row per input URL (fastai returns None)
     "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
     form, lists, root = _call_form(source, dest, urls, url_file, label)
@@ -701,7 +832,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or max_workers, timeout=timeout, total_timeout=total_timeout,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
-                            preserve_filename=preserve_filename))
+                            processes=processes, preserve_filename=preserve_filename))
     root.mkdir(parents=True, exist_ok=True)
     ab = Path(os.path.abspath(root))
     o['quarantine'] = Path(quarantine) if quarantine else ab.parent/f'{ab.name}_quarantine'
@@ -712,6 +843,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
     try:
         if engine == 'ray': _run_on_ray(todo, kept, hashes, root, o, res, progress, address)
+        elif (n := _n_procs(o, todo)) > 1: _run_procs(todo, kept, hashes, root, o, res, progress, n)
         else: _run_here(todo, kept, hashes, root, o, res, progress)
         _first_wins(rows, root)
     finally: df = _finish(rows, root, o, old, res)   # unfinished rows say so, and a rerun resumes

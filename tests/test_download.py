@@ -345,3 +345,71 @@ def test_a_copy_written_meanwhile_by_an_older_run_is_reused_not_doubled(tmp_path
     finally: srv.shutdown(); srv.server_close()
     assert list(df.status) == ['ok'] and [f.name for f in (dest/'a').iterdir()] == [f'{_file_stem(url)}.jpg']
     assert (dest/df.file[0]).read_bytes() == data
+
+
+# ---- the local engine in several download processes (processes=) ----
+
+def _two_hosts(urls): return urls + [u.replace('127.0.0.1', 'localhost') for u in urls]
+
+
+def test_download_processes_give_the_same_manifest_and_files_as_threads(server, tmp_path):
+    "processes=2 (URLs split by host between two processes) writes the manifest, files and quarantine that threads write"
+    s = server
+    urls = {'a': _two_hosts([s.img_url(f'{i}.jpg') for i in range(4)] + [s.url(k) for k in ('404', 'html', 'truncated', 'empty', 'bomb')]),
+            'b': _two_hosts([s.img_url(f'{i}.jpg') for i in (4, 5, 0)])}
+    got = {}
+    for n in (1, 2):
+        df = download_images(urls, tmp_path/f'd{n}', processes=n, quarantine=tmp_path/f'q{n}', **FAST, verbose=False)
+        assert df.attrs['options']['processes'] == n
+        files = {p.relative_to(tmp_path/f'd{n}').as_posix(): p.read_bytes() for p in (tmp_path/f'd{n}').rglob('*.*') if p.parent.name in 'ab'}
+        quarantined = sorted(p.relative_to(tmp_path/f'q{n}').as_posix() for p in (tmp_path/f'q{n}').rglob('*.*'))
+        got[n] = df.drop(columns='reason'), df.reason.str.replace(str(tmp_path/f'q{n}'), 'Q'), files, quarantined
+    for a, b in zip(got[1], got[2]): assert a.equals(b) if hasattr(a, 'equals') else a == b
+    assert list(got[2][0].status.value_counts().sort_index().items()) == [('failed', 10), ('ok', 6), ('skipped', 8)]
+    assert len(got[2][2]) == 6 and len(got[2][3]) == 5   # 6 images kept; truncated and bomb quarantined from each host, and the report
+
+
+def _proc_children(pid):
+    "Ids of the processes whose parent is `pid` (Linux /proc)"
+    out = []
+    for d in Path('/proc').iterdir():
+        if not d.name.isdigit(): continue
+        try: stat = (d/'stat').read_text()
+        except OSError: continue
+        if int(stat.rsplit(')', 1)[1].split()[1]) == pid: out.append(int(d.name))
+    return out
+
+
+def _alive(pid):
+    try: return (Path('/proc')/str(pid)/'stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError: return False
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(tmp_path, sig):
+    "Ctrl-C stops the download processes (manifest written, rerun resumes); a killed run's processes end on their own"
+    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
+    with FaultServer(files, latency=0.25) as s:
+        urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
+        code = textwrap.dedent(f"""
+            from imgclean.download import download_images
+            download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False, verbose=False)
+        """)
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
+        t0 = time.monotonic()
+        while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').glob('*.jpg'))) < 2:
+            assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
+        kids = _proc_children(p.pid)
+        assert len(kids) == 2, kids
+        p.send_signal(sig); p.wait(30)
+        t0 = time.monotonic()
+        while any(_alive(k) for k in kids): assert time.monotonic() - t0 < 15, 'a download process outlived its run'; time.sleep(0.1)
+        if sig == signal.SIGINT:
+            man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+            assert len(man) == 16 and man.reason.str.startswith('interrupted (rerun to resume)').sum() >= 1 and (man.status == 'ok').sum() >= 2
+            assert not [q for q in (tmp_path/'d').rglob('*') if q.name.endswith('.tmp')]
+            done = set(man.url[man.status == 'ok'])
+        df = download_images(urls, tmp_path/'d', label='a', processes=2, progress=False, verbose=False)
+    assert (df.status == 'ok').sum() == 8 and (df.status == 'skipped').sum() == 8   # the localhost copies are the same bytes
+    if sig == signal.SIGINT: assert done <= set(df.url[df.reason == 'already downloaded'])
