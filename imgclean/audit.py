@@ -637,7 +637,7 @@ def pair_evidence(sa:dict,   # `_signature` of one file
     allow = noise + np.hypot(jpeg, resample*size)
     rms, ncc = min(_warp_residual(a, b, g, m) for _, g in starts)
     if max_ratio*allow < rms <= 3*max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
-    return rms, allow, ncc
+    return rms, float(allow), ncc
 
 def _best_edges(pairs):
     "The surest pair of each file among `pairs` {(a, b): similarity}: a copy joins its source, not every look-alike of it"
