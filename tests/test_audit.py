@@ -318,3 +318,35 @@ def test_missing_weights_fail_before_the_long_scans(tmp_path, monkeypatch):
         A.audit(root, arch='resnet18', weights=tmp_path/'missing.pth', progress=False)
     with pytest.warns(UserWarning, match="pixels alone"), pytest.raises(AssertionError, match="quality scan ran"):
         A.audit(root, arch='resnet18', weights=tmp_path/'missing.pth', thorough=True, progress=False)   # warns, then goes on
+
+
+def _glyph(ch, xy=(8, 1), size=22, level=230):
+    "A 28×28 grayscale image of the character `ch` drawn at `xy`"
+    from PIL import ImageDraw, ImageFont
+    im = Image.new('L', (28, 28), 0); ImageDraw.Draw(im).text(xy, ch, fill=level, font=ImageFont.load_default(size=size))
+    return im
+
+
+def _moved(im, dx, dy):
+    "`im` moved by (dx, dy) pixels, the uncovered side padded with its edge"
+    a = np.asarray(im); m = max(abs(dx), abs(dy)); p = np.pad(a, m, mode='edge')
+    return Image.fromarray(p[m - dy:m - dy + a.shape[0], m - dx:m - dx + a.shape[1]])
+
+
+def test_duplicates_tiny_grayscale(tmp_path):
+    # 28×28 grayscale: copies moved 1-3 px and re-encoded (JPEG q50-90, brightness ±12%) are found; distinct
+    # look-alikes are not: other digits, the same digit 7 px away or smaller, and the same digit in another weight
+    from PIL import ImageEnhance
+    d = tmp_path/'tiny'; d.mkdir()
+    for ch in '0123456789': _glyph(ch).save(d/f'{ch}.png')
+    want = set()
+    for ch, (dx, dy), q, b in (('2', (1, 0), 50, 1.0), ('3', (-2, 3), 70, 0.88), ('5', (3, -1), 90, 1.12), ('8', (0, 2), 60, 1.0)):
+        ImageEnhance.Brightness(_moved(_glyph(ch), dx, dy)).enhance(b).save(d/f'{ch}_copy.jpg', quality=q)
+        want.add(frozenset((f'{ch}.png', f'{ch}_copy.jpg')))
+    _glyph('7', (1, 1)).save(d/'7_left.png'); _glyph('9', (10, 6), 15).save(d/'9_small.png')
+    _glyph('4', (8, 1), 20).save(d/'4_thin.png')
+    Image.fromarray(np.asarray(_glyph('6'))[:, ::-1].copy()).save(d/'6_mirrored.png')
+    dups = find_duplicates(sorted(d.iterdir()), root=d, progress=False)
+    found = {frozenset(g.file) for _, g in dups.groupby('group')}
+    assert found == want, found ^ want
+    assert (dups.issue == 'near_duplicate').all() and dups.similarity.between(0.5, 1).all()
