@@ -31,6 +31,7 @@ p.add_argument('--no-learners', action='store_true', help='skip fastai top losse
 p.add_argument('--cache', default=str(Path.home()/'.cache'/'imgclean-bench-audit'), help='embedding cache and base set')
 p.add_argument('--rates', default='0,0.03,0.15,0.25', help='other noise rates for the count sweep (label flips on the base features; empty: skip)')
 p.add_argument('--scale', type=int, default=0, help='also time top-10 neighbours of N synthetic 512-d vectors (faiss IVF)')
+p.add_argument('--fashion-labels', action='store_true', help='label issues only, on 3,000 Fashion-MNIST photos (apt-get install dataset-fashion-mnist)')
 p.add_argument('--dups-only', action='store_true', help='near duplicates only, on the clipart and on real 28x28 grayscale sets')
 p.add_argument('--sets', default='clipart,fashion,digits,clipart28', help='with --dups-only: the sets measured')
 p.add_argument('--show', default='', help='with --dups-only: folder where false-positive/missed pairs are saved side by side')
@@ -214,6 +215,28 @@ wfile = CACHE/'tf_efficientnet_lite0.pth'
 if not wfile.exists(): lite0(wfile)
 print(f"data: {len(truth)} openclipart images, {len(set(truth.values()))} classes ({', '.join(sorted(set(truth.values())))}); "
       f"EfficientNet-Lite0 ImageNet features at {args.size} px; seeds {args.seeds}; CPU, 2 threads", flush=True)
+
+def fashion_labels(wfile, seeds):
+    "Label issues on 3,000 real Fashion-MNIST photos (300 a class, 28x28 grayscale), 8% of labels flipped per seed"
+    from PIL import Image
+    from _small_gray import fashion
+    ims, true = fashion(300, 0); d = TMP/'fashion'; d.mkdir(); files = []
+    for i, (a, lab) in enumerate(zip(ims, true)): files.append(d/f'{lab}_{i:04d}.png'); Image.fromarray(a).save(files[-1])
+    x = embed_images(files, 'timm/tf_efficientnet_lite0', weights=wfile, size=args.size, stats=STATS, cache_dir=CACHE/'emb', progress=False)
+    classes = np.unique(true); names = np.array([f.name for f in files]); n = len(files); rows = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed); y = np.searchsorted(classes, true)
+        idx = rng.choice(n, int(round(0.08*n)), replace=False); y[idx] = (y[idx] + rng.integers(1, len(classes), len(idx))) % len(classes)
+        wrong = set(names[idx]); r = dict(seed=seed, K=len(idx), fast=ours_fast(x, classes[y], names, wrong),
+                                          cleanlab=cleanlab_side(x.astype(np.float64), y, names, wrong))
+        rows.append(r); print(json.dumps(r, default=lambda o: round(float(o), 3)), flush=True)
+    print(f"\nFashion-MNIST label issues, mean of {seeds} seeds ({n} images, {rows[0]['K']} wrong labels):")
+    for side in ('fast', 'cleanlab'):
+        m = {k: np.mean([r[side][k] for r in rows]) for k in ('topK', 'top50', 'n', 'P', 'R', 'acc')}
+        print(f"{side:10s} " + ' '.join(f"{k} {v:.2f}" for k, v in m.items()) + f"  per seed n: {[r[side]['n'] for r in rows]}")
+
+
+if args.fashion_labels: fashion_labels(wfile, args.seeds); sys.exit()
 if args.dups_only: dups_only(base, truth, wfile); sys.exit()
 rows = []
 for seed in range(args.seeds):
