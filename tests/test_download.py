@@ -301,7 +301,8 @@ def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path):
     with FaultServer(files, latency=0.25) as s:
         urls = [s.img_url(f'{i}.jpg') for i in range(12)]
         code = textwrap.dedent(f"""
-            import sys; from imgclean.download import download_images
+            import signal, sys; from imgclean.download import download_images
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal (a run started in the background ignores it)
             download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=1, progress=False, verbose=False)
         """)
         p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
@@ -393,7 +394,8 @@ def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(
     with FaultServer(files, latency=0.25) as s:
         urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
         code = textwrap.dedent(f"""
-            from imgclean.download import download_images
+            import signal; from imgclean.download import download_images
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal (a run started in the background ignores it)
             download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False, verbose=False)
         """)
         p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
