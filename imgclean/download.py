@@ -645,13 +645,19 @@ def _ray(address):
     if not ray.is_initialized(): ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
 
+def _started_bar(n, progress):
+    "A progress bar over `n` URLs that the run moves by hand (`bar.update(done)`), or None"
+    if not (progress and n): return None
+    bar = progress_bar(range(n), leave=False); bar.update(0)   # starts its clock: fastprogress does only when iterated
+    return bar
+
 def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
     "The Ray engine: shards by host, one task per shard, `max_pics` by rounds, one progress bar over the URLs"
     ray = _ray(address)
     cpus = max(1, int(ray.cluster_resources().get('CPU', 1)))
     task, run = ray.remote(num_cpus=1, max_retries=0)(_fetch_shard), secrets.token_hex(4)
     o = {**o, 'n_workers': max(1, o['n_workers'] // cpus), 'quarantine': Path(os.path.abspath(o['quarantine']))}
-    bar = progress_bar(range(len(todo)), leave=False) if progress and todo else None
+    bar = _started_bar(len(todo), progress)
     done, root = 0, Path(os.path.abspath(root))
     for r_i, batch in enumerate(_quota_rounds(todo, kept, o['max_pics'])):
         shards = _by_host(batch, max(2*cpus, math.ceil(len(batch)/2000)))
@@ -664,6 +670,7 @@ def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
             done += len(sh)
             if bar is not None: bar.update(done)
         _dedupe(batch, hashes, kept, root)
+    if bar is not None: bar.update(len(todo))   # the URLs no round needed (`max_pics` reached) are done too
 
 # %% ../nbs/01_download.ipynb #26043181
 def _send(f, b:bytes):
@@ -759,7 +766,7 @@ def _run_procs(todo, kept, hashes, root, o, res, progress, n):
     "The local engine in `n` download processes: shards by host, one per process and round; `max_pics` by rounds"
     rounds = _quota_rounds(todo, kept, o['max_pics'])
     o = {**o, 'n_workers': max(1, o['n_workers'] // n), 'max_pics': None, 'quarantine': Path(os.path.abspath(o['quarantine']))}
-    bar = progress_bar(range(len(todo)), leave=False) if progress and todo else None
+    bar = _started_bar(len(todo), progress)
     done, root, run = 0, Path(os.path.abspath(root)), secrets.token_hex(4)
     for r_i, batch in enumerate(rounds):
         shards, q = _by_host(batch, n), queue.Queue()
@@ -772,6 +779,7 @@ def _run_procs(todo, kept, hashes, root, o, res, progress, n):
         finally:
             for p in procs: p.stop(); p.kill()
             _dedupe(batch, hashes, kept, root)   # after a Ctrl-C too: one copy of the same bytes per class
+    if bar is not None: bar.update(len(todo))   # the URLs no round needed (`max_pics` reached) are done too
 
 def _n_procs(o:dict, todo:list)->int:
     "Download processes for the rows `todo` under the options `o` (`processes=None`: one per core for 100+ URLs), at most one per host"

@@ -353,6 +353,14 @@ def test_a_copy_written_meanwhile_by_an_older_run_is_reused_not_doubled(tmp_path
 def _two_hosts(urls): return urls + [u.replace('127.0.0.1', 'localhost') for u in urls]
 
 
+def test_download_processes_show_progress(server, tmp_path, capsys):
+    "The default progress bar works with download processes (it crashed: fastprogress starts its clock only when iterated)"
+    urls = {'a': _two_hosts([server.img_url(f'{i}.jpg') for i in range(3)]), 'b': _two_hosts([server.img_url(f'{i}.jpg') for i in range(3, 6)])}
+    df = download_images(urls, tmp_path/'d', max_pics=2, processes=2, verbose=False, timeout=5)
+    assert set(df.status) == {'ok', 'skipped'} and (df.status == 'ok').sum() == 4   # 2 a class; the rest over max_pics or the same bytes
+    assert '12/12' in capsys.readouterr().out.replace('\r', '\n')   # the bar ends full, max_pics' skips counted
+
+
 def test_download_processes_give_the_same_manifest_and_files_as_threads(server, tmp_path):
     "processes=2 (URLs split by host between two processes) writes the manifest, files and quarantine that threads write"
     s = server
