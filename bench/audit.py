@@ -80,8 +80,11 @@ def ours_fast(x, labs, names, wrong):
 
 
 def _score(li, probs, classes, labs, wrong, t, **extra):
+    "The default flag ('recall90') and, under keys ending in _e, flag='estimate' (the top n_wrong rows of the same ranking)"
     order = list(li.file); flagged = list(li.file[li.is_issue]); K = len(wrong); P, R = pr(flagged, wrong)
-    return dict(topK=topk(order, wrong, K), top50=topk(order, wrong, 50), n=len(flagged), est=li.attrs['n_wrong'], P=P, R=R,
+    est = li.attrs['n_wrong']; Pe, Re = pr(order[:est], wrong)
+    return dict(topK=topk(order, wrong, K), top50=topk(order, wrong, 50), n=len(flagged), est=est, P=P, R=R,
+                found=li.attrs['found'], n_e=est, P_e=Pe, R_e=Re, found_e=li.attrs['found_estimate'],
                 sat=float((li.self_confidence < 1e-3).mean()), acc=float((np.asarray(classes)[probs.argmax(1)] == labs).mean()),
                 sec=time.time() - t, **extra)
 
@@ -231,9 +234,12 @@ def fashion_labels(wfile, seeds):
                                           cleanlab=cleanlab_side(x.astype(np.float64), y, names, wrong))
         rows.append(r); print(json.dumps(r, default=lambda o: round(float(o), 3)), flush=True)
     print(f"\nFashion-MNIST label issues, mean of {seeds} seeds ({n} images, {rows[0]['K']} wrong labels):")
-    for side in ('fast', 'cleanlab'):
-        m = {k: np.mean([r[side][k] for r in rows]) for k in ('topK', 'top50', 'n', 'P', 'R', 'acc')}
-        print(f"{side:10s} " + ' '.join(f"{k} {v:.2f}" for k, v in m.items()) + f"  per seed n: {[r[side]['n'] for r in rows]}")
+    for side, e in (('fast', ''), ('fast', '_e'), ('cleanlab', '')):
+        m = {k: np.mean([r[side][k + (e if k in ('n', 'P', 'R', 'found') else '')] for r in rows]) for k in ('topK', 'top50', 'n', 'P', 'R', 'acc')}
+        tag = dict(fast='fast (recall90)', fast_e='fast (estimate)').get(side + e, side)
+        pred = f" expected R {np.mean([r[side]['found' + e] for r in rows]):.2f}" if side == 'fast' else ''
+        print(f"{tag:16s} " + ' '.join(f"{k} {v:.2f}" for k, v in m.items()) + pred +
+              f"  per seed n: {[r[side]['n' + e] for r in rows]} R: {[round(r[side]['R' + e], 2) for r in rows]}")
 
 
 if args.fashion_labels: fashion_labels(wfile, args.seeds); sys.exit()
@@ -267,13 +273,12 @@ K = np.mean([r['K'] for r in rows])
 print(f"\nlabel issues, mean of {len(rows)} seeds ({np.mean([r['n'] for r in rows]):.0f} images, {K:.0f} wrong labels, "
       f"{np.mean([r['copies'] for r in rows]):.0f} copies):")
 print(f"{'':34s}{'top-K P':>9s}{'top-50 P':>9s}{'flagged':>9s}{'P':>7s}{'R':>7s}{'p<1e-3':>8s}{'acc':>7s}{'sec':>7s}")
-for tag, side in (('imgclean fast (estimate)', 'fast'), ('sklearn LR + cleanlab', 'cleanlab'), ('fastai top losses', 'fastai'),
-                  ('imgclean thorough (estimate)', 'thorough')):
+for tag, side, e in (('imgclean fast (recall90)', 'fast', ''), ('imgclean fast (estimate)', 'fast', '_e'), ('sklearn LR + cleanlab', 'cleanlab', ''),
+                     ('fastai top losses', 'fastai', ''), ('imgclean thorough (recall90)', 'thorough', ''), ('imgclean thorough (estimate)', 'thorough', '_e')):
     if not any(side in r for r in rows): continue
-    n = mean(side, 'n') if side != 'fastai' else '-'
-    print(f"{tag:34s}{mean(side, 'topK'):>9s}{mean(side, 'top50'):>9s}{n:>9s}{mean(side, 'P') if side != 'fastai' else '-':>7s}"
-          f"{mean(side, 'R') if side != 'fastai' else '-':>7s}{mean(side, 'sat') if side != 'fastai' else '-':>8s}"
-          f"{mean(side, 'acc') if side != 'fastai' else '-':>7s}{mean(side, 'sec'):>7s}")
+    f = (lambda k: mean(side, k + (e if k in ('n', 'P', 'R') else ''))) if side != 'fastai' else (lambda k: '-')
+    print(f"{tag:34s}{mean(side, 'topK'):>9s}{mean(side, 'top50'):>9s}{f('n'):>9s}{f('P'):>7s}"
+          f"{f('R'):>7s}{f('sat'):>8s}{f('acc'):>7s}{mean(side, 'sec'):>7s}")
 print(f"imgclean estimate of the number of wrong labels: {mean('fast', 'est')} (true {K:.0f}); thorough {mean('thorough', 'est')}")
 print(f"near duplicates: P {mean('dups', 'P')} R {mean('dups', 'R')} ({mean('dups', 'found')} pairs found); "
       f"fastai v2: no duplicate finder; cleanlab: not compared here")
@@ -283,7 +288,7 @@ def rate_sweep(base, rates, seeds=2):
     files = sorted(base.rglob('*.png')); true = np.array([f.parent.name for f in files]); classes = np.unique(true)
     x = embed_images(files, 'timm/tf_efficientnet_lite0', weights=wfile, size=args.size, stats=STATS, cache_dir=CACHE/'emb', progress=False)
     print(f"\nnumber of wrong labels at other noise rates ({len(files)} base images, labels flipped to a random other class):")
-    print(f"{'rate':>6s}{'seed':>5s}{'wrong':>7s}{'imgclean':>9s}{'P':>6s}{'R':>6s}{'cleanlab':>9s}{'P':>6s}{'R':>6s}")
+    print(f"{'rate':>6s}{'seed':>5s}{'wrong':>7s}{'estimate':>9s}{'P':>6s}{'R':>6s}{'recall90':>9s}{'P':>6s}{'R':>6s}{'cleanlab':>9s}{'P':>6s}{'R':>6s}")
     for rate in rates:
         for seed in range(seeds):
             rng = np.random.default_rng(500 + seed); y = np.searchsorted(classes, true)
@@ -291,7 +296,8 @@ def rate_sweep(base, rates, seeds=2):
             y[idx] = (y[idx] + rng.integers(1, len(classes), len(idx))) % len(classes)
             names = np.array([f.as_posix() for f in files]); wrong = set(names[idx]); labs = classes[y]
             a = ours_fast(x, labs, names, wrong); b = cleanlab_side(x.astype(np.float64), y, names, wrong)
-            print(f"{rate:6.2f}{seed:5d}{len(idx):7d}{a['n']:9d}{a['P']:6.2f}{a['R']:6.2f}{b['n']:9d}{b['P']:6.2f}{b['R']:6.2f}", flush=True)
+            print(f"{rate:6.2f}{seed:5d}{len(idx):7d}{a['n_e']:9d}{a['P_e']:6.2f}{a['R_e']:6.2f}{a['n']:9d}{a['P']:6.2f}{a['R']:6.2f}"
+                  f"{b['n']:9d}{b['P']:6.2f}{b['R']:6.2f}", flush=True)
 
 
 if args.rates: rate_sweep(base, [float(o) for o in args.rates.split(',')])

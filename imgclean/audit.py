@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 'CHECKS', 'model_identity', 'feature_model',
-           'embed_images', 'choose_C', 'out_of_fold_probs', 'wrong_label_share', 'estimate_wrong_labels',
-           'find_label_issues', 'out_of_fold_learner_probs', 'phash', 'pixel_hash', 'topk_neighbours', 'thumb_vector',
-           'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb', 'aligned_ncc', 'gray_thumb',
-           'moment_thumb', 'register', 'refine_registration', 'reencode_noise', 'pair_evidence', 'find_duplicates',
-           'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
+           'embed_images', 'choose_C', 'out_of_fold_probs', 'wrong_label_share', 'expected_found',
+           'estimate_wrong_labels', 'find_label_issues', 'out_of_fold_learner_probs', 'phash', 'pixel_hash',
+           'topk_neighbours', 'thumb_vector', 'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb',
+           'aligned_ncc', 'gray_thumb', 'moment_thumb', 'register', 'refine_registration', 'reencode_noise',
+           'pair_evidence', 'find_duplicates', 'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
 import hashlib, io, json, warnings, zipfile
@@ -219,9 +219,19 @@ def wrong_label_share(y:np.ndarray,     # n given labels as class indices
     "Share of wrong labels by mixture-proportion estimation: how much of the self-confidence looks like the probability of a wrong class"
     n, c = probs.shape; s = np.sort(probs[np.arange(n), y])
     off = np.ones((n, c), bool); off[np.arange(n), y] = False; o = np.sort(probs[off])   # what a wrong label's probability looks like
-    ranks = np.unique(np.linspace(max(min_count, n//100), n//2, 60).astype(int))
-    ratios = [(r/n)/max(np.searchsorted(o, s[r - 1], 'right')/len(o), 1e-12) for r in ranks if min_count <= r <= n//2]
-    return float(min(ratios + [1.0]))   # 1.0 when the dataset is too small for any threshold
+    ranks = [r for r in np.unique(np.geomspace(max(min_count, n//100), max(n//2, 1), 40).astype(int)) if min_count <= r <= n//2]
+    ratios = np.array([(r/n)/max(np.searchsorted(o, s[r - 1], 'right')/len(o), 1e-12) for r in ranks])
+    # the smallest of the raw ratios is biased low (the fewer images under a threshold, the noisier its ratio): take the
+    # smallest running median of 5 neighbouring thresholds instead
+    smooth = [np.median(ratios[max(0, i - 2):i + 3]) for i in range(len(ratios))]
+    return float(min(smooth + [1.0]))   # 1.0 when the dataset is too small for any threshold
+
+def expected_found(y:np.ndarray,     # n given labels as class indices
+                   probs:np.ndarray, # (n, c) out-of-fold probabilities
+                  )->np.ndarray:     # n shares, 0-1
+    "Per image: the share of the wrong labels expected to have a self-confidence at most this image's (reviewing down to it finds them)"
+    n, c = probs.shape; off = np.ones((n, c), bool); off[np.arange(n), y] = False; o = np.sort(probs[off])
+    return np.searchsorted(o, probs[np.arange(n), y], 'right')/max(len(o), 1)   # a wrong label's probability looks like an other class's
 
 def estimate_wrong_labels(y:np.ndarray,     # n given labels as class indices
                           probs:np.ndarray, # (n, c) out-of-fold probabilities
@@ -245,7 +255,7 @@ def _rank_keys(self_conf, margin):
     return np.lexsort((margin, self_conf))
 
 # %% ../nbs/06_audit.ipynb #29c33c34
-FLAG_RULES = ('estimate', 'confident', 'argmax', 'either')
+FLAG_RULES = ('recall90', 'estimate', 'confident', 'argmax', 'either')
 
 def find_label_issues(labels,           # n given labels
                       probs:np.ndarray=None, # (n, c) out-of-fold probabilities; computed from `feats` when None
@@ -253,9 +263,9 @@ def find_label_issues(labels,           # n given labels
                       feats:np.ndarray=None, # (n, d) embeddings, used when `probs` is None
                       files=None,       # n file names (for the table); default 0..n-1
                       k:int=5,          # Folds for `out_of_fold_probs`
-                      flag:str='estimate', # 'estimate' (the top-ranked `estimate_wrong_labels` items), 'confident', 'argmax' or 'either'
-                     )->pd.DataFrame:   # One row per item, most likely wrong first; `attrs['n_wrong']`: the estimate
-    "Label issues from out-of-fold `probs` (or `feats`): a ranking by self-confidence and a flagged set sized by the noise estimate"
+                      flag:str='recall90', # 'recall90' (the top rows expected to hold 90% of the wrong labels; from 1 to 2x the estimate), 'estimate' (the top `estimate_wrong_labels` rows), 'confident', 'argmax' or 'either'
+                     )->pd.DataFrame:   # One row per item, most likely wrong first; `attrs`: 'n_wrong' (the estimate), 'n_recall90', 'found*' (share of the wrong labels expected in the flagged, top N, recall90 rows)
+    "Label issues from out-of-fold `probs` (or `feats`): a ranking by self-confidence and a flagged set sized from the noise estimate"
     if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
     labels = np.asarray(labels, dtype=object).astype(str)
     if probs is None:
@@ -277,13 +287,18 @@ def find_label_issues(labels,           # n given labels
     above = np.where(probs >= thr[None] - 1e-9, probs, -1.)
     confident = (above.max(1) >= 0) & (above.argmax(1) != y); by_argmax = other.argmax(1) == probs.argmax(1)
     order = _rank_keys(np.where(checked, self_conf, np.inf), margin)
-    top = np.zeros(n, bool); top[order[:n_wrong]] = True
-    is_issue = dict(estimate=top, confident=confident, argmax=by_argmax, either=confident | by_argmax)[flag] & checked
+    found = np.maximum.accumulate(expected_found(y, probs)[order])   # reviewing down to each row of the ranking
+    n_90 = min(max(int(np.searchsorted(found, 0.9)) + 1, n_wrong), 2*n_wrong, int(checked.sum()))   # from once to twice the estimate
+    top, top90 = np.zeros(n, bool), np.zeros(n, bool); top[order[:n_wrong]] = True; top90[order[:n_90]] = True
+    is_issue = dict(estimate=top, recall90=top90, confident=confident, argmax=by_argmax, either=confident | by_argmax)[flag] & checked
     suggested = np.where(confident, classes[above.argmax(1)], classes[other.argmax(1)])
     files = [str(o) for o in files] if files is not None else list(range(n))
     df = pd.DataFrame(dict(file=files, label=labels, suggested=suggested, self_confidence=self_conf, margin=margin,
                            is_issue=is_issue, score=1 - self_conf)).iloc[order].reset_index(drop=True)
-    df.attrs['n_wrong'] = n_wrong
+    df['found'] = found
+    at = lambda m: float(found[m - 1]) if m else 0.
+    df.attrs.update(n_wrong=n_wrong, n_recall90=n_90, found_estimate=at(n_wrong), found_recall90=at(n_90),
+                    found=at(int(is_issue.sum())) if flag in ('recall90', 'estimate') else float('nan'))   # other rules: not a top of the ranking
     return df
 
 # %% ../nbs/06_audit.ipynb #25
@@ -809,7 +824,11 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, arch, size, weights
     li = find_label_issues(labs, probs, classes, files=names, flag=flag)
     acc = float((np.asarray(classes)[probs.argmax(1)] == labs).mean())
     flagged = li[li.is_issue]
-    note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first. "
+    a = li.attrs; alt = dict(recall90=('estimate', a['n_wrong'], a['found_estimate']),
+                             estimate=('recall90', a['n_recall90'], a['found_recall90'])).get(flag)   # the other top-of-ranking rule
+    found = (f", expected to hold about {a['found']:.0%} of the wrong labels (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})"
+             if alt and len(flagged) else '')
+    note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
             f"{how}; out-of-fold accuracy {acc:.2f}")
     rows = pd.DataFrame(dict(file=flagged.file, issue='label', score=flagged.score, suggestion=flagged.suggested,
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))
@@ -826,7 +845,7 @@ def audit(path,                  # Dataset root with one folder per class
           cache_dir=None,        # Embedding cache; default `path/'.imgclean_cache'`
           k:int=5,               # Folds for out-of-fold label predictions
           thorough:bool=False,   # Label issues from `k` fine-tuned learners (`out_of_fold_learner_probs`), not heads on embeddings
-          flag:str='estimate',   # Label-issue rule (see `find_label_issues`)
+          flag:str='recall90',   # Label-issue rule (see `find_label_issues`)
           learner_kwargs:dict=None, # For `thorough`: passed to `out_of_fold_learner_probs` (epochs, bs, pretrained, ...)
           checks=CHECKS,         # What to run: some of 'label', 'duplicates', 'quality'
           thresholds:dict=None,  # Quality thresholds (see `QUALITY_DEFAULTS`)
@@ -836,7 +855,7 @@ def audit(path,                  # Dataset root with one folder per class
           address:str=None,      # With engine='ray': the cluster's address
          )->pd.DataFrame:        # One row per (file, issue), see `ISSUE_COLUMNS`; rows with file '' describe the dataset
     "Label issues, duplicates and image-quality issues of the class folders in `path`, as one table"
-    flag = flag or 'estimate'
+    flag = flag or 'recall90'
     if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     if not checks or set(checks) - set(CHECKS): raise ValueError(f"checks must name some of {CHECKS}, not {checks}")

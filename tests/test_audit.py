@@ -262,10 +262,15 @@ def test_label_ranking_and_estimate():
     given = y.copy(); given[wrong] = (y[wrong] + rng.integers(1, c, 24)) % c
     x = np.eye(c)[y]*3 + rng.normal(size=(n, c))   # separable classes, noisy features
     li = find_label_issues(given.astype(str), feats=x.astype(np.float32), files=list(range(n)))
-    assert 18 <= li.attrs['n_wrong'] <= 30 and li.is_issue.sum() == li.attrs['n_wrong']   # flagged set = the estimate
-    assert li.is_issue.iloc[:li.is_issue.sum()].all()                                       # the top of the ranking
+    n_wrong, flagged = li.attrs['n_wrong'], li.is_issue.sum()
+    assert 18 <= n_wrong <= 30 and n_wrong <= flagged <= 2*n_wrong                          # 'recall90': from the estimate
+    assert li.is_issue.iloc[:flagged].all() and flagged == li.attrs['n_recall90']            # the top of the ranking
     assert (np.diff(li.self_confidence) >= 0).all() and li.self_confidence.nunique() == n   # best-first, no saturated ties
-    assert len(set(li.file[li.is_issue]) & set(map(str, wrong)))/len(wrong) >= 0.8
+    assert (np.diff(li.found) >= 0).all() and li.found.iloc[-1] == 1
+    found = lambda df: len(set(df.file[df.is_issue]) & set(map(str, wrong)))/len(wrong)
+    assert found(li) >= 0.85 and abs(found(li) - li.attrs['found']) <= 0.1                 # found predicts the recall
+    est = find_label_issues(given.astype(str), feats=x.astype(np.float32), files=list(range(n)), flag='estimate')
+    assert est.is_issue.sum() == n_wrong and est.is_issue.iloc[:n_wrong].all() and found(est) <= found(li)
     assert (li.suggested != li.label).all()
     old = find_label_issues(given.astype(str), feats=x.astype(np.float32), flag='either')
     assert old.is_issue.sum() >= li.is_issue.sum()
