@@ -611,11 +611,11 @@ class _Downloader:
         r.update(status='failed', reason=f"verify: {reason} (kept in quarantine {rel})", bytes=len(data), hash=h)
 
     def _name(self, r, ext, h):
-        "A free file name in `r`'s class folder, never an existing file unless it holds these very bytes `h`"
+        "A free file name in `r`'s class folder, never an existing file (nor one in `o['stored']` at a URL) unless it holds these very bytes `h`"
         stem = _preserved_stem(r['url']) if self.o['preserve_filename'] else _file_stem(r['url'])
-        fn = self.root/r['class']/f'{stem}.{ext}'
+        fn, stored = self.root/r['class']/f'{stem}.{ext}', self.o.get('stored', ())
         i = 1
-        while fn in self.taken or fn.exists():
+        while fn in self.taken or fn.exists() or f"{r['class']}/{fn.name}" in stored:
             if fn not in self.taken and fn.is_file() and file_hash(fn) == h: break   # an earlier (or still running) run's copy
             fn = fn.with_name(f'{stem}_{i}.{ext}'); i += 1
         self.taken.add(fn)
@@ -952,6 +952,8 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     rows, jobs = _plan(lists, verbose)
     todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
     res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
+    if o['preserve_filename'] and isinstance(st.dest, _FsPath):   # names from URLs can clash with files at the destination, which staging does not see
+        o = {**o, 'stored': _listing(st.dest, set(lists))[0]}
     try:
         if engine == 'ray': _run_on_ray(todo, kept, hashes, st.dest, {**o, 'quarantine': st.quarantine}, res, progress, address)
         elif (n := _n_procs(o, todo)) > 1: _run_procs(todo, kept, hashes, st.root, o, res, progress, n)

@@ -536,3 +536,13 @@ def test_bad_fsspec_destinations_fail_before_any_request(server, tmp_path):
     with pytest.raises(PermissionError, match='cannot write to file://'): download_images(urls, f'file://{tmp_path}/f/sub', label='a')
     with pytest.raises(ValueError, match='is a file'): download_images(urls, f'file://{tmp_path}/f', label='a')
     assert server.hits == before
+
+
+def test_preserved_names_do_not_overwrite_files_stored_at_the_url(server, mem_url):
+    "preserve_filename: a second run's 0.jpg from another host is stored as 0_1.jpg, not over the first run's 0.jpg (staging cannot see it)"
+    with FaultServer({'0.jpg': jpeg_bytes((44, 33), (1, 200, 3))}, host='127.0.0.2') as other:   # the same file name, other bytes
+        first = download_images([server.img_url('0.jpg')], mem_url, label='a', preserve_filename=True, **KW)
+        second = download_images([server.img_url('0.jpg'), other.img_url('0.jpg')], mem_url, label='a', preserve_filename=True, **KW)
+    assert first.file.tolist() == ['a/0.jpg'] and second.file.tolist() == ['a/0.jpg', 'a/0_1.jpg'], second[['file', 'reason']]
+    got = fs_files(mem_url)
+    assert got['a/0.jpg'] == server.files['0.jpg'] and got['a/0_1.jpg'] == other.files['0.jpg']
