@@ -142,7 +142,7 @@ def _download(a):
         kw['label'] = src.stem[5:] if src.stem.startswith('urls_') and len(src.stem) > 5 else src.stem
     df = download_images(**kw)
     if len(df) and (df.status == 'ok').sum() == 0:
-        raise ValueError(f"none of the {len(df)} URLs gave an image; see {Path(a.dest)/'manifest.csv'} for the reasons")
+        raise ValueError(f"none of the {len(df)} URLs gave an image; see {str(a.dest).rstrip('/')}/manifest.csv for the reasons")
 
 def _verify(a):
     from imgclean.verify import verify_dataset
@@ -257,7 +257,8 @@ COMMANDS = dict(
                      skip=('url_file', 'urls', 'preserve_filename', 'max_workers', 'total_timeout',   # fastai's Python call forms
                            'engine', 'address'),   # --ray [ADDRESS]
                      extras=dict(ray=(None, "download on a Ray cluster: ADDRESS ('auto': the one running on this machine, ray://HEAD:10001); "
-                                            "alone: a new local one. DEST must be on storage every node sees (pip install 'imgclean[ray]')", str,
+                                            "alone: a new local one. DEST must be on storage every node sees: a shared folder or a URL such as s3://bucket/data "
+                                            "(pip install 'imgclean[ray]')", str,
                                       dict(nargs='?', const='local', metavar='ADDRESS')))),
     verify=Command(_verify, 'imgclean.verify:verify_dataset'),
     train=Command(_train, _DATA + 'folder_dls', _DATA + 'csv_items', _DATA + 'image_dls', 'imgclean.train:make_learner',

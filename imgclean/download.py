@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, errno, hashlib, heapq, io, ipaddress, math, os, pickle, queue, random, re, secrets, shutil, signal, socket, struct, subprocess, sys, threading, time
+import _thread, errno, hashlib, heapq, io, ipaddress, math, os, pickle, queue, random, re, secrets, shutil, signal, socket, struct, subprocess, sys, tempfile, threading, time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from itertools import zip_longest
@@ -23,7 +23,7 @@ from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NameResolution
                                 ReadTimeoutError, SSLError)
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, file_hash, open_image, write_csv
-from .images import (MIN_SIZE, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
+from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
                              write_verdicts)
 
 # %% ../nbs/01_download.ipynb #5
@@ -307,15 +307,83 @@ def _url_lists(urls, label):
 
 def _file_stem(url): return hashlib.sha1(url.encode('utf-8', 'surrogatepass')).hexdigest()[:16]
 
+# %% ../nbs/01_download.ipynb #7139da80
+def _is_url(p)->bool:
+    "Is `p` a URL such as s3://bucket/x rather than a local path?"
+    return isinstance(p, _FsPath) or re.match(r'[A-Za-z][A-Za-z0-9+.-]+://', str(p)) is not None
+
+def _protocols(fs)->tuple: return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+def _on_disk(fs)->bool: return 'file' in _protocols(fs)   # file://: this machine's disk
+
+class _FsPath:
+    "A path on an fsspec file system (s3://, gs://, memory://, file://, ...) with the few `Path` methods a download run uses"
+    def __init__(self, fs, path:str): self.fs, self.path = fs, path.rstrip('/') or '/'
+    def __truediv__(self, p): return _FsPath(self.fs, f'{self.path}/{p}')
+    def __str__(self): return self.fs.unstrip_protocol(self.path)
+    def __repr__(self): return f'_FsPath({str(self)!r})'
+    def __eq__(self, o): return isinstance(o, _FsPath) and (o.fs, o.path) == (self.fs, self.path)
+    def __hash__(self): return hash(self.path)
+    @property
+    def name(self): return self.path.rsplit('/', 1)[-1]
+    @property
+    def parent(self): return _FsPath(self.fs, self.path.rsplit('/', 1)[0])
+    def exists(self): return self.fs.exists(self.path)
+    def is_dir(self): return self.fs.isdir(self.path)
+    def is_file(self): return self.fs.isfile(self.path)
+    def iterdir(self): return [_FsPath(self.fs, p) for p in self.fs.ls(self.path, detail=False) if p.rstrip('/') != self.path]
+    def glob(self, pattern): return [_FsPath(self.fs, p) for p in self.fs.glob(f'{self.path}/{pattern}')]
+    def read_bytes(self)->bytes: return self.fs.cat_file(self.path)
+    def mkdir(self, parents=True, exist_ok=True): self.fs.makedirs(self.path, exist_ok=True)
+    def replace(self, target): self.fs.mv(self.path, target.path)
+    def rmtree(self):
+        if self.fs.exists(self.path): self.fs.rm(self.path, recursive=True)
+
+    def write_bytes(self, data:bytes):
+        "Write `data` in one piece: one object on an object store, a temporary file and a rename on a disk"
+        if _on_disk(self.fs): atomic_write(Path(self.path), data)
+        else: self.fs.pipe_file(self.path, data)
+
+    def unlink(self, missing_ok=False):
+        try: self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok: raise
+
+def _as_path(p): return p if isinstance(p, _FsPath) else Path(p)
+def _abs(p): return p if isinstance(p, _FsPath) else Path(os.path.abspath(p))
+
+def _fs_root(url:str)->_FsPath:
+    "`url` (s3://bucket/x, any fsspec URL) as an `_FsPath`; an unknown protocol or a missing backend says what to do"
+    try: import fsspec
+    except ImportError: raise ImportError(f"{url} is a URL: writing to it needs fsspec (pip install fsspec)") from None
+    proto = url.split('://', 1)[0].lower()
+    try: fsspec.get_filesystem_class(proto)
+    except ValueError: raise ValueError(f"{url}: fsspec knows no protocol {proto}://; pass a local folder or a URL fsspec writes to "
+                                        "(s3://, gs://, az://, file://, memory://, ...)") from None
+    except ImportError as e:
+        from fsspec.registry import known_implementations
+        mod = known_implementations.get(proto, {}).get('class', '').split('.')[0]
+        hint = f'pip install {mod}' if mod and mod != 'fsspec' else str(e)
+        raise ImportError(f"{url}: writing to {proto}:// needs its fsspec backend: {hint}") from None
+    return _FsPath(*fsspec.core.url_to_fs(url))
+
+def _writable(p):
+    "Create the folder `p`; at a URL also write and remove a probe file, so a destination that refuses writes fails before any download"
+    if not isinstance(p, _FsPath): return p.mkdir(parents=True, exist_ok=True)
+    probe = p/f'.imgclean-probe-{secrets.token_hex(4)}'
+    try: p.mkdir(); probe.write_bytes(b'imgclean'); probe.unlink()
+    except Exception as e:   # each backend raises its own kinds (botocore, google.api_core...)
+        raise PermissionError(f"cannot write to {p} ({type(e).__name__}: {str(e)[:200]}); check the location, its permissions and "
+                              "your credentials") from e
+
 # %% ../nbs/01_download.ipynb #41
 _FASTAI_DEFAULTS = dict(max_pics=1000, n_workers=8, timeout=4)
 _OUR_DEFAULTS = dict(max_pics=None, n_workers=64, timeout=10)
 
 def _local_folder(p):
-    "`p` as a `Path`, refusing URLs such as s3://bucket/x (files are written with local, atomic renames)"
-    if re.match(r'[A-Za-z][A-Za-z0-9+.-]+://', str(p)):
-        raise ValueError(f"{p} is a URL; download into a folder of this machine, or, for a cluster, of a shared file system every "
-                         "node mounts (NFS, or a bucket mounted with s3fs/gcsfuse), and pass that folder's path")
+    "`p` as a `Path` for fastai's forms, which write into a class folder of this machine; a URL gets a pointer to our form"
+    if _is_url(p):
+        raise ValueError(f"{p} is a URL; fastai's call forms download into a local folder. For storage such as s3:// use ours: "
+                         f"download_images(urls, '{p}', label='<class>') (images go to <dest>/<class>/)")
     return Path(p)
 
 def _one_folder(folder):
@@ -341,7 +409,7 @@ def _call_form(source, dest, urls, url_file, label):
     if isinstance(source, (str, os.PathLike)) and not label and Path(source).is_file():   # fastai v1: a URL file and its folder
         root, c = _one_folder(dest)
         return 'fastai', {c: read_urls(source)}, root
-    dest = _local_folder(dest)
+    dest = _fs_root(str(dest)) if _is_url(dest) else Path(dest)
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"dest {dest} is a file; pass a folder (it is created when missing). For fastai v2's form pass the URL file by keyword: download_images(dest, url_file=...)")
     return 'ours', _url_lists(source, label), dest
@@ -371,8 +439,9 @@ def _plan(lists, verbose=True):
 # %% ../nbs/01_download.ipynb #48
 def _read_manifest(fn):
     "The manifest at `fn` as a DataFrame of strings (empty when missing or unreadable)"
-    if not Path(fn).is_file(): return pd.DataFrame(columns=MANIFEST_COLS)
-    try: old = pd.read_csv(fn, keep_default_na=False, dtype=str)
+    fn = _as_path(fn)
+    if not fn.is_file(): return pd.DataFrame(columns=MANIFEST_COLS)
+    try: old = pd.read_csv(io.BytesIO(fn.read_bytes()), keep_default_na=False, dtype=str)
     except (OSError, ValueError, pd.errors.ParserError): return pd.DataFrame(columns=MANIFEST_COLS)
     return old if set(MANIFEST_COLS) <= set(old.columns) else pd.DataFrame(columns=MANIFEST_COLS)
 
@@ -382,21 +451,31 @@ def _header_size(data):
         with open_image(io.BytesIO(data), None) as im: return im.size
     except IMAGE_ERRORS: return None, None
 
-def _stored_row(r, f, root):
-    "Fill `r` from a file `f` stored by an earlier run that left no manifest row"
-    data = f.read_bytes()
+def _stored_row(r, rel, root):
+    "Fill `r` from the file `root/rel` stored by an earlier run that left no manifest row"
+    data = (root/rel).read_bytes()
     w, h = _header_size(data)
-    r.update(status='ok', reason='already downloaded', file=f.relative_to(root).as_posix(), bytes=len(data), width=w, height=h, hash=content_hash(data))
+    r.update(status='ok', reason='already downloaded', file=rel, bytes=len(data), width=w, height=h, hash=content_hash(data))
+
+def _listing(root, classes)->tuple:
+    "(the files, `{(class, stem): file}`) in the class folders of `root` (a folder or an `_FsPath`): one listing a class"
+    files, stems = set(), {}
+    for c in sorted(classes):
+        try: names = sorted(f.name for f in (root/c).iterdir() if not f.name.startswith('.'))
+        except (FileNotFoundError, NotADirectoryError): names = []
+        for n in names: files.add(f'{c}/{n}'); stems.setdefault((c, n.split('.', 1)[0]), f'{c}/{n}')
+    return files, stems
 
 def _resume(jobs, root, old):
     "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL); return the rest, kept counts and `{hash: [files]}`"
     prev = {(o['class'], o['url']): o for o in old[old.status == 'ok'].to_dict('records')}
     kept, hashes, todo = Counter(), {}, []
+    files, stems = _listing(root, {r['class'] for r in jobs})
     for r in jobs:
         o = prev.get((r['class'], r['url']))
-        found = [f for f in (root/r['class']).glob(_file_stem(r['url']) + '.*') if not f.name.startswith('.')] if (root/r['class']).is_dir() else []
-        if o and o['file'] and (root/o['file']).is_file(): r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
-        elif found: _stored_row(r, found[0], root)
+        found = stems.get((r['class'], _file_stem(r['url'])))
+        if o and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
+        elif found: _stored_row(r, found, root)
         else: todo.append(r); continue
         same = [f for f in hashes.get(r['hash'], []) if f.split('/')[0] == r['class'] and f != r['file']]
         if same:   # a killed run's download processes kept the same bytes twice: our second copy goes, as `_dedupe` would have done
@@ -423,7 +502,7 @@ def _first_wins(rows, root):
         a, b = g[0], ok[0]
         new = f"{Path(b['file']).parent.as_posix()}/{_file_stem(a['url'])}{Path(b['file']).suffix}"
         if (root/new).exists(): continue   # never replace a file
-        os.replace(root/b['file'], root/new)
+        (root/b['file']).replace(root/new)
         a.update(status='ok', reason=b['reason'], file=new)
         b.update(status='skipped', reason=f'duplicate image (same bytes as {new})', file='')
         for r in g[1:]:
@@ -532,11 +611,11 @@ class _Downloader:
         r.update(status='failed', reason=f"verify: {reason} (kept in quarantine {rel})", bytes=len(data), hash=h)
 
     def _name(self, r, ext, h):
-        "A free file name in `r`'s class folder, never an existing file unless it holds these very bytes `h`"
+        "A free file name in `r`'s class folder, never an existing file (nor one in `o['stored']` at a URL) unless it holds these very bytes `h`"
         stem = _preserved_stem(r['url']) if self.o['preserve_filename'] else _file_stem(r['url'])
-        fn = self.root/r['class']/f'{stem}.{ext}'
+        fn, stored = self.root/r['class']/f'{stem}.{ext}', self.o.get('stored', ())
         i = 1
-        while fn in self.taken or fn.exists():
+        while fn in self.taken or fn.exists() or f"{r['class']}/{fn.name}" in stored:
             if fn not in self.taken and fn.is_file() and file_hash(fn) == h: break   # an earlier (or still running) run's copy
             fn = fn.with_name(f'{stem}_{i}.{ext}'); i += 1
         self.taken.add(fn)
@@ -573,7 +652,8 @@ SHARDS = '.imgclean_shards'
 
 def _merge_shards(root, old):
     "`old` (the manifest) with the rows of a cluster run's shard files that did not reach it (resumed from)"
-    fns = sorted((Path(root)/SHARDS).glob('*.csv')) if (Path(root)/SHARDS).is_dir() else []
+    d = _as_path(root)/SHARDS
+    fns = sorted(d.glob('*.csv'), key=str) if d.is_dir() else []
     parts = [p for p in (_read_manifest(f) for f in fns) if len(p)]
     return pd.concat([old, *parts], ignore_index=True) if parts else old
 
@@ -583,14 +663,59 @@ def _run_here(todo, kept, hashes, root, o, res, progress):
     res['verdicts'], res['rejected'] = dl.verdicts, dl.rejected
     dl.run(_interleave(todo), progress)
 
-def _finish(rows, root, o, old, res):
-    "Write the quarantine report, the record of checked files and the manifest; drop merged shard files"
+def _finish(rows, st, o, old, res, progress=False):
+    "Write the quarantine report, the record of checked files and the manifest, in `st` (a `_Staging`), then upload them; drop merged shard files"
+    root = st.root
+    st.seed()   # the records kept at a URL, which this run adds to
     if res['rejected']: add_to_report(o['quarantine'], pd.DataFrame(res['rejected']))
     done = [dict(file=r['file'], **res['verdicts'][r['hash']]) for r in rows if r['status'] == 'ok' and r['hash'] in res['verdicts']]
     if done: write_verdicts(root, done)   # decoded here: verify only hashes these files
     df = _write_manifest(rows, root, old)
     if (root/SHARDS).is_dir(): shutil.rmtree(root/SHARDS, ignore_errors=True)   # every row is in the manifest now
+    st.upload(progress)
+    if isinstance(st.dest, _FsPath): (st.dest/SHARDS).rmtree()   # the manifest there has their rows now
     return df
+
+# %% ../nbs/01_download.ipynb #ee248cd1
+_UPLOAD_BATCH = 256
+
+def _put(pairs:list, progress=False):
+    "Copy local files to `_FsPath`s (`(local, remote)` pairs), their folders made first, in batches (one progress step each)"
+    if not pairs: return
+    fs = pairs[0][1].fs
+    for d in sorted({t.parent.path for _, t in pairs}): fs.makedirs(d, exist_ok=True)
+    batches = [pairs[i:i + _UPLOAD_BATCH] for i in range(0, len(pairs), _UPLOAD_BATCH)]
+    for b in progress_bar(batches, leave=False) if progress and len(batches) > 1 else batches:
+        if _on_disk(fs):
+            for f, t in b: t.write_bytes(f.read_bytes())   # a temporary name and a rename: a kill leaves no partial file
+        else: fs.put([str(f) for f, _ in b], [t.path for _, t in b])   # concurrent on async stores (s3fs, gcsfs)
+
+class _Staging:
+    "Local folders standing in for a destination and a quarantine at URLs (`_FsPath`s): a run writes there, `upload` copies it over"
+    def __init__(self, dest, quarantine):
+        self.dest, self.quarantine = dest, quarantine
+        self.tmp = Path(tempfile.mkdtemp(prefix='imgclean-staging-')) if _is_url(dest) or _is_url(quarantine) else None
+        self.root = self.tmp/'dest' if _is_url(dest) else dest
+        self.q = self.tmp/'quarantine' if _is_url(quarantine) else quarantine
+        self.pairs = [(a, b, rec) for a, b, rec in ((self.q, quarantine, 'report.csv'), (self.root, dest, VERDICTS)) if _is_url(b)]
+
+    def seed(self):
+        "Copy the records a run adds to (the quarantine report, the verify record) from the URLs"
+        for here, there, rec in self.pairs:
+            if (there/rec).is_file(): atomic_write(here/rec, (there/rec).read_bytes())
+
+    def upload(self, progress=False):
+        "Copy the staged files to the URLs: quarantine, images and records first, the manifest last (so it never names a missing file)"
+        for here, there, _ in self.pairs:
+            fns = [f for f in here.rglob('*') if f.is_file() and SHARDS not in f.parts and not f.name.endswith('.tmp')]
+            fns.sort(key=lambda f: (f.parent == here or f.relative_to(here).parts[0].startswith('.'), str(f)))   # the records after the images
+            last = [f for f in fns if f == here/'manifest.csv']
+            _put([(f, there/f.relative_to(here).as_posix()) for f in fns if f not in last], progress)
+            _put([(f, there/f.name) for f in last])
+
+    def close(self):
+        "Remove the staging folder"
+        if self.tmp is not None: shutil.rmtree(self.tmp, ignore_errors=True)
 
 # %% ../nbs/01_download.ipynb #71
 def _by_host(rows, n_shards:int)->list:
@@ -615,15 +740,24 @@ def _quota_rounds(todo, kept, max_pics):
     for r in (r for q in pending.values() for r in q): r.update(status='skipped', reason=f'max_pics {max_pics} reached')
 
 # %% ../nbs/01_download.ipynb #74
-def _fetch_shard(root:str, o:dict, rows:list, shard_fn:str)->tuple:
-    "A Ray task: fetch `rows` into `root` with the local engine; record them in `shard_fn`; return (rows, verdicts, rejected)"
-    dl = _Downloader(Path(root), {**o, 'max_pics': None}, Counter(), {})   # the driver keeps max_pics by rounds
+def _fetch_shard(root, o:dict, rows:list, shard_fn)->tuple:
+    "A Ray task: fetch `rows` into `root` (at a URL: staged on this node, then uploaded); record them in `shard_fn`; return (rows, verdicts, rejected)"
+    st = _Staging(_as_path(root), o['quarantine'])
+    dl = _Downloader(st.root, {**o, 'max_pics': None, 'quarantine': st.q}, Counter(), {})   # the driver keeps max_pics by rounds
     try: dl.run(rows, progress=False)
     finally:
         for r in rows:
             if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
-        write_csv(pd.DataFrame(rows, columns=MANIFEST_COLS), Path(shard_fn))
+        try: st.upload()   # this node's files, before the shard file names them
+        finally: st.close()
+        _write_rows(rows, _as_path(shard_fn))
     return rows, dl.verdicts, dl.rejected
+
+def _write_rows(rows:list, fn):
+    "Write manifest `rows` to the CSV `fn` (a path or an `_FsPath`) in one piece"
+    df = pd.DataFrame(rows, columns=MANIFEST_COLS)
+    if isinstance(fn, _FsPath): fn.write_bytes(df.to_csv(index=False).encode())
+    else: write_csv(df, fn)
 
 def _dedupe(batch, hashes, kept, root):
     "The same bytes fetched by two shards: a class keeps the copy listed first; count what each class kept"
@@ -632,7 +766,7 @@ def _dedupe(batch, hashes, kept, root):
         seen = hashes.setdefault(r['hash'], [])
         same = [f for f in seen if f.split('/')[0] == r['class']]
         if same:   # our own copy of an image this run already kept: removing it loses nothing
-            (Path(root)/r['file']).unlink(missing_ok=True)
+            (_as_path(root)/r['file']).unlink(missing_ok=True)
             r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', file=''); continue
         if seen and not r['reason']: r['reason'] = f'same image also in {seen[0]}'
         seen.append(r['file']); kept[r['class']] += 1
@@ -656,12 +790,12 @@ def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
     ray = _ray(address)
     cpus = max(1, int(ray.cluster_resources().get('CPU', 1)))
     task, run = ray.remote(num_cpus=1, max_retries=0)(_fetch_shard), secrets.token_hex(4)
-    o = {**o, 'n_workers': max(1, o['n_workers'] // cpus), 'quarantine': Path(os.path.abspath(o['quarantine']))}
+    o = {**o, 'n_workers': max(1, o['n_workers'] // cpus), 'quarantine': _abs(o['quarantine'])}
     bar = _started_bar(len(todo), progress)
-    done, root = 0, Path(os.path.abspath(root))
+    done, root = 0, _abs(root)
     for r_i, batch in enumerate(_quota_rounds(todo, kept, o['max_pics'])):
         shards = _by_host(batch, max(2*cpus, math.ceil(len(batch)/2000)))
-        refs = {task.remote(str(root), o, sh, str(root/SHARDS/f'{run}-{r_i}-{i}.csv')): sh for i, sh in enumerate(shards)}
+        refs = {task.remote(root, o, sh, root/SHARDS/f'{run}-{r_i}-{i}.csv'): sh for i, sh in enumerate(shards)}
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             sh = refs.pop(ref); got, verdicts, rejected = ray.get(ref)
@@ -799,6 +933,35 @@ def _options(form, kw):
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
 
+def _staging(root, quarantine, engine:str)->_Staging:
+    "The destinations (`quarantine`, else `<root>_quarantine`), checked writable and reachable by `engine`, staged when they are URLs"
+    if engine not in ('local', 'ray'): raise ValueError(f"engine={engine!r}: use 'local' or 'ray'")
+    if quarantine: q = _fs_root(str(quarantine)) if _is_url(quarantine) else Path(quarantine)
+    else: ab = _abs(root); q = ab.parent/f'{ab.name}_quarantine'
+    for p in (root, q):
+        if engine == 'ray' and isinstance(p, _FsPath) and 'memory' in _protocols(p.fs):
+            raise ValueError(f"{p} lives in this process's memory, which Ray's workers cannot reach; use engine='local', or a "
+                             "destination every node sees (s3://, gs://, a shared folder)")
+    _writable(root)
+    if isinstance(q, _FsPath): _writable(q)
+    return _Staging(root, q)
+
+def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->pd.DataFrame:
+    "Plan, resume from what `st.dest` holds, fetch with the engine, write (and upload) what the run leaves; the manifest"
+    old = _merge_shards(st.dest, _read_manifest(st.dest/'manifest.csv'))
+    rows, jobs = _plan(lists, verbose)
+    todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
+    res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
+    if o['preserve_filename'] and isinstance(st.dest, _FsPath):   # names from URLs can clash with files at the destination, which staging does not see
+        o = {**o, 'stored': _listing(st.dest, set(lists))[0]}
+    try:
+        if engine == 'ray': _run_on_ray(todo, kept, hashes, st.dest, {**o, 'quarantine': st.quarantine}, res, progress, address)
+        elif (n := _n_procs(o, todo)) > 1: _run_procs(todo, kept, hashes, st.root, o, res, progress, n)
+        else: _run_here(todo, kept, hashes, st.root, o, res, progress)
+        _first_wins(rows, st.dest if engine == 'ray' else st.root)   # Ray's tasks uploaded their files already
+    finally: df = _finish(rows, st, o, old, res, progress)   # unfinished rows say so, and a rerun resumes
+    return df
+
 def _check_classes(lists):
     "Refuse class names that cannot be class folders"
     if not any(lists.values()): raise ValueError(f"no URLs found; put one URL a line in each urls_<class>.csv")
@@ -806,7 +969,7 @@ def _check_classes(lists):
     if bad: raise ValueError(f"class names {bad} cannot be class folders (a leading '_' or '.' hides a folder from the dataset); rename them")
 
 def download_images(source=None,             # Ours: folder of urls_<class>.csv, a URL file (with `label`), {class: urls} or a list (with `label`); fastai v1: a URL file; fastai v2: the folder to download into
-                    dest:Path=None,          # Ours: the dataset root (images go to dest/<class>/); fastai v1: the folder to download into
+                    dest:Path=None,          # Ours: the dataset root (images go to dest/<class>/): a folder or an fsspec URL (s3://bucket/data, staged here, then uploaded); fastai v1: the folder to download into
                     max_pics:int=None,       # Keep at most this many images per class (ours: no limit; fastai's forms: 1000)
                     label:str=None,          # Class name for a URL file or a list (ours); a URL file without it is fastai v1's form
                     n_workers:int=None,      # Concurrent downloads in all (ours: 64; fastai's forms: 8)
@@ -821,7 +984,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     verbose:bool=True,       # Print the summary at the end
                     verify:bool=True,        # Check each image as it arrives (`check_image`): refused ones go to quarantine, not to the dataset
                     max_size:int=None,       # With `verify`: longest side of the stored images; None keeps sizes
-                    quarantine:Path=None,    # With `verify`: where refused downloads are kept; default `<root>_quarantine` next to the dataset root
+                    quarantine:Path=None,    # With `verify`: where refused downloads are kept (a folder or a URL); default `<root>_quarantine` next to the dataset root
                     max_pixels:int=MAX_PIXELS, # With `verify`: images with more pixels are refused (a decompression-bomb guard; raise it for huge real images)
                     min_size:int=MIN_SIZE,   # With `verify`: images with a side shorter than this are refused (tracking pixels); 0 keeps all
                     formats=WEB_FORMATS,     # With `verify`: accepted formats (`images.format_name`); None: every format Pillow reads
@@ -841,20 +1004,10 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
                             processes=processes, preserve_filename=preserve_filename))
-    root.mkdir(parents=True, exist_ok=True)
-    ab = Path(os.path.abspath(root))
-    o['quarantine'] = Path(quarantine) if quarantine else ab.parent/f'{ab.name}_quarantine'
-    if engine not in ('local', 'ray'): raise ValueError(f"engine={engine!r}: use 'local' or 'ray'")
-    t0, old = time.monotonic(), _merge_shards(root, _read_manifest(root/'manifest.csv'))
-    rows, jobs = _plan(lists, verbose)
-    todo, kept, hashes = _resume(jobs, root, old[old['class'].isin(set(lists))])
-    res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
-    try:
-        if engine == 'ray': _run_on_ray(todo, kept, hashes, root, o, res, progress, address)
-        elif (n := _n_procs(o, todo)) > 1: _run_procs(todo, kept, hashes, root, o, res, progress, n)
-        else: _run_here(todo, kept, hashes, root, o, res, progress)
-        _first_wins(rows, root)
-    finally: df = _finish(rows, root, o, old, res)   # unfinished rows say so, and a rerun resumes
+    st, t0 = _staging(root, quarantine, engine), time.monotonic()
+    o['quarantine'] = st.q
+    try: df = _run(lists, st, o, engine, address, progress, verbose)
+    finally: st.close()
     df.attrs['seconds'], df.attrs['options'] = time.monotonic() - t0, o
     if verbose:
         mine = df[df['class'].isin(set(lists))]; mine.attrs['seconds'] = df.attrs['seconds']

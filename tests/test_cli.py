@@ -342,3 +342,19 @@ def test_csv_alone_means_cleaned_csv(capsys, class_folders):
     a = cli._parser().parse_args(['train', str(class_folders), '--csv'])
     assert a.csv == 'cleaned.csv' and cli.kwargs_for(a, 'csv_items') == dict(path=str(class_folders))   # the library's default applies
     assert cli._parser().parse_args(['train', str(class_folders)]).csv is None
+
+
+def test_download_to_an_fsspec_url_from_the_command_line(capsys, tmp_path, class_folders):
+    "`imgclean download URLS file://DEST` stages, uploads and gives the files a folder gets; an unknown protocol is a usage error"
+    from imgclean.datasets import DemoServer
+    with DemoServer(class_folders) as srv:
+        (tmp_path/'urls').mkdir()
+        (tmp_path/'urls'/'urls_circle.csv').write_text('\n'.join(f'{srv.url}/circle/{i:03d}.png' for i in range(4)) + f'\n{srv.url}/gone.png\n')
+        here = run(capsys, 'download', tmp_path/'urls', tmp_path/'here', '--retries', 0, '--no-progress')
+        there = run(capsys, 'download', tmp_path/'urls', f'file://{tmp_path}/there', '--retries', 0, '--no-progress')
+        bad = run(capsys, 'download', tmp_path/'urls', 'nosuchproto://b/x', '--retries', 0, '--no-progress')
+    assert here[0] == 0 and there[0] == 0, there[2]
+    files = lambda root: {f.relative_to(root).as_posix(): f.read_bytes() for f in root.glob('[!._]*/*') if f.is_file()}
+    assert len(files(tmp_path/'there')) == 4 and files(tmp_path/'there') == files(tmp_path/'here')
+    assert (tmp_path/'there'/'manifest.csv').read_text() == (tmp_path/'here'/'manifest.csv').read_text()
+    assert bad[0] == 2 and 'fsspec knows no protocol nosuchproto://' in bad[2], bad

@@ -1,5 +1,5 @@
 "Downloader: every fault kind ends as a reported manifest row, never a crash or a hang; one deadline per fetch; fastai's call forms; resume; input parsing."
-import os, signal, socket, subprocess, sys, textwrap, time
+import io, os, signal, socket, subprocess, sys, textwrap, time
 from pathlib import Path
 
 import pandas as pd
@@ -162,9 +162,8 @@ def test_dest_is_a_file(tmp_path):
     (tmp_path/'f').write_text('x')
     with pytest.raises(ValueError, match='is a file'): download_images(['http://127.0.0.1:9/a.jpg'], tmp_path/'f', label='a')
     with pytest.raises(ValueError, match='label='): download_images(['http://127.0.0.1:9/a.jpg'], tmp_path/'d')
-    for dest in ('s3://bucket/birds', 'gs://b/x'):   # not a folder named 's3:'
-        with pytest.raises(ValueError, match='is a URL; download into a folder'): download_images(['http://127.0.0.1:9/a.jpg'], dest, label='a')
-        with pytest.raises(ValueError, match='is a URL'): download_images(dest, urls=['http://127.0.0.1:9/a.jpg'])
+    for dest in ('s3://bucket/birds', 'memory://b/x'):   # not a folder named 's3:'; fastai's forms write to a local class folder
+        with pytest.raises(ValueError, match="is a URL; fastai's call forms download into a local folder"): download_images(dest, urls=['http://127.0.0.1:9/a.jpg'])
 
 
 def test_fetch_image_and_sniff(server):
@@ -423,3 +422,127 @@ def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(
         df = download_images(urls, tmp_path/'d', label='a', processes=2, progress=False, verbose=False)
     assert (df.status == 'ok').sum() == 8 and (df.status == 'skipped').sum() == 8   # the localhost copies are the same bytes
     if sig == signal.SIGINT: assert done <= set(df.url[df.reason == 'already downloaded'])
+
+
+# ---- destinations at fsspec URLs (memory://, file://, s3://...): staged here, then uploaded ----
+import fsspec  # noqa: E402
+from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
+
+KW = dict(FAST, verbose=False)
+
+
+def fs_files(url):
+    "{path under `url`: bytes} of the images at the fsspec `url` (class folders only)"
+    fs, p = fsspec.core.url_to_fs(url)
+    return {f[len(p) + 1:]: fs.cat_file(f) for f in fs.find(p) if not f[len(p) + 1:].startswith(('.', 'manifest'))}
+
+
+def local_files(root): return {f.relative_to(root).as_posix(): f.read_bytes() for f in Path(root).glob('[!._]*/*') if f.is_file()}
+
+
+def hits_of(server, urls):
+    "Requests `server` got for `urls` so far"
+    return sum(server.hits.get(u.replace(server.base, ''), 0) for u in urls)
+
+
+@pytest.fixture
+def lists(server):
+    "Two classes: images, one image behind two URLs, a 404 and a truncated JPEG (quarantined)"
+    return {'a': [server.img_url(f'{i}.jpg') for i in range(4)] + [server.url('dupA'), server.url('dupB'), server.url('truncated')],
+            'b': [server.img_url('4.jpg'), server.img_url('0.jpg'), server.url('404')]}
+
+
+@pytest.fixture
+def mem_url():
+    "A fresh memory:// destination, removed afterwards"
+    url = f'memory://imgclean-test-{os.getpid()}-{time.monotonic_ns()}/data'
+    yield url
+    fs, p = fsspec.core.url_to_fs(url)
+    for d in (p, p + '_quarantine'):
+        if fs.exists(d): fs.rm(d, recursive=True)
+
+
+def same_as_local(df, ref, url, root):
+    key = ['class', 'url', 'status', 'file', 'bytes', 'width', 'height', 'hash']
+    pd.testing.assert_frame_equal(df[key], ref[key])
+    assert fs_files(url) == local_files(root) and len(fs_files(url)) == (ref.status == 'ok').sum()
+    fs, p = fsspec.core.url_to_fs(url)
+    man = pd.read_csv(io.BytesIO(fs.cat_file(p + '/manifest.csv')), keep_default_na=False)
+    assert man.status.tolist() == ref.status.tolist() and not fs.exists(p + '/.imgclean_shards')
+    assert sorted(f.rsplit('/', 1)[-1] for f in fs.find(p + '_quarantine')) == sorted(f.name for f in Path(str(root) + '_quarantine').rglob('*') if f.is_file())
+
+
+@pytest.mark.parametrize('kind', ['memory', 'file'])
+def test_an_fsspec_destination_gets_the_local_files_and_manifest_and_a_rerun_fetches_nothing(server, lists, tmp_path, mem_url, kind):
+    ref = download_images(lists, tmp_path/'local', **KW)
+    url = mem_url if kind == 'memory' else f'file://{tmp_path}/remote'
+    df = download_images(lists, url, **KW)
+    same_as_local(df, ref, url, tmp_path/'local')
+    assert (tmp_path/'remote_quarantine'/'report.csv').is_file() if kind == 'file' else True
+    ok = ref.url[ref.status == 'ok'].tolist()
+    before = hits_of(server, ok)
+    again = download_images(lists, url, **KW)   # read from the destination: nothing fetched again
+    assert hits_of(server, ok) == before and (again.reason == 'already downloaded').sum() == (ref.status == 'ok').sum()
+    assert fs_files(url) == local_files(tmp_path/'local')
+
+
+def test_download_processes_to_an_fsspec_destination(server, lists, tmp_path):
+    with FaultServer({f'{i}.jpg': jpeg_bytes((50 + i, 30), (9, i*30, 90)) for i in range(5)}, host='127.0.0.2') as other:
+        lists = {**lists, 'c': [other.img_url(f'{i}.jpg') for i in range(5)]}   # two hosts: two processes
+        ref = download_images(lists, tmp_path/'local', **KW)
+        df = download_images(lists, f'file://{tmp_path}/remote', processes=2, **KW)
+    assert df.attrs['options']['processes'] == 2
+    same_as_local(df, ref, f'file://{tmp_path}/remote', tmp_path/'local')
+
+
+class BrokenStore(MemoryFileSystem):
+    "memory:// (the same store) whose uploads fail after `ok` files: a run killed between uploads"
+    protocol, ok = ('imgclean-broken',), 0
+    @classmethod
+    def _strip_protocol(cls, path): return super()._strip_protocol(path.replace('imgclean-broken://', 'memory://', 1))
+    def put_file(self, lpath, rpath, *a, **kw):
+        if BrokenStore.ok <= 0: raise OSError('connection to the store lost')
+        BrokenStore.ok -= 1
+        return super().put_file(lpath, rpath, *a, **kw)
+
+
+def test_a_run_interrupted_between_uploads_leaves_no_false_manifest_and_resumes(server, lists, tmp_path, mem_url):
+    fsspec.register_implementation('imgclean-broken', BrokenStore, clobber=True)
+    ref = download_images(lists, tmp_path/'local', **KW)
+    BrokenStore.ok = 4   # the quarantined file and its report, then two images
+    with pytest.raises(OSError, match='connection to the store lost'):
+        download_images(lists, mem_url.replace('memory://', 'imgclean-broken://'), **KW)
+    fs, p = fsspec.core.url_to_fs(mem_url)
+    got = fs_files(mem_url)
+    assert 1 <= len(got) <= 3 and not fs.exists(p + '/manifest.csv')   # some files; no manifest naming missing ones
+    ok = ref.url[ref.status == 'ok'].tolist()
+    before = hits_of(server, ok)
+    df = download_images(lists, mem_url, **KW)
+    assert (df.reason == 'already downloaded').sum() == len(got)   # found by their names, not fetched again
+    assert hits_of(server, ok) - before == len(ok) - len(got)
+    same_as_local(df, ref, mem_url, tmp_path/'local')
+
+
+def test_bad_fsspec_destinations_fail_before_any_request(server, tmp_path):
+    import importlib.util
+    urls = [server.img_url('0.jpg')]
+    before = dict(server.hits)
+    with pytest.raises(ValueError, match='fsspec knows no protocol nosuchproto://'): download_images(urls, 'nosuchproto://x/y', label='a')
+    missing = [(p, m) for p, m in (('s3', 's3fs'), ('gs', 'gcsfs'), ('abfs', 'adlfs'), ('oci', 'ocifs')) if importlib.util.find_spec(m) is None]
+    if not missing: pytest.skip('every backend tried is installed')
+    proto, mod = missing[0]
+    with pytest.raises(ImportError, match=f'needs its fsspec backend: pip install {mod}'): download_images(urls, f'{proto}://bucket/x', label='a')
+    (tmp_path/'f').write_text('x')
+    with pytest.raises(PermissionError, match='cannot write to file://'): download_images(urls, f'file://{tmp_path}/f/sub', label='a')
+    with pytest.raises(ValueError, match='is a file'): download_images(urls, f'file://{tmp_path}/f', label='a')
+    assert server.hits == before
+
+
+def test_preserved_names_do_not_overwrite_files_stored_at_the_url(server, mem_url):
+    "preserve_filename: a second run's 0.jpg from another host is stored as 0_1.jpg, not over the first run's 0.jpg (staging cannot see it)"
+    with FaultServer({'0.jpg': jpeg_bytes((44, 33), (1, 200, 3))}, host='127.0.0.2') as other:   # the same file name, other bytes
+        first = download_images([server.img_url('0.jpg')], mem_url, label='a', preserve_filename=True, **KW)
+        second = download_images([server.img_url('0.jpg'), other.img_url('0.jpg')], mem_url, label='a', preserve_filename=True, **KW)
+    assert first.file.tolist() == ['a/0.jpg'] and second.file.tolist() == ['a/0.jpg', 'a/0_1.jpg'], second[['file', 'reason']]
+    got = fs_files(mem_url)
+    assert got['a/0.jpg'] == server.files['0.jpg'] and got['a/0_1.jpg'] == other.files['0.jpg']

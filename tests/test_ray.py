@@ -128,3 +128,20 @@ def test_a_killed_cluster_run_resumes(site, tmp_path):
     df = download_images(lists, dest, engine='ray', **KW)
     assert (df.reason == 'already downloaded').sum() >= 6 and (df.status == 'ok').sum() == 49
     assert len(list(dest.glob('[!._]*/*'))) == 49 and df.url.is_unique and len(df) == sum(len(v) for v in lists.values())
+
+
+def test_ray_to_an_fsspec_destination(cluster, site, tmp_path):
+    "engine='ray' to file://: each task uploads its shard's files, the driver the manifest; the local engine's files; memory:// refused"
+    import fsspec
+    lists = site.lists(10)
+    here = download_images(lists, tmp_path/'here', **KW)
+    url = f'file://{tmp_path}/there'
+    there = download_images(lists, url, engine='ray', **KW)
+    key = ['class', 'url', 'status', 'file', 'bytes', 'width', 'height', 'hash']
+    pd.testing.assert_frame_equal(here[key].sort_values('url', ignore_index=True), there[key].sort_values('url', ignore_index=True))
+    assert files_of(tmp_path/'there') == files_of(tmp_path/'here') and len(files_of(tmp_path/'here')) == 21
+    assert not (tmp_path/'there'/'.imgclean_shards').exists() and (tmp_path/'there'/'manifest.csv').is_file()
+    again = download_images(lists, url, engine='ray', **KW)
+    assert (again.reason == 'already downloaded').sum() == 21
+    with pytest.raises(ValueError, match="memory, which Ray's workers cannot reach"): download_images(lists, 'memory://x/y', engine='ray', **KW)
+    assert not fsspec.filesystem('memory').exists('/x/y')   # refused before anything was written
