@@ -826,8 +826,8 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, arch, size, weights
     flagged = li[li.is_issue]
     a = li.attrs; alt = dict(recall90=('estimate', a['n_wrong'], a['found_estimate']),
                              estimate=('recall90', a['n_recall90'], a['found_recall90'])).get(flag)   # the other top-of-ranking rule
-    found = (f", expected to hold about {a['found']:.0%} of the wrong labels (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})"
-             if alt and len(flagged) else '')
+    other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) else ''
+    found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) else ''
     note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
             f"{how}; out-of-fold accuracy {acc:.2f}")
     rows = pd.DataFrame(dict(file=flagged.file, issue='label', score=flagged.score, suggestion=flagged.suggested,

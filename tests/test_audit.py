@@ -1,5 +1,5 @@
 "Audit: embeddings cache, label issues (ranking, estimate), duplicates, quality (dataset level), the issues table, bad input."
-import sys, warnings
+import re, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +311,10 @@ def test_audit_says_how_many_labels_look_wrong(noisy):
     s = summarize_audit(df); assert s.splitlines()[0] == note
     flagged = df[df.file != '']
     assert (flagged.issue == 'label').all() and (np.diff(flagged.score) <= 0).all()   # best-first
+    assert re.search(rf"; {len(flagged)} flagged \(flag='recall90'\), most likely first, expected to hold about \d+% of the wrong labels", note), note
+    est = audit(root, model=ColourNet(), size=32, checks=('label',), flag='estimate', progress=False, out=None)
+    n_est = int(re.match(r'about (\d+) of', note).group(1))
+    assert (est.file != '').sum() == n_est <= len(flagged) <= 2*n_est   # the estimate rule flags exactly the estimate
 
 
 def test_missing_weights_fail_before_the_long_scans(tmp_path, monkeypatch):
