@@ -118,12 +118,15 @@ def kill_tree(p):
 def test_a_killed_cluster_run_resumes(site, tmp_path):
     site.latency = 0.3
     lists = site.lists(24); dest = tmp_path/'d'
-    p = subprocess.Popen([sys.executable, '-c', RUN.format(lists=lists), str(dest)], start_new_session=True)
+    log = tmp_path/'run.log'
+    with open(log, 'wb') as err:
+        p = subprocess.Popen([sys.executable, '-c', RUN.format(lists=lists), str(dest)], start_new_session=True, stderr=err)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(dest.glob('[!._]*/*'))) < 6: time.sleep(0.5)
+    while time.monotonic() < deadline and p.poll() is None and len(list(dest.glob('[!._]*/*'))) < 6: time.sleep(0.5)
+    ended = p.poll()   # before the kill: a run that died by itself (e.g. Ray failed to start) says why
     kill_tree(p)   # the driver and the cluster it started (Ray's own processes are not all in its process group)
     got = len(list(dest.glob('[!._]*/*')))
-    assert 6 <= got < 49, got   # killed half-way
+    assert 6 <= got < 49, (got, ended, log.read_text()[-1500:])   # killed half-way
     site.latency = 0.0
     df = download_images(lists, dest, engine='ray', **KW)
     assert (df.reason == 'already downloaded').sum() >= 6 and (df.status == 'ok').sum() == 49
