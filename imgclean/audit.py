@@ -8,7 +8,8 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
            'estimate_wrong_labels', 'find_label_issues', 'out_of_fold_learner_probs', 'phash', 'pixel_hash',
            'topk_neighbours', 'thumb_vector', 'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb',
            'aligned_ncc', 'gray_thumb', 'moment_thumb', 'register', 'refine_registration', 'reencode_noise',
-           'pair_evidence', 'find_duplicates', 'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
+           'rendered_evidence', 'pair_evidence', 'find_duplicates', 'quality_scores', 'find_quality_issues', 'audit',
+           'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
 import hashlib, io, json, warnings, zipfile
@@ -647,6 +648,92 @@ def _candidates(sigs, good, feats, k, shift):
         cand |= {(min(good[r], good[c]), max(good[r], good[c])) for r in range(len(good)) for c in I[r] if c >= 0}
     return cand
 
+# %% ../nbs/06_audit.ipynb #c9862261
+def _jpeg_again(im:Image.Image, q)->np.ndarray:
+    "Grayscale `im` saved with the JPEG tables `q` and read back, as float32"
+    buf = io.BytesIO(); im.save(buf, 'JPEG', qtables=[q[0]] if 0 in q else q); buf.seek(0)
+    return np.asarray(Image.open(buf).convert('L'), np.float32)
+
+class _Rendered:
+    "A source image rendered onto a copy's grid through a box (x0, y0, x1, y1) in the source's pixels, by a resize with its area filter"
+    def __init__(self, src, copy, pad=0.15):
+        self.p = int(np.ceil(pad*max(src.size))) + 1; self.size = src.size   # padded: a box may leave the source (shifted copies)
+        self.src = Image.fromarray(np.pad(np.asarray(src, np.float32), self.p, mode='edge'), 'F')
+        self.copy = copy; self.c = np.asarray(copy, np.float32); self.h, self.w = self.c.shape
+        self.unclipped = (self.c > 3) & (self.c < 252)
+    def render(self, box, resample=Image.BICUBIC):
+        return np.asarray(self.src.resize((self.w, self.h), resample, box=tuple(float(o) + self.p for o in box)), np.float32)
+    def overlap(self, box):
+        "Copy pixels whose source point lies inside the source: only they are compared"
+        (x0, y0, x1, y1), (W, H) = box, self.size
+        u, v = x0 + (np.arange(self.w) + .5)*(x1 - x0)/self.w, y0 + (np.arange(self.h) + .5)*(y1 - y0)/self.h
+        return ((v >= .5) & (v <= H - .5))[:, None] & ((u >= .5) & (u <= W - .5))[None]
+    def fit(self, box):
+        "RMS (0-255) of the copy minus the rendered source after a gain (0.75-1.33) and offset fit on unclipped pixels, clipped like the copy; (inf,) when the box is off"
+        (x0, y0, x1, y1), p = box, self.p
+        if min(x1 - x0, y1 - y0) < 4 or min(x0, y0) < 1 - p or x1 > self.size[0] + p - 1 or y1 > self.size[1] + p - 1: return (np.inf,)
+        v = self.overlap(box)
+        if v.mean() < 0.7: return (np.inf,)
+        r = self.render(box); k = v & self.unclipped & (r > 3) & (r < 252)
+        if k.sum() < 16: k = v
+        x, y = r[k], self.c[k]; dx = x - x.mean()
+        g = float(np.clip(dx @ (y - y.mean())/(dx @ dx + 1e-6), 0.75, 1.33)); o = y.mean() - g*x.mean()
+        fitted = np.clip(g*r + o, 0, 255); e = (self.c - fitted)[v]
+        return float(np.sqrt((e*e).mean())), fitted, v, g, r
+
+_BOX_MOVES = np.array([[1, 0, 1, 0], [-1, 0, -1, 0], [0, 1, 0, 1], [0, -1, 0, -1], [-1, -1, 1, 1], [1, 1, -1, -1],
+                       [-1, 0, 1, 0], [1, 0, -1, 0], [0, -1, 0, 1], [0, 1, 0, -1]], np.float64)   # shifts, zoom, zoom in x / y
+
+def _box_search(r:_Rendered, box, step:float, levels:int, rounds:int=20)->tuple:
+    "Pattern search of the box (shifts, zooms, aspect) from `box`, at most `rounds` rounds per step, halving `step` `levels` times: (rms, box)"
+    box = np.asarray(box, np.float64); best = r.fit(box)[0]
+    for _ in range(levels):
+        for _ in range(rounds):
+            moved = False
+            for mv in _BOX_MOVES:
+                q = box + step*mv; e = r.fit(q)[0]
+                if e < best: best, box, moved = e, q, True
+            if not moved: break
+        step /= 2
+    return best, box
+
+# %% ../nbs/06_audit.ipynb #cd85b99c
+def _rendered_allowance(r, s, c, box, noise, resample):
+    "(rms, allowance, correlation) of copy `c` against source `s` rendered through `box`: what JPEG and the resampling filter explain"
+    rms, fitted, v, g, raw = r.fit(box)
+    jc = float(np.sqrt(((fitted - _jpeg_again(Image.fromarray(np.round(fitted).astype(np.uint8)), c['q']))[v]**2).mean())) if c['q'] else 0.
+    k = max(1., (box[2] - box[0])/r.w*s['size'][0]/s['g'].size[0])   # source pixels (full size) averaged into one copy pixel
+    js = float(np.sqrt(((r.c - _jpeg_again(r.copy, s['q']))**2).mean()))/k if s['q'] else 0.
+    fl = g*float(np.sqrt(((raw - r.render(box, Image.BILINEAR))[v]**2).mean()))   # bicubic vs bilinear: the filter is unknown
+    y, x = r.c[v] - r.c[v].mean(), fitted[v] - fitted[v].mean()
+    return rms, noise + float(np.sqrt(jc*jc + js*js + (resample*fl)**2)), float(x @ y/np.sqrt((x @ x)*(y @ y) + 1e-9))
+
+def _inverse_box(box, src_size, copy_size):
+    "The box that renders the copy back onto the source's grid"
+    x0, y0, x1, y1 = box; sx, sy = (x1 - x0)/copy_size[0], (y1 - y0)/copy_size[1]
+    return (-x0/sx, -y0/sy, (src_size[0] - x0)/sx, (src_size[1] - y0)/sy)
+
+def rendered_evidence(sa:dict,  # `_signature` of the larger file (the likelier source)
+                      sb:dict,  # and of the other
+                      starts,   # [(correlation, p)] from `register` of their `n`x`n` thumbnails (`sa`'s the reference)
+                      n:int,    # Side of those thumbnails
+                      noise:float=2.0,   # Residual (0-255) allowed on top of what re-encoding and resampling explain
+                      resample:float=0.5, # Share of the bicubic/bilinear difference allowed (the copy's filter is unknown)
+                     )->tuple:  # (residual RMS, allowance, correlation), the better of the two directions
+    "Copy evidence with the source rendered onto the copy's own grid through a crop box (area filter), compared on their overlap"
+    (W, H), (w, h) = sa['g'].size, sb['g'].size
+    f = (W/sa['size'][0])/(w/sb['size'][0])   # `sb` at the scale of `sa` (a crop kept at its size), centred, and the registrations
+    boxes = [(-tx/sx*W/n, -ty/sy*H/n, (n - tx)/sx*W/n, (n - ty)/sy*H/n) for _, (sx, sy, tx, ty) in starts]
+    boxes.append(((W - w*f)/2, (H - h*f)/2, (W + w*f)/2, (H + h*f)/2))
+    r, st = _Rendered(sa['g'], sb['g']), 0.5*W/w
+    e, box = min((_box_search(r, b0, st, 1, 3) for b0 in boxes), key=lambda o: o[0])   # a short coarse pass from each start...
+    e, box = _box_search(r, box, st/2, 2)                                             # ...then the best refined
+    if not np.isfinite(e): return np.inf, 0., 0.
+    out = [_rendered_allowance(r, sa, sb, box, noise, resample)]
+    q = _Rendered(sb['g'], sa['g']); e2, box2 = _box_search(q, _inverse_box(box, (W, H), (w, h)), 0.25*w/W, 1)   # `sb` the source
+    if np.isfinite(e2): out.append(_rendered_allowance(q, sb, sa, box2, noise, resample))
+    return min(out, key=lambda o: o[0]/o[1])
+
 # %% ../nbs/06_audit.ipynb #cedf00a2
 def _in_scale(s, size):
     "`size` (another file's) in the scale of `s`'s grayscale copy"
@@ -659,6 +746,7 @@ def pair_evidence(sa:dict,   # `_signature` of one file
                   max_shift:float=0.12, # Largest shift, as a fraction of the side
                   min_ncc:float=0.9,    # Pairs whose grid correlation stays below this minus 0.1 are not checked further
                   resample:float=0.5,   # Share of the resampling change allowed when the sizes differ (filters differ too)
+                  exact:float=0.8,      # Share of the allowance granted to `rendered_evidence` (its model leaves less unexplained)
                  )->tuple:   # (residual RMS, allowance, correlation); (inf, 0, correlation) for pairs far apart
     "How far two files are from being copies: their residual at the best registration, and what re-encoding/resampling would leave"
     if sb['size'][0]*sb['size'][1] > sa['size'][0]*sa['size'][1]: sa, sb = sb, sa   # the larger is the reference
@@ -670,7 +758,13 @@ def pair_evidence(sa:dict,   # `_signature` of one file
     size = reencode_noise(sa['g'], _in_scale(sa, sb['size']), None, n) if sa['size'] != sb['size'] else 0.
     allow = noise + np.hypot(jpeg, resample*size)
     rms, ncc = min(_warp_residual(a, b, g, m) for _, g in starts)
-    if max_ratio*allow < rms <= 3*max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
+    if rms > 3*max_ratio*allow: return rms, float(allow), ncc
+    whole = sa['g'].size == sa['size'] and sb['g'].size == sb['size']   # every pixel seen: the rendered model is exact and decides
+    if whole: r2, a2, ncc = rendered_evidence(sa, sb, starts, n, noise, resample); return r2, float(exact*a2), ncc
+    if rms > max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
+    if rms > max_ratio*allow or ncc < min_ncc:   # seen through 64 px thumbnails: the rendered model is a second chance
+        r2, a2, c2 = rendered_evidence(sa, sb, starts, n, noise, resample)
+        if r2 < (rms/allow)*exact*a2: rms, allow, ncc = r2, exact*a2, c2
     return rms, float(allow), ncc
 
 def _best_edges(pairs):

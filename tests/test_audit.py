@@ -359,3 +359,25 @@ def test_duplicates_tiny_grayscale(tmp_path):
     found = {frozenset(g.file) for _, g in dups.groupby('group')}
     assert found == want, found ^ want
     assert (dups.issue == 'near_duplicate').all() and dups.similarity.between(0.5, 1).all()
+
+
+def _garment(rng, cells=24):
+    "A 28×28 grayscale 'product photo': a silhouette on black filled with fine texture (like Fashion-MNIST's knits and prints)"
+    from PIL import ImageDraw
+    t = np.asarray(Image.fromarray(rng.integers(60, 256, (cells, cells), dtype=np.uint8)).resize((28, 28), Image.BICUBIC), np.float32)
+    m = Image.new('L', (28, 28), 0); ImageDraw.Draw(m).rounded_rectangle((4, 2, 23, 26), 4, fill=255)
+    return Image.fromarray((t*np.asarray(m, np.float32)/255).astype(np.uint8))
+
+
+def test_duplicates_crops_and_rescales_of_textured_images(tmp_path):
+    # a 7% crop resized back to 28 px and a 0.75x copy of a finely textured picture: squished onto one grid, resampling
+    # changes them as much as two distinct pictures differ (missed before); rendering the source through the crop box finds
+    # them, while distinct pictures with the same silhouette and texture statistics stay apart
+    d = tmp_path/'tex'; d.mkdir(); rng = np.random.default_rng(0)
+    src = _garment(rng); src.save(d/'src.png')
+    src.crop((1, 1, 27, 27)).resize((28, 28), Image.BICUBIC).save(d/'src_crop.jpg', quality=75)
+    src.resize((21, 21), Image.BICUBIC).save(d/'src_small.jpg', quality=85)
+    for i in range(3): _garment(rng).save(d/f'other{i}.png')
+    dups = find_duplicates(sorted(d.iterdir()), root=d, progress=False)
+    assert sorted(sorted(g.file) for _, g in dups.groupby('group')) == [['src.png', 'src_crop.jpg', 'src_small.jpg']]
+    assert (dups.suggestion == 'src.png').all() and dups.similarity.between(0.5, 1).all()
