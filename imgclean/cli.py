@@ -380,7 +380,8 @@ def main(argv=None, # Arguments (default: sys.argv[1:])
     except Exception as e:
         if _no_weights(e):
             print(f"imgclean {a.cmd}: error: {_one_line(e)} (on the command line: --weights FILE or --no-pretrained)", file=sys.stderr)
-        elif isinstance(e, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
+        elif isinstance(e, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                            PermissionError, ImportError)):   # bad input, an unwritable place, a missing optional package
             print(f"imgclean {a.cmd}: error: {_one_line(e)}", file=sys.stderr)
         else: raise
         raise SystemExit(2)

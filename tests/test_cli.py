@@ -344,8 +344,8 @@ def test_csv_alone_means_cleaned_csv(capsys, class_folders):
     assert cli._parser().parse_args(['train', str(class_folders)]).csv is None
 
 
-def test_download_to_an_fsspec_url_from_the_command_line(capsys, tmp_path, class_folders):
-    "`imgclean download URLS file://DEST` stages, uploads and gives the files a folder gets; an unknown protocol is a usage error"
+def test_download_to_an_fsspec_url_from_the_command_line(capsys, tmp_path, class_folders, monkeypatch):
+    "`imgclean download URLS file://DEST` stages, uploads and gives the files a folder gets; an unknown protocol, a missing backend, an unwritable place: usage errors"
     from imgclean.datasets import DemoServer
     with DemoServer(class_folders) as srv:
         (tmp_path/'urls').mkdir()
@@ -353,8 +353,21 @@ def test_download_to_an_fsspec_url_from_the_command_line(capsys, tmp_path, class
         here = run(capsys, 'download', tmp_path/'urls', tmp_path/'here', '--retries', 0, '--no-progress')
         there = run(capsys, 'download', tmp_path/'urls', f'file://{tmp_path}/there', '--retries', 0, '--no-progress')
         bad = run(capsys, 'download', tmp_path/'urls', 'nosuchproto://b/x', '--retries', 0, '--no-progress')
+        import fsspec, imgclean.download as dl
+        def refuse(self, data): raise OSError(13, 'Permission denied')   # as a read-only bucket answers (root writes any local folder)
+        with monkeypatch.context() as m:
+            m.setattr(dl._FsPath, 'write_bytes', refuse)
+            ro = run(capsys, 'download', tmp_path/'urls', f'file://{tmp_path}/ro', '--retries', 0, '--no-progress')
+        real = fsspec.get_filesystem_class
+        def no_s3(proto):
+            if proto == 's3': raise ImportError("Install s3fs to access S3")
+            return real(proto)
+        monkeypatch.setattr(fsspec, 'get_filesystem_class', no_s3)
+        s3 = run(capsys, 'download', tmp_path/'urls', 's3://bucket/x', '--retries', 0, '--no-progress')
     assert here[0] == 0 and there[0] == 0, there[2]
     files = lambda root: {f.relative_to(root).as_posix(): f.read_bytes() for f in root.glob('[!._]*/*') if f.is_file()}
     assert len(files(tmp_path/'there')) == 4 and files(tmp_path/'there') == files(tmp_path/'here')
     assert (tmp_path/'there'/'manifest.csv').read_text() == (tmp_path/'here'/'manifest.csv').read_text()
     assert bad[0] == 2 and 'fsspec knows no protocol nosuchproto://' in bad[2], bad
+    assert s3[0] == 2 and 'pip install s3fs' in s3[2] and 'Traceback' not in s3[2], s3   # one line saying what to install
+    assert ro[0] == 2 and 'cannot write to' in ro[2] and 'Traceback' not in ro[2], ro
