@@ -789,8 +789,9 @@ def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
     "The Ray engine: shards by host, one task per shard, `max_pics` by rounds, one progress bar over the URLs"
     ray = _ray(address)
     cpus = max(1, int(ray.cluster_resources().get('CPU', 1)))
-    task, run = ray.remote(num_cpus=1, max_retries=0)(_fetch_shard), secrets.token_hex(4)
-    o = {**o, 'n_workers': max(1, o['n_workers'] // cpus), 'quarantine': _abs(o['quarantine'])}
+    per = 2   # tasks a CPU: a task mostly waits on the network, and a shard's slowest URL no longer idles a core
+    task, run = ray.remote(num_cpus=1/per, max_retries=0)(_fetch_shard), secrets.token_hex(4)
+    o = {**o, 'n_workers': max(1, o['n_workers'] // (per*cpus)), 'quarantine': _abs(o['quarantine'])}   # connections in all stay n_workers
     bar = _started_bar(len(todo), progress)
     done, root = 0, _abs(root)
     for r_i, batch in enumerate(_quota_rounds(todo, kept, o['max_pics'])):
