@@ -213,13 +213,17 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
     return _oof(feats, y, len(classes), _folds(labels, k, seed), C), list(classes)
 
 # %% ../nbs/06_audit.ipynb #c8300e9a
+def _other_probs(y, probs)->np.ndarray:
+    "The probabilities of the classes each image is not labelled with, sorted: what a wrong label's probability looks like"
+    n, c = probs.shape; off = np.ones((n, c), bool); off[np.arange(n), y] = False
+    return np.sort(probs[off])
+
 def wrong_label_share(y:np.ndarray,     # n given labels as class indices
                       probs:np.ndarray, # (n, c) out-of-fold probabilities
                       min_count:int=10, # Fewest images below a threshold for its ratio to count
                      )->float:          # Estimated share of wrong labels, 0-1
     "Share of wrong labels by mixture-proportion estimation: how much of the self-confidence looks like the probability of a wrong class"
-    n, c = probs.shape; s = np.sort(probs[np.arange(n), y])
-    off = np.ones((n, c), bool); off[np.arange(n), y] = False; o = np.sort(probs[off])   # what a wrong label's probability looks like
+    n = len(probs); s, o = np.sort(probs[np.arange(n), y]), _other_probs(y, probs)
     ranks = [r for r in np.unique(np.geomspace(max(min_count, n//100), max(n//2, 1), 40).astype(int)) if min_count <= r <= n//2]
     ratios = np.array([(r/n)/max(np.searchsorted(o, s[r - 1], 'right')/len(o), 1e-12) for r in ranks])
     # the smallest of the raw ratios is biased low (the fewer images under a threshold, the noisier its ratio): take the
@@ -231,8 +235,8 @@ def expected_found(y:np.ndarray,     # n given labels as class indices
                    probs:np.ndarray, # (n, c) out-of-fold probabilities
                   )->np.ndarray:     # n shares, 0-1
     "Per image: the share of the wrong labels expected to have a self-confidence at most this image's (reviewing down to it finds them)"
-    n, c = probs.shape; off = np.ones((n, c), bool); off[np.arange(n), y] = False; o = np.sort(probs[off])
-    return np.searchsorted(o, probs[np.arange(n), y], 'right')/max(len(o), 1)   # a wrong label's probability looks like an other class's
+    o = _other_probs(y, probs)   # a wrong label's probability looks like an other class's
+    return np.searchsorted(o, probs[np.arange(len(probs)), y], 'right')/max(len(o), 1)
 
 def estimate_wrong_labels(y:np.ndarray,     # n given labels as class indices
                           probs:np.ndarray, # (n, c) out-of-fold probabilities
