@@ -80,7 +80,7 @@ def ours_fast(x, labs, names, wrong):
 
 
 def _score(li, probs, classes, labs, wrong, t, **extra):
-    "The default flag ('recall90') and, under keys ending in _e, flag='estimate' (the top n_wrong rows of the same ranking)"
+    "The default flag ('recall') and, under keys ending in _e, flag='estimate' (the top n_wrong rows of the same ranking)"
     order = list(li.file); flagged = list(li.file[li.is_issue]); K = len(wrong); P, R = pr(flagged, wrong)
     est = li.attrs['n_wrong']; Pe, Re = pr(order[:est], wrong)
     return dict(topK=topk(order, wrong, K), top50=topk(order, wrong, 50), n=len(flagged), est=est, P=P, R=R,
@@ -236,7 +236,7 @@ def fashion_labels(wfile, seeds):
     print(f"\nFashion-MNIST label issues, mean of {seeds} seeds ({n} images, {rows[0]['K']} wrong labels):")
     for side, e in (('fast', ''), ('fast', '_e'), ('cleanlab', '')):
         m = {k: np.mean([r[side][k + (e if k in ('n', 'P', 'R', 'found') else '')] for r in rows]) for k in ('topK', 'top50', 'n', 'P', 'R', 'acc')}
-        tag = dict(fast='fast (recall90)', fast_e='fast (estimate)').get(side + e, side)
+        tag = dict(fast='fast (recall)', fast_e='fast (estimate)').get(side + e, side)
         pred = f" expected R {np.mean([r[side]['found' + e] for r in rows]):.2f}" if side == 'fast' else ''
         print(f"{tag:16s} " + ' '.join(f"{k} {v:.2f}" for k, v in m.items()) + pred +
               f"  per seed n: {[r[side]['n' + e] for r in rows]} R: {[round(r[side]['R' + e], 2) for r in rows]}")
@@ -273,8 +273,8 @@ K = np.mean([r['K'] for r in rows])
 print(f"\nlabel issues, mean of {len(rows)} seeds ({np.mean([r['n'] for r in rows]):.0f} images, {K:.0f} wrong labels, "
       f"{np.mean([r['copies'] for r in rows]):.0f} copies):")
 print(f"{'':34s}{'top-K P':>9s}{'top-50 P':>9s}{'flagged':>9s}{'P':>7s}{'R':>7s}{'p<1e-3':>8s}{'acc':>7s}{'sec':>7s}")
-for tag, side, e in (('imgclean fast (recall90)', 'fast', ''), ('imgclean fast (estimate)', 'fast', '_e'), ('sklearn LR + cleanlab', 'cleanlab', ''),
-                     ('fastai top losses', 'fastai', ''), ('imgclean thorough (recall90)', 'thorough', ''), ('imgclean thorough (estimate)', 'thorough', '_e')):
+for tag, side, e in (('imgclean fast (recall)', 'fast', ''), ('imgclean fast (estimate)', 'fast', '_e'), ('sklearn LR + cleanlab', 'cleanlab', ''),
+                     ('fastai top losses', 'fastai', ''), ('imgclean thorough (recall)', 'thorough', ''), ('imgclean thorough (estimate)', 'thorough', '_e')):
     if not any(side in r for r in rows): continue
     f = (lambda k: mean(side, k + (e if k in ('n', 'P', 'R') else ''))) if side != 'fastai' else (lambda k: '-')
     print(f"{tag:34s}{mean(side, 'topK'):>9s}{mean(side, 'top50'):>9s}{f('n'):>9s}{f('P'):>7s}"
@@ -288,7 +288,7 @@ def rate_sweep(base, rates, seeds=2):
     files = sorted(base.rglob('*.png')); true = np.array([f.parent.name for f in files]); classes = np.unique(true)
     x = embed_images(files, 'timm/tf_efficientnet_lite0', weights=wfile, size=args.size, stats=STATS, cache_dir=CACHE/'emb', progress=False)
     print(f"\nnumber of wrong labels at other noise rates ({len(files)} base images, labels flipped to a random other class):")
-    print(f"{'rate':>6s}{'seed':>5s}{'wrong':>7s}{'estimate':>9s}{'P':>6s}{'R':>6s}{'recall90':>9s}{'P':>6s}{'R':>6s}{'cleanlab':>9s}{'P':>6s}{'R':>6s}")
+    print(f"{'rate':>6s}{'seed':>5s}{'wrong':>7s}{'estimate':>9s}{'P':>6s}{'R':>6s}{'recall':>9s}{'P':>6s}{'R':>6s}{'cleanlab':>9s}{'P':>6s}{'R':>6s}")
     for rate in rates:
         for seed in range(seeds):
             rng = np.random.default_rng(500 + seed); y = np.searchsorted(classes, true)

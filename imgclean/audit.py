@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 'CHECKS', 'model_identity', 'feature_model',
-           'embed_images', 'choose_C', 'out_of_fold_probs', 'wrong_label_share', 'expected_found',
-           'estimate_wrong_labels', 'find_label_issues', 'out_of_fold_learner_probs', 'phash', 'pixel_hash',
-           'topk_neighbours', 'thumb_vector', 'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb',
+           'embed_images', 'topk_neighbours', 'choose_C', 'neighbour_probs', 'out_of_fold_probs', 'wrong_label_share',
+           'expected_found', 'estimate_wrong_labels', 'find_label_issues', 'out_of_fold_learner_probs', 'phash',
+           'pixel_hash', 'thumb_vector', 'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb',
            'aligned_ncc', 'gray_thumb', 'moment_thumb', 'register', 'refine_registration', 'reencode_noise',
            'rendered_evidence', 'pair_evidence', 'find_duplicates', 'quality_scores', 'find_quality_issues', 'audit',
            'summarize_audit']
@@ -157,6 +157,58 @@ def embed_images(files,                # Image files
     return res
 
 
+# %% ../nbs/06_audit.ipynb #31
+def topk_neighbours(x:np.ndarray,   # (n, d) float32 vectors (cosine: normalise first) or (n, 8) uint8 binary codes
+                    k:int=10,       # Neighbours per row (self excluded)
+                    block:int=4096, # Rows per block for the numpy fallback and per faiss search batch
+                    binary:bool=False, # `x` holds packed bits: Hamming distance
+                    use_faiss:bool=True, # Use faiss when installed
+                    approx=None,    # faiss IVF, 8-bit codes (approximate; memory ~n·d bytes); None: when n > 200,000
+                    nlist:int=None, # IVF cells; default 4·√n (16..4096)
+                    nprobe:int=8,   # IVF cells visited per query: higher is slower and more exact
+                    rerank:bool=True, # IVF: recompute the returned similarities exactly from `x`
+                   )->tuple:        # (sims or distances (n, k), indices (n, k)); -1 where fewer than k exist
+    "Top-`k` neighbours of each row of `x`: inner product (or Hamming) via faiss or blocked numpy, never N×N"
+    n = len(x); k = min(k, max(n - 1, 0))
+    if k == 0: return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    try:
+        import faiss
+    except ImportError: faiss = None
+    D = np.empty((n, k + 1), np.int32 if binary and faiss is not None and use_faiss else np.float32); I = np.empty((n, k + 1), np.int64)
+    if faiss is not None and use_faiss:
+        xc = np.ascontiguousarray(x, np.uint8 if binary else np.float32)   # no copy when `x` is already float32 C-order
+        ivf = not binary and (approx or (approx is None and n > 200_000))
+        if binary: idx = faiss.IndexBinaryFlat(x.shape[1]*8)
+        elif ivf:
+            nl = nlist or int(max(16, min(4096, 4*np.sqrt(n))))
+            q = faiss.IndexFlatIP(x.shape[1])
+            idx = faiss.IndexIVFScalarQuantizer(q, x.shape[1], nl, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+            idx.cp.niter, idx.cp.max_points_per_centroid = 10, 40   # k-means on ≤40 points per cell: minutes, not hours, at 1M
+            idx.train(xc[np.sort(np.random.default_rng(0).choice(n, min(n, 40*nl), replace=False))])
+            idx.nprobe = min(nprobe, nl)
+        else: idx = faiss.IndexFlatIP(x.shape[1])
+        bs = max(block, 16384)
+        for s in range(0, n, bs): idx.add(xc[s:s+bs])
+        for s in range(0, n, bs): D[s:s+bs], I[s:s+bs] = idx.search(xc[s:s+bs], k + 1)
+        if ivf and rerank:
+            for s in range(0, n, 8192):
+                ii = I[s:s+8192]; v = xc[np.maximum(ii, 0)]
+                sim = np.einsum('nd,nkd->nk', xc[s:s+8192], v); sim[ii < 0] = -np.inf
+                o = np.argsort(-sim, 1, kind='stable')
+                I[s:s+8192] = np.take_along_axis(ii, o, 1); D[s:s+8192] = np.take_along_axis(sim, o, 1)
+        del idx
+    else:
+        bits = np.unpackbits(x, axis=1).astype(np.float32)*2 - 1 if binary else x.astype(np.float32)
+        for s in range(0, n, block):
+            sim = bits[s:s+block] @ bits.T   # block × n: memory O(block·n), not O(n²)
+            part = np.argpartition(-sim, k, axis=1)[:, :k+1]
+            ps = np.take_along_axis(sim, part, 1); o = np.argsort(-ps, 1)
+            I[s:s+block] = np.take_along_axis(part, o, 1); ps = np.take_along_axis(ps, o, 1)
+            D[s:s+block] = (bits.shape[1] - ps)/2 if binary else ps
+    # drop self (it may not be in column 0 when there are exact ties; when absent, drop the last column)
+    o = np.argsort(I == np.arange(n)[:, None], axis=1, kind='stable')[:, :k]
+    return np.take_along_axis(D, o, 1).astype(np.float32), np.take_along_axis(I, o, 1)
+
 # %% ../nbs/06_audit.ipynb #5cba2aec
 def _folds(labels, k, seed):
     "Stratified fold number per item"
@@ -197,20 +249,38 @@ def choose_C(feats:np.ndarray, # (n, d) embeddings
         loss[C] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
     return min(loss, key=loss.get), loss
 
+def neighbour_probs(feats:np.ndarray, # (n, d) embeddings
+                    y:np.ndarray,     # n given labels as class indices
+                    n_classes:int,    # Number of classes
+                    k:int=30,         # Neighbours that vote (fewer for an image whose class has fewer other images)
+                   )->np.ndarray:     # (n, n_classes) vote shares, smoothed away from 0 and 1
+    "Class probabilities from the given labels of each image's `k` nearest neighbours (itself excluded), one vote each"
+    from sklearn.preprocessing import StandardScaler, normalize
+    z = normalize(StandardScaler().fit_transform(normalize(np.nan_to_num(np.asarray(feats, np.float64)))))
+    _, I = topk_neighbours(z.astype(np.float32), k)
+    kk = np.minimum(I.shape[1], np.bincount(y, minlength=n_classes)[y] - 1)   # as many as the image's own class could supply
+    use = (np.arange(I.shape[1])[None] < kk[:, None]) & (I >= 0)
+    votes = np.zeros((len(y), n_classes)); np.add.at(votes, (np.nonzero(use)[0], y[I[use]]), 1)
+    votes /= np.maximum(votes.sum(1, keepdims=True), 1)
+    return 0.98*votes + 0.02/n_classes
+
 def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
                       labels,           # n given labels
                       k:int=5,          # Folds
                       seed:int=0,       # Fold seed
                       C:float=None,     # LogisticRegression's inverse regularisation; None: `choose_C` by inner CV
+                      neighbours:int=30, # Neighbours whose labels vote (`neighbour_probs`), averaged with the heads; 0: heads only
                      )->tuple:          # (probs (n, c), classes)
-    "Class probabilities for every item from a LogisticRegression head that did not see it (`k`-fold on `feats`)"
+    "Class probabilities for every item from LogisticRegression heads that did not see it (`k`-fold on `feats`) and its neighbours' labels"
     labels = np.asarray(labels, dtype=object).astype(str)
     classes = np.unique(labels); y = np.searchsorted(classes, labels)
     if len(classes) < 2: raise ValueError(f"label issues need at least 2 classes; found {list(classes)}")
     feats = np.nan_to_num(np.asarray(feats, np.float64))
     k = max(2, min(k, len(labels)))
     if C is None: C = choose_C(feats, y)[0]
-    return _oof(feats, y, len(classes), _folds(labels, k, seed), C), list(classes)
+    probs = _oof(feats, y, len(classes), _folds(labels, k, seed), C)
+    if neighbours: probs = (probs + neighbour_probs(feats, y, len(classes), neighbours))/2
+    return probs, list(classes)
 
 # %% ../nbs/06_audit.ipynb #c8300e9a
 def _other_probs(y, probs)->np.ndarray:
@@ -260,7 +330,7 @@ def _rank_keys(self_conf, margin):
     return np.lexsort((margin, self_conf))
 
 # %% ../nbs/06_audit.ipynb #29c33c34
-FLAG_RULES = ('recall90', 'estimate', 'confident', 'argmax', 'either')
+FLAG_RULES = ('recall', 'estimate', 'confident', 'argmax', 'either')
 
 def find_label_issues(labels,           # n given labels
                       probs:np.ndarray=None, # (n, c) out-of-fold probabilities; computed from `feats` when None
@@ -268,10 +338,12 @@ def find_label_issues(labels,           # n given labels
                       feats:np.ndarray=None, # (n, d) embeddings, used when `probs` is None
                       files=None,       # n file names (for the table); default 0..n-1
                       k:int=5,          # Folds for `out_of_fold_probs`
-                      flag:str='recall90', # 'recall90' (the top rows expected to hold 90% of the wrong labels; from 1 to 2x the estimate), 'estimate' (the top `estimate_wrong_labels` rows), 'confident', 'argmax' or 'either'
-                     )->pd.DataFrame:   # One row per item, most likely wrong first; `attrs`: 'n_wrong' (the estimate), 'n_recall90', 'found*' (share of the wrong labels expected in the flagged, top N, recall90 rows)
+                      flag:str='recall', # 'recall' (the top rows expected to hold a share `recall` of the wrong labels; from 1 to 2x the estimate), 'estimate' (the top `estimate_wrong_labels` rows), 'confident', 'argmax' or 'either'
+                      recall:float=0.92, # For flag='recall': the share of the wrong labels the flagged rows are expected to hold
+                     )->pd.DataFrame:   # One row per item, most likely wrong first; `attrs`: 'n_wrong' (the estimate), 'n_recall', 'found*' (share of the wrong labels expected in the flagged, top N, 'recall' rows)
     "Label issues from out-of-fold `probs` (or `feats`): a ranking by self-confidence and a flagged set sized from the noise estimate"
     if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
+    if not 0 < recall <= 1: raise ValueError(f"recall is a share of the wrong labels, above 0 and at most 1, not {recall!r}")
     labels = np.asarray(labels, dtype=object).astype(str)
     if probs is None:
         if feats is None: raise ValueError("pass out-of-fold `probs` (with `classes`) or `feats` to compute them")
@@ -293,17 +365,18 @@ def find_label_issues(labels,           # n given labels
     confident = (above.max(1) >= 0) & (above.argmax(1) != y); by_argmax = other.argmax(1) == probs.argmax(1)
     order = _rank_keys(np.where(checked, self_conf, np.inf), margin)
     found = np.maximum.accumulate(expected_found(y, probs)[order])   # reviewing down to each row of the ranking
-    n_90 = min(max(int(np.searchsorted(found, 0.9)) + 1, n_wrong), 2*n_wrong, int(checked.sum()))   # from once to twice the estimate
-    top, top90 = np.zeros(n, bool), np.zeros(n, bool); top[order[:n_wrong]] = True; top90[order[:n_90]] = True
-    is_issue = dict(estimate=top, recall90=top90, confident=confident, argmax=by_argmax, either=confident | by_argmax)[flag] & checked
+    if n: found[-1] = 1.   # reviewing every row finds every wrong label
+    n_rec = min(max(int(np.searchsorted(found, recall)) + 1, n_wrong), 2*n_wrong, int(checked.sum()))   # from once to twice the estimate
+    top, top_rec = np.zeros(n, bool), np.zeros(n, bool); top[order[:n_wrong]] = True; top_rec[order[:n_rec]] = True
+    is_issue = dict(estimate=top, recall=top_rec, confident=confident, argmax=by_argmax, either=confident | by_argmax)[flag] & checked
     suggested = np.where(confident, classes[above.argmax(1)], classes[other.argmax(1)])
     files = [str(o) for o in files] if files is not None else list(range(n))
     df = pd.DataFrame(dict(file=files, label=labels, suggested=suggested, self_confidence=self_conf, margin=margin,
                            is_issue=is_issue, score=1 - self_conf)).iloc[order].reset_index(drop=True)
     df['found'] = found
     at = lambda m: float(found[m - 1]) if m else 0.
-    df.attrs.update(n_wrong=n_wrong, n_recall90=n_90, found_estimate=at(n_wrong), found_recall90=at(n_90),
-                    found=at(int(is_issue.sum())) if flag in ('recall90', 'estimate') else float('nan'))   # other rules: not a top of the ranking
+    df.attrs.update(n_wrong=n_wrong, n_recall=n_rec, found_estimate=at(n_wrong), found_recall=at(n_rec),
+                    found=at(int(is_issue.sum())) if flag in ('recall', 'estimate') else float('nan'))   # other rules: not a top of the ranking
     return df
 
 # %% ../nbs/06_audit.ipynb #25
@@ -361,58 +434,6 @@ def pixel_hash(img:Image.Image)->str:
     "Hash of the decoded RGB pixels and size of `img`: equal for lossless copies"
     im = img.convert('RGB')
     return hashlib.blake2b(str(im.size).encode() + im.tobytes(), digest_size=16).hexdigest()
-
-# %% ../nbs/06_audit.ipynb #31
-def topk_neighbours(x:np.ndarray,   # (n, d) float32 vectors (cosine: normalise first) or (n, 8) uint8 binary codes
-                    k:int=10,       # Neighbours per row (self excluded)
-                    block:int=4096, # Rows per block for the numpy fallback and per faiss search batch
-                    binary:bool=False, # `x` holds packed bits: Hamming distance
-                    use_faiss:bool=True, # Use faiss when installed
-                    approx=None,    # faiss IVF, 8-bit codes (approximate; memory ~n·d bytes); None: when n > 200,000
-                    nlist:int=None, # IVF cells; default 4·√n (16..4096)
-                    nprobe:int=8,   # IVF cells visited per query: higher is slower and more exact
-                    rerank:bool=True, # IVF: recompute the returned similarities exactly from `x`
-                   )->tuple:        # (sims or distances (n, k), indices (n, k)); -1 where fewer than k exist
-    "Top-`k` neighbours of each row of `x`: inner product (or Hamming) via faiss or blocked numpy, never N×N"
-    n = len(x); k = min(k, max(n - 1, 0))
-    if k == 0: return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    try:
-        import faiss
-    except ImportError: faiss = None
-    D = np.empty((n, k + 1), np.int32 if binary and faiss is not None and use_faiss else np.float32); I = np.empty((n, k + 1), np.int64)
-    if faiss is not None and use_faiss:
-        xc = np.ascontiguousarray(x, np.uint8 if binary else np.float32)   # no copy when `x` is already float32 C-order
-        ivf = not binary and (approx or (approx is None and n > 200_000))
-        if binary: idx = faiss.IndexBinaryFlat(x.shape[1]*8)
-        elif ivf:
-            nl = nlist or int(max(16, min(4096, 4*np.sqrt(n))))
-            q = faiss.IndexFlatIP(x.shape[1])
-            idx = faiss.IndexIVFScalarQuantizer(q, x.shape[1], nl, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-            idx.cp.niter, idx.cp.max_points_per_centroid = 10, 40   # k-means on ≤40 points per cell: minutes, not hours, at 1M
-            idx.train(xc[np.sort(np.random.default_rng(0).choice(n, min(n, 40*nl), replace=False))])
-            idx.nprobe = min(nprobe, nl)
-        else: idx = faiss.IndexFlatIP(x.shape[1])
-        bs = max(block, 16384)
-        for s in range(0, n, bs): idx.add(xc[s:s+bs])
-        for s in range(0, n, bs): D[s:s+bs], I[s:s+bs] = idx.search(xc[s:s+bs], k + 1)
-        if ivf and rerank:
-            for s in range(0, n, 8192):
-                ii = I[s:s+8192]; v = xc[np.maximum(ii, 0)]
-                sim = np.einsum('nd,nkd->nk', xc[s:s+8192], v); sim[ii < 0] = -np.inf
-                o = np.argsort(-sim, 1, kind='stable')
-                I[s:s+8192] = np.take_along_axis(ii, o, 1); D[s:s+8192] = np.take_along_axis(sim, o, 1)
-        del idx
-    else:
-        bits = np.unpackbits(x, axis=1).astype(np.float32)*2 - 1 if binary else x.astype(np.float32)
-        for s in range(0, n, block):
-            sim = bits[s:s+block] @ bits.T   # block × n: memory O(block·n), not O(n²)
-            part = np.argpartition(-sim, k, axis=1)[:, :k+1]
-            ps = np.take_along_axis(sim, part, 1); o = np.argsort(-ps, 1)
-            I[s:s+block] = np.take_along_axis(part, o, 1); ps = np.take_along_axis(ps, o, 1)
-            D[s:s+block] = (bits.shape[1] - ps)/2 if binary else ps
-    # drop self (it may not be in column 0 when there are exact ties; when absent, drop the last column)
-    o = np.argsort(I == np.arange(n)[:, None], axis=1, kind='stable')[:, :k]
-    return np.take_along_axis(D, o, 1).astype(np.float32), np.take_along_axis(I, o, 1)
 
 # %% ../nbs/06_audit.ipynb #d849e27e
 def _union_find(n, pairs):
@@ -906,7 +927,7 @@ def _embedder_ready(src, weights, thorough):
         raise type(e)(f"{e}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on "
                       f"this data), arch with weights='file.pth', or model=<torch module>.") from None
 
-def _label_rows(path, names, labs, feats, thorough, k, flag, arch, size, weights, progress, learner_kwargs):
+def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size, weights, progress, learner_kwargs):
     "Label-issue rows (flagged, most likely wrong first) and one dataset row (file '') saying the estimate and the path used"
     n = len(labs)
     if thorough:
@@ -917,13 +938,14 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, arch, size, weights
     else:
         y = np.searchsorted(np.unique(labs), labs); C, _ = choose_C(np.nan_to_num(feats.astype(np.float64)), y)
         probs, classes = out_of_fold_probs(feats, labs, k, C=C)
-        how = (f"fast path: LogisticRegression heads (C={C:g}, chosen by cross-validation) on the embeddings, {k} folds; "
+        how = (f"fast path: LogisticRegression heads (C={C:g}, chosen by cross-validation) on the embeddings, {k} folds, "
+               f"averaged with the votes of each image's 30 nearest neighbours; "
                f"audit(thorough=True) fine-tunes {k} learners instead, for when the embeddings are weak")
-    li = find_label_issues(labs, probs, classes, files=names, flag=flag)
+    li = find_label_issues(labs, probs, classes, files=names, flag=flag, recall=recall)
     acc = float((np.asarray(classes)[probs.argmax(1)] == labs).mean())
     flagged = li[li.is_issue]
-    a = li.attrs; alt = dict(recall90=('estimate', a['n_wrong'], a['found_estimate']),
-                             estimate=('recall90', a['n_recall90'], a['found_recall90'])).get(flag)   # the other top-of-ranking rule
+    a = li.attrs; alt = dict(recall=('estimate', a['n_wrong'], a['found_estimate']),
+                             estimate=('recall', a['n_recall'], a['found_recall'])).get(flag)   # the other top-of-ranking rule
     other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) else ''
     found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) else ''
     note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
@@ -943,7 +965,8 @@ def audit(path,                  # Dataset root with one folder per class
           cache_dir=None,        # Embedding cache; default `path/'.imgclean_cache'`
           k:int=5,               # Folds for out-of-fold label predictions
           thorough:bool=False,   # Label issues from `k` fine-tuned learners (`out_of_fold_learner_probs`), not heads on embeddings
-          flag:str='recall90',   # Label-issue rule (see `find_label_issues`)
+          flag:str='recall',     # Label-issue rule (see `find_label_issues`)
+          recall:float=0.92,     # For flag='recall': the share of the wrong labels the flagged images are expected to hold
           learner_kwargs:dict=None, # For `thorough`: passed to `out_of_fold_learner_probs` (epochs, bs, pretrained, ...)
           checks=CHECKS,         # What to run: some of 'label', 'duplicates', 'quality'
           thresholds:dict=None,  # Quality thresholds (see `QUALITY_DEFAULTS`)
@@ -953,7 +976,7 @@ def audit(path,                  # Dataset root with one folder per class
           address:str=None,      # With engine='ray': the cluster's address
          )->pd.DataFrame:        # One row per (file, issue), see `ISSUE_COLUMNS`; rows with file '' describe the dataset
     "Label issues, duplicates and image-quality issues of the class folders in `path`, as one table"
-    flag = flag or 'recall90'
+    flag = flag or 'recall'
     if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     if not checks or set(checks) - set(CHECKS): raise ValueError(f"checks must name some of {CHECKS}, not {checks}")
@@ -974,7 +997,7 @@ def audit(path,                  # Dataset root with one folder per class
     if 'label' in checks and keep:
         labs = np.array([labels[i] for i in keep])
         if len(set(labs)) < 2: warnings.warn(f"only one class ({labs[0]!r}) under {path}: label issues skipped")
-        else: parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, arch, size, weights,
+        else: parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,
                                        progress, learner_kwargs))
     if 'duplicates' in checks and keep:
         parts.append(find_duplicates([files[i] for i in keep], feats, root=path, progress=progress))

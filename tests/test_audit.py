@@ -87,7 +87,8 @@ def test_label_issues_find_injected_noise(noisy):
     flagged = set(li.file[li.is_issue])
     assert len(wrong) >= 5
     tp = len(flagged & set(wrong))
-    assert tp/len(wrong) >= 0.6 and tp/max(len(flagged), 1) >= 0.6, (sorted(flagged), sorted(wrong))
+    assert tp/len(wrong) >= 0.8 and tp/max(len(flagged), 1) >= 0.5, (sorted(flagged), sorted(wrong))   # 'recall': most errors, about 1.2-1.7x as many rows
+    assert len(set(li.file[:len(wrong)]) & set(wrong)) >= 0.6*len(wrong)   # the ranking: the top rows are mostly the wrong labels
     sug = li.set_index('file').suggested
     assert all(sug[n] == c for n, c in wrong.items() if n in flagged)
 
@@ -263,8 +264,8 @@ def test_label_ranking_and_estimate():
     x = np.eye(c)[y]*3 + rng.normal(size=(n, c))   # separable classes, noisy features
     li = find_label_issues(given.astype(str), feats=x.astype(np.float32), files=list(range(n)))
     n_wrong, flagged = li.attrs['n_wrong'], li.is_issue.sum()
-    assert 18 <= n_wrong <= 30 and n_wrong <= flagged <= 2*n_wrong                          # 'recall90': from the estimate
-    assert li.is_issue.iloc[:flagged].all() and flagged == li.attrs['n_recall90']            # the top of the ranking
+    assert 18 <= n_wrong <= 30 and n_wrong <= flagged <= 2*n_wrong                          # 'recall': from the estimate
+    assert li.is_issue.iloc[:flagged].all() and flagged == li.attrs['n_recall']            # the top of the ranking
     assert (np.diff(li.self_confidence) >= 0).all() and li.self_confidence.nunique() == n   # best-first, no saturated ties
     assert (np.diff(li.found) >= 0).all() and li.found.iloc[-1] == 1
     found = lambda df: len(set(df.file[df.is_issue]) & set(map(str, wrong)))/len(wrong)
@@ -311,7 +312,7 @@ def test_audit_says_how_many_labels_look_wrong(noisy):
     s = summarize_audit(df); assert s.splitlines()[0] == note
     flagged = df[df.file != '']
     assert (flagged.issue == 'label').all() and (np.diff(flagged.score) <= 0).all()   # best-first
-    assert re.search(rf"; {len(flagged)} flagged \(flag='recall90'\), most likely first, expected to hold about \d+% of the wrong labels", note), note
+    assert re.search(rf"; {len(flagged)} flagged \(flag='recall'\), most likely first, expected to hold about \d+% of the wrong labels", note), note
     est = audit(root, model=ColourNet(), size=32, checks=('label',), flag='estimate', progress=False, out=None)
     n_est = int(re.match(r'about (\d+) of', note).group(1))
     assert (est.file != '').sum() == n_est <= len(flagged) <= 2*n_est   # the estimate rule flags exactly the estimate
