@@ -261,7 +261,8 @@ def neighbour_probs(feats:np.ndarray, # (n, d) embeddings
     kk = np.minimum(I.shape[1], np.bincount(y, minlength=n_classes)[y] - 1)   # as many as the image's own class could supply
     use = (np.arange(I.shape[1])[None] < kk[:, None]) & (I >= 0)
     votes = np.zeros((len(y), n_classes)); np.add.at(votes, (np.nonzero(use)[0], y[I[use]]), 1)
-    votes /= np.maximum(votes.sum(1, keepdims=True), 1)
+    got = votes.sum(1, keepdims=True)
+    votes = np.where(got > 0, votes/np.maximum(got, 1), 1/n_classes)   # no voter (a class of one image): no opinion
     return 0.98*votes + 0.02/n_classes
 
 def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
