@@ -9,7 +9,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
 # %% ../nbs/01_download.ipynb #2
 import _thread, errno, hashlib, heapq, io, ipaddress, math, os, pickle, queue, random, re, secrets, shutil, signal, socket, struct, subprocess, sys, tempfile, threading, time
 from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -508,18 +508,6 @@ def _first_wins(rows, root):
         for r in g[1:]:
             if r is not b: r['reason'] = f'duplicate image (same bytes as {new})'
 
-# %% ../nbs/01_download.ipynb #58
-_BACKLOG_BYTES = 256 << 20
-
-class _ByteBudget:
-    "`take(n)` blocks while `cap` bytes are taken (one item always gets through); `give(n)` hands them back"
-    def __init__(self, cap): self.cap, self.used, self.cv = cap, 0, threading.Condition()
-    def take(self, n):
-        with self.cv:
-            self.cv.wait_for(lambda: self.used == 0 or self.used + n <= self.cap); self.used += n
-    def give(self, n):
-        with self.cv: self.used -= n; self.cv.notify_all()
-
 # %% ../nbs/01_download.ipynb #ad63288a
 def _check_bytes(data:bytes, o:dict)->dict:
     "`check_image` of downloaded `data` under the run's options `o`, with `hash` (of `data`); `data` only when the check rewrote the bytes"
@@ -535,44 +523,48 @@ def _preserved_stem(url):
     return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 
 class _Downloader:
-    "One download run: fetch threads and decode threads share what is kept per class, the hashes and the names taken"
+    "One download run: its fetch threads share what is kept per class, the hashes and the names taken"
     def __init__(self, root, o, kept, hashes):
         self.root, self.o, self.kept, self.hashes = root, o, kept, hashes
         self.lock, self.taken, self.verdicts, self.rejected = threading.Lock(), set(), {}, []
         self.hosts = defaultdict(lambda: threading.BoundedSemaphore(o['per_host']))
-        self.backlog = _ByteBudget(_BACKLOG_BYTES)
+        self.checking = threading.BoundedSemaphore(os.cpu_count() or 1)   # checks at once: the decoded pixels in memory stay bounded
+        self.done, self.error = [], None   # `done` grows by one a URL (list.append is atomic)
 
     def full(self, c): return self.o['max_pics'] is not None and self.kept[c] >= self.o['max_pics']
 
     def run(self, todo, progress=True):
         "Fetch every row of `todo` in parallel, checking and storing what arrives; on Ctrl-C start nothing more"
         ex = ThreadPoolExecutor(max(1, min(self.o['n_workers'], len(todo))))
-        self.dec = ThreadPoolExecutor(os.cpu_count() or 1)
+        bar = progress_bar(range(len(todo)), leave=False) if progress and todo and not callable(progress) else None
+        if bar is not None: bar.update(0)
         try:
-            futs = [ex.submit(self.fetch, r) for r in todo]
-            it = self._finished(futs)
-            if callable(progress): it = (progress() for _ in it)   # a download process tells its run
-            elif progress and futs: it = progress_bar(it, total=len(futs), leave=False)
-            for _ in it: pass
-        finally: ex.shutdown(wait=True, cancel_futures=True); self.dec.shutdown(wait=True, cancel_futures=True)
+            for r in todo: ex.submit(self._count, r)
+            self._wait(len(todo), progress, bar)
+        finally: ex.shutdown(wait=True, cancel_futures=True)
 
-    def _finished(self, futs):
-        "Yield once per URL as it is done: fetches first, then the decodes they handed on"
-        later = []
-        for f in as_completed(futs):
-            o = f.result()
-            if isinstance(o, Future): later.append(o)
-            else: yield
-        for f in as_completed(later): f.result(); yield
+    def _count(self, r):
+        "Fetch `r`, then count it done (an error is kept for the run to raise)"
+        try: self.fetch(r)
+        except BaseException as e: self.error = self.error or e
+        finally: self.done.append(1)
+
+    def _wait(self, n, progress, bar):
+        "Until the `n` URLs are done: move the progress (a download process tells its run through `progress()`), raise the first error"
+        seen = 0
+        while seen < n:
+            time.sleep(0.05)   # no wake-up per URL; Ctrl-C is seen within 50 ms
+            if self.error is not None: raise self.error
+            done = len(self.done)
+            if callable(progress):
+                for _ in range(done - seen): progress()
+            elif bar is not None: bar.update(done)
+            seen = done
 
     def fetch(self, r):
-        "Fetch `r`'s URL (with retries); hand the bytes to a decode thread (with `verify`) or store them"
+        "Fetch `r`'s URL (with retries), check the bytes (with `verify`) and store them"
         got = self._fetch_with_retries(r)
-        if got is None: return
-        data, ext = got
-        if not self.o['verify']: return self.store(r, data, ext)
-        self.backlog.take(len(data))
-        return self.dec.submit(self._check_and_store, r, data, ext)
+        if got is not None: self.store(r, *got)
 
     def _fetch_with_retries(self, r):
         "(data, ext), or None with `r` marked failed or skipped"
@@ -587,14 +579,10 @@ class _Downloader:
                     r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
                 time.sleep(o['backoff'] * 2**attempt * (0.5 + random.random()))
 
-    def _check_and_store(self, r, data, ext):
-        try: self.store(r, data, ext)
-        finally: self.backlog.give(len(data))
-
     def store(self, r, data, ext):
         "Check `data` (with `verify`); keep it in its class folder, or in quarantine with the reason"
         if not self.o['verify']: h = content_hash(data); return self._keep(r, data, ext, h, h, None)
-        v = _check_bytes(data, self.o)
+        with self.checking: v = _check_bytes(data, self.o)
         h = v['hash']
         if not v['ok']: return self._reject(r, data, ext, h, v['reason'])
         self.verdicts[h] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
