@@ -7,20 +7,15 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, errno, hashlib, heapq, io, ipaddress, math, os, pickle, queue, random, re, secrets, shutil, signal, socket, struct, subprocess, sys, tempfile, threading, time
+import _thread, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
 from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pandas as pd
-import urllib3
 from fastprogress.fastprogress import progress_bar
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NameResolutionError, NewConnectionError, ProtocolError,
-                                ReadTimeoutError, SSLError)
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, file_hash, open_image, write_csv
 from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
@@ -142,49 +137,71 @@ def _resolve(host, port, d):
     return list(dict.fromkeys(a[4][0] for a in box[0]))
 
 # %% ../nbs/01_download.ipynb #21
-class _DeadlineConn:
-    "Mixin for urllib3 connections: bounded name resolution, sockets watched by the current fetch's deadline"
-    def _new_conn(self):
+def _check_addrs(d, host, addrs):
+    "Raise `AddressRefused` unless the fetch's address policy `d.allow` accepts every one of `addrs`"
+    if d.allow is not None and not all(d.allow(ipaddress.ip_address(str(a).strip('[]').split('%')[0])) for a in addrs):
+        raise AddressRefused(host)
+
+def _open_socket(host, port, d):
+    "A TCP socket to `host`: its addresses (all accepted by the policy first) tried in turn, each within `d.step()`; watched by `d`"
+    addrs = _resolve(host, port, d)
+    _check_addrs(d, host, addrs)   # before any connection: every address the name has, and only those are connected to
+    err = None
+    for addr in addrs:
+        try: sock = socket.create_connection((addr, port), timeout=d.step()); break
+        except OSError as e: err = e   # refused or timed out: the next address
+    else: raise _connect_error(err, d)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # the request leaves at once, in one segment
+    d.watch(sock)
+    return sock
+
+class _HTTP(http.client.HTTPConnection):
+    "http.client's connection, its socket from `_open_socket` under the current fetch's deadline"
+    def connect(self): self.sock = _open_socket(self.host, self.port, _current())
+
+class _HTTPS(http.client.HTTPSConnection):
+    "The same over TLS, certificates and host names checked (`ssl.create_default_context`)"
+    def connect(self):
         d = _current()
-        if d is None: return super()._new_conn()
-        host, err = self._dns_host, None
-        addrs = _resolve(host, self.port, d)
-        self._check(d, addrs)   # before any connection: every address the name has, and only those are connected to
-        for addr in addrs:
-            self._dns_host, self.timeout = addr, d.step()
-            try: sock = super()._new_conn(); break
-            except ConnectTimeoutError as e: err = e   # refused or timed out (NewConnectionError is a ConnectTimeoutError)
-            finally: self._dns_host = host
-        else: raise err
-        d.watch(sock)
-        return sock
+        self.sock = self._context.wrap_socket(_open_socket(self.host, self.port, d), server_hostname=self.host)
+        d.watch(self.sock)
 
-    def request(self, *args, **kwargs):
-        d = _current()
-        if d is not None and self.sock is not None:   # a kept-alive connection from the pool
-            d.watch(self.sock)
-            if d.allow is not None: self._check(d, [self.sock.getpeername()[0]])   # opened by a fetch under another policy?
-        super().request(*args, **kwargs)
-        if d is not None: d.watch(self.sock)
+def _dropped(sock)->bool:
+    "Has the server closed (or written to) the idle connection `sock`?"
+    p = select.poll(); p.register(sock, select.POLLIN)
+    return bool(p.poll(0))
 
-    def _check(self, d, addrs):
-        "Raise `AddressRefused` unless the fetch's address policy accepts every one of `addrs`"
-        if d.allow is not None and not all(d.allow(ipaddress.ip_address(str(a).strip('[]').split('%')[0])) for a in addrs):
-            raise AddressRefused(self.host)
+class _Conns:
+    "Idle kept-alive connections by (tls, host, port): at most `per_host` a host and `cap` in all (the least recently used host's close first)"
+    def __init__(self, cap=256, per_host=32): self.idle, self.n, self.cap, self.per_host, self.lock = {}, 0, cap, per_host, threading.Lock()
 
-class _Conn(_DeadlineConn, HTTPConnection): pass
-class _SConn(_DeadlineConn, HTTPSConnection): pass
-class _Pool(HTTPConnectionPool): ConnectionCls = _Conn
-class _SPool(HTTPSConnectionPool): ConnectionCls = _SConn
+    def get(self, key):
+        "An idle connection to `key` the server has not closed, or None"
+        while True:
+            with self.lock:
+                conns = self.idle.get(key)
+                if not conns: return None
+                conn = conns.pop(); self.n -= 1
+                if not conns: del self.idle[key]
+            if conn.sock is not None and not _dropped(conn.sock): return conn
+            conn.close()
 
-def _pool_manager():
-    "One shared, thread-safe urllib3 pool manager whose connections obey the fetch deadlines"
-    pm = urllib3.PoolManager(num_pools=256, maxsize=32, block=False, retries=False,
-                             headers={'User-Agent': 'imgclean/0.1 (+https://github.com/imgclean/imgclean)'})
-    pm.pool_classes_by_scheme = {'http': _Pool, 'https': _SPool}
-    return pm
+    def put(self, key, conn):
+        "Keep `conn` (its last response read to the end) for the next request to `key`"
+        out = []
+        with self.lock:
+            conns = self.idle.pop(key, [])   # put back last: the first key is the least recently used
+            conns.append(conn); self.idle[key] = conns; self.n += 1
+            if len(conns) > self.per_host: out.append(conns.pop(0)); self.n -= 1
+            while self.n > self.cap:
+                k = next(iter(self.idle)); out.append(self.idle[k].pop(0)); self.n -= 1
+                if not self.idle[k]: del self.idle[k]
+        for c in out: c.close()
 
-_POOL = _pool_manager()
+_CONNS = _Conns()
+
+@functools.lru_cache(maxsize=1)
+def _tls(): return ssl.create_default_context()   # one context for every https connection (loading the CA store takes a while)
 
 # %% ../nbs/01_download.ipynb #25
 def check_url(url:str)->str:
@@ -200,40 +217,71 @@ def check_url(url:str)->str:
 # %% ../nbs/01_download.ipynb #28
 def _connect_reason(e):
     "Words for a failed connection, from the socket error's number only (never its text, which can hold addresses)"
-    n = getattr(e.__context__, 'errno', None) or getattr(e.__cause__, 'errno', None)
+    n = getattr(e, 'errno', None) or getattr(e.__context__, 'errno', None) or getattr(e.__cause__, 'errno', None)
     if n == errno.ECONNREFUSED: return 'connection refused'
     if n in (errno.ENETUNREACH, errno.EHOSTUNREACH): return 'host unreachable'
     return f'cannot connect ({errno.errorcode[n]})' if n in errno.errorcode else 'cannot connect'
+
+def _connect_error(e, d):
+    "The `FetchError` for the connection error `e` (an `OSError`) under the deadline `d`"
+    if d.expired(): return d.timeout()
+    if isinstance(e, TimeoutError): return FetchError(f'timeout (no connection in {d.idle:g}s)', retry=True)
+    return FetchError(_connect_reason(e), retry=True)
 
 def _fetch_error(e, d):
     "`e` (raised while fetching under the deadline `d`) as a `FetchError` whose reason a person understands"
     if isinstance(e, FetchError): return e
     if d.expired(): return d.timeout()
-    if isinstance(e, NameResolutionError): return FetchError('host not found')
-    if isinstance(e, NewConnectionError): return FetchError(_connect_reason(e), retry=True)
-    if isinstance(e, ConnectTimeoutError): return FetchError(f'timeout (no connection in {d.idle:g}s)', retry=True)
-    if isinstance(e, (ReadTimeoutError, TimeoutError)): return FetchError(f'timeout (no bytes for {d.idle:g}s)')   # waiting again doubles the cost
-    if isinstance(e, SSLError): return FetchError('TLS error (certificate or handshake failed)')
-    if isinstance(e, DecodeError): return FetchError('bad content encoding (the compressed body does not decode)')
-    if isinstance(e, (ProtocolError, ConnectionError)):
-        if 'incomplete' in str(e).lower(): return FetchError('body cut short (connection closed early)')   # a server that stops mid-body does it again
-        return FetchError('connection reset', retry=True)
-    if isinstance(e, urllib3.exceptions.HTTPError): return FetchError(f'bad response ({type(e).__name__})', retry=True)
+    if isinstance(e, TimeoutError): return FetchError(f'timeout (no bytes for {d.idle:g}s)')   # waiting again doubles the cost
+    if isinstance(e, ssl.SSLError): return FetchError('TLS error (certificate or handshake failed)')
+    if isinstance(e, zlib.error): return FetchError('bad content encoding (the compressed body does not decode)')
+    if isinstance(e, http.client.IncompleteRead): return FetchError('body cut short (connection closed early)')   # a server that stops mid-body does it again
+    if isinstance(e, ConnectionError): return FetchError('connection reset', retry=True)   # `RemoteDisconnected` too: closed before any answer
+    if isinstance(e, http.client.HTTPException): return FetchError(f'bad response ({type(e).__name__})', retry=True)
     if isinstance(e, OSError): return FetchError(f'network error ({errno.errorcode.get(e.errno, type(e).__name__)})', retry=True)
     return FetchError(f'internal error ({type(e).__name__}: {str(e)[:80]}), please report it')
 
 # %% ../nbs/01_download.ipynb #32
 _REDIRECTS = (301, 302, 303, 307, 308)
+_UA = {'User-Agent': 'imgclean/0.1 (+https://github.com/imgclean/imgclean)'}
+
+def _ask(conn, key, path, d):
+    "Send GET `path` on `conn` and read the answer's status and headers, each step within `d.step()`; `r.via` = (key, conn, socket)"
+    try:
+        conn.request('GET', path, headers=_UA)   # http.client adds Host and `Accept-Encoding: identity`
+        sock = conn.sock; sock.settimeout(d.step())
+        r = conn.getresponse()   # when the server closes after this answer, http.client lets go of `sock`: the body still comes through it
+    except BaseException: conn.close(); raise   # never reused
+    r.via = key, conn, sock
+    return r
+
+def _request(url, d):
+    "The response to GET `url` (headers read, body not), on a kept-alive connection to its host when one is idle"
+    u = urlsplit(url); tls = u.scheme.lower() == 'https'
+    key, path = (tls, u.hostname, u.port or (443 if tls else 80)), (u.path or '/') + (f'?{u.query}' if u.query else '')
+    conn = _CONNS.get(key)
+    if conn is not None:
+        d.watch(conn.sock); conn.sock.settimeout(d.step())
+        try: _check_addrs(d, u.hostname, [conn.sock.getpeername()[0]])   # opened by a fetch under another policy?
+        except AddressRefused: conn.close(); raise
+        try: return _ask(conn, key, path, d)
+        except http.client.RemoteDisconnected: pass   # closed by the server as we sent: once more, on a new connection
+    conn = (_HTTPS(key[1], key[2], context=_tls()) if tls else _HTTP(key[1], key[2]))
+    return _ask(conn, key, path, d)
+
+def _close(r):
+    "Close `r` and its connection (a half-read answer never goes back to the pool)"
+    r.close(); r.via[1].close()
 
 def _get(url, d, max_redirects):
     "The response to GET `url` after following redirects (headers read, body not), and the final URL"
     for hop in range(max_redirects + 1):
-        w = d.step()
-        try: r = _POOL.request('GET', url, preload_content=False, redirect=False, retries=False, timeout=urllib3.Timeout(connect=w, read=w))
+        try: r = _request(url, d)
         except AddressRefused as e: e.hop = hop; raise
-        if r.status not in _REDIRECTS or not r.headers.get('Location'): return r, url
-        r.close(); r.release_conn()   # a redirect's body is not worth reading (it could trickle too)
-        url = urljoin(url, r.headers['Location'])
+        loc = r.getheader('Location')
+        if r.status not in _REDIRECTS or not loc: return r, url
+        _close(r)   # a redirect's body is not worth reading (it could trickle too)
+        url = urljoin(url, loc)
         why = check_url(url)   # a redirect to file:// or javascript: is refused too
         if why: raise FetchError(f'redirect to a bad url ({why})')
     raise FetchError(f'too many redirects (over {max_redirects})')
@@ -242,22 +290,36 @@ def _looks_like_image(head, ct):
     "Could bytes starting with `head`, of content type `ct`, be an image? (`check_image` decides for sure)"
     return sniff_image(head, formats=None) not in (None, 'pdf') or ct.startswith('image/')   # any image format: check_image names it
 
+def _decoder(r):
+    "A zlib decompressor for a gzip or deflate `Content-Encoding` of `r`, or None (identity; other codings stay as they are)"
+    enc = (r.getheader('Content-Encoding') or '').strip().lower()
+    return zlib.decompressobj(16 + zlib.MAX_WBITS) if enc in ('gzip', 'x-gzip') else zlib.decompressobj() if enc == 'deflate' else None
+
 def _read_body(r, d, max_bytes, ct):
     "The body of `r`, read in small steps, each waiting at most `d.step()`; refused early when too large or not an image"
-    n = r.headers.get('Content-Length')
+    n = r.getheader('Content-Length')
     if n and n.isdigit() and int(n) > max_bytes: raise FetchError(f'too large ({int(n)} bytes > max_bytes {max_bytes})')
-    sock = getattr(r.connection, 'sock', None)
-    buf = bytearray()
+    sock, z, buf, got = r.via[2], _decoder(r), bytearray(), 0
     while True:
-        if sock is not None: sock.settimeout(d.step())
+        sock.settimeout(d.step())
         chunk = r.read1(65536)   # whatever has arrived, after at most one wait
         if not chunk: break
+        got += len(chunk)
+        if z is not None: chunk = z.decompress(chunk, max_bytes + 1 - len(buf))
         buf += chunk
         if len(buf) > max_bytes: raise FetchError(f'too large (over max_bytes {max_bytes})')
         if len(buf) >= 64 and len(buf) - len(chunk) < 64 and not _looks_like_image(bytes(buf[:64]), ct): raise FetchError(f'not an image ({ct})')
     if d.expired(): raise d.timeout()   # the watchdog closed the socket: the body is not complete
-    if n and n.isdigit() and len(buf) < int(n): raise FetchError('body cut short (connection closed early)')
+    if n and n.isdigit() and got < int(n): raise FetchError('body cut short (connection closed early)')
+    if z is not None and not z.eof: raise FetchError('bad content encoding (the compressed body does not decode)')
     return bytes(buf)
+
+def _release(r):
+    "`r`'s connection back to the pool when its body was read to the end and the server keeps it open; else closed"
+    key, conn, _ = r.via
+    r.close()
+    if conn.sock is not None and not r.will_close: _CONNS.put(key, conn)
+    else: conn.close()
 
 def fetch_image(url:str,                # An http(s) URL
                 timeout:float=10,       # Seconds for the whole fetch: name resolution, connect, headers, redirects and body
@@ -275,17 +337,16 @@ def fetch_image(url:str,                # An http(s) URL
     with _Deadline(total, idle, allow) as d:
         try:
             r, url = _get(url, d, max_redirects)
-            ct = r.headers.get('Content-Type', '?').split(';')[0].strip().lower()
+            ct = (r.getheader('Content-Type') or '?').split(';')[0].strip().lower()
             if r.status == 429 or r.status >= 500: raise FetchError(f'http {r.status}', retry=True)
             if r.status >= 400: raise FetchError(f'http {r.status}')
             data = _read_body(r, d, max_bytes, ct)
             if not data: raise FetchError('empty body')
             if not _looks_like_image(data[:64], ct): raise FetchError(f'not an image ({ct})')
         except Exception as e:   # every failure becomes a reason (an unexpected one says "internal error")
-            if r is not None: r.close()   # never hand a half-read connection back to the pool
+            if r is not None: _close(r)   # never hand a half-read connection back to the pool
             raise _fetch_error(e, d) from None
-        finally:
-            if r is not None: r.release_conn()
+    _release(r)   # after the deadline let go of its sockets: the next fetch that takes this connection watches it
     return data, sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-')), url
 
 # %% ../nbs/01_download.ipynb #37
@@ -508,18 +569,6 @@ def _first_wins(rows, root):
         for r in g[1:]:
             if r is not b: r['reason'] = f'duplicate image (same bytes as {new})'
 
-# %% ../nbs/01_download.ipynb #58
-_BACKLOG_BYTES = 256 << 20
-
-class _ByteBudget:
-    "`take(n)` blocks while `cap` bytes are taken (one item always gets through); `give(n)` hands them back"
-    def __init__(self, cap): self.cap, self.used, self.cv = cap, 0, threading.Condition()
-    def take(self, n):
-        with self.cv:
-            self.cv.wait_for(lambda: self.used == 0 or self.used + n <= self.cap); self.used += n
-    def give(self, n):
-        with self.cv: self.used -= n; self.cv.notify_all()
-
 # %% ../nbs/01_download.ipynb #ad63288a
 def _check_bytes(data:bytes, o:dict)->dict:
     "`check_image` of downloaded `data` under the run's options `o`, with `hash` (of `data`); `data` only when the check rewrote the bytes"
@@ -535,44 +584,48 @@ def _preserved_stem(url):
     return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 
 class _Downloader:
-    "One download run: fetch threads and decode threads share what is kept per class, the hashes and the names taken"
+    "One download run: its fetch threads share what is kept per class, the hashes and the names taken"
     def __init__(self, root, o, kept, hashes):
         self.root, self.o, self.kept, self.hashes = root, o, kept, hashes
         self.lock, self.taken, self.verdicts, self.rejected = threading.Lock(), set(), {}, []
         self.hosts = defaultdict(lambda: threading.BoundedSemaphore(o['per_host']))
-        self.backlog = _ByteBudget(_BACKLOG_BYTES)
+        self.checking = threading.BoundedSemaphore(os.cpu_count() or 1)   # checks at once: the decoded pixels in memory stay bounded
+        self.done, self.error = [], None   # `done` grows by one a URL (list.append is atomic)
 
     def full(self, c): return self.o['max_pics'] is not None and self.kept[c] >= self.o['max_pics']
 
     def run(self, todo, progress=True):
         "Fetch every row of `todo` in parallel, checking and storing what arrives; on Ctrl-C start nothing more"
         ex = ThreadPoolExecutor(max(1, min(self.o['n_workers'], len(todo))))
-        self.dec = ThreadPoolExecutor(os.cpu_count() or 1)
+        bar = progress_bar(range(len(todo)), leave=False) if progress and todo and not callable(progress) else None
+        if bar is not None: bar.update(0)
         try:
-            futs = [ex.submit(self.fetch, r) for r in todo]
-            it = self._finished(futs)
-            if callable(progress): it = (progress() for _ in it)   # a download process tells its run
-            elif progress and futs: it = progress_bar(it, total=len(futs), leave=False)
-            for _ in it: pass
-        finally: ex.shutdown(wait=True, cancel_futures=True); self.dec.shutdown(wait=True, cancel_futures=True)
+            for r in todo: ex.submit(self._count, r)
+            self._wait(len(todo), progress, bar)
+        finally: ex.shutdown(wait=True, cancel_futures=True)
 
-    def _finished(self, futs):
-        "Yield once per URL as it is done: fetches first, then the decodes they handed on"
-        later = []
-        for f in as_completed(futs):
-            o = f.result()
-            if isinstance(o, Future): later.append(o)
-            else: yield
-        for f in as_completed(later): f.result(); yield
+    def _count(self, r):
+        "Fetch `r`, then count it done (an error is kept for the run to raise)"
+        try: self.fetch(r)
+        except BaseException as e: self.error = self.error or e
+        finally: self.done.append(1)
+
+    def _wait(self, n, progress, bar):
+        "Until the `n` URLs are done: move the progress (a download process tells its run through `progress()`), raise the first error"
+        seen = 0
+        while seen < n:
+            time.sleep(0.05)   # no wake-up per URL; Ctrl-C is seen within 50 ms
+            if self.error is not None: raise self.error
+            done = len(self.done)
+            if callable(progress):
+                for _ in range(done - seen): progress()
+            elif bar is not None: bar.update(done)
+            seen = done
 
     def fetch(self, r):
-        "Fetch `r`'s URL (with retries); hand the bytes to a decode thread (with `verify`) or store them"
+        "Fetch `r`'s URL (with retries), check the bytes (with `verify`) and store them"
         got = self._fetch_with_retries(r)
-        if got is None: return
-        data, ext = got
-        if not self.o['verify']: return self.store(r, data, ext)
-        self.backlog.take(len(data))
-        return self.dec.submit(self._check_and_store, r, data, ext)
+        if got is not None: self.store(r, *got)
 
     def _fetch_with_retries(self, r):
         "(data, ext), or None with `r` marked failed or skipped"
@@ -587,14 +640,10 @@ class _Downloader:
                     r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
                 time.sleep(o['backoff'] * 2**attempt * (0.5 + random.random()))
 
-    def _check_and_store(self, r, data, ext):
-        try: self.store(r, data, ext)
-        finally: self.backlog.give(len(data))
-
     def store(self, r, data, ext):
         "Check `data` (with `verify`); keep it in its class folder, or in quarantine with the reason"
         if not self.o['verify']: h = content_hash(data); return self._keep(r, data, ext, h, h, None)
-        v = _check_bytes(data, self.o)
+        with self.checking: v = _check_bytes(data, self.o)
         h = v['hash']
         if not v['ok']: return self._reject(r, data, ext, h, v['reason'])
         self.verdicts[h] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
