@@ -425,13 +425,18 @@ def _fs_root(url:str)->_FsPath:
         mod = known_implementations.get(proto, {}).get('class', '').split('.')[0]
         hint = f'pip install {mod}' if mod and mod != 'fsspec' else str(e)
         raise ImportError(f"{url}: writing to {proto}:// needs its fsspec backend: {hint}") from None
-    return _FsPath(*fsspec.core.url_to_fs(url))
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()   # a run reads the destination as it is now, not as s3fs/gcsfs listed it on an earlier run in this process
+    return _FsPath(fs, path)
 
 def _writable(p):
     "Create the folder `p`; at a URL also write and remove a probe file, so a destination that refuses writes fails before any download"
     if not isinstance(p, _FsPath): return p.mkdir(parents=True, exist_ok=True)
     probe = p/f'.imgclean-probe-{secrets.token_hex(4)}'
-    try: p.mkdir(); probe.write_bytes(b'imgclean'); probe.unlink()
+    bucket = p.fs.split_path(p.path)[0] if hasattr(p.fs, 'split_path') else None   # object stores (s3fs, gcsfs, adlfs)
+    try:
+        if bucket and not p.fs.exists(bucket): raise FileNotFoundError(f"no bucket {bucket}, or these credentials cannot see it")   # else mkdir creates it
+        p.mkdir(); probe.write_bytes(b'imgclean'); probe.unlink()
     except Exception as e:   # each backend raises its own kinds (botocore, google.api_core...)
         raise PermissionError(f"cannot write to {p} ({type(e).__name__}: {str(e)[:200]}); check the location, its permissions and "
                               "your credentials") from e
@@ -839,7 +844,8 @@ def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
     ray = _ray(address)
     cpus = max(1, int(ray.cluster_resources().get('CPU', 1)))
     per = 2   # tasks a CPU: a task mostly waits on the network, and a shard's slowest URL no longer idles a core
-    task, run = ray.remote(num_cpus=1/per, max_retries=0)(_fetch_shard), secrets.token_hex(4)
+    env = {k: v for k, v in os.environ.items() if k.startswith('AWS_ENDPOINT_URL')}   # an S3 endpoint set here (MinIO, R2): nodes started apart lack it
+    task, run = ray.remote(num_cpus=1/per, max_retries=0, runtime_env={'env_vars': env} if env else None)(_fetch_shard), secrets.token_hex(4)
     o = {**o, 'n_workers': max(1, o['n_workers'] // (per*cpus)), 'quarantine': _abs(o['quarantine'])}   # connections in all stay n_workers
     bar = _started_bar(len(todo), progress)
     done, root = 0, _abs(root)
