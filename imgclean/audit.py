@@ -753,6 +753,12 @@ def _rendered_allowance(r, s, c, box, noise, resample):
     y, x = r.c[v] - r.c[v].mean(), fitted[v] - fitted[v].mean()
     return rms, noise + float(np.sqrt(jc*jc + js*js + (resample*fl)**2)), float(x @ y/np.sqrt((x @ x)*(y @ y) + 1e-9))
 
+def _centroid(g):
+    "Centre of mass (x, y) of grayscale image `g`'s content: what differs from its border's median level"
+    a = np.asarray(g, np.float32); w = np.abs(a - np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
+    if w.sum() < 1e-3*a.size: return a.shape[1]/2, a.shape[0]/2
+    return float((w.sum(0)*(np.arange(a.shape[1]) + .5)).sum()/w.sum()), float((w.sum(1)*(np.arange(a.shape[0]) + .5)).sum()/w.sum())
+
 def _inverse_box(box, src_size, copy_size):
     "The box that renders the copy back onto the source's grid"
     x0, y0, x1, y1 = box; sx, sy = (x1 - x0)/copy_size[0], (y1 - y0)/copy_size[1]
@@ -773,6 +779,8 @@ def rendered_evidence(sa:dict,  # `_signature` of the larger file (the likelier 
     f = (W/sa['size'][0])/(w/sb['size'][0])   # `sb` at the scale of `sa` (a crop kept at its size), centred, and the registrations
     boxes = [(-tx/sx*W/n, -ty/sy*H/n, (n - tx)/sx*W/n, (n - ty)/sy*H/n) for _, (sx, sy, tx, ty) in starts]
     boxes.append(((W - w*f)/2, (H - h*f)/2, (W + w*f)/2, (H + h*f)/2))
+    (xa, ya), (xb, yb) = _centroid(sa['g']), _centroid(sb['g'])   # and the contents' centres of mass on each other (specks on blank pages)
+    boxes.append((xa - xb*f, ya - yb*f, xa + (w - xb)*f, ya + (h - yb)*f))
     r, st = _Rendered(sa['g'], sb['g'], max_shift), 0.5*W/w
     e, box = min((_box_search(r, b0, st, 1, 3) for b0 in boxes), key=lambda o: o[0])   # a short coarse pass from each start...
     e, box = _box_search(r, box, st/2, 2)                                             # ...then the best refined
