@@ -593,9 +593,12 @@ def frame_box(img:Image.Image, # An image
               block:int=1,       # The seam is shaved to the next multiple of this (8 for a JPEG: its blocks that hold the frame's edge ring)
              )->tuple:           # (x0, y0, x1, y1) of the picture inside the frame; None when there is none
     "The box inside a uniform frame of `img`: one colour on all four sides, unlike what it surrounds (added borders, mats)"
-    a = np.asarray(img.convert('RGB'), np.int16); h, w = a.shape[:2]
+    a = np.asarray(img.convert('RGB')); h, w = a.shape[:2]
     if min(h, w) < 16: return None
-    c = np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]), 0); near = np.abs(a - c).max(2) <= tol
+    edges = [a[0].astype(np.int16), a[-1].astype(np.int16), a[:, 0].astype(np.int16), a[:, -1].astype(np.int16)]
+    c = np.median(np.concatenate(edges), 0)
+    if min((np.abs(o - c).max(1) <= tol).mean() for o in edges) < share: return None   # most pictures: at once
+    near = np.abs(a.astype(np.int16) - c).max(2) <= tol
     rows, cols = near.mean(1) >= share, near.mean(0) >= share
     t, b, l, r = [int(np.argmin(v)) if not v.all() else len(v) for v in (rows, rows[::-1], cols, cols[::-1])]
     if min(t, b, l, r) < 1 or max(t, b, l, r) > 0.2*min(h, w) or max(t, b, l, r) - min(t, b, l, r) > 2 + 0.02*min(h, w): return None   # one width all round
@@ -607,12 +610,16 @@ def frame_box(img:Image.Image, # An image
     return (up(x0), up(y0), down(x1), down(y1))
 
 # %% ../nbs/06_audit.ipynb #5e6fe6fe
+def _content_share(a, level=16):
+    "Share of thumbnail `a`'s pixels that differ from its border's median by more than `level`"
+    bg = np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])); return float((np.abs(a - bg) > level).mean())
+
 def _look(im, q, f, box):
     "What the pair checks read of an image (the whole file, or the picture inside its frame `box`)"
     g = im.convert('L'); g.thumbnail((64, 64), Image.BOX)   # enough for the pair checks (compared at 48 px at most)
     m = np.asarray(im.resize((8, 8), Image.BOX), np.float32).reshape(-1, 3).mean(0)
     return dict(g=g, q=q, size=im.size, ch=m/(m.sum() + 1e-3), area=im.size[0]*im.size[1], path=f, box=box,
-                t16=gray_thumb(im, 16), mom=moment_thumb(im))
+                t16=gray_thumb(im, 16), mom=moment_thumb(im), share=_content_share(np.asarray(g, np.float32)))
 
 def _signature(f):
     "Pixel hash, thumbnails, moment vector, grayscale copy, JPEG tables, size and chromaticity of file `f`; `inner`: the same inside a frame"
@@ -779,8 +786,8 @@ def rendered_evidence(sa:dict,  # `_signature` of the larger file (the likelier 
     f = (W/sa['size'][0])/(w/sb['size'][0])   # `sb` at the scale of `sa` (a crop kept at its size), centred, and the registrations
     boxes = [(-tx/sx*W/n, -ty/sy*H/n, (n - tx)/sx*W/n, (n - ty)/sy*H/n) for _, (sx, sy, tx, ty) in starts]
     boxes.append(((W - w*f)/2, (H - h*f)/2, (W + w*f)/2, (H + h*f)/2))
-    (xa, ya), (xb, yb) = _centroid(sa['g']), _centroid(sb['g'])   # and the contents' centres of mass on each other (specks on blank pages)
-    boxes.append((xa - xb*f, ya - yb*f, xa + (w - xb)*f, ya + (h - yb)*f))
+    if min(sa.get('share', 1), sb.get('share', 1)) < 0.25:   # little content: the contents' centres of mass on each other (specks on blank pages)
+        (xa, ya), (xb, yb) = _centroid(sa['g']), _centroid(sb['g']); boxes.append((xa - xb*f, ya - yb*f, xa + (w - xb)*f, ya + (h - yb)*f))
     r, st = _Rendered(sa['g'], sb['g'], max_shift), 0.5*W/w
     e, box = min((_box_search(r, b0, st, 1, 3) for b0 in boxes), key=lambda o: o[0])   # a short coarse pass from each start...
     e, box = _box_search(r, box, st/2, 2)                                             # ...then the best refined
@@ -818,10 +825,6 @@ def _in_scale(s, size):
     "`size` (another file's) in the scale of `s`'s grayscale copy"
     f = s['g'].size[0]/s['size'][0]; return (max(1, round(size[0]*f)), max(1, round(size[1]*f)))
 
-def _content_share(a, level=16):
-    "Share of thumbnail `a`'s pixels that differ from its border's median by more than `level`"
-    bg = np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])); return float((np.abs(a - bg) > level).mean())
-
 def pair_evidence(sa:dict,   # `_signature` of one file
                   sb:dict,   # and of another
                   noise:float=2.0,      # Residual (0-255) allowed on top of what re-encoding and resampling explain
@@ -835,7 +838,7 @@ def pair_evidence(sa:dict,   # `_signature` of one file
     "How far two files are from being copies: their residual at the best registration, and what re-encoding/resampling would leave"
     if sb['size'][0]*sb['size'][1] > sa['size'][0]*sa['size'][1]: sa, sb = sb, sa   # the larger is the reference
     n = int(np.clip(min(*sa['g'].size, *sb['g'].size), 16, 48)); m = max(1, int(round(max_shift*n)))
-    a, b = gray_thumb(sa['g'], n), gray_thumb(sb['g'], n); share = max(_content_share(a), _content_share(b))
+    a, b = gray_thumb(sa['g'], n), gray_thumb(sb['g'], n); share = max(sa['share'], sb['share'])
     noise = noise*min(1., np.sqrt(share/0.25))   # `noise` is per pixel of content: a speck on a blank page leaves a tiny RMS
     starts = register(a, b, max_shift)[:2]   # the two best zooms: whole-pixel shifts can favour the wrong one
     whole = sa['g'].size == sa['size'] and sb['g'].size == sb['size']   # every pixel seen: the rendered model is exact and decides
