@@ -163,6 +163,14 @@ def dup_scores(root, names, feats, pairs, copies):
                 topP=len(set(first) & want)/max(len(first), 1), sec=sec), found, want
 
 
+def source_note(root, a, b):
+    "What a person needs to judge a found pair of two originals: sizes and, when equal, the mean/max absolute pixel difference (0-255)"
+    from PIL import Image
+    x, y = (np.asarray(Image.open(root/o).convert('RGB'), np.int16) for o in (a, b))
+    if x.shape != y.shape: return f"sizes {x.shape[1]}x{x.shape[0]} and {y.shape[1]}x{y.shape[0]}"
+    d = np.abs(x - y); return f"both {x.shape[1]}x{x.shape[0]}, pixel difference mean {d.mean():.2f} max {d.max()}, {(d.max(2) > 32).mean():.1%} of pixels differ by > 32"
+
+
 def show_pairs(root, pairs, dest, tag, n=24):
     "Up to `n` pairs saved side by side (each image squished to 96 px) in one PNG, for looking at"
     from PIL import Image
@@ -197,6 +205,8 @@ def dups_only(base, truth, wfile):
             for tag, fe in (('pixels', None), ('+feats', feats)):
                 r, found, want = dup_scores(root, names, fe, pairs, copies); res.setdefault((name, tag), []).append(r)
                 print(name, seed, tag, json.dumps(r, default=lambda o: round(float(o), 3)), flush=True)
+                for o in sorted(sorted(o) for o in found - want if not o & copies):   # for a person to judge: the same picture twice, or look-alikes?
+                    print(f"  source pair: {o[0]} | {o[1]}  {source_note(root, *o)}", flush=True)
                 if args.show and seed == 0:
                     show_pairs(root, found - want, args.show, f'{name}_{tag}_false_pos')
                     show_pairs(root, want - found, args.show, f'{name}_{tag}_missed')

@@ -8,8 +8,8 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
            'expected_found', 'estimate_wrong_labels', 'find_label_issues', 'out_of_fold_learner_probs', 'phash',
            'pixel_hash', 'thumb_vector', 'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb',
            'aligned_ncc', 'gray_thumb', 'moment_thumb', 'register', 'refine_registration', 'reencode_noise',
-           'rendered_evidence', 'pair_evidence', 'find_duplicates', 'quality_scores', 'find_quality_issues', 'audit',
-           'summarize_audit']
+           'frame_box', 'rendered_evidence', 'chroma_close', 'pair_evidence', 'find_duplicates', 'quality_scores',
+           'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
 import hashlib, io, json, warnings, zipfile
@@ -608,15 +608,62 @@ def reencode_noise(src:Image.Image,   # Grayscale image a copy may have been mad
         buf = io.BytesIO(); out.save(buf, 'JPEG', qtables=[qtables[0]] if 0 in qtables else qtables); buf.seek(0); out = Image.open(buf)
     return float(np.sqrt(((gray_thumb(src, n) - gray_thumb(out, n))**2).mean()))
 
+# %% ../nbs/06_audit.ipynb #b81d4f02
+def frame_box(img:Image.Image, # An image
+              tol:int=40,        # Largest channel difference (0-255) from the frame colour (JPEG blurs a frame's edges)
+              share:float=0.9,   # Share of a row or column that must be the frame colour
+              block:int=1,       # The seam is shaved to the next multiple of this (8 for a JPEG: its blocks that hold the frame's edge ring)
+             )->tuple:           # (x0, y0, x1, y1) of the picture inside the frame; None when there is none
+    "The box inside a uniform frame of `img`: one colour on all four sides, unlike what it surrounds (added borders, mats)"
+    a = np.asarray(img.convert('RGB')); h, w = a.shape[:2]
+    if min(h, w) < 16: return None
+    edges = [a[0].astype(np.int16), a[-1].astype(np.int16), a[:, 0].astype(np.int16), a[:, -1].astype(np.int16)]
+    c = np.median(np.concatenate(edges), 0)
+    if min((np.abs(o - c).max(1) <= tol).mean() for o in edges) < share: return None   # most pictures: at once
+    near = np.abs(a.astype(np.int16) - c).max(2) <= tol
+    rows, cols = near.mean(1) >= share, near.mean(0) >= share
+    t, b, l, r = [int(np.argmin(v)) if not v.all() else len(v) for v in (rows, rows[::-1], cols, cols[::-1])]
+    if min(t, b, l, r) < 1 or max(t, b, l, r) > 0.2*min(h, w) or max(t, b, l, r) - min(t, b, l, r) > 2 + 0.02*min(h, w): return None   # one width all round
+    x0, y0, x1, y1 = l, t, w - r, h - b
+    inside = (near[y0:y0+3, x0:x1], near[y1-3:y1, x0:x1], near[y0:y1, x0:x0+3].T, near[y0:y1, x1-3:x1].T)   # 3 lines: JPEG blurs the seam
+    if min(1 - o.mean(1).min() for o in inside) < 0.8: return None   # not a margin around a drawing: what the frame surrounds starts at once
+    e = max(1, int(0.06*min(h, w)))   # the seam: to the edge of the blocks that hold the frame's edge, at most 6% of the side
+    up, down = lambda o: min(-(-(o + 1)//block)*block, o + e), lambda o: max((o - 1)//block*block, o - e)
+    return (up(x0), up(y0), down(x1), down(y1))
+
 # %% ../nbs/06_audit.ipynb #5e6fe6fe
-def _signature(f):
-    "Pixel hash, thumbnails, moment vector, grayscale copy, JPEG tables, size and chromaticity of file `f`"
-    im = load_rgb(f)
-    with Image.open(f) as o: q = getattr(o, 'quantization', None)
+def _content_share(a, level=16):
+    "Share of thumbnail `a`'s pixels that differ from its border's median by more than `level`"
+    bg = np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])); return float((np.abs(a - bg) > level).mean())
+
+def _look(im, q, f, box):
+    "What the pair checks read of an image (the whole file, or the picture inside its frame `box`)"
     g = im.convert('L'); g.thumbnail((64, 64), Image.BOX)   # enough for the pair checks (compared at 48 px at most)
     m = np.asarray(im.resize((8, 8), Image.BOX), np.float32).reshape(-1, 3).mean(0)
-    return dict(px=pixel_hash(im), t16=gray_thumb(im, 16), mom=moment_thumb(im), g=g, q=q, size=im.size,
-                ch=m/(m.sum() + 1e-3), area=im.size[0]*im.size[1])
+    return dict(g=g, q=q, size=im.size, ch=m/(m.sum() + 1e-3), area=im.size[0]*im.size[1], path=f, box=box,
+                t16=gray_thumb(im, 16), mom=moment_thumb(im), share=_content_share(np.asarray(g, np.float32)))
+
+def _signature(f):
+    "Pixel hash, thumbnails, moment vector, grayscale copy, JPEG tables, size and chromaticity of file `f`; `inner`: the same inside a frame"
+    im = load_rgb(f)
+    with Image.open(f) as o: q = getattr(o, 'quantization', None)
+    s = dict(_look(im, q, f, None), px=pixel_hash(im))
+    box = frame_box(im, block=8 if q else 1)
+    if box: s['inner'] = _look(im.crop(box), q, f, box)
+    return s
+
+def _variants(s): return [s] + ([s['inner']] if s.get('inner') else [])   # a framed file is also compared inside its frame
+
+class _Fine:
+    "A signature with its grayscale copy read again from the file at up to `cap` px (inside its frame box); the last `n` kept"
+    def __init__(self, cap=256, n=64): self.cap, self.n, self.got = cap, n, {}
+    def __call__(self, s):
+        key = (s['path'], s['box'])
+        if key not in self.got:
+            if len(self.got) >= self.n: self.got.pop(next(iter(self.got)))   # pairs come sorted: a file's copy is reused, then dropped
+            im = load_rgb(s['path']); g = (im.crop(s['box']) if s['box'] else im).convert('L')
+            g.thumbnail((self.cap, self.cap), Image.BOX); self.got[key] = g
+        return dict(s, g=self.got[key])
 
 def _dup_signatures(files, progress):
     "`_signature` of every file; None for the ones that do not decode"
@@ -647,12 +694,12 @@ def _search(base, queries, k, block=4096):
         D.append(d); I.append(i)
     return np.concatenate(D), np.concatenate(I)
 
-def _shifted_candidates(t, good, k, shift):
-    "Pairs among `good` whose 16×16 thumbnails `t` are top-`k` neighbours when one is moved by up to ±`shift` pixels"
-    n = len(good); x = t[good]
+def _shifted_candidates(x, owner, k, shift):
+    "Pairs of files `owner` whose 16×16 thumbnails `x` (one a row) are top-`k` neighbours when one is moved by up to ±`shift` pixels"
+    n = len(x)
     if shift == 0 or n > 200_000:   # 25 exact queries per image do not scale: plain thumbnails, approximate search past 200,000
         _, I = topk_neighbours(_unit(x), k)
-        return {(min(good[r], good[c]), max(good[r], good[c])) for r in range(n) for c in I[r] if c >= 0}
+        return {(min(owner[r], owner[c]), max(owner[r], owner[c])) for r in range(n) for c in I[r] if c >= 0}
     p = np.pad(x, ((0, 0), (shift, shift), (shift, shift)), mode='edge')
     moves = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)]
     q = np.concatenate([p[:, shift-dy:shift-dy+16, shift-dx:shift-dx+16] for dy, dx in moves])   # (len(moves)·n, 16, 16)
@@ -662,17 +709,17 @@ def _shifted_candidates(t, good, k, shift):
     cand = set()
     for r in range(n):
         seen = dict.fromkeys(I[r, o[r]].tolist()); seen.pop(r, None)
-        cand |= {(min(good[r], good[c]), max(good[r], good[c])) for c in list(seen)[:k]}
+        cand |= {(min(owner[r], owner[c]), max(owner[r], owner[c])) for c in list(seen)[:k]}
     return cand
 
 def _candidates(sigs, good, feats, k, shift):
-    "Candidate pairs (a, b), a < b: shifted thumbnails, moment vectors and embeddings (when given) that are near neighbours"
-    cand = _shifted_candidates(np.stack([s['t16'] if s else np.zeros((16, 16), np.float32) for s in sigs]), good, k, shift)
-    vecs = [np.stack([s['mom'] if s else np.zeros(256, np.float32) for s in sigs])] + ([feats] if feats is not None else [])
-    for x in vecs:
-        _, I = topk_neighbours(np.ascontiguousarray(x[good], np.float32), k)
-        cand |= {(min(good[r], good[c]), max(good[r], good[c])) for r in range(len(good)) for c in I[r] if c >= 0}
-    return cand
+    "Candidate pairs (a, b), a < b: shifted thumbnails, moment vectors (of a framed file's inside too) and embeddings (when given) that are near neighbours"
+    rows = [(i, v) for i in good for v in _variants(sigs[i])]; owner = np.array([i for i, _ in rows], int)
+    cand = _shifted_candidates(np.stack([v['t16'] for _, v in rows]), owner, k, shift)
+    for x, own in [(np.stack([v['mom'] for _, v in rows]), owner)] + ([(feats[good], good)] if feats is not None else []):
+        _, I = topk_neighbours(np.ascontiguousarray(x, np.float32), k)
+        cand |= {(min(own[r], own[c]), max(own[r], own[c])) for r in range(len(own)) for c in I[r] if c >= 0}
+    return {(a, b) for a, b in cand if a != b}
 
 # %% ../nbs/06_audit.ipynb #c9862261
 def _jpeg_again(im:Image.Image, q)->np.ndarray:
@@ -682,8 +729,9 @@ def _jpeg_again(im:Image.Image, q)->np.ndarray:
 
 class _Rendered:
     "A source image rendered onto a copy's grid through a box (x0, y0, x1, y1) in the source's pixels, by a resize with its area filter"
-    def __init__(self, src, copy, pad=0.15):
-        self.p = int(np.ceil(pad*max(src.size))) + 1; self.size = src.size   # padded: a box may leave the source (shifted copies)
+    def __init__(self, src, copy, reach=0.12):
+        self.p = int(np.ceil(reach*max(src.size))) + 2; self.size = src.size   # padded: a box may leave the source (shifted copies)
+        self.reach = (reach*src.size[0] + 1, reach*src.size[1] + 1)   # how far a box's edges may be from the source's (x, y)
         self.src = Image.fromarray(np.pad(np.asarray(src, np.float32), self.p, mode='edge'), 'F')
         self.copy = copy; self.c = np.asarray(copy, np.float32); self.h, self.w = self.c.shape
         self.unclipped = (self.c > 3) & (self.c < 252)
@@ -696,8 +744,8 @@ class _Rendered:
         return ((v >= .5) & (v <= H - .5))[:, None] & ((u >= .5) & (u <= W - .5))[None]
     def fit(self, box):
         "RMS (0-255) of the copy minus the rendered source after a gain (0.75-1.33) and offset fit on unclipped pixels, clipped like the copy; (inf,) when the box is off"
-        (x0, y0, x1, y1), p = box, self.p
-        if min(x1 - x0, y1 - y0) < 4 or min(x0, y0) < 1 - p or x1 > self.size[0] + p - 1 or y1 > self.size[1] + p - 1: return (np.inf,)
+        (x0, y0, x1, y1), (W, H), (rx, ry) = box, self.size, self.reach
+        if min(x1 - x0, y1 - y0) < 4 or max(abs(x0), abs(x1 - W)) > rx or max(abs(y0), abs(y1 - H)) > ry: return (np.inf,)
         v = self.overlap(box)
         if v.mean() < 0.7: return (np.inf,)
         r = self.render(box); k = v & self.unclipped & (r > 3) & (r < 252)
@@ -734,6 +782,12 @@ def _rendered_allowance(r, s, c, box, noise, resample):
     y, x = r.c[v] - r.c[v].mean(), fitted[v] - fitted[v].mean()
     return rms, noise + float(np.sqrt(jc*jc + js*js + (resample*fl)**2)), float(x @ y/np.sqrt((x @ x)*(y @ y) + 1e-9))
 
+def _centroid(g):
+    "Centre of mass (x, y) of grayscale image `g`'s content: what differs from its border's median level"
+    a = np.asarray(g, np.float32); w = np.abs(a - np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
+    if w.sum() < 1e-3*a.size: return a.shape[1]/2, a.shape[0]/2
+    return float((w.sum(0)*(np.arange(a.shape[1]) + .5)).sum()/w.sum()), float((w.sum(1)*(np.arange(a.shape[0]) + .5)).sum()/w.sum())
+
 def _inverse_box(box, src_size, copy_size):
     "The box that renders the copy back onto the source's grid"
     x0, y0, x1, y1 = box; sx, sy = (x1 - x0)/copy_size[0], (y1 - y0)/copy_size[1]
@@ -745,20 +799,48 @@ def rendered_evidence(sa:dict,  # `_signature` of the larger file (the likelier 
                       n:int,    # Side of those thumbnails
                       noise:float=2.0,   # Residual (0-255) allowed on top of what re-encoding and resampling explain
                       resample:float=0.5, # Share of the bicubic/bilinear difference allowed (the copy's filter is unknown)
+                      fine=None, # Signature -> the same with a finer grayscale copy, where the box found on the 64 px copies is refined...
+                      reach=(0., np.inf), # ...when their residual over allowance lies in this range
+                      max_shift:float=0.12, # Largest move of a box edge from the source's, as a fraction of the side (shifts, crops)
                      )->tuple:  # (residual RMS, allowance, correlation), the better of the two directions
     "Copy evidence with the source rendered onto the copy's own grid through a crop box (area filter), compared on their overlap"
     (W, H), (w, h) = sa['g'].size, sb['g'].size
     f = (W/sa['size'][0])/(w/sb['size'][0])   # `sb` at the scale of `sa` (a crop kept at its size), centred, and the registrations
     boxes = [(-tx/sx*W/n, -ty/sy*H/n, (n - tx)/sx*W/n, (n - ty)/sy*H/n) for _, (sx, sy, tx, ty) in starts]
     boxes.append(((W - w*f)/2, (H - h*f)/2, (W + w*f)/2, (H + h*f)/2))
-    r, st = _Rendered(sa['g'], sb['g']), 0.5*W/w
+    if min(sa.get('share', 1), sb.get('share', 1)) < 0.25:   # little content: the contents' centres of mass on each other (specks on blank pages)
+        (xa, ya), (xb, yb) = _centroid(sa['g']), _centroid(sb['g']); boxes.append((xa - xb*f, ya - yb*f, xa + (w - xb)*f, ya + (h - yb)*f))
+    r, st = _Rendered(sa['g'], sb['g'], max_shift), 0.5*W/w
     e, box = min((_box_search(r, b0, st, 1, 3) for b0 in boxes), key=lambda o: o[0])   # a short coarse pass from each start...
     e, box = _box_search(r, box, st/2, 2)                                             # ...then the best refined
     if not np.isfinite(e): return np.inf, 0., 0.
+    out = _both_ways(r, sa, sb, box, noise, resample, max_shift)
+    if fine is None or not reach[0] < out[0]/out[1] <= reach[1]: return out
+    fa, fb = fine(sa), fine(sb); (Wf, Hf) = fa['g'].size   # ...and refined again on the finer copies
+    r = _Rendered(fa['g'], fb['g'], max_shift); e, box = _box_search(r, box*np.array([Wf/W, Hf/H]*2), Wf/fb['g'].size[0], 3)
+    return _both_ways(r, fa, fb, box, noise, resample, max_shift) if np.isfinite(e) else out
+
+def _both_ways(r, sa, sb, box, noise, resample, max_shift):
+    "`_rendered_allowance` of `sb` against `sa` rendered through `box`, and of `sa` against `sb` (from the inverse box): the better"
+    (W, H), (w, h) = sa['g'].size, sb['g'].size
     out = [_rendered_allowance(r, sa, sb, box, noise, resample)]
-    q = _Rendered(sb['g'], sa['g']); e2, box2 = _box_search(q, _inverse_box(box, (W, H), (w, h)), 0.25*w/W, 1)   # `sb` the source
+    q = _Rendered(sb['g'], sa['g'], max_shift); e2, box2 = _box_search(q, _inverse_box(box, (W, H), (w, h)), 0.25*w/W, 1)   # `sb` the source
     if np.isfinite(e2): out.append(_rendered_allowance(q, sb, sa, box2, noise, resample))
     return min(out, key=lambda o: o[0]/o[1])
+
+# %% ../nbs/06_audit.ipynb #f25b8d46
+def chroma_close(ca:np.ndarray, # Mean chromaticity (r, g, b over their sum) of one image
+                 cb:np.ndarray, # and of another
+                 tol:float=0.015, # Largest difference left
+                 sat=(0.8, 1.25), # Saturation changes (scaling away from gray) allowed
+                )->bool:
+    "Whether chromaticities `ca` and `cb` agree within `tol` once a uniform saturation change is allowed (a recoloured picture does not)"
+    da, db = ca - 1/3, cb - 1/3; left = np.abs(db - da).max()
+    if left <= tol or max(np.abs(da).max(), np.abs(db).max())*(sat[1] - 1) < tol: return bool(left <= tol)   # too gray for saturation to matter
+    for x, y in ((da, db), (db, da)):
+        g = x @ y/(x @ x + 1e-12)   # the best saturation change: when outside `sat`, it does not explain the difference
+        if sat[0] <= g <= sat[1]: left = min(left, np.abs(y - g*x).max())
+    return bool(left <= tol)
 
 # %% ../nbs/06_audit.ipynb #cedf00a2
 def _in_scale(s, size):
@@ -773,25 +855,38 @@ def pair_evidence(sa:dict,   # `_signature` of one file
                   min_ncc:float=0.9,    # Pairs whose grid correlation stays below this minus 0.1 are not checked further
                   resample:float=0.5,   # Share of the resampling change allowed when the sizes differ (filters differ too)
                   exact:float=0.8,      # Share of the allowance granted to `rendered_evidence` (its model leaves less unexplained)
+                  fine=None,            # Signature -> the same with a finer grayscale copy (`_fine`), for the second chance; None: the 64 px copies
                  )->tuple:   # (residual RMS, allowance, correlation); (inf, 0, correlation) for pairs far apart
     "How far two files are from being copies: their residual at the best registration, and what re-encoding/resampling would leave"
     if sb['size'][0]*sb['size'][1] > sa['size'][0]*sa['size'][1]: sa, sb = sb, sa   # the larger is the reference
     n = int(np.clip(min(*sa['g'].size, *sb['g'].size), 16, 48)); m = max(1, int(round(max_shift*n)))
-    a, b = gray_thumb(sa['g'], n), gray_thumb(sb['g'], n)
+    a, b = gray_thumb(sa['g'], n), gray_thumb(sb['g'], n); share = max(sa['share'], sb['share'])
+    noise = noise*min(1., np.sqrt(share/0.25))   # `noise` is per pixel of content: a speck on a blank page leaves a tiny RMS
     starts = register(a, b, max_shift)[:2]   # the two best zooms: whole-pixel shifts can favour the wrong one
-    if starts[0][0] < min_ncc - 0.1: return np.inf, 0., starts[0][0]
+    whole = sa['g'].size == sa['size'] and sb['g'].size == sb['size']   # every pixel seen: the rendered model is exact and decides
+    wide = fine is not None and not whole   # fine lines blur on the 64 px grid: the finer render gets a wider second chance
+    if starts[0][0] < min_ncc - (0.2 if wide else 0.1): return np.inf, 0., starts[0][0]
     jpeg = np.hypot(reencode_noise(sa['g'], sa['g'].size, sb['q'], n), reencode_noise(sb['g'], sb['g'].size, sa['q'], n))
     size = reencode_noise(sa['g'], _in_scale(sa, sb['size']), None, n) if sa['size'] != sb['size'] else 0.
     allow = noise + np.hypot(jpeg, resample*size)
     rms, ncc = min(_warp_residual(a, b, g, m) for _, g in starts)
-    if rms > 3*max_ratio*allow: return rms, float(allow), ncc
-    whole = sa['g'].size == sa['size'] and sb['g'].size == sb['size']   # every pixel seen: the rendered model is exact and decides
-    if whole: r2, a2, ncc = rendered_evidence(sa, sb, starts, n, noise, resample); return r2, float(exact*a2), ncc
-    if rms > max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
+    if rms > (6 if wide and starts[0][0] >= min_ncc else 3)*max_ratio*allow: return rms, float(allow), ncc
+    if whole: r2, a2, ncc = rendered_evidence(sa, sb, starts, n, noise, resample, max_shift=max_shift); return r2, float(exact*a2), ncc
+    if share < 0.25: rms = np.inf   # little content, maybe all in the margin the grid leaves out: the render (whole overlap) decides
+    elif max_ratio*allow < rms <= 3*max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
     if rms > max_ratio*allow or ncc < min_ncc:   # seen through 64 px thumbnails: the rendered model is a second chance
-        r2, a2, c2 = rendered_evidence(sa, sb, starts, n, noise, resample)
-        if r2 < (rms/allow)*exact*a2: rms, allow, ncc = r2, exact*a2, c2
+        r2, a2, c2 = rendered_evidence(sa, sb, starts, n, noise, resample, fine, (max_ratio*exact, 3*max_ratio*exact), max_shift)
+        if a2 > 0 and r2/(exact*a2) < rms/allow: rms, allow, ncc = r2, exact*a2, c2
     return rms, float(allow), ncc
+
+def _pair_similarity(sa, sb, max_chroma, fine, noise, max_ratio, max_shift, min_ncc):
+    "Similarity of two files when they are near duplicates (as they are, or inside a frame), else None"
+    for va in _variants(sa):
+        for vb in _variants(sb):
+            if not chroma_close(va['ch'], vb['ch'], max_chroma): continue
+            rms, allow, ncc = pair_evidence(va, vb, noise, max_ratio, max_shift, min_ncc, fine=fine)
+            if rms <= max_ratio*allow and ncc >= min_ncc: return float(1 - 0.5*rms/(max_ratio*allow))
+    return None
 
 def _best_edges(pairs):
     "The surest pair of each file among `pairs` {(a, b): similarity}: a copy joins its source, not every look-alike of it"
@@ -825,11 +920,12 @@ def find_duplicates(files,               # Image files (names used for the table
     fe, near = None, {}
     if feats is not None:
         fe = np.nan_to_num(np.asarray(feats, np.float32)); fe = fe/(np.linalg.norm(fe, axis=1, keepdims=True) + 1e-12)
+    fine = _Fine()
     for a, b in (sorted(_candidates(sigs, good, fe, k, shift)) if len(good) > 1 else []):
-        if px[a] == px[b] or (a, b) in pairs or np.abs(sigs[a]['ch'] - sigs[b]['ch']).max() > max_chroma: continue
+        if px[a] == px[b] or (a, b) in pairs: continue
         if fe is not None and float(fe[a] @ fe[b]) < min_cosine: continue
-        rms, allow, ncc = pair_evidence(sigs[a], sigs[b], noise, max_ratio, max_shift, min_ncc)
-        if rms <= max_ratio*allow and ncc >= min_ncc: near[(a, b)] = float(1 - 0.5*rms/(max_ratio*allow))
+        sim = _pair_similarity(sigs[a], sigs[b], max_chroma, fine, noise, max_ratio, max_shift, min_ncc)
+        if sim is not None: near[(a, b)] = sim
     pairs.update(_best_edges(near))
     rows = _groups(names, pairs, px, [s['area'] if s else 0 for s in sigs]) if pairs else []
     return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])

@@ -382,3 +382,38 @@ def test_duplicates_crops_and_rescales_of_textured_images(tmp_path):
     dups = find_duplicates(sorted(d.iterdir()), root=d, progress=False)
     assert sorted(sorted(g.file) for _, g in dups.groupby('group')) == [['src.png', 'src_crop.jpg', 'src_small.jpg']]
     assert (dups.suggestion == 'src.png').all() and dups.similarity.between(0.5, 1).all()
+
+
+def _framed(im, width=6, colour=(200, 30, 160)):
+    from PIL import ImageOps
+    return ImageOps.expand(im.convert('RGB'), width, fill=colour)
+
+
+def test_duplicates_framed_copies(tmp_path):
+    # a copy in a coloured frame (less saturated, JPEG) is found through the picture inside its frame (missed before: the
+    # frame is content the source lacks and moves the mean colour); a different picture in the same frame is not a copy
+    from PIL import ImageEnhance
+    from imgclean.datasets import draw_shape
+    d = tmp_path/'frames'; d.mkdir()
+    for i, shape in enumerate(('circle', 'square', 'triangle', 'square')): draw_shape(shape, 96, seed=i).save(d/f'{i}.png')
+    ImageEnhance.Color(_framed(load_rgb(d/'1.png'))).enhance(0.9).save(d/'1_framed.jpg', quality=70)
+    _framed(load_rgb(d/'2.png'), 4, (20, 200, 230)).save(d/'2_framed.jpg', quality=85)
+    _framed(draw_shape('square', 96, seed=7)).save(d/'other_framed.jpg', quality=70)   # same frame as 1_framed, not in the set
+    dups = find_duplicates(sorted(d.iterdir()), root=d, progress=False)
+    found = {frozenset(g.file) for _, g in dups.groupby('group')}
+    assert found == {frozenset({'1.png', '1_framed.jpg'}), frozenset({'2.png', '2_framed.jpg'})}, found
+
+
+def test_duplicates_specks_on_blank_pages(tmp_path):
+    # nearly blank pages: a different small icon in the same corner left a residual too small to count (all of the content
+    # sat in the margin the grid check leaves out); a JPEG copy of a page, moved 3%, is still found
+    from PIL import ImageDraw
+    d = tmp_path/'pages'; d.mkdir()
+    def page(draw):
+        im = Image.new('RGB', (113, 160), 'white'); draw(ImageDraw.Draw(im)); return im
+    page(lambda o: o.ellipse((4, 4, 14, 14), fill=(90, 90, 90))).save(d/'hole.png')
+    page(lambda o: o.ellipse((4, 4, 15, 15), outline=(30, 60, 200), width=2)).save(d/'logo.png')
+    page(lambda o: o.rectangle((5, 5, 13, 13), fill=(90, 90, 90))).save(d/'square.png')
+    Image.fromarray(np.roll(np.asarray(load_rgb(d/'hole.png')), (5, 3), axis=(0, 1))).save(d/'hole_moved.jpg', quality=80)
+    dups = find_duplicates(sorted(d.iterdir()), root=d, progress=False)
+    assert {frozenset(g.file) for _, g in dups.groupby('group')} == {frozenset({'hole.png', 'hole_moved.jpg'})}, dups
