@@ -333,6 +333,11 @@ def _rank_keys(self_conf, margin):
 # %% ../nbs/06_audit.ipynb #29c33c34
 FLAG_RULES = ('recall', 'estimate', 'confident', 'argmax', 'either')
 
+def _check_rule(flag, recall):
+    "Raise a clear `ValueError` for an unknown `flag` or a `recall` that is not a share"
+    if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
+    if not 0 < recall <= 1: raise ValueError(f"recall is a share of the wrong labels, above 0 and at most 1, not {recall!r}")
+
 def find_label_issues(labels,           # n given labels
                       probs:np.ndarray=None, # (n, c) out-of-fold probabilities; computed from `feats` when None
                       classes=None,     # Class names of the columns of `probs`
@@ -343,8 +348,7 @@ def find_label_issues(labels,           # n given labels
                       recall:float=0.92, # For flag='recall': the share of the wrong labels the flagged rows are expected to hold
                      )->pd.DataFrame:   # One row per item, most likely wrong first; `attrs`: 'n_wrong' (the estimate), 'n_recall', 'found*' (share of the wrong labels expected in the flagged, top N, 'recall' rows)
     "Label issues from out-of-fold `probs` (or `feats`): a ranking by self-confidence and a flagged set sized from the noise estimate"
-    if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
-    if not 0 < recall <= 1: raise ValueError(f"recall is a share of the wrong labels, above 0 and at most 1, not {recall!r}")
+    _check_rule(flag, recall)
     labels = np.asarray(labels, dtype=object).astype(str)
     if probs is None:
         if feats is None: raise ValueError("pass out-of-fold `probs` (with `classes`) or `feats` to compute them")
@@ -1074,7 +1078,7 @@ def audit(path,                  # Dataset root with one folder per class
          )->pd.DataFrame:        # One row per (file, issue), see `ISSUE_COLUMNS`; rows with file '' describe the dataset
     "Label issues, duplicates and image-quality issues of the class folders in `path`, as one table"
     flag = flag or 'recall'
-    if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
+    _check_rule(flag, recall)   # before any long work
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     if not checks or set(checks) - set(CHECKS): raise ValueError(f"checks must name some of {CHECKS}, not {checks}")
     path = Path(path); files, labels = _dataset(path)
