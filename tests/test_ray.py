@@ -33,16 +33,15 @@ class Site:
             def do_GET(self):
                 host = self.server.server_address[0]
                 with site.lock: site.now[host] = site.now.get(host, 0) + 1; site.peak[host] = max(site.peak.get(host, 0), site.now[host])
-                try:
-                    time.sleep(site.latency)
-                    if self.path.startswith('/i/'): body, ct, code = shape_jpeg(int(self.path[3:].split('.')[0])), 'image/jpeg', 200
-                    elif self.path == '/dup': body, ct, code = jpeg_bytes((40, 30), (1, 2, 3)), 'image/jpeg', 200
-                    elif self.path == '/html': body, ct, code = b'<!doctype html><p>moved', 'text/html', 200
-                    else: body, ct, code = b'nope', 'text/plain', 404
-                    self.send_response(code); self.send_header('Content-Type', ct); self.send_header('Content-Length', str(len(body)))
-                    self.end_headers(); self.wfile.write(body)
-                finally:
+                try: time.sleep(site.latency)   # the request counts while it waits here: after it, the answer can reach the client
+                finally:                          # before this thread runs again, and its next request would count twice
                     with site.lock: site.now[host] -= 1
+                if self.path.startswith('/i/'): body, ct, code = shape_jpeg(int(self.path[3:].split('.')[0])), 'image/jpeg', 200
+                elif self.path == '/dup': body, ct, code = jpeg_bytes((40, 30), (1, 2, 3)), 'image/jpeg', 200
+                elif self.path == '/html': body, ct, code = b'<!doctype html><p>moved', 'text/html', 200
+                else: body, ct, code = b'nope', 'text/plain', 404
+                self.send_response(code); self.send_header('Content-Type', ct); self.send_header('Content-Length', str(len(body)))
+                self.end_headers(); self.wfile.write(body)
         for h in HOSTS:
             srv = ThreadingHTTPServer((h, 0), H); srv.daemon_threads = True
             self.servers.append(srv); threading.Thread(target=srv.serve_forever, daemon=True).start()
