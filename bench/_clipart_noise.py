@@ -28,11 +28,19 @@ def base_set(dest, per_class=120, side=160, seed=0, classes=CLASSES, src=CLIPART
     return truth
 
 
+LOSSY = 'JPEG'   # the format of the lossy copies: 'JPEG' or 'WEBP' (bench/audit.py --lossy)
+
+
+def lossy(q):
+    "Save kwargs and extension of a lossy copy at quality `q` in the format `LOSSY`"
+    return dict(quality=q), ('.jpg' if LOSSY == 'JPEG' else '.webp')
+
+
 def web_copy(im, rng, kind):
     "A web-style copy of `im`: (image, save kwargs, extension, description)"
     w, h = im.size
     if kind == 'exact': return im, {}, '.bmp', 'lossless copy in another format'
-    if kind == 'jpeg95': return im, dict(quality=95), '.jpg', 'JPEG q95 of the same pixels'
+    if kind == 'jpeg95': return (im, *lossy(95), f'{LOSSY} q95 of the same pixels')
     desc = []
     if kind == 'crop':
         f = rng.uniform(0.02, 0.06); dx, dy = int(w*f*rng.random()), int(h*f*rng.random())
@@ -49,8 +57,8 @@ def web_copy(im, rng, kind):
     if rng.random() < 0.5:
         im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.85, 1.15))
         im = ImageEnhance.Color(im).enhance(rng.uniform(0.8, 1.2)); desc.append('colour/brightness')
-    q = int(rng.integers(50, 91)); desc.append(f'JPEG q{q}')
-    return im, dict(quality=q), '.jpg', ', '.join(desc)
+    q = int(rng.integers(50, 91)); desc.append(f'{LOSSY} q{q}')
+    return (im, *lossy(q), ', '.join(desc))
 
 
 KINDS = ('crop', 'shift', 'scale', 'border', 'crop', 'shift', 'scale', 'border', 'exact', 'jpeg95')

