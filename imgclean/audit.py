@@ -989,10 +989,10 @@ def find_duplicates(files,               # Image files (names used for the table
     return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
 
 # %% ../nbs/06_audit.ipynb #cb2bc888
-QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.12, bright=0.94, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)
+QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.3, bright=0.9, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)
 
 def quality_scores(fn)->dict:
-    "Raw quality measures of image `fn`: sharpness, brightness, entropy, size, aspect, colourfulness"
+    "Raw quality measures of image `fn`: sharpness, brightness (mean, of its brightest and darkest pixels), entropy, size, aspect, colourfulness"
     im = load_rgb(fn); w, h = im.size
     im.thumbnail((256, 256))
     a = np.asarray(im, dtype=np.float32)/255; g = a.mean(2)
@@ -1000,8 +1000,11 @@ def quality_scores(fn)->dict:
     hist = np.bincount((g*255).astype(np.uint8).ravel(), minlength=256)/g.size
     ent = float(-(hist[hist > 0]*np.log2(hist[hist > 0])).sum())
     chroma = float(np.abs(a - a.mean(2, keepdims=True)).mean()*255)
-    return dict(sharpness=float(lap.var()), brightness=float(g.mean()), entropy=ent, min_side=min(w, h),
+    lo, hi = np.percentile(g, (5, 99))   # a dark image's brightest pixels are dark too (a sandal on black is not dark), and a bright one's darkest
+    return dict(sharpness=float(lap.var()), brightness=float(g.mean()), highlights=float(hi), shadows=float(lo), entropy=ent, min_side=min(w, h),
                 aspect=max(w, h)/max(min(w, h), 1), chroma=chroma, size=f"{w}×{h}")
+
+_QUALITY_NOTES = dict(dark='its brightest pixels reach {highlights:.2f} (0 black, 1 white)', bright='its darkest pixels are at {shadows:.2f} (0 black, 1 white)')
 
 QUALITY_WORDS = dict(blurry='blurry', dark='dark', bright='bright', low_information='low in information',
                      tiny='smaller than {tiny} px', odd_aspect='longer than {odd_aspect}:1', grayscale='grayscale')
@@ -1038,14 +1041,14 @@ def find_quality_issues(files,             # Image files
             rows.append(dict(file=name, issue='unreadable', score=1.0, reason=f"{type(e).__name__}: {e}")); continue
         sizes.append(q['size'])
         checks = dict(blurry=(q['sharpness'] < t['blurry'], 1 - q['sharpness']/t['blurry']),
-                      dark=(q['brightness'] < t['dark'], 1 - q['brightness']/t['dark']),
-                      bright=(q['brightness'] > t['bright'], (q['brightness'] - t['bright'])/(1 - t['bright'] + 1e-9)),
+                      dark=(q['highlights'] < t['dark'], 1 - q['highlights']/t['dark']),
+                      bright=(q['shadows'] > t['bright'], (q['shadows'] - t['bright'])/(1 - t['bright'] + 1e-9)),
                       low_information=(q['entropy'] < t['low_information'], 1 - q['entropy']/t['low_information']),
                       tiny=(q['min_side'] < t['tiny'], 1 - q['min_side']/t['tiny']),
                       odd_aspect=(q['aspect'] > t['odd_aspect'], 1 - t['odd_aspect']/q['aspect']),
                       grayscale=(q['chroma'] < t['grayscale'], 1 - q['chroma']/t['grayscale']))
         for k, (flag, s) in checks.items():
-            if flag: rows.append(dict(file=name, issue=k, score=float(np.clip(s, 0, 1)), reason=''))
+            if flag: rows.append(dict(file=name, issue=k, score=float(np.clip(s, 0, 1)), reason=_QUALITY_NOTES.get(k, '').format(**q)))
     return _dataset_level(pd.DataFrame(rows, columns=['file', 'issue', 'score', 'reason']), sizes, dataset_level, t)
 
 # %% ../nbs/06_audit.ipynb #45

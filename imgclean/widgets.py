@@ -450,8 +450,8 @@ SCORE_HELP = dict(
     loss="the learner's loss on this image: high when it is confident of another class than the given label",
     label="how unlikely the given label is by out-of-fold predictions (0-1, higher is more likely wrong)",
     exact_duplicate="identical pixels to the suggested keeper", near_duplicate="pixel similarity to the closest image of its group (1 = identical)",
-    blurry="sharpness (variance of the Laplacian): lower is blurrier", dark="mean brightness (0 black, 1 white)",
-    bright="mean brightness (0 black, 1 white)", low_information="entropy of the grey levels (bits)", tiny="shortest side in pixels",
+    blurry="sharpness (variance of the Laplacian): lower is blurrier", dark="how far its brightest pixels stay under the dark limit (1 = black)",
+    bright="how far its darkest pixels stay over the bright limit (1 = white)", low_information="entropy of the grey levels (bits)", tiny="shortest side in pixels",
     odd_aspect="longest side / shortest side", grayscale="colourfulness", unreadable="the file could not be decoded")
 
 def breakable(name:str)->str:

@@ -343,6 +343,23 @@ def _moved(im, dx, dy):
     return Image.fromarray(p[m - dy:m - dy + a.shape[0], m - dx:m - dx + a.shape[1]])
 
 
+
+def test_dark_and_bright_are_judged_by_the_extremes(tmp_path):
+    # a bright object on black (mean brightness 0.04) is not dark, nor is a drawing on white (mean 0.95) bright: the
+    # mean flagged both (250 of 3,090 Fashion-MNIST photos as dark); a photo dimmed to a fifth is dark, a washed-out one bright
+    from imgclean.datasets import draw_shape
+    d = tmp_path/'q'; d.mkdir()
+    a = np.zeros((64, 64, 3), np.uint8); a[20:32, 20:32] = 255; Image.fromarray(a).save(d/'object_on_black.png')
+    a = np.full((64, 64, 3), 255, np.uint8); a[10:25, 10:25] = 0; Image.fromarray(a).save(d/'drawing_on_white.png')
+    shape = np.asarray(draw_shape('square', 64, 3).convert('RGB'), np.float32)
+    Image.fromarray((shape*0.2).astype(np.uint8)).save(d/'dimmed.png')
+    Image.fromarray((shape*0.05 + 240).astype(np.uint8)).save(d/'washed_out.png')
+    q = find_quality_issues(sorted(d.iterdir()), root=d, progress=False, dataset_level=1.0)
+    got = set(zip(q.file, q.issue))
+    assert ('dimmed.png', 'dark') in got and ('washed_out.png', 'bright') in got, got
+    assert not got & {('object_on_black.png', 'dark'), ('drawing_on_white.png', 'bright')}, got
+    assert q.reason[q.issue == 'dark'].iloc[0].startswith('its brightest pixels reach 0.')
+
 def test_duplicates_tiny_grayscale(tmp_path):
     # 28×28 grayscale: copies moved 1-3 px and re-encoded (JPEG q50-90, brightness ±12%) are found; distinct
     # look-alikes are not: other digits, the same digit 7 px away or smaller, and the same digit in another weight
