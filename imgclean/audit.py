@@ -851,6 +851,17 @@ def _inverse_box(box, src_size, copy_size):
     x0, y0, x1, y1 = box; sx, sy = (x1 - x0)/copy_size[0], (y1 - y0)/copy_size[1]
     return (-x0/sx, -y0/sy, (src_size[0] - x0)/sx, (src_size[1] - y0)/sy)
 
+def _shift_box(a:Image.Image, b:Image.Image, reach:float)->tuple:
+    "The box (in `a`'s pixels) whose whole-pixel shift of `a` correlates best with `b` (same size) on their overlap, moves up to `reach` of the side"
+    x, y = np.asarray(a, np.float32), np.asarray(b, np.float32); h, w = x.shape; m = max(1, int(round(reach*max(h, w))))
+    best, at = -2., (0, 0)
+    for dy in range(-m, m + 1):
+        for dx in range(-m, m + 1):   # `b`(v, u) = `a`(v - dy, u - dx) on the overlap
+            p = x[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)].ravel(); q = y[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)].ravel()
+            p, q = p - p.mean(), q - q.mean(); c = float(p @ q/np.sqrt((p @ p)*(q @ q) + 1e-9))
+            if c > best: best, at = c, (dx, dy)
+    return (-at[0], -at[1], w - at[0], h - at[1])
+
 def rendered_evidence(sa:dict,  # `_signature` of the larger file (the likelier source)
                       sb:dict,  # and of the other
                       starts,   # [(correlation, p)] from `register` of their `n`x`n` thumbnails (`sa`'s the reference)
@@ -866,6 +877,8 @@ def rendered_evidence(sa:dict,  # `_signature` of the larger file (the likelier 
     f = (W/sa['size'][0])/(w/sb['size'][0])   # `sb` at the scale of `sa` (a crop kept at its size), centred, and the registrations
     boxes = [(-tx/sx*W/n, -ty/sy*H/n, (n - tx)/sx*W/n, (n - ty)/sy*H/n) for _, (sx, sy, tx, ty) in starts]
     boxes.append(((W - w*f)/2, (H - h*f)/2, (W + w*f)/2, (H + h*f)/2))
+    if fine is not None and (W, H) == (w, h) and starts[0][0] < 0.9:   # thin lines: the grid's 48 px registration can miss a shift of a few pixels
+        boxes.append(_shift_box(sa['g'], sb['g'], max_shift))
     if min(sa.get('share', 1), sb.get('share', 1)) < 0.25:   # little content: the contents' centres of mass on each other (specks on blank pages)
         (xa, ya), (xb, yb) = _centroid(sa['g']), _centroid(sb['g']); boxes.append((xa - xb*f, ya - yb*f, xa + (w - xb)*f, ya + (h - yb)*f))
     r, st = _Rendered(sa['g'], sb['g'], max_shift), 0.5*W/w
@@ -928,7 +941,7 @@ def pair_evidence(sa:dict,   # `_signature` of one file
     size = reencode_noise(sa['g'], _in_scale(sa, sb['size']), None, n) if sa['size'] != sb['size'] else 0.
     allow = noise + np.hypot(jpeg, resample*size)
     rms, ncc = min(_warp_residual(a, b, g, m) for _, g in starts)
-    if rms > ((6 if wide else 4 if whole else 3) if starts[0][0] >= min_ncc else 3)*max_ratio*allow: return rms, float(allow), ncc   # the grid's whole-pixel moves leave more of a crop unexplained than the render will
+    if rms > (6 if wide else 4 if whole and starts[0][0] >= min_ncc else 3)*max_ratio*allow: return rms, float(allow), ncc   # the grid's whole-pixel moves leave more of a crop unexplained than the render will
     if whole: r2, a2, ncc = rendered_evidence(sa, sb, starts, n, noise, resample, max_shift=max_shift); return r2, float(exact*a2), ncc
     if share < 0.25: rms = np.inf   # little content, maybe all in the margin the grid leaves out: the render (whole overlap) decides
     elif max_ratio*allow < rms <= 3*max_ratio*allow: rms, ncc = min(refine_registration(a, b, g, max_shift) for _, g in starts)
