@@ -781,7 +781,7 @@ def _candidates(sigs, good, feats, k, shift):
     return {(a, b) for a, b in cand if a != b}
 
 # %% ../nbs/06_audit.ipynb #c9862261
-def _jpeg_again(im:Image.Image, q)->np.ndarray:
+def _lossy_again(im:Image.Image, q)->np.ndarray:
     "Grayscale `im` saved with the lossy encoding `q` (JPEG tables or WebP quality) and read back, as float32"
     return np.asarray(_reencoded(im, q).convert('L'), np.float32)
 
@@ -833,9 +833,9 @@ def _box_search(r:_Rendered, box, step:float, levels:int, rounds:int=20)->tuple:
 def _rendered_allowance(r, s, c, box, noise, resample):
     "(rms, allowance, correlation) of copy `c` against source `s` rendered through `box`: what JPEG and the resampling filter explain"
     rms, fitted, v, g, raw = r.fit(box)
-    jc = float(np.sqrt(((fitted - _jpeg_again(Image.fromarray(np.round(fitted).astype(np.uint8)), c['q']))[v]**2).mean())) if c['q'] else 0.
+    jc = float(np.sqrt(((fitted - _lossy_again(Image.fromarray(np.round(fitted).astype(np.uint8)), c['q']))[v]**2).mean())) if c['q'] else 0.
     k = max(1., (box[2] - box[0])/r.w*s['size'][0]/s['g'].size[0])   # source pixels (full size) averaged into one copy pixel
-    js = float(np.sqrt(((r.c - _jpeg_again(r.copy, s['q']))**2).mean()))/k if s['q'] else 0.
+    js = float(np.sqrt(((r.c - _lossy_again(r.copy, s['q']))**2).mean()))/k if s['q'] else 0.
     fl = g*float(np.sqrt(((raw - r.render(box, Image.BILINEAR))[v]**2).mean()))   # bicubic vs bilinear: the filter is unknown
     y, x = r.c[v] - r.c[v].mean(), fitted[v] - fitted[v].mean()
     return rms, noise + float(np.sqrt(jc*jc + js*js + (resample*fl)**2)), float(x @ y/np.sqrt((x @ x)*(y @ y) + 1e-9))

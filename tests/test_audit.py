@@ -360,16 +360,22 @@ def test_dark_and_bright_are_judged_by_the_extremes(tmp_path):
     assert not got & {('object_on_black.png', 'dark'), ('drawing_on_white.png', 'bright')}, got
     assert q.reason[q.issue == 'dark'].iloc[0].startswith('its brightest pixels reach 0.')
 
-def test_duplicates_tiny_grayscale(tmp_path):
-    # 28×28 grayscale: copies moved 1-3 px and re-encoded (JPEG q50-90, brightness ±12%) are found; distinct
-    # look-alikes are not: other digits, the same digit 7 px away or smaller, and the same digit in another weight
+
+def _glyph_copies(d, ext):
+    "The digits 0-9 as PNGs in `d`, and copies of 2, 3, 5 and 8 moved 1-3 px, brightness ±12%, saved as `ext` at q50-90: the pairs to find"
     from PIL import ImageEnhance
-    d = tmp_path/'tiny'; d.mkdir()
     for ch in '0123456789': _glyph(ch).save(d/f'{ch}.png')
     want = set()
     for ch, (dx, dy), q, b in (('2', (1, 0), 50, 1.0), ('3', (-2, 3), 70, 0.88), ('5', (3, -1), 90, 1.12), ('8', (0, 2), 60, 1.0)):
-        ImageEnhance.Brightness(_moved(_glyph(ch), dx, dy)).enhance(b).save(d/f'{ch}_copy.jpg', quality=q)
-        want.add(frozenset((f'{ch}.png', f'{ch}_copy.jpg')))
+        ImageEnhance.Brightness(_moved(_glyph(ch), dx, dy)).enhance(b).save(d/f'{ch}_copy{ext}', quality=q)
+        want.add(frozenset((f'{ch}.png', f'{ch}_copy{ext}')))
+    return want
+
+
+def test_duplicates_tiny_grayscale(tmp_path):
+    # 28×28 grayscale: copies moved 1-3 px and re-encoded (JPEG q50-90, brightness ±12%) are found; distinct
+    # look-alikes are not: other digits, the same digit 7 px away or smaller, and the same digit in another weight
+    d = tmp_path/'tiny'; d.mkdir(); want = _glyph_copies(d, '.jpg')
     _glyph('7', (1, 1)).save(d/'7_left.png'); _glyph('9', (10, 6), 15).save(d/'9_small.png')
     _glyph('4', (8, 1), 20).save(d/'4_thin.png')
     Image.fromarray(np.asarray(_glyph('6'))[:, ::-1].copy()).save(d/'6_mirrored.png')
@@ -379,18 +385,11 @@ def test_duplicates_tiny_grayscale(tmp_path):
     assert (dups.issue == 'near_duplicate').all() and dups.similarity.between(0.5, 1).all()
 
 
-
 def test_duplicates_webp_copies(tmp_path):
     # the same copies saved as lossy WebP (no quantisation tables to read: the quality is estimated from the file's size)
     # are found as the JPEG ones are, and a lossless WebP look-alike is not; before, WebP copies were allowed only the
     # constant noise and most of them were missed (fashion 0.39, digits 0.44 of the copies found, bench/audit.py --lossy webp)
-    from PIL import ImageEnhance
-    d = tmp_path/'tiny'; d.mkdir()
-    for ch in '0123456789': _glyph(ch).save(d/f'{ch}.png')
-    want = set()
-    for ch, (dx, dy), q, b in (('2', (1, 0), 50, 1.0), ('3', (-2, 3), 70, 0.88), ('5', (3, -1), 90, 1.12), ('8', (0, 2), 60, 1.0)):
-        ImageEnhance.Brightness(_moved(_glyph(ch), dx, dy)).enhance(b).save(d/f'{ch}_copy.webp', quality=q)
-        want.add(frozenset((f'{ch}.png', f'{ch}_copy.webp')))
+    d = tmp_path/'tiny'; d.mkdir(); want = _glyph_copies(d, '.webp')
     _glyph('7', (1, 1)).save(d/'7_left.webp', lossless=True); _glyph('4', (8, 1), 20).save(d/'4_thin.webp', quality=80)
     dups = find_duplicates(sorted(d.iterdir()), root=d, progress=False)
     found = {frozenset(g.file) for _, g in dups.groupby('group')}
