@@ -12,7 +12,7 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
            'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
-import hashlib, io, json, warnings, zipfile
+import functools, hashlib, io, json, warnings, zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -626,8 +626,8 @@ def webp_quality(fn,                     # A WebP file
         if getattr(im, 'n_frames', 1) > 1 or im.size[0]*im.size[1] > max_pixels: return default
         try: im.load()
         except IMAGE_ERRORS as e: raise bad(e) from None
-        want, lo, hi, size = Path(fn).stat().st_size, 0, 100, {}
-        at = lambda q: size[q] if q in size else size.setdefault(q, _webp_size(im, q))
+        want, lo, hi = Path(fn).stat().st_size, 0, 100
+        at = functools.cache(lambda q: _webp_size(im, q))
         while hi - lo > 1:   # the encoded size grows with the quality: 7 encodes
             mid = (lo + hi)//2
             if at(mid) < want: lo = mid
