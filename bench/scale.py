@@ -1,6 +1,6 @@
 """Benchmark: downloading a large URL list spread over many hosts: imgclean local, imgclean on a local Ray cluster, img2dataset.
 
-Usage: .venv/bin/python bench/scale.py [--urls 100000] [--hosts 500] [--latency 0.02] [--sides ours,threads,unverified,ray,img2dataset,img2dataset_resize]
+Usage: .venv/bin/python bench/scale.py [--urls 100000] [--hosts 500] [--latency 0.02] [--repeat 1] [--sides ours,threads,unverified,ray,img2dataset,img2dataset_resize]
 Sides: ours = `download_images` as it is called by default (verify on arrival; one download process per core), threads = the
 same in one process (`processes=1`, the default before 2026-12-02), unverified = ours with `verify=False`, ray = `engine='ray'`,
 img2dataset = bytes written as received (`--resize_mode no --disable_all_reencoding True`), img2dataset_resize = its default
@@ -123,6 +123,7 @@ def main():
     p.add_argument('--workers', type=int, default=64); p.add_argument('--per-host', type=int, default=8)
     p.add_argument('--sides', default='ours,threads,unverified,ray,img2dataset,img2dataset_resize')
     p.add_argument('--img2dataset', default='/work/benchenv/bin/img2dataset')
+    p.add_argument('--repeat', type=int, default=1, help='rounds of all sides, alternating; medians are printed')
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix='imgclean_scale_'))
     port, q = free_port(), mp.Queue()
@@ -133,19 +134,25 @@ def main():
         n_ok = sum(k == 'ok' for k in kinds.values())
         print(f"{a.urls} URLs over {a.hosts} hosts ({n_ok} images, {a.urls - n_ok} faults), {a.latency*1000:.0f} ms latency, "
               f"{a.workers} connections, at most {a.per_host} per host; 2 cores")
-        res = {}
-        for side in a.sides.split(','):
-            out, load0 = tmp/side, os.getloadavg()[0]
-            if side.startswith('img2dataset'): r = side_img2dataset(tmp/'urls', out, a, resize=side == 'img2dataset_resize')
-            else: r = side_ours(tmp/'urls', out, a, 'ray' if side == 'ray' else None, verify=side != 'unverified', processes=1 if side == 'threads' else None)
-            r['junk'], r['kept'], r['load0'] = *junk(out), load0
-            res[side] = r
-            print(f"{side:18s} {a.urls/r['secs']:8.1f} URLs/s  {r['secs']:7.1f} s  peak {r['peak']:7.0f} MB  kept {r['kept']:6d}  "
-                  f"junk kept {r['junk']:4d}  manifest {r['manifest_rows']}/{a.urls}  exit {r['code']}  load {r['load0']:.1f}-{os.getloadavg()[0]:.1f}" + (f"\n    {r['err'][-400:]}" if r['err'] else ''))
-            shutil.rmtree(out, ignore_errors=True)
+        res = {}   # side: one result a round
+        for rnd in range(a.repeat):   # the sides alternate round by round: a slow spell of this shared machine hits all of them
+            for side in a.sides.split(','):
+                out, load0 = tmp/side, os.getloadavg()[0]
+                if side.startswith('img2dataset'): r = side_img2dataset(tmp/'urls', out, a, resize=side == 'img2dataset_resize')
+                else: r = side_ours(tmp/'urls', out, a, 'ray' if side == 'ray' else None, verify=side != 'unverified', processes=1 if side == 'threads' else None)
+                r['junk'], r['kept'], r['load0'] = *junk(out), load0
+                res.setdefault(side, []).append(r)
+                print(f"{side:18s} {a.urls/r['secs']:8.1f} URLs/s  {r['secs']:7.1f} s  peak {r['peak']:7.0f} MB  kept {r['kept']:6d}  "
+                      f"junk kept {r['junk']:4d}  manifest {r['manifest_rows']}/{a.urls}  exit {r['code']}  load {r['load0']:.1f}-{os.getloadavg()[0]:.1f}"
+                      + (f"  (round {rnd + 1})" if a.repeat > 1 else '') + (f"\n    {r['err'][-400:]}" if r['err'] else ''), flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+        if a.repeat > 1:
+            for side, rs in res.items(): print(f"median {side:18s} {a.urls/np.median([r['secs'] for r in rs]):8.1f} URLs/s over {len(rs)} runs")
         for b in ('img2dataset', 'img2dataset_resize'):
-            for side, r in res.items():
-                if b in res and not side.startswith('img2dataset'): print(f"ratio URLs/s {side} / {b}: {res[b]['secs']/r['secs']:.2f}x")
+            for side, rs in res.items():
+                if b not in res or side.startswith('img2dataset'): continue
+                ratios = [rb['secs']/r['secs'] for rb, r in zip(res[b], rs)]   # each round's ratio, then their median
+                print(f"ratio URLs/s {side} / {b}: {np.median(ratios):.2f}x" + (f" (median of rounds: {', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ''))
     finally:
         farm.terminate(); shutil.rmtree(tmp, ignore_errors=True)
 
