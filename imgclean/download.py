@@ -437,9 +437,12 @@ def _writable(p):
     try:
         if bucket and not p.fs.exists(bucket): raise FileNotFoundError(f"no bucket {bucket}, or these credentials cannot see it")   # else mkdir creates it
         p.mkdir(); probe.write_bytes(b'imgclean'); probe.unlink()
-    except Exception as e:   # each backend raises its own kinds (botocore, google.api_core...)
-        raise PermissionError(f"cannot write to {p} ({type(e).__name__}: {str(e)[:200]}); check the location, its permissions and "
-                              "your credentials") from e
+    except Exception as e: raise _store_error(p, e) from e   # each backend raises its own kinds (botocore, google.api_core...)
+
+def _store_error(p, e, what='write to'):
+    "The error for a destination at a URL that failed with the backend's `e`: which store, what it said, what to check"
+    return PermissionError(f"cannot {what} {p} ({type(e).__name__}: {str(e)[:200]}); check the location, its permissions and "
+                           "your credentials (and the endpoint, AWS_ENDPOINT_URL, for an S3-compatible store of your own)")
 
 # %% ../nbs/01_download.ipynb #41
 _FASTAI_DEFAULTS = dict(max_pics=1000, n_workers=8, timeout=4)
@@ -476,7 +479,11 @@ def _call_form(source, dest, urls, url_file, label):
         root, c = _one_folder(dest)
         return 'fastai', {c: read_urls(source)}, root
     dest = _fs_root(str(dest)) if _is_url(dest) else Path(dest)
-    if dest.exists() and not dest.is_dir():
+    try: is_file = dest.exists() and not dest.is_dir()
+    except Exception as e:
+        if not isinstance(dest, _FsPath): raise
+        raise _store_error(dest, e, 'reach') from e   # a wrong endpoint or no network: botocore's own words, then what to check
+    if is_file:
         raise ValueError(f"dest {dest} is a file; pass a folder (it is created when missing). For fastai v2's form pass the URL file by keyword: download_images(dest, url_file=...)")
     return 'ours', _url_lists(source, label), dest
 

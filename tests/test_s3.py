@@ -173,6 +173,19 @@ def test_a_missing_bucket_fails_before_any_request_and_is_not_created(sites, lis
     assert not fresh_fs().exists('imgclean-no-such-bucket')   # a typo in the name does not make a new bucket
 
 
+def test_a_wrong_endpoint_is_a_clear_error_before_any_request(sites, lists, s3, monkeypatch):
+    "An endpoint nobody answers on (a typo in AWS_ENDPOINT_URL): our error naming the store and what to check, not botocore's traceback"
+    monkeypatch.setenv('AWS_ENDPOINT_URL', f'http://127.0.0.1:{_free_port()}')   # closed: connections are refused
+    monkeypatch.setenv('AWS_MAX_ATTEMPTS', '1')   # botocore's retries would only make the test slower
+    s3fs.S3FileSystem.clear_instance_cache()
+    before = {k: dict(s.hits) for k, s in enumerate(sites)}
+    try:
+        with pytest.raises(PermissionError, match=r'cannot reach s3://imgclean-test/elsewhere .*EndpointConnectionError.*AWS_ENDPOINT_URL'):
+            download_images(lists, f's3://{BUCKET}/elsewhere', **KW)
+    finally: s3fs.S3FileSystem.clear_instance_cache()   # the next test's client starts with the right endpoint
+    assert {k: dict(s.hits) for k, s in enumerate(sites)} == before
+
+
 def test_a_read_only_bucket_fails_before_any_request(sites, lists, s3, url, monkeypatch):
     "Credentials that may read but not write (moto's IAM enforced): the clear error, and no image fetched"
     import boto3, fsspec, json, urllib.request
