@@ -361,6 +361,10 @@ def _check_when(a):
 
 def _one_line(e): return ' '.join(str(e).split()) or type(e).__name__
 
+# what to type when ImageNet weights are missing: the audit's fast path needs real features, so no --no-pretrained alone there
+_WEIGHTS_HINT = dict(train='--weights FILE or --no-pretrained',
+                     audit='--weights FILE, --learner export.pkl, or --thorough --no-pretrained (learners trained from scratch)')
+
 def _no_weights(e):
     "Is `e` the train stage's `WeightsUnavailable`? (Looked up only if that stage was loaded: no fastai import to find out.)"
     train = sys.modules.get('imgclean.train')
@@ -379,7 +383,7 @@ def main(argv=None, # Arguments (default: sys.argv[1:])
         raise SystemExit(130)
     except Exception as e:
         if _no_weights(e):
-            print(f"imgclean {a.cmd}: error: {_one_line(e)} (on the command line: --weights FILE or --no-pretrained)", file=sys.stderr)
+            print(f"imgclean {a.cmd}: error: {_one_line(e)} (on the command line: {_WEIGHTS_HINT.get(a.cmd, _WEIGHTS_HINT['train'])})", file=sys.stderr)
         elif isinstance(e, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                             PermissionError, ImportError)):   # bad input, an unwritable place, a missing optional package
             print(f"imgclean {a.cmd}: error: {_one_line(e)}", file=sys.stderr)

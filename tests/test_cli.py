@@ -48,6 +48,19 @@ def test_pretrained_offline_fails_fast_with_advice(capsys, tmp_path, class_folde
     assert 'resnet18' in err and str(tmp_path/'hub'/'checkpoints') in err and '--no-pretrained' in err
 
 
+def test_audit_offline_advice_is_an_audit_command_line(capsys, tmp_path, class_folders, monkeypatch):
+    "The advice for missing weights names options `audit` takes: --no-pretrained alone is refused there"
+    import torch
+    monkeypatch.setattr(train, '_reachable', lambda url, timeout=3.0: False)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path/'hub'))
+    code, _, err = run(capsys, 'audit', class_folders, '--arch', 'resnet18', '--size', 32, '--no-progress')
+    assert code == 2 and 'resnet18' in err
+    advice = err.rsplit('(on the command line:', 1)[1]
+    assert '--learner export.pkl' in advice and '--thorough --no-pretrained' in advice
+    code, _, err = run(capsys, 'audit', class_folders, '--no-pretrained')   # what the advice must not send a person to
+    assert code == 2 and 'only apply with --thorough' in err
+
+
 def test_train_with_local_weights_file(capsys, tmp_path, class_folders):
     import torch, torchvision
     wfile = tmp_path/'r18.pth'
