@@ -257,6 +257,18 @@ def test_timm_feature_model_is_in_eval_mode_and_keyed_by_its_weights(tmp_path):
     np.testing.assert_allclose(embed_images(files[:1], fm, size=32, progress=False), both[:1], rtol=1e-4, atol=1e-5)
 
 
+def test_predictions_no_better_than_the_largest_class_flag_no_label():
+    "Features that say nothing about the classes (noise): out of fold they guess worse than chance; 37-40 of 40 labels were flagged"
+    from imgclean.audit import _label_rows
+    labs = np.array(['cat']*20 + ['dog']*20); names = [f'{c}/{i}.png' for i, c in enumerate(labs)]
+    for seed in range(3):
+        feats = np.random.default_rng(seed).normal(size=(40, 16)).astype(np.float32)
+        with pytest.warns(UserWarning, match='no better than always answering the largest class'):
+            rows = _label_rows(None, names, labs, feats, False, 3, 'recall', 0.92, None, 32, None, False, None)
+        assert list(rows.file) == ['']   # the dataset row alone
+        assert rows.note[0].startswith('no label flagged') and '(0.50)' in rows.note[0] and 'learner=' in rows.note[0]
+
+
 def test_label_ranking_and_estimate():
     rng = np.random.default_rng(0); n, c = 300, 3
     y = rng.integers(0, c, n); wrong = rng.choice(n, 24, replace=False)
