@@ -7,12 +7,12 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
+import _thread, base64, binascii, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
 from pathlib import Path
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit
 
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
@@ -321,7 +321,23 @@ def _release(r):
     if conn.sock is not None and not r.will_close: _CONNS.put(key, conn)
     else: conn.close()
 
-def fetch_image(url:str,                # An http(s) URL
+def _is_data(url:str)->bool: return url[:5].lower() == 'data:'
+
+def _data_url(url:str, max_bytes:int)->tuple:
+    "`(bytes, ext)` of a `data:` URL: no network (browsers' exports of an image search hold thumbnails so; fastai's urllib reads them too)"
+    head, comma, payload = url[5:].partition(',')
+    if not comma: raise FetchError('malformed data: url (no comma before the data)')
+    params = [p.strip().lower() for p in head.split(';')]
+    ct = params[0] or 'text/plain'
+    if len(payload) > 2*max_bytes + 16: raise FetchError(f'too large (over max_bytes {max_bytes})')   # before decoding it
+    try: data = base64.b64decode(unquote(payload)) if 'base64' in params[1:] else unquote_to_bytes(payload)
+    except (binascii.Error, ValueError): raise FetchError('malformed data: url (its base64 does not decode)') from None
+    if not data: raise FetchError('empty body')
+    if len(data) > max_bytes: raise FetchError(f'too large ({len(data)} bytes > max_bytes {max_bytes})')
+    if not _looks_like_image(data[:64], ct): raise FetchError(f'not an image ({ct})')
+    return data, sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-'))
+
+def fetch_image(url:str,                # An http(s) URL, or a `data:` URL holding the image
                 timeout:float=10,       # Seconds for the whole fetch: name resolution, connect, headers, redirects and body
                 total_timeout:float=None, # Older form: when given, it is the whole-fetch limit and `timeout` the longest wait for the next bytes
                 max_bytes:int=30_000_000, # Size cap
@@ -330,6 +346,7 @@ def fetch_image(url:str,                # An http(s) URL
                 allow=None,             # Address policy `f(ip)->bool` every connection must pass, redirects included (serve's guard); None: any
                )->tuple:                # (bytes, image format, final url)
     "Download `url` within one deadline and return `(data, ext, final_url)`; raise `FetchError(reason)` when it is not an image"
+    if _is_data(url): return (*_data_url(url, max_bytes), url)   # a redirect to data: stays refused (`_get` checks each hop)
     why = check_url(url)
     if why: raise FetchError(why)
     total, idle = (total_timeout, timeout) if total_timeout is not None else (timeout, idle_timeout)
@@ -501,7 +518,7 @@ def _plan(lists, verbose=True):
                 r.update(status='skipped', reason='duplicate url' if seen[u] == c else f'duplicate url (also listed in class {seen[u]})')
                 continue
             seen[u] = c
-            why = check_url(u)
+            why = None if _is_data(u) else check_url(u)
             if why: r.update(status='failed', reason=why)
             else: jobs.append(r)
     conflicts = Counter((seen[r['url']], r['class']) for r in rows if r['reason'].startswith('duplicate url (also'))
@@ -592,6 +609,7 @@ def _check_bytes(data:bytes, o:dict)->dict:
 # %% ../nbs/01_download.ipynb #61
 def _preserved_stem(url):
     "The file name of `url`'s path without its extension, made safe for a file system (fastai's `preserve_filename`)"
+    if _is_data(url): return _file_stem(url)   # its "path" is the image's base64
     stem = Path(unquote(urlsplit(url).path)).stem
     return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 

@@ -74,6 +74,7 @@ def fetch_url(url:str,                 # http(s) URL of an image
              )->bytes:                 # The image bytes
     "Fetch `url` within one deadline of `timeout` s: only addresses `check` accepts (redirects re-checked), a size cap, image bytes only"
     allow = None if allow_private else (check or is_public_address)
+    if url[:5].lower() == 'data:': raise _refusal(FetchError('unsupported scheme data: (upload the image as a file)'), timeout, max_bytes)   # `fetch_image` reads them for downloads
     try: data, _, _ = fetch_image(url, timeout=timeout, idle_timeout=idle_timeout, max_bytes=max_bytes, max_redirects=max_redirects, allow=allow)
     except FetchError as e: raise _refusal(e, timeout, max_bytes) from None
     return data

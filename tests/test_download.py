@@ -64,13 +64,31 @@ def test_fault_rows(faults, server, kind, status, reason):
 
 def test_schemes_malformed_and_duplicates(faults, server):
     _, df, _, _ = faults
-    for u in ('file:///etc/passwd', 'data:image/png;base64,AAAA', 'javascript:alert(1)'):
+    for u in ('file:///etc/passwd', 'javascript:alert(1)'):
         assert df.loc[u].status == 'failed' and df.loc[u].reason.startswith('unsupported scheme')
+    assert df.loc['data:image/png;base64,AAAA'].reason.startswith('verify: ')   # read like fastai's urllib does, then checked: 3 zero bytes
     assert df.loc['not%20a%20url'].reason.startswith('malformed') and df.loc['http://'].reason.startswith('malformed')
     rows = df.loc[[server.img_url('0.jpg')]]     # listed twice in 'good'
     assert sorted(rows.status) == ['ok', 'skipped'] and 'duplicate url' in set(rows.reason)
     cross = df.loc[[server.img_url('1.jpg')]]    # listed in 'bad' and 'good'
     assert 'duplicate url (also listed in class bad)' in set(cross.reason)   # kept in the first class alphabetically
+
+
+def test_data_urls_are_images_too(tmp_path):
+    "A browser's export of an image search holds thumbnails as data: URLs; fastai (urllib) saves them, so both forms keep them"
+    import base64
+    jpg = jpeg_bytes((40, 30), (200, 30, 30))
+    good = 'data:image/jpeg;base64,' + base64.b64encode(jpg).decode()
+    png = 'data:image/png;base64,' + base64.b64encode(png_bytes((20, 24))).decode()
+    df = download_images({'red': [good, png, 'data:text/plain,hello', 'data:image/png;base64', 'data:image/gif;base64,' + 'A'*4000]},
+                         tmp_path/'ours', progress=False, verbose=False, max_bytes=2000).set_index('url')
+    assert df.loc[good].status == 'ok' and (tmp_path/'ours'/df.loc[good].file).read_bytes() == jpg and df.loc[good].width == 40
+    assert df.loc[png].status == 'ok' and df.loc[png].file.endswith('.png')
+    assert df.loc['data:text/plain,hello'].reason == 'not an image (text/plain)'
+    assert df.loc['data:image/png;base64'].reason.startswith('malformed data: url')
+    assert df.loc['data:image/gif;base64,' + 'A'*4000].reason.startswith('too large')   # over max_bytes, never decoded
+    download_images(tmp_path/'fastai'/'red', urls=[good], preserve_filename=True)   # fastai's form; no name from the base64
+    assert [f.read_bytes() for f in (tmp_path/'fastai'/'red').glob('*.jpg')] == [jpg]
 
 
 def test_files_query_string_and_sniffed_extension(faults, server):
@@ -88,7 +106,8 @@ def test_undecodable_downloads_go_to_quarantine_and_verify_reuses_the_rest(fault
     dest, df, _, _ = faults
     q = dest.parent/'images_quarantine'
     rep = pd.read_csv(q/'report.csv')
-    assert sorted(r.split(' (')[0] for r in rep.reason) == ['too many pixels', 'truncated image']
+    # the data: URL's three zero bytes (content type image/png) are not an image either
+    assert sorted(r.split(' (')[0] for r in rep.reason) == ['not an image', 'too many pixels', 'truncated image']
     assert sorted(f.relative_to(q).as_posix() for f in q.rglob('*.*') if f.name != 'report.csv') == sorted(rep.quarantined)
     for f in (fn for d in dest.iterdir() if d.is_dir() and not d.name.startswith('.') for fn in d.iterdir()):
         with Image.open(f) as im: im.load()                    # only decodable files reached the class folders
