@@ -1119,8 +1119,6 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
                              estimate=('recall', a['n_recall'], a['found_recall'])).get(flag)   # the other top-of-ranking rule
     other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) else ''
     found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) else ''
-    note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
-            f"{how}; out-of-fold accuracy {acc:.2f}")
     base = float(pd.Series(labs).value_counts(normalize=True).iloc[0])   # the accuracy of always answering the largest class
     if acc <= base:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
         flagged = flagged.iloc[:0]
@@ -1128,6 +1126,8 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
                 f"class ({base:.2f}), so they say nothing about the labels; give the audit better features: ImageNet weights "
                 f"(weights='file.pth'), or learner= a model trained on this data. {how}")
         warnings.warn(f"no label flagged: the out-of-fold predictions are no better than always answering the largest class (the table's label row with file '' says more)")
+    else: note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
+                  f"{how}; out-of-fold accuracy {acc:.2f}")
     rows = pd.DataFrame(dict(file=flagged.file, issue='label', score=flagged.score, suggestion=flagged.suggested,
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))
     return pd.concat([pd.DataFrame([dict(file='', issue='label', score=li.attrs['n_wrong']/max(n, 1), note=note)]), rows], ignore_index=True)
