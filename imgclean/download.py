@@ -322,6 +322,7 @@ def _release(r):
     else: conn.close()
 
 def _is_data(url:str)->bool: return url[:5].lower() == 'data:'
+def _image_ext(data, ct): return sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-'))   # the bytes say, else the content type
 
 def _data_url(url:str, max_bytes:int)->tuple:
     "`(bytes, ext)` of a `data:` URL: no network (browsers' exports of an image search hold thumbnails so; fastai's urllib reads them too)"
@@ -335,7 +336,7 @@ def _data_url(url:str, max_bytes:int)->tuple:
     if not data: raise FetchError('empty body')
     if len(data) > max_bytes: raise FetchError(f'too large ({len(data)} bytes > max_bytes {max_bytes})')
     if not _looks_like_image(data[:64], ct): raise FetchError(f'not an image ({ct})')
-    return data, sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-'))
+    return data, _image_ext(data, ct)
 
 def fetch_image(url:str,                # An http(s) URL, or a `data:` URL holding the image
                 timeout:float=10,       # Seconds for the whole fetch: name resolution, connect, headers, redirects and body
@@ -364,7 +365,7 @@ def fetch_image(url:str,                # An http(s) URL, or a `data:` URL holdi
             if r is not None: _close(r)   # never hand a half-read connection back to the pool
             raise _fetch_error(e, d) from None
     _release(r)   # after the deadline let go of its sockets: the next fetch that takes this connection watches it
-    return data, sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-')), url
+    return data, _image_ext(data, ct), url
 
 # %% ../nbs/01_download.ipynb #37
 def _clean_urls(us): return [u for u in (_clean_url(str(o)) for o in us) if u]
