@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, base64, binascii, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
+import _thread, base64, binascii, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
@@ -22,7 +22,7 @@ from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image
                              write_verdicts)
 
 # %% ../nbs/01_download.ipynb #5
-_HEADERS = {'url', 'urls', 'link', 'links', 'image', 'image_url', 'img_url', 'src', 'href'}
+_HEADERS = ('image_url', 'img_url', 'image', 'src', 'url', 'urls', 'link', 'links', 'href')   # a URL column's names, likeliest first
 
 def _decode_line(b):
     "A line of bytes as text: UTF-8, else Latin-1 (never fails)"
@@ -32,7 +32,9 @@ def _decode_line(b):
 def _clean_url(s):
     "Strip spaces/quotes, take the URL field of a CSV row, percent-encode non-ASCII and spaces"
     s = s.strip().strip('"\'').strip()
-    if ',' in s and not s.lower().startswith(('http://', 'https://')):
+    if s[:5].lower() == 'data:' and ';base64,' in s.lower():   # base64 holds no comma: a comma after it starts the row's next field
+        head, _, rest = s.partition(','); s = head + ',' + rest.split(',')[0].strip().strip('"\'')
+    elif ',' in s and not s.lower().startswith(('http://', 'https://')):
         for f in s.split(','):
             f = f.strip().strip('"\'')
             if re.match(r'https?://', f, re.I): s = f; break
@@ -45,10 +47,13 @@ def read_urls(fn:Path,       # A text/CSV file with one URL a line
     if not fn.is_file(): raise FileNotFoundError(f"{fn} does not exist; pass a text file with one URL a line")
     data = fn.read_bytes()
     if data.startswith(b'\xef\xbb\xbf'): data = data[3:]
-    lines = [_clean_url(_decode_line(l)) for l in re.split(rb'\r\n|\r|\n', data)]
-    lines = [l for l in lines if l]
-    if lines and lines[0].lower().strip('#') in _HEADERS: lines = lines[1:]
-    return lines
+    lines = [l for l in (_decode_line(b).strip() for b in re.split(rb'\r\n|\r|\n', data)) if l]
+    cols = [f.strip('#"\' ').lower() for f in next(csv.reader(lines[:1]), [])] if lines and ':' not in lines[0] else []
+    if len(cols) > 1 and set(cols).intersection(_HEADERS):   # a CSV with named columns: each row's URL column
+        j = cols.index(next(h for h in _HEADERS if h in cols))
+        lines = [r[j] for r in csv.reader(lines[1:]) if len(r) > j]
+    elif cols and cols[0] in _HEADERS: lines = lines[1:]   # a header line
+    return [u for u in map(_clean_url, lines) if u]
 
 # %% ../nbs/01_download.ipynb #9
 class FetchError(Exception):
@@ -333,7 +338,7 @@ def _data_url(url:str, max_bytes:int)->tuple:
     if len(payload) > 2*max_bytes + 16: raise FetchError(f'too large (over max_bytes {max_bytes})')   # before decoding it
     try: data = base64.b64decode(unquote(payload)) if 'base64' in params[1:] else unquote_to_bytes(payload)
     except (binascii.Error, ValueError): raise FetchError('malformed data: url (its base64 does not decode)') from None
-    if not data: raise FetchError('empty body')
+    if not data: raise FetchError('malformed data: url (no base64 data in it)' if payload.strip() else 'empty body')
     if len(data) > max_bytes: raise FetchError(f'too large ({len(data)} bytes > max_bytes {max_bytes})')
     if not _looks_like_image(data[:64], ct): raise FetchError(f'not an image ({ct})')
     return data, _image_ext(data, ct)

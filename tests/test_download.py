@@ -91,6 +91,20 @@ def test_data_urls_are_images_too(tmp_path):
     assert [f.read_bytes() for f in (tmp_path/'fastai'/'red').glob('*.jpg')] == [jpg]
 
 
+def test_data_url_rows_of_a_csv_export(tmp_path):
+    "A CSV row with an inlined thumbnail then its page URL keeps the thumbnail; base64 with nothing decodable says so"
+    import base64
+    jpg = jpeg_bytes((40, 30), (30, 200, 30))
+    good = 'data:image/jpeg;base64,' + base64.b64encode(jpg).decode()
+    (tmp_path/'urls').mkdir()
+    (tmp_path/'urls'/'urls_green.csv').write_text(f'url,page\n"{good}",https://page.test/green\n')   # a CSV export with named columns
+    (tmp_path/'urls'/'urls_blue.csv').write_text('data:image/png;base64,!!!!,https://page.test/x\n')   # no header, no quotes
+    df = download_images(tmp_path/'urls', tmp_path/'out', progress=False, verbose=False).set_index('url')
+    assert sorted(df.index) == sorted([good, 'data:image/png;base64,!!!!'])   # no page URL taken instead
+    assert df.loc[good].status == 'ok' and (tmp_path/'out'/df.loc[good].file).read_bytes() == jpg
+    assert df.loc['data:image/png;base64,!!!!'].reason == 'malformed data: url (no base64 data in it)'
+
+
 def test_files_query_string_and_sniffed_extension(faults, server):
     dest, df, _, _ = faults
     ok = df[df.status == 'ok']
