@@ -10,7 +10,7 @@ __all__ = ['STATE_FILE', 'CLEANED_CSV', 'TRASH', 'APPLY_LOG', 'ACTIONS', 'UNDELE
            'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
 
 # %% ../nbs/07_widgets.ipynb #2
-import contextlib, errno, html, io, json, os, time, warnings, weakref
+import contextlib, errno, glob, html, io, json, os, time, warnings, weakref
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from filelock import FileLock, Timeout
 
 from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, ISSUE_COLUMNS, QUALITY_ISSUES, atomic_write, class_items,
-                           in_root, issue_table, open_image, read_issues, read_labels_csv, rel_name, write_csv)
+                           in_root, issue_table, open_image, read_issues, read_labels_csv, rel_name, split_folders, write_csv)
 from .images import load_rgb
 
 # %% ../nbs/07_widgets.ipynb #5
@@ -95,9 +95,11 @@ class CleanerState:
         if self._ready:   # the kernel's object for this dataset: new `items`/`vocab` replace the old ones
             if items is not None or vocab is not None: self._items_arg, self._vocab_arg, self._items_gen = items, vocab, self.generation
             if items is not None or self._items_arg is None: self._load_items({}, self.generation)   # files added since are listed
+            self._add_csv(csv); self.lock.timeout = lock_timeout
             return
-        self.path = Path(path)
-        self.csv_path, self.state_path = self.path/csv, self.path/state
+        self.path = Path(os.path.abspath(path))   # absolute: after an os.chdir (%cd) clicks still reach this dataset
+        self.state_path, self.csv_paths = self.path/state, []
+        self._add_csv(csv)
         self.lock = FileLock(str(self.state_path) + '.lock', timeout=lock_timeout)
         self._items_arg, self._vocab_arg, self._listeners, self._warned, self._sig = items, vocab, [], set(), 'unread'
         self.decisions, self.ignored, self.positions, self.history, self.generation, self.seq = {}, {}, {}, {}, 0, 0
@@ -106,11 +108,20 @@ class CleanerState:
         self.refresh()
     def __repr__(self): return f"CleanerState({self.path}, {self.summary()})"
 
+    @property
+    def csv_path(self)->Path: "The cleaned file asked for last"; return self.csv_paths[-1]
+
+    def _add_csv(self, csv):
+        "Write `csv` (under the root) at every change too: each cleaned file a cleaner of this kernel asked for stays current"
+        fn = self.path/csv
+        if fn in self.csv_paths: self.csv_paths.remove(fn)
+        self.csv_paths.append(fn)
+
 # %% ../nbs/07_widgets.ipynb #21
 @patch
 def _load_items(self:CleanerState, history:dict, generation):
     "List the dataset's items (or rename the caller's `items` table through the renames in `history` up to `generation`)"
-    if self._items_arg is None: items = class_items(self.path)
+    if self._items_arg is None: self._tree = _tree_sig(self.path); items = class_items(self.path)
     else:
         items = self._items_arg.copy()
         if self._items_gen is not None and generation is not None and generation != self._items_gen:
@@ -120,9 +131,27 @@ def _load_items(self:CleanerState, history:dict, generation):
         if 'split' not in items: items['split'] = ''
         self._items_arg = items
     if not len(items): raise ValueError(f"no images found in class folders under {self.path}; pass the dataset root (one folder per class)")
+    old = getattr(self, 'label_of', None), getattr(self, 'vocab', None)
     self.items = items[['name', 'label', 'split']].reset_index(drop=True)
     self.label_of = dict(zip(self.items.name, self.items.label))
     self.vocab = sorted(set(self.items.label)) if self._vocab_arg is None else list(self._vocab_arg)
+    if old[0] is not None and old != (self.label_of, self.vocab): self._sig = 'relisted'   # decisions ignored before may hold now: read the file again
+
+def _tree_sig(path:Path)->tuple:
+    "When the root's and its (split and) class folders' entries last changed: a file added, moved or removed shows here"
+    out = []
+    for b in [path] + [path/s for s in split_folders(path)]:
+        try: out += [(b.name, os.stat(b).st_mtime_ns)] + sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in os.scandir(b) if e.is_dir(follow_symlinks=False))
+        except OSError: out.append((b.name, None))
+    return tuple(out)
+
+@patch
+def _relist(self:CleanerState)->bool:
+    "List the items again when files were added, moved or removed since (listed items only, not a caller's `items`); True when done"
+    if self._items_arg is not None or _tree_sig(self.path) == self._tree: return False
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); self._load_items({}, None)   # skipped files were reported at the first listing
+    return True
 
 @patch
 def _file_sig(self:CleanerState):
@@ -131,7 +160,8 @@ def _file_sig(self:CleanerState):
 
 @patch
 def _read(self:CleanerState)->dict:
-    "The state file as `parse_state` gives it (call with the lock held); items are listed again after a new generation"
+    "The state file as `parse_state` gives it (call with the lock held); items are listed again after a new generation or when files changed"
+    self._relist()
     sig = self._file_sig()
     text = self.state_path.read_text() if sig else ''
     disk = parse_state(text, self.label_of, self.vocab, self.state_path)
@@ -168,8 +198,8 @@ def _adopt(self:CleanerState, disk:dict):
 def refresh(self:CleanerState,
             timeout:float=None, # Seconds to wait for the lock (`filelock.Timeout` after); default `lock_timeout`
            )->bool:
-    "Re-read the state file if it changed on disk (another process); True when it did"
-    if self._file_sig() == self._sig: return False
+    "Re-read the state file if it changed on disk (another process) or files were added or moved; True when it did"
+    if self._file_sig() == self._sig and not self._relist() and self._sig != 'relisted': return False
     with self.lock.acquire(timeout=self.lock.timeout if timeout is None else timeout): disk = self._read()
     self._adopt(disk)
     return True
@@ -212,13 +242,16 @@ def _check_change(self:CleanerState, updates:dict):
 @patch
 def _write(self:CleanerState, disk:dict, csv:bool=True):
     "Write `disk` to the state file, then `cleaned.csv` (lock held)"
-    if self.csv_path.exists() and not self.state_path.exists():  # a cleaned.csv we did not write: keep a copy
-        bak = self.csv_path.with_name(self.csv_path.name + '.orig')
-        if not bak.exists(): atomic_write(bak, self.csv_path.read_bytes())
+    for fn in self.csv_paths:
+        if fn.exists() and not self.state_path.exists():  # a cleaned.csv we did not write: keep a copy
+            bak = fn.with_name(fn.name + '.orig')
+            if not bak.exists(): atomic_write(bak, fn.read_bytes())
     keys = ('generation', 'seq', 'decisions', 'ignored', 'positions', 'history')
     atomic_write(self.state_path, json.dumps(dict(version=2, updated=time.strftime('%Y-%m-%dT%H:%M:%S'), **{k: disk[k] for k in keys}), indent=1))
     disk['sig'] = self._file_sig()
-    if csv: write_csv(self.cleaned(disk['decisions']), self.csv_path)
+    if csv:
+        rows = self.cleaned(disk['decisions'])
+        for fn in self.csv_paths: write_csv(rows, fn)
 
 @patch
 def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `label`), None to forget it, or `UNDELETE`}
@@ -556,6 +589,8 @@ KEY_HELP = ("keys (click the cleaner first): ←/→ previous/next · a or Enter
             "1-9 label · e enlarge · Esc close · PgUp/PgDn page")
 _ALL, _ANY = '(all)', '(any issue)'
 
+def _label_options(vocab): return [(f"{i+1} {v}" if i < 9 else v, v) for i, v in enumerate(vocab)]   # keys 1-9 pick the first nine
+
 class _Tile:
     "One image of a cleaner: thumbnail, what is known of it, its buttons; `update` redraws it from the state"
     def __init__(self, cl, r, index:int):
@@ -566,8 +601,8 @@ class _Tile:
                    W.HTML(f"<div style='width:{px};height:{px};background:#eee;font-size:11px;overflow:hidden'>cannot load image<br>{html.escape(why)}</div>")
         self.img.add_class('imgclean-thumb')
         self.info = W.HTML(layout=W.Layout(width=w))
-        opts = [(f"{i+1} {v}" if i < 9 else v, v) for i, v in enumerate(cl.state.vocab)]
-        self.dd = W.Dropdown(options=opts, value=cl.state.label(r.file), layout=W.Layout(width=w))
+        self.vocab, self.twin = tuple(cl.state.vocab), None   # twin: the next tile of this image on the page (in another group)
+        self.dd = W.Dropdown(options=_label_options(self.vocab), value=cl.state.label(r.file), layout=W.Layout(width=w))
         self.dl = W.ToggleButton(description='Delete', icon='trash', layout=W.Layout(width='86px'))
         self.kp = W.Button(description='Keep', icon='check', layout=W.Layout(width='80px'))
         sug = cl._suggestion(r)
@@ -576,7 +611,8 @@ class _Tile:
         self.dd.observe(lambda ch: cl._muted or cl.relabel(self.name, ch['new']), names='value')
         self.dl.observe(lambda ch: cl._muted or cl.delete(self.name, ch['new']), names='value')
         self.kp.on_click(lambda _: cl.keep(self.name))
-        self.ok.on_click(lambda _: cl.keep_only(self.name) if cl.mode == 'duplicates' else cl.accept(self.name))
+        g = getattr(r, 'group', None)
+        self.ok.on_click(lambda _: cl.keep_only(self.name, g) if cl.mode == 'duplicates' else cl.accept(self.name, g))
         kids = [self.img, self.info] + ([self.ok] if sug or cl.mode == 'duplicates' else []) + [self.dd, W.HBox([self.kp, self.dl])]
         self.box = W.VBox(kids); self.box.add_class('imgclean-tile'); self.box.add_class(f'imgclean-i-{index}')
         self.update()
@@ -586,11 +622,13 @@ class _Tile:
         st, cl = self.cl.state, self.cl
         act = st.action(self.name)
         with cl._quiet():
+            if tuple(st.vocab) != self.vocab: self.vocab = tuple(st.vocab); self.dd.options = _label_options(self.vocab)   # a class made since
             self.dl.value, self.dd.value = act == 'delete', st.label(self.name)
         self.dd.disabled, self.dl.button_style = act == 'delete', 'danger' if act == 'delete' else ''
         self.info.value = tile_info(self.r, st, cl.mode)
         for c, on in (('imgclean-deleted', act == 'delete'), ('imgclean-reviewed', act is not None)):
             (self.box.add_class if on else self.box.remove_class)(c)
+        if self.twin is not None: self.twin.update()
 
 # %% ../nbs/07_widgets.ipynb #98
 _FORMS = ("ImageCleaner takes a dataset folder, ImageCleaner(path, learner=..., issues=..., mode=...), or fastai v1's "
@@ -623,6 +661,7 @@ class ImageCleaner:
         if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.W, self.path, self.mode, self.bs, self._muted = W, Path(path), mode, batch_size, False
         self.state = CleanerState(self.path, csv=csv, state=state, items=items)
+        self.path = self.state.path   # absolute, as the state's
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
         issues = _as_issues(issues, self.path)
         self.warnings = audit_warnings(issues) + _interrupted(self.path)
@@ -741,7 +780,10 @@ def _wrap(self:ImageCleaner, boxes): return self.W.Box(boxes, layout=self.W.Layo
 
 @patch
 def _tile(self:ImageCleaner, r):
-    t = _Tile(self, r, len(self.order)); self.tiles[r.file] = t; self.order.append(r.file)
+    t = _Tile(self, r, len(self.order)); self.order.append(r.file)
+    last = self.tiles.setdefault(r.file, t)   # `tiles[name]`: its first tile; one in a later group is chained to it
+    while last is not t and last.twin is not None: last = last.twin
+    if last is not t: last.twin = t
     return t.box
 
 @patch
@@ -774,10 +816,11 @@ def _change(self:ImageCleaner, updates:dict)->bool:
     try: self.state.change(updates, generation=self.generation, timeout=5)
     except StaleView as e:
         self.message.value = f"<b>Not saved:</b> {html.escape(str(e))}; the view now shows the new names, click again"; return False
-    except Timeout:
+    except (Timeout, ValueError, KeyError, OSError) as e:   # locked by an apply, a state file that cannot be read, a disk error
         for n in updates:   # the buttons go back to what the state says
             if n in self.tiles: self.tiles[n].update()
-        self.message.value = "<b>Not saved:</b> the dataset is locked (an apply_cleaning or undo_cleaning is running); try again"; return False
+        why = "the dataset is locked (an apply_cleaning or undo_cleaning is running); try again" if isinstance(e, Timeout) else html.escape(str(e))
+        self.message.value = f"<b>Not saved:</b> {why}"; return False
     self.message.value = ''
     return True
 
@@ -802,9 +845,10 @@ def relabel(self:ImageCleaner, name:str, label:str):
 def _row(self:ImageCleaner, name): return self.rows[self.rows.file == name].iloc[0]
 
 @patch
-def keep_only(self:ImageCleaner, name:str):
-    "Keep `name` and delete the other images of its duplicate group (one click)"
-    g = self.rows[self.rows.group == self._row(name).group] if self._row(name).group >= 0 else self._row(name).to_frame().T
+def keep_only(self:ImageCleaner, name:str, group=None):
+    "Keep `name` and delete the other images of its duplicate group `group` (default its first group; one click)"
+    group = self._row(name).group if group is None or pd.isna(group) else group
+    g = self.rows[self.rows.group == group] if group >= 0 else self._row(name).to_frame().T
     return self._change({f: dict(action='keep') if f == name else dict(action='delete') for f in g.file if f in self.state.label_of})
 
 # %% ../nbs/07_widgets.ipynb #109
@@ -815,12 +859,12 @@ def _suggestion(self:ImageCleaner, r)->str:
     return s if s in self.state.vocab and s != r.label else ''
 
 @patch
-def accept(self:ImageCleaner, name:str):
-    "Take the model's suggestion for `name`: its label, or in a duplicate group its suggested keeper"
-    r = self._row(name)
+def accept(self:ImageCleaner, name:str, group=None):
+    "Take the model's suggestion for `name`: its label, or in its duplicate group `group` (default its first) the suggested keeper"
+    r = self._row(name) if group is None or pd.isna(group) else self.rows[(self.rows.file == name) & (self.rows.group == group)].iloc[0]
     if self.mode == 'duplicates' or r.issue in DUPLICATE_ISSUES:
         keeper = r.suggestion if r.suggestion in self.state.label_of else name
-        return self.keep_only(keeper)
+        return self.keep_only(keeper, r.group)
     s = self._suggestion(r)
     if not s: self.message.value = f"no suggestion for {html.escape(name)}: use Keep, Delete or a label"; return False
     return self.relabel(name, s)
@@ -885,8 +929,8 @@ def _on_msg(self:ImageCleaner, msg:dict):
 @patch
 def _on_state(self:ImageCleaner, ev:dict):
     if 'generation' in ev: return self._follow_moves()
-    for n in ev['names']:
-        if n in self.tiles: self.tiles[n].update()
+    for n, t in self.tiles.items():
+        if n in ev['names'] or t.vocab != tuple(self.state.vocab): t.update()   # a class folder made since: every dropdown offers it
     self._update_summary()
 
 @patch
@@ -1043,11 +1087,18 @@ def _commit(st:CleanerState, decisions:dict, renames:dict, after:int=None):
         if after is not None and disk['generation'] != after: return
         g = disk['generation'] + 1
         hist = {k: v for k, v in disk['history'].items() if int(k) > g - 10}
-        disk.update(generation=g, seq=disk['seq'] + 1, decisions=dict(decisions), ignored={}, history={**hist, str(g): renames})
+        moved = set(renames) | set(renames.values())   # decisions about these were carried out (or undone) by the moves
+        ignored = {n: d for n, d in disk['ignored'].items() if n not in moved and n not in decisions}   # the rest may hold later (a class folder made)
+        disk.update(generation=g, seq=disk['seq'] + 1, decisions=dict(decisions), ignored=ignored, history={**hist, str(g): renames})
         st._write(disk, csv=False)
         disk = st._read()         # lists the items again: the files moved
         st._write(disk)
     st._adopt(disk)
+
+def _earlier_logs(fn:Path, new:bool=False):
+    "The logs of earlier applies stacked under `fn` (oldest first), or with `new` the name for one more"
+    logs = sorted(fn.parent.glob(glob.escape(fn.name) + '.earlier-*'))
+    return fn.with_name(f"{fn.name}.earlier-{len(logs) + 1:04d}") if new else logs
 
 def _moves_table(moves): return pd.DataFrame([{k: m[k] for k in ('src', 'dst', 'action')} for m in moves], columns=['src', 'dst', 'action'])
 
@@ -1073,13 +1124,13 @@ def apply_cleaning(path:Path,             # Dataset root
     with st.lock:
         st.refresh()
         rec = j.read(st.path) if j.exists() else None
-        if rec and rec['status'] == 'applied': raise FileExistsError(f"{j.fn} exists from an earlier apply; run undo_cleaning(path) first or pass another `log`")
         if rec and rec['status'] == 'undoing': raise RuntimeError(f"an undo_cleaning was interrupted ({j.fn}); run undo_cleaning(path) again to finish it")
-        if rec is None:
+        if rec is None or rec['status'] == 'applied':   # after an earlier apply: a new round, its log stacked on the earlier one's
             moves = plan_moves(st, trash)
             if not moves:
                 print(f"nothing to apply: no deletions or relabels in {st.state_path}; no files moved, no log written")
                 return _moves_table([])
+            if rec: os.replace(j.fn, _earlier_logs(j.fn, new=True))
             rec = dict(version=2, status='moving', trash=check_trash(trash), generation=st.generation, decisions=st.decisions, moves=moves)
             j.write(rec)
         else: warnings.warn(f"resuming the apply interrupted in {j.fn}")
@@ -1095,20 +1146,33 @@ def undo_cleaning(path:Path,          # Dataset root
                   items:pd.DataFrame=None, # name/label table (original names), when not `class_items(path)`
                   on_move=None,       # Called with each move once undone (progress)
                  )->int:              # Number of moves undone
-    "Move the files of an `apply_cleaning` back (also a half-done apply or undo) and restore its decisions"
+    "Move the files of the last `apply_cleaning` back (also a half-done apply or undo), restore its decisions, keep the ones made since"
     path = Path(path); j = Journal(Path(log) if log else path/APPLY_LOG)
     if not j.exists() and log is not None: raise FileNotFoundError(f"{j.fn} not found: nothing to undo")
+    if not j.exists() and _earlier_logs(j.fn): os.replace(_earlier_logs(j.fn)[-1], j.fn)   # killed as a second apply began
     if not j.exists(): print(f"nothing to undo: no apply log in {path} (apply_cleaning writes one when it moves files)"); return 0
     st = CleanerState(path, csv=csv, state=state, items=items)
     with st.lock:
-        rec = j.read(path)
+        st.refresh()
+        rec = j.read(st.path)
         if rec['status'] != 'undoing': rec['status'] = 'undoing'; j.write(rec)
-        _run_all(path, rec['moves'], True, on_move)
-        _commit(st, {}, {m['dst']: m['src'] for m in rec['moves']})
-        st.change({n: d for n, d in rec['decisions'].items() if not decision_problem(n, d, st.label_of, st.vocab)})
-        done = j.fn.with_name(j.fn.name + f".undone-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(j.fn, done)
-    return len(rec['moves'])
+        lost = []
+        for m in reversed(rec['moves']):
+            try: run_move(st.path, m, back=True)
+            except FileNotFoundError: lost.append(m)   # deleted or replaced by hand since (an emptied trash): the rest still goes back
+            if on_move is not None: on_move(m)
+        back = {m['dst']: m['src'] for m in rec['moves'] if m not in lost}
+        _commit(st, {n: d for n, d in st.decisions.items() if n not in back}, back)   # decisions made since the apply stay
+        gone = {m['src'] for m in lost}
+        old = {n: d for n, d in rec['decisions'].items() if n not in st.decisions and n not in gone and not decision_problem(n, d, st.label_of, st.vocab)}
+        if old: st.change(old)
+        done = j.fn.with_name(j.fn.name + f".undone-{time.strftime('%Y%m%d-%H%M%S')}"); os.replace(j.fn, done)
+        earlier = _earlier_logs(j.fn)
+        if earlier: os.replace(earlier[-1], j.fn)   # the apply before it is now the last one
+    if lost: warnings.warn(f"{len(lost)} of {len(rec['moves'])} files could not be put back: they are no longer where apply_cleaning "
+                           f"put them (deleted or replaced by hand), e.g. {lost[0]['dst']} (was {lost[0]['src']}); the log is kept as {done.name}")
+    if earlier: print(f"undid the last apply_cleaning; {len(earlier)} earlier one(s) can be undone too: run undo_cleaning(path) again")
+    return len(rec['moves']) - len(lost)
 
 # %% ../nbs/07_widgets.ipynb #160
 def _v1_rows(ds, idxs, duplicates):
