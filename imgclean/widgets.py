@@ -674,7 +674,7 @@ def _build(self:ImageCleaner):
     self.f_hide = W.Checkbox(description='hide reviewed', indent=False, layout=W.Layout(width='130px'))
     for f in (self.f_label, self.f_pred, self.f_issue, self.f_split, self.f_score, self.f_hide): f.observe(lambda _: self._muted or self.show(0), names='value')
     self.prev, self.next = W.Button(description='Previous', icon='arrow-left'), W.Button(description='Next', icon='arrow-right')
-    self.prev.on_click(lambda _: self.show(self.pos - self.bs)); self.next.on_click(lambda _: self.show(self.pos + self.bs))
+    self.prev.on_click(lambda _: self._turn(-1)); self.next.on_click(lambda _: self._turn(1))
     self.counter, self.summary, self.message, self.body, self.preview = W.HTML(), W.HTML(), W.HTML(), W.VBox(), W.VBox()
     warn = ''.join(f"<div class='imgclean-warning'>⚠ {html.escape(w)}</div>" for w in self.warnings)
     self.keys = key_bridge(); self.keys.on_msg(lambda _, msg, buffers: self._on_msg(msg))
@@ -719,14 +719,16 @@ def units(self:ImageCleaner)->list:
 
 # %% ../nbs/07_widgets.ipynb #102
 @patch
-def show(self:ImageCleaner, pos:int=0):
-    "Show the page holding row (or group) `pos`"
+def show(self:ImageCleaner, pos:int=0, # Row (or group) whose page is shown
+         exact:bool=False):            # Start the page at `pos` itself (paging from the tiles shown)
+    "Show the page holding row (or group) `pos`, or with `exact` the page starting there"
     try: self.state.refresh(timeout=2)
     except Timeout: self.message.value = "the dataset is locked (an apply_cleaning or undo_cleaning is running): decisions shown may be out of date"
     us = self.units(); n = len(us)
-    self.pos = max(0, min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))
+    self.pos = max(0, min(pos, n - 1) if exact else min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))
     self.state.set_position(self._key(), self.pos)
     page, self.tiles, self.order = us[self.pos:self.pos + self.bs], {}, []
+    self._shown = (page[0].index.min(), page[-1].index.max()) if page else None   # rows of `self.rows` on the page
     what = 'groups' if self.mode == 'duplicates' else 'images'
     found = sum((u.issue != '').any() for u in us) if self.mode == 'all' else n
     self.counter.value = f"<b>{self.pos + 1 if n else 0}–{min(self.pos + self.bs, n)}</b> of {n} {what}" + (f" ({found} with findings, first)" if 0 < found < n else '')
@@ -735,6 +737,14 @@ def show(self:ImageCleaner, pos:int=0):
     self.body.children = boxes if page else [self.W.HTML('Nothing to review here.')]
     self.cursor = min(self.cursor, max(len(self.order) - 1, 0)); self._mark_cursor()
     self._update_summary(); self.keys.focus += 1
+
+@patch
+def _turn(self:ImageCleaner, step:int):
+    "Show the next (`step`=1) or previous (-1) page, counted from the tiles shown, so rows that left the list ('hide reviewed') skip no page"
+    if self._shown is None: return self.show(self.pos + step * self.bs)
+    firsts = [u.index.min() for u in self.units()]   # the rows of `self.rows` keep their order in the units
+    if step > 0: return self.show(sum(k <= self._shown[1] for k in firsts), exact=True)
+    return self.show(max(0, sum(k < self._shown[0] for k in firsts) - self.bs), exact=True)
 
 @patch
 def _wrap(self:ImageCleaner, boxes): return self.W.Box(boxes, layout=self.W.Layout(flex_flow='row wrap'))
@@ -835,8 +845,8 @@ def move(self:ImageCleaner, step:int):
     "Move the cursor `step` tiles, across pages"
     c = self.cursor + step
     if 0 <= c < len(self.order): self.cursor = c; return self._mark_cursor()
-    if c < 0 and self.pos > 0: self.cursor = 10**9; return self.show(self.pos - self.bs)
-    if c >= len(self.order) and not self.next.disabled: self.cursor = 0; return self.show(self.pos + self.bs)
+    if c < 0 and self.pos > 0: self.cursor = 10**9; return self._turn(-1)
+    if c >= len(self.order) and not self.next.disabled: self.cursor = 0; return self._turn(1)
 
 # %% ../nbs/07_widgets.ipynb #112
 @patch
@@ -852,7 +862,7 @@ def press(self:ImageCleaner, key:str):
     if what is None or not self.order and what not in ('previous page', 'next page'): return
     name = self.order[self.cursor] if self.order else None
     if what in ('next', 'previous'): return self.move(1 if what == 'next' else -1)
-    if what.endswith('page'): return self.show(self.pos + (self.bs if what == 'next page' else -self.bs))
+    if what.endswith('page'): return self._turn(1 if what == 'next page' else -1)
     if what == 'enlarge': return self.enlarge(name)
     if what == 'close': self.preview.children = []; return
     if what.startswith('label '):
@@ -901,7 +911,7 @@ def _follow_moves(self:ImageCleaner):
     self.rows['label'] = [self.state.label_of.get(n, l) for n, l in zip(self.rows.file, self.rows.label)]
     self.generation, self.preview.children = self.state.generation, []
     self.message.value = 'files were moved by apply_cleaning/undo_cleaning: this view follows them to their new names'
-    self.show(self.pos)
+    self.show(self.pos, exact=True)
 
 @patch
 def _update_summary(self:ImageCleaner):

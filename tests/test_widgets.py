@@ -497,3 +497,25 @@ def test_click_while_another_process_holds_the_dataset(root):
     assert not (root/STATE_FILE).exists() or 'circle/000.png' not in state(root)['decisions']
     c.tiles['circle/000.png'].dl.value = True            # the lock is free again: the click lands
     assert state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}}
+
+
+def test_hide_reviewed_never_skips_a_page(tmp_path):
+    "With 'hide reviewed' the rows just reviewed leave the list: Next, the keys and Previous go on to the images not shown yet"
+    root = make_class_folders(tmp_path/'ds', classes=('circle', 'square', 'star', 'triangle'), n=4)
+    page = lambda c: sorted({n.split('/')[0][:2] for n in c.order})
+    c = ImageCleaner(root, mode='all', batch_size=4); c.f_hide.value = True
+    for n in list(c.order): c.tiles[n].kp.click()
+    c.next.click(); assert page(c) == ['sq']                    # Keep on each tile, then Next
+    for _ in range(4): c.press('k')
+    assert page(c) == ['st']                                    # the keys move on after the last tile
+    c.press('k'); c.press('k'); c.press('PageDown')             # half a page reviewed: the next page starts after it
+    assert c.order == ['triangle/000.png', 'triangle/001.png', 'triangle/002.png', 'triangle/003.png'] and c.counter.value.startswith('<b>3–6</b> of 6')
+    c.press('PageUp'); assert c.order[:2] == ['star/002.png', 'star/003.png']
+    st = CleanerState(root)
+    for n in list(st.decisions): st.reset(n)
+    c.f_hide.value = False; c.f_hide.value = True
+    c.next.click(); c.next.click(); assert page(c) == ['st']
+    for n in ['square/000.png', 'square/001.png', 'square/002.png', 'square/003.png']: st.keep(n)   # reviewed elsewhere meanwhile
+    c.prev.click(); assert page(c) == ['ci']                    # Previous shows the page before, not this one again
+    c.f_hide.value = False
+    c.next.click(); c.next.click(); c.prev.click(); assert page(c) == ['sq']  # without the filter: plain pages
