@@ -614,21 +614,24 @@ class ImageCleaner:
               size:int=None,              # Thumbnail size in pixels; default from the images (`auto_size`)
               csv:str=CLEANED_CSV,        # Output under `path`
               state:str=STATE_FILE,       # State file under `path`
-              items:pd.DataFrame=None,    # name/label table of the whole dataset; default `class_items(path)`
+              items:pd.DataFrame=None,    # name/label table of the whole dataset; default the learner's when its labels are not the folders, else `class_items(path)`
               start:int=0,                # First row (or group) shown; default where this view was left
               rows:pd.DataFrame=None,     # Review rows (`review_table`) instead of `learner`/`issues`
+              vocab=None,                 # Classes offered with `items`; default the learner's, else the items' labels
              ):
         import ipywidgets as W
         mode = mode or ('losses' if learner is not None else 'all')
         if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.W, self.path, self.mode, self.bs, self._muted = W, Path(path), mode, batch_size, False
-        self.state = CleanerState(self.path, csv=csv, state=state, items=items)
+        losses = losses_table(_check_learner(learner), self.path) if learner is not None else None
+        if items is None and losses is not None:
+            items, v = _learner_items(self.path, losses.file, losses.label, learner.dls.vocab, losses.is_valid)
+            vocab = v if vocab is None else vocab
+        self.state = CleanerState(self.path, csv=csv, state=state, items=items, vocab=vocab)
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
         issues = _as_issues(issues, self.path)
         self.warnings = audit_warnings(issues) + _interrupted(self.path)
-        if rows is None:
-            losses = losses_table(learner, self.path) if learner is not None and mode == 'losses' else None
-            rows = review_table(mode, losses=losses, issues=issues, items=self.state.items)
+        if rows is None: rows = review_table(mode, losses=losses if mode == 'losses' else None, issues=issues, items=self.state.items)
         self.rows = self._with_splits(issue_table(rows))
         self.size = size or auto_size(self.path/f for f in self.rows.file if f in self.state.label_of)
         self._build()
@@ -656,6 +659,26 @@ def _as_issues(issues, path):
         if not fn.is_file(): raise FileNotFoundError(f"{fn} not found: run audit({str(path)!r}) first (it writes issues.csv), or pass issues= the audit's DataFrame")
         return read_issues(fn)
     raise TypeError(f"issues must be the audit's DataFrame or the path of its CSV, not {type(issues).__name__}")
+
+def _check_learner(learn):
+    "`learn` if it is a fastai Learner with images to rank, else an error that says what to pass"
+    if isinstance(learn, (str, os.PathLike)) or not len(getattr(getattr(learn, 'dls', None), 'loaders', None) or []):
+        raise TypeError(f"learner must be the fastai Learner you trained (its DataLoaders list the images to rank), not {learn!r:.80}; "
+                        "an export.pkl keeps no images: use audit(path, learner='export.pkl'), then ImageCleaner(path, issues=path/'issues.csv')")
+    if not any(len(dl.dataset) for dl in learn.dls.loaders[:2]):
+        raise ValueError("the learner has no images in its datasets (a loaded export.pkl has none): pass the Learner you trained, "
+                         "or use audit(path, learner='export.pkl'), then ImageCleaner(path, issues=path/'issues.csv')")
+    return learn
+
+def _learner_items(path:Path, names, labels, classes, is_valid=None)->tuple:
+    "(items, vocab) of a learner's `names`, `labels` and `classes`, when its labels are not the class folders of `path`; (None, None) when they are"
+    names, labels = list(names), [str(l) for l in labels]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); own = dict(zip(*class_items(path)[['name', 'label']].values.T))
+    if all(own.get(n) == l for n, l in zip(names, labels)): return None, None
+    split = ['valid' if v else 'train' for v in is_valid] if is_valid is not None else ''
+    items = pd.DataFrame(dict(name=names, label=labels, split=split)).drop_duplicates('name').sort_values('name', ignore_index=True)
+    return items, [str(c) for c in classes]
 
 # %% ../nbs/07_widgets.ipynb #99
 def _dropdown(W, desc, values, width='190px'):
@@ -1143,11 +1166,11 @@ def _v1_kwargs(dataset, fns_idxs, path, batch_size=5, duplicates=False, start=0)
     names = [rel_name(ds_f if Path(ds_f).is_absolute() else dataset.path/ds_f, path) for ds_f in dataset.files]
     ds = FormattedDataset(path, names, dataset.labels, dataset.classes, dataset.table, dataset.pairs)
     if ds.table is not None: ds.table = ds.table.assign(file=names)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); known = set(class_items(path).name)
-    items = None if set(names) <= known else pd.DataFrame(dict(name=names, label=ds.labels))
+    t = ds.table
+    valid = list(t.is_valid) if t is not None and 'is_valid' in t and len(t) == len(names) else None
+    items, vocab = _learner_items(path, names, ds.labels, ds.classes, valid)
     return dict(path=path, rows=_v1_rows(ds, fns_idxs, duplicates), mode='duplicates' if duplicates else 'losses',
-                batch_size=batch_size, items=items, start=start)
+                batch_size=batch_size, items=items, vocab=vocab, start=start)
 
 # %% ../nbs/07_widgets.ipynb #161
 class DatasetFormatter:

@@ -519,3 +519,29 @@ def test_hide_reviewed_never_skips_a_page(tmp_path):
     c.prev.click(); assert page(c) == ['ci']                    # Previous shows the page before, not this one again
     c.f_hide.value = False
     c.next.click(); c.next.click(); c.prev.click(); assert page(c) == ['sq']  # without the filter: plain pages
+
+
+def test_labels_from_a_csv_learner(tmp_path):
+    "All images in one folder, labels from a CSV: both cleaner forms take names, labels, split and classes from the learner"
+    import shutil
+    from torch import nn
+    from fastai.vision.all import ImageDataLoaders, Learner, Resize, CrossEntropyLossFlat
+    root = make_class_folders(tmp_path/'ds', n=4); (root/'imgs').mkdir()
+    rows = []
+    for c in ('circle', 'square', 'triangle'):
+        for f in sorted((root/c).iterdir()): shutil.move(f, root/'imgs'/f'{c}_{f.name}'); rows.append((f'imgs/{c}_{f.name}', c))
+        (root/c).rmdir()
+    df = pd.DataFrame(rows, columns=['name', 'label'])
+    dls = ImageDataLoaders.from_df(df, root, fn_col='name', label_col='label', valid_pct=0.25, seed=0, item_tfms=Resize(16), bs=4, num_workers=0)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, 3)), loss_func=CrossEntropyLossFlat())
+    for form in ('new', 'v1'):
+        for p in [*root.glob('cleaned.csv*'), *root.glob('.imgclean*')]: p.unlink()
+        c = ImageCleaner(root, learner=learn, batch_size=12) if form == 'new' else ImageCleaner(*DatasetFormatter().from_toplosses(learn), root, batch_size=12)
+        t = c.tiles['imgs/square_001.png']
+        assert [v for _, v in t.dd.options] == ['circle', 'square', 'triangle'] and t.dd.value == 'square', form
+        t.kp.click()
+        assert cleaned(root).set_index('name').label.to_dict() == dict(rows), form
+        t.dd.value = 'circle'
+        assert cleaned(root).set_index('name').label['imgs/square_001.png'] == 'circle'
+        assert sorted(c.state.items.split.value_counts().items()) == [('train', 9), ('valid', 3)]
+    with pytest.raises(TypeError, match=r"audit\(path, learner='export.pkl'\)"): ImageCleaner(root, learner='export.pkl')
