@@ -940,7 +940,7 @@ def _follow_moves(self:ImageCleaner):
 def _update_summary(self:ImageCleaner):
     s, st = self.state.summary(), self.state
     view = set(self._filtered().file)
-    csv = (f"<code>{html.escape(st.csv_path.name)}</code>: {sum(1 for _ in open(st.csv_path)) - 1} rows" if st.csv_path.exists()
+    csv = (f"<code>{html.escape(st.csv_path.name)}</code>: {len(st.csv_path.read_bytes().splitlines()) - 1} rows" if st.csv_path.exists()
            else f"<code>{html.escape(st.csv_path.name)}</code> not written yet (it is, at the first decision)")
     self.summary.value = (f"Reviewed <b>{s['reviewed']}</b> of {s['items']} images: {s['kept']} kept, {s['deleted']} deleted, "
                           f"{s['relabelled']} relabelled · this view: {len(view & set(st.decisions))} of {len(view)} reviewed · {csv}")

@@ -545,3 +545,14 @@ def test_labels_from_a_csv_learner(tmp_path):
         assert cleaned(root).set_index('name').label['imgs/square_001.png'] == 'circle'
         assert sorted(c.state.items.split.value_counts().items()) == [('train', 9), ('valid', 3)]
     with pytest.raises(TypeError, match=r"audit\(path, learner='export.pkl'\)"): ImageCleaner(root, learner='export.pkl')
+
+
+def test_summary_closes_cleaned_csv(root):
+    "The summary counts the rows of cleaned.csv without leaving the file open (no ResourceWarning)"
+    import gc
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    c.tiles[c.order[0]].kp.click()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always'); c._update_summary(); gc.collect()
+    assert [str(o.message) for o in w if issubclass(o.category, ResourceWarning)] == []
+    assert '12 rows' in c.summary.value
