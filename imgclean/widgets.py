@@ -622,7 +622,9 @@ class ImageCleaner:
         import ipywidgets as W
         mode = mode or ('losses' if learner is not None else 'all')
         if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self.W, self.path, self.mode, self.bs, self._muted = W, Path(path), mode, batch_size, False
+        if not (hasattr(batch_size, '__index__') and batch_size >= 1):
+            raise ValueError(f"batch_size={batch_size!r}: give the number of tiles per page (groups in duplicates mode), 1 or more")
+        self.W, self.path, self.mode, self.bs, self._muted = W, Path(path), mode, int(batch_size), False
         losses = losses_table(_check_learner(learner), self.path) if learner is not None else None
         if items is None and losses is not None:
             items, v = _learner_items(self.path, losses.file, losses.label, learner.dls.vocab, losses.is_valid)

@@ -556,3 +556,9 @@ def test_summary_closes_cleaned_csv(root):
         warnings.simplefilter('always'); c._update_summary(); gc.collect()
     assert [str(o.message) for o in w if issubclass(o.category, ResourceWarning)] == []
     assert '12 rows' in c.summary.value
+
+
+def test_batch_size_must_be_a_positive_whole_number(root):
+    for bs in (0, -1, 2.5):
+        with pytest.raises(ValueError, match='tiles per page'): ImageCleaner(root, mode='all', batch_size=bs)
+    assert ImageCleaner(root, mode='all', batch_size=np.int64(3)).bs == 3
