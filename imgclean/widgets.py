@@ -1132,6 +1132,7 @@ def undo_cleaning(path:Path,          # Dataset root
                  )->int:              # Number of moves undone
     "Move the files of an `apply_cleaning` back (also a half-done apply or undo) and restore its decisions"
     path = Path(path); j = Journal(Path(log) if log else path/APPLY_LOG)
+    if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder: pass the dataset root that apply_cleaning was run on")
     if not j.exists() and log is not None: raise FileNotFoundError(f"{j.fn} not found: nothing to undo")
     if not j.exists(): print(f"nothing to undo: no apply log in {path} (apply_cleaning writes one when it moves files)"); return 0
     st = CleanerState(path, csv=csv, state=state, items=items)

@@ -562,3 +562,8 @@ def test_batch_size_must_be_a_positive_whole_number(root):
     for bs in (0, -1, 2.5):
         with pytest.raises(ValueError, match='tiles per page'): ImageCleaner(root, mode='all', batch_size=bs)
     assert ImageCleaner(root, mode='all', batch_size=np.int64(3)).bs == 3
+
+
+def test_undo_on_a_missing_folder_says_so(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match='is not a folder'): undo_cleaning(tmp_path/'no/such')
+    assert undo_cleaning(tmp_path) == 0 and 'nothing to undo' in capsys.readouterr().out   # a dataset never applied
