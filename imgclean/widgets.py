@@ -893,6 +893,8 @@ def press(self:ImageCleaner, key:str):
     if what.startswith('label '):
         i = int(what[6:]) - 1
         if i >= len(self.state.vocab): return
+        if self.state.is_deleted(name):   # as its disabled dropdown: a label key would take the deletion back unseen
+            self.message.value = f"{html.escape(name)} is deleted: press d to take the deletion back, then choose its label"; return
         done = self.relabel(name, self.state.vocab[i])
     else: done = dict(accept=self.accept, keep=self.keep, delete=lambda n: self.delete(n, not self.state.is_deleted(n)))[what](name)
     if done is False: return

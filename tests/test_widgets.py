@@ -567,3 +567,14 @@ def test_batch_size_must_be_a_positive_whole_number(root):
 def test_undo_on_a_missing_folder_says_so(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match='is not a folder'): undo_cleaning(tmp_path/'no/such')
     assert undo_cleaning(tmp_path) == 0 and 'nothing to undo' in capsys.readouterr().out   # a dataset never applied
+
+
+def test_label_key_on_a_deleted_tile_does_nothing(root):
+    "A deleted tile's dropdown is disabled: its label keys are too (they would take the deletion back)"
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    c.press('d'); c.press('p')                                  # delete the first tile, back onto it
+    c.press('2')
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}} and 'is deleted' in c.message.value
+    assert c.cursor == 0 and c.tiles['circle/000.png'].dd.disabled
+    c.press('d'); c.press('p'); c.press('2')                    # undeleted: the key labels it
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'relabel', 'label': 'square'}} and c.cursor == 1
