@@ -674,13 +674,15 @@ def _check_learner(learn):
 
 def _learner_items(path:Path, names, labels, classes, is_valid=None)->tuple:
     "(items, vocab) of a learner's `names`, `labels` and `classes`, when its labels are not the class folders of `path`; (None, None) when they are"
-    names, labels = list(names), [str(l) for l in labels]
+    names, labels, classes = list(names), [str(l) for l in labels], [str(c) for c in classes]
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); own = dict(zip(*class_items(path)[['name', 'label']].values.T))
+        warnings.simplefilter('ignore'); folders = class_items(path)
+    own = dict(zip(folders.name, folders.label))
     if all(own.get(n) == l for n, l in zip(names, labels)): return None, None
     split = ['valid' if v else 'train' for v in is_valid] if is_valid is not None else ''
-    items = pd.DataFrame(dict(name=names, label=labels, split=split)).drop_duplicates('name').sort_values('name', ignore_index=True)
-    return items, [str(c) for c in classes]
+    rest = folders[~folders.name.isin(names) & folders.label.isin(classes)]   # e.g. images deleted before a retraining on cleaned.csv
+    items = pd.concat([pd.DataFrame(dict(name=names, label=labels, split=split)), rest[['name', 'label', 'split']]])
+    return items.drop_duplicates('name').sort_values('name', ignore_index=True), classes
 
 # %% ../nbs/07_widgets.ipynb #99
 def _dropdown(W, desc, values, width='190px'):

@@ -578,3 +578,19 @@ def test_label_key_on_a_deleted_tile_does_nothing(root):
     assert c.cursor == 0 and c.tiles['circle/000.png'].dd.disabled
     c.press('d'); c.press('p'); c.press('2')                    # undeleted: the key labels it
     assert state(root)['decisions'] == {'circle/000.png': {'action': 'relabel', 'label': 'square'}} and c.cursor == 1
+
+
+def test_second_round_with_a_learner_retrained_on_cleaned_csv(root):
+    "Retrained on cleaned.csv, a learner's labels are not the folders and it lacks the deleted images: their decisions still hold"
+    from torch import nn
+    from fastai.vision.all import ImageDataLoaders, Learner, Resize, CrossEntropyLossFlat
+    st = CleanerState(root); st.delete('circle/000.png'); st.relabel('square/001.png', 'circle')
+    before = cleaned(root)
+    dls = ImageDataLoaders.from_csv(root, 'cleaned.csv', folder='.', fn_col='name', label_col='label', item_tfms=Resize(16), bs=4, num_workers=0, valid_pct=0.25, seed=0)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, 3)), loss_func=CrossEntropyLossFlat())
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)                # no "decision(s) ignored"
+        c = ImageCleaner(root, learner=learn, batch_size=12)
+    assert 'circle/000.png' not in c.order and st.is_deleted('circle/000.png') and st.label('square/001.png') == 'circle'
+    c.tiles['square/002.png'].kp.click()
+    pd.testing.assert_frame_equal(cleaned(root), before)
