@@ -652,22 +652,27 @@ class ImageCleaner:
               size:int=None,              # Thumbnail size in pixels; default from the images (`auto_size`)
               csv:str=CLEANED_CSV,        # Output under `path`
               state:str=STATE_FILE,       # State file under `path`
-              items:pd.DataFrame=None,    # name/label table of the whole dataset; default `class_items(path)`
+              items:pd.DataFrame=None,    # name/label table of the whole dataset; default the learner's when its labels are not the folders, else `class_items(path)`
               start:int=0,                # First row (or group) shown; default where this view was left
               rows:pd.DataFrame=None,     # Review rows (`review_table`) instead of `learner`/`issues`
+              vocab=None,                 # Classes offered with `items`; default the learner's, else the items' labels
              ):
         import ipywidgets as W
         mode = mode or ('losses' if learner is not None else 'all')
         if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self.W, self.path, self.mode, self.bs, self._muted = W, Path(path), mode, batch_size, False
-        self.state = CleanerState(self.path, csv=csv, state=state, items=items)
+        if not (hasattr(batch_size, '__index__') and batch_size >= 1):
+            raise ValueError(f"batch_size={batch_size!r}: give the number of tiles per page (groups in duplicates mode), 1 or more")
+        self.W, self.path, self.mode, self.bs, self._muted = W, Path(path), mode, int(batch_size), False
+        losses = losses_table(_check_learner(learner), self.path) if learner is not None else None
+        if items is None and losses is not None:
+            items, v = _learner_items(self.path, losses.file, losses.label, learner.dls.vocab, losses.is_valid)
+            vocab = v if vocab is None else vocab
+        self.state = CleanerState(self.path, csv=csv, state=state, items=items, vocab=vocab)
         self.path = self.state.path   # absolute, as the state's
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
         issues = _as_issues(issues, self.path)
         self.warnings = audit_warnings(issues) + _interrupted(self.path)
-        if rows is None:
-            losses = losses_table(learner, self.path) if learner is not None and mode == 'losses' else None
-            rows = review_table(mode, losses=losses, issues=issues, items=self.state.items)
+        if rows is None: rows = review_table(mode, losses=losses if mode == 'losses' else None, issues=issues, items=self.state.items)
         self.rows = self._with_splits(issue_table(rows))
         self.size = size or auto_size(self.path/f for f in self.rows.file if f in self.state.label_of)
         self._build()
@@ -696,6 +701,28 @@ def _as_issues(issues, path):
         return read_issues(fn)
     raise TypeError(f"issues must be the audit's DataFrame or the path of its CSV, not {type(issues).__name__}")
 
+def _check_learner(learn):
+    "`learn` if it is a fastai Learner with images to rank, else an error that says what to pass"
+    if isinstance(learn, (str, os.PathLike)) or not len(getattr(getattr(learn, 'dls', None), 'loaders', None) or []):
+        raise TypeError(f"learner must be the fastai Learner you trained (its DataLoaders list the images to rank), not {learn!r:.80}; "
+                        "an export.pkl keeps no images: use audit(path, learner='export.pkl'), then ImageCleaner(path, issues=path/'issues.csv')")
+    if not any(len(dl.dataset) for dl in learn.dls.loaders[:2]):
+        raise ValueError("the learner has no images in its datasets (a loaded export.pkl has none): pass the Learner you trained, "
+                         "or use audit(path, learner='export.pkl'), then ImageCleaner(path, issues=path/'issues.csv')")
+    return learn
+
+def _learner_items(path:Path, names, labels, classes, is_valid=None)->tuple:
+    "(items, vocab) of a learner's `names`, `labels` and `classes`, when its labels are not the class folders of `path`; (None, None) when they are"
+    names, labels, classes = list(names), [str(l) for l in labels], [str(c) for c in classes]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); folders = class_items(path)
+    own = dict(zip(folders.name, folders.label))
+    if all(own.get(n) == l for n, l in zip(names, labels)): return None, None
+    split = ['valid' if v else 'train' for v in is_valid] if is_valid is not None else ''
+    rest = folders[~folders.name.isin(names) & folders.label.isin(classes)]   # e.g. images deleted before a retraining on cleaned.csv
+    items = pd.concat([pd.DataFrame(dict(name=names, label=labels, split=split)), rest[['name', 'label', 'split']]])
+    return items.drop_duplicates('name').sort_values('name', ignore_index=True), classes
+
 # %% ../nbs/07_widgets.ipynb #99
 def _dropdown(W, desc, values, width='190px'):
     vals = sorted({v for v in values if isinstance(v, str) and v})
@@ -713,7 +740,7 @@ def _build(self:ImageCleaner):
     self.f_hide = W.Checkbox(description='hide reviewed', indent=False, layout=W.Layout(width='130px'))
     for f in (self.f_label, self.f_pred, self.f_issue, self.f_split, self.f_score, self.f_hide): f.observe(lambda _: self._muted or self.show(0), names='value')
     self.prev, self.next = W.Button(description='Previous', icon='arrow-left'), W.Button(description='Next', icon='arrow-right')
-    self.prev.on_click(lambda _: self.show(self.pos - self.bs)); self.next.on_click(lambda _: self.show(self.pos + self.bs))
+    self.prev.on_click(lambda _: self._turn(-1)); self.next.on_click(lambda _: self._turn(1))
     self.counter, self.summary, self.message, self.body, self.preview = W.HTML(), W.HTML(), W.HTML(), W.VBox(), W.VBox()
     warn = ''.join(f"<div class='imgclean-warning'>⚠ {html.escape(w)}</div>" for w in self.warnings)
     self.keys = key_bridge(); self.keys.on_msg(lambda _, msg, buffers: self._on_msg(msg))
@@ -758,14 +785,16 @@ def units(self:ImageCleaner)->list:
 
 # %% ../nbs/07_widgets.ipynb #102
 @patch
-def show(self:ImageCleaner, pos:int=0):
-    "Show the page holding row (or group) `pos`"
+def show(self:ImageCleaner, pos:int=0, # Row (or group) whose page is shown
+         exact:bool=False):            # Start the page at `pos` itself (paging from the tiles shown)
+    "Show the page holding row (or group) `pos`, or with `exact` the page starting there"
     try: self.state.refresh(timeout=2)
     except Timeout: self.message.value = "the dataset is locked (an apply_cleaning or undo_cleaning is running): decisions shown may be out of date"
     us = self.units(); n = len(us)
-    self.pos = max(0, min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))
+    self.pos = max(0, min(pos, n - 1) if exact else min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))
     self.state.set_position(self._key(), self.pos)
     page, self.tiles, self.order = us[self.pos:self.pos + self.bs], {}, []
+    self._shown = (page[0].index.min(), page[-1].index.max()) if page else None   # rows of `self.rows` on the page
     what = 'groups' if self.mode == 'duplicates' else 'images'
     found = sum((u.issue != '').any() for u in us) if self.mode == 'all' else n
     self.counter.value = f"<b>{self.pos + 1 if n else 0}–{min(self.pos + self.bs, n)}</b> of {n} {what}" + (f" ({found} with findings, first)" if 0 < found < n else '')
@@ -774,6 +803,14 @@ def show(self:ImageCleaner, pos:int=0):
     self.body.children = boxes if page else [self.W.HTML('Nothing to review here.')]
     self.cursor = min(self.cursor, max(len(self.order) - 1, 0)); self._mark_cursor()
     self._update_summary(); self.keys.focus += 1
+
+@patch
+def _turn(self:ImageCleaner, step:int):
+    "Show the next (`step`=1) or previous (-1) page, counted from the tiles shown, so rows that left the list ('hide reviewed') skip no page"
+    if self._shown is None: return self.show(self.pos + step * self.bs)
+    firsts = [u.index.min() for u in self.units()]   # the rows of `self.rows` keep their order in the units
+    if step > 0: return self.show(sum(k <= self._shown[1] for k in firsts), exact=True)
+    return self.show(max(0, sum(k < self._shown[0] for k in firsts) - self.bs), exact=True)
 
 @patch
 def _wrap(self:ImageCleaner, boxes): return self.W.Box(boxes, layout=self.W.Layout(flex_flow='row wrap'))
@@ -879,8 +916,8 @@ def move(self:ImageCleaner, step:int):
     "Move the cursor `step` tiles, across pages"
     c = self.cursor + step
     if 0 <= c < len(self.order): self.cursor = c; return self._mark_cursor()
-    if c < 0 and self.pos > 0: self.cursor = 10**9; return self.show(self.pos - self.bs)
-    if c >= len(self.order) and not self.next.disabled: self.cursor = 0; return self.show(self.pos + self.bs)
+    if c < 0 and self.pos > 0: self.cursor = 10**9; return self._turn(-1)
+    if c >= len(self.order) and not self.next.disabled: self.cursor = 0; return self._turn(1)
 
 # %% ../nbs/07_widgets.ipynb #112
 @patch
@@ -896,12 +933,14 @@ def press(self:ImageCleaner, key:str):
     if what is None or not self.order and what not in ('previous page', 'next page'): return
     name = self.order[self.cursor] if self.order else None
     if what in ('next', 'previous'): return self.move(1 if what == 'next' else -1)
-    if what.endswith('page'): return self.show(self.pos + (self.bs if what == 'next page' else -self.bs))
+    if what.endswith('page'): return self._turn(1 if what == 'next page' else -1)
     if what == 'enlarge': return self.enlarge(name)
     if what == 'close': self.preview.children = []; return
     if what.startswith('label '):
         i = int(what[6:]) - 1
         if i >= len(self.state.vocab): return
+        if self.state.is_deleted(name):   # as its disabled dropdown: a label key would take the deletion back unseen
+            self.message.value = f"{html.escape(name)} is deleted: press d to take the deletion back, then choose its label"; return
         done = self.relabel(name, self.state.vocab[i])
     else: done = dict(accept=self.accept, keep=self.keep, delete=lambda n: self.delete(n, not self.state.is_deleted(n)))[what](name)
     if done is False: return
@@ -945,13 +984,13 @@ def _follow_moves(self:ImageCleaner):
     self.rows['label'] = [self.state.label_of.get(n, l) for n, l in zip(self.rows.file, self.rows.label)]
     self.generation, self.preview.children = self.state.generation, []
     self.message.value = 'files were moved by apply_cleaning/undo_cleaning: this view follows them to their new names'
-    self.show(self.pos)
+    self.show(self.pos, exact=True)
 
 @patch
 def _update_summary(self:ImageCleaner):
     s, st = self.state.summary(), self.state
     view = set(self._filtered().file)
-    csv = (f"<code>{html.escape(st.csv_path.name)}</code>: {sum(1 for _ in open(st.csv_path)) - 1} rows" if st.csv_path.exists()
+    csv = (f"<code>{html.escape(st.csv_path.name)}</code>: {len(st.csv_path.read_bytes().splitlines()) - 1} rows" if st.csv_path.exists()
            else f"<code>{html.escape(st.csv_path.name)}</code> not written yet (it is, at the first decision)")
     self.summary.value = (f"Reviewed <b>{s['reviewed']}</b> of {s['items']} images: {s['kept']} kept, {s['deleted']} deleted, "
                           f"{s['relabelled']} relabelled · this view: {len(view & set(st.decisions))} of {len(view)} reviewed · {csv}")
@@ -1148,6 +1187,7 @@ def undo_cleaning(path:Path,          # Dataset root
                  )->int:              # Number of moves undone
     "Move the files of the last `apply_cleaning` back (also a half-done apply or undo), restore its decisions, keep the ones made since"
     path = Path(path); j = Journal(Path(log) if log else path/APPLY_LOG)
+    if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder: pass the dataset root that apply_cleaning was run on")
     if not j.exists() and log is not None: raise FileNotFoundError(f"{j.fn} not found: nothing to undo")
     if not j.exists() and _earlier_logs(j.fn): os.replace(_earlier_logs(j.fn)[-1], j.fn)   # killed as a second apply began
     if not j.exists(): print(f"nothing to undo: no apply log in {path} (apply_cleaning writes one when it moves files)"); return 0
@@ -1197,11 +1237,11 @@ def _v1_kwargs(dataset, fns_idxs, path, batch_size=5, duplicates=False, start=0)
     names = [rel_name(ds_f if Path(ds_f).is_absolute() else dataset.path/ds_f, path) for ds_f in dataset.files]
     ds = FormattedDataset(path, names, dataset.labels, dataset.classes, dataset.table, dataset.pairs)
     if ds.table is not None: ds.table = ds.table.assign(file=names)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); known = set(class_items(path).name)
-    items = None if set(names) <= known else pd.DataFrame(dict(name=names, label=ds.labels))
+    t = ds.table
+    valid = list(t.is_valid) if t is not None and 'is_valid' in t and len(t) == len(names) else None
+    items, vocab = _learner_items(path, names, ds.labels, ds.classes, valid)
     return dict(path=path, rows=_v1_rows(ds, fns_idxs, duplicates), mode='duplicates' if duplicates else 'losses',
-                batch_size=batch_size, items=items, start=start)
+                batch_size=batch_size, items=items, vocab=vocab, start=start)
 
 # %% ../nbs/07_widgets.ipynb #161
 class DatasetFormatter:

@@ -596,3 +596,100 @@ def test_keep_only_acts_on_the_pair_clicked(root):
     assert state(root)['decisions'] == {'circle/000.png': dict(action='keep'), 'circle/002.png': dict(action='delete')}
     third = c.body.children[2].children[1].children[0]        # circle/002 again, in the third pair
     assert third is c.tiles['circle/002.png'].twin.box and 'imgclean-deleted' in third._dom_classes   # every tile of an image shows its state
+
+
+def test_hide_reviewed_never_skips_a_page(tmp_path):
+    "With 'hide reviewed' the rows just reviewed leave the list: Next, the keys and Previous go on to the images not shown yet"
+    root = make_class_folders(tmp_path/'ds', classes=('circle', 'square', 'star', 'triangle'), n=4)
+    page = lambda c: sorted({n.split('/')[0][:2] for n in c.order})
+    c = ImageCleaner(root, mode='all', batch_size=4); c.f_hide.value = True
+    for n in list(c.order): c.tiles[n].kp.click()
+    c.next.click(); assert page(c) == ['sq']                    # Keep on each tile, then Next
+    for _ in range(4): c.press('k')
+    assert page(c) == ['st']                                    # the keys move on after the last tile
+    c.press('k'); c.press('k'); c.press('PageDown')             # half a page reviewed: the next page starts after it
+    assert c.order == ['triangle/000.png', 'triangle/001.png', 'triangle/002.png', 'triangle/003.png'] and c.counter.value.startswith('<b>3–6</b> of 6')
+    c.press('PageUp'); assert c.order[:2] == ['star/002.png', 'star/003.png']
+    st = CleanerState(root)
+    for n in list(st.decisions): st.reset(n)
+    c.f_hide.value = False; c.f_hide.value = True
+    c.next.click(); c.next.click(); assert page(c) == ['st']
+    for n in ['square/000.png', 'square/001.png', 'square/002.png', 'square/003.png']: st.keep(n)   # reviewed elsewhere meanwhile
+    c.prev.click(); assert page(c) == ['ci']                    # Previous shows the page before, not this one again
+    c.f_hide.value = False
+    c.next.click(); c.next.click(); c.prev.click(); assert page(c) == ['sq']  # without the filter: plain pages
+
+
+def test_labels_from_a_csv_learner(tmp_path):
+    "All images in one folder, labels from a CSV: both cleaner forms take names, labels, split and classes from the learner"
+    import shutil
+    from torch import nn
+    from fastai.vision.all import ImageDataLoaders, Learner, Resize, CrossEntropyLossFlat
+    root = make_class_folders(tmp_path/'ds', n=4); (root/'imgs').mkdir()
+    rows = []
+    for c in ('circle', 'square', 'triangle'):
+        for f in sorted((root/c).iterdir()): shutil.move(f, root/'imgs'/f'{c}_{f.name}'); rows.append((f'imgs/{c}_{f.name}', c))
+        (root/c).rmdir()
+    df = pd.DataFrame(rows, columns=['name', 'label'])
+    dls = ImageDataLoaders.from_df(df, root, fn_col='name', label_col='label', valid_pct=0.25, seed=0, item_tfms=Resize(16), bs=4, num_workers=0)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, 3)), loss_func=CrossEntropyLossFlat())
+    for form in ('new', 'v1'):
+        for p in [*root.glob('cleaned.csv*'), *root.glob('.imgclean*')]: p.unlink()
+        c = ImageCleaner(root, learner=learn, batch_size=12) if form == 'new' else ImageCleaner(*DatasetFormatter().from_toplosses(learn), root, batch_size=12)
+        t = c.tiles['imgs/square_001.png']
+        assert [v for _, v in t.dd.options] == ['circle', 'square', 'triangle'] and t.dd.value == 'square', form
+        t.kp.click()
+        assert cleaned(root).set_index('name').label.to_dict() == dict(rows), form
+        t.dd.value = 'circle'
+        assert cleaned(root).set_index('name').label['imgs/square_001.png'] == 'circle'
+        assert sorted(c.state.items.split.value_counts().items()) == [('train', 9), ('valid', 3)]
+    with pytest.raises(TypeError, match=r"audit\(path, learner='export.pkl'\)"): ImageCleaner(root, learner='export.pkl')
+
+
+def test_summary_closes_cleaned_csv(root):
+    "The summary counts the rows of cleaned.csv without leaving the file open (no ResourceWarning)"
+    import gc
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    c.tiles[c.order[0]].kp.click()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always'); c._update_summary(); gc.collect()
+    assert [str(o.message) for o in w if issubclass(o.category, ResourceWarning)] == []
+    assert '12 rows' in c.summary.value
+
+
+def test_batch_size_must_be_a_positive_whole_number(root):
+    for bs in (0, -1, 2.5):
+        with pytest.raises(ValueError, match='tiles per page'): ImageCleaner(root, mode='all', batch_size=bs)
+    assert ImageCleaner(root, mode='all', batch_size=np.int64(3)).bs == 3
+
+
+def test_undo_on_a_missing_folder_says_so(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match='is not a folder'): undo_cleaning(tmp_path/'no/such')
+    assert undo_cleaning(tmp_path) == 0 and 'nothing to undo' in capsys.readouterr().out   # a dataset never applied
+
+
+def test_label_key_on_a_deleted_tile_does_nothing(root):
+    "A deleted tile's dropdown is disabled: its label keys are too (they would take the deletion back)"
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    c.press('d'); c.press('p')                                  # delete the first tile, back onto it
+    c.press('2')
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}} and 'is deleted' in c.message.value
+    assert c.cursor == 0 and c.tiles['circle/000.png'].dd.disabled
+    c.press('d'); c.press('p'); c.press('2')                    # undeleted: the key labels it
+    assert state(root)['decisions'] == {'circle/000.png': {'action': 'relabel', 'label': 'square'}} and c.cursor == 1
+
+
+def test_second_round_with_a_learner_retrained_on_cleaned_csv(root):
+    "Retrained on cleaned.csv, a learner's labels are not the folders and it lacks the deleted images: their decisions still hold"
+    from torch import nn
+    from fastai.vision.all import ImageDataLoaders, Learner, Resize, CrossEntropyLossFlat
+    st = CleanerState(root); st.delete('circle/000.png'); st.relabel('square/001.png', 'circle')
+    before = cleaned(root)
+    dls = ImageDataLoaders.from_csv(root, 'cleaned.csv', folder='.', fn_col='name', label_col='label', item_tfms=Resize(16), bs=4, num_workers=0, valid_pct=0.25, seed=0)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, 3)), loss_func=CrossEntropyLossFlat())
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)                # no "decision(s) ignored"
+        c = ImageCleaner(root, learner=learn, batch_size=12)
+    assert 'circle/000.png' not in c.order and st.is_deleted('circle/000.png') and st.label('square/001.png') == 'circle'
+    c.tiles['square/002.png'].kp.click()
+    pd.testing.assert_frame_equal(cleaned(root), before)
