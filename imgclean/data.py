@@ -98,6 +98,13 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
     if valid_col is not None:
         if valid_col not in df.columns: raise ValueError(f"{src} has no column {valid_col!r}; its columns are {list(df.columns)}")
         items['is_valid'] = df[valid_col].astype(str).str.lower().isin(['1', 'true', 'yes', 'valid']).values
+    elif 'split' in df.columns:   # the cleaned.csv of a train/valid/test layout: its split holds, the test images stay held out
+        split = df.split.fillna('').astype(str).str.lower().values
+        if (split == 'test').any():
+            print(f"note: {(split == 'test').sum()} rows of {src} are in the test split: left out of training and validation "
+                  "(add_test_folder(dls, path, 'test') evaluates on them)")
+        items = items[split != 'test'].reset_index(drop=True); split = split[split != 'test']
+        if np.isin(split, ('valid', 'val')).any(): items['is_valid'] = np.isin(split, ('valid', 'val'))
     _check_classes(items, src)
     if 'is_valid' not in items: items['is_valid'] = stratified_split(items.label, valid_pct, seed)
     return items

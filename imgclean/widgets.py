@@ -217,11 +217,13 @@ def _existing(root, names)->set:
 
 @patch
 def cleaned(self:CleanerState, decisions:dict=None)->pd.DataFrame:
-    "The kept items with their current labels, only files that exist: what `cleaned.csv` holds"
+    "The kept items with their current labels, only files that exist: what `cleaned.csv` holds (and each one's `split` when the dataset has splits)"
     d = self.decisions if decisions is None else decisions
-    rows = [(n, d.get(n, {}).get('label', l)) for n, l in self.label_of.items() if d.get(n, {}).get('action') != 'delete']
-    there = _existing(os.fspath(self.path), [n for n, _ in rows])
-    return pd.DataFrame([r for r in rows if r[0] in there], columns=['name', 'label'])
+    rows = [(n, d.get(n, {}).get('label', l), s) for n, l, s in zip(self.items.name, self.items.label, self.items.split)
+            if d.get(n, {}).get('action') != 'delete']
+    there = _existing(os.fspath(self.path), [r[0] for r in rows])
+    df = pd.DataFrame([r for r in rows if r[0] in there], columns=['name', 'label', 'split'])
+    return df if df.split.ne('').any() else df[['name', 'label']]   # train/valid/test kept apart when retraining from it
 
 # %% ../nbs/07_widgets.ipynb #30
 class StaleView(RuntimeError):

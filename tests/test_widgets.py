@@ -693,3 +693,18 @@ def test_second_round_with_a_learner_retrained_on_cleaned_csv(root):
     assert 'circle/000.png' not in c.order and st.is_deleted('circle/000.png') and st.label('square/001.png') == 'circle'
     c.tiles['square/002.png'].kp.click()
     pd.testing.assert_frame_equal(cleaned(root), before)
+
+
+def test_a_split_layout_keeps_its_splits_through_cleaned_csv(tmp_path, capsys):
+    "train/valid/test folders: cleaned.csv says each image's split, and retraining from it keeps validation apart and the test set out"
+    from imgclean.data import csv_dls
+    root = tmp_path/'ds'
+    for s, n in (('train', 4), ('valid', 2), ('test', 2)): make_class_folders(root/s, n=n)
+    c = ImageCleaner(root, mode='all', batch_size=50)
+    c.tiles['train/circle/000.png'].dl.value = True
+    df = cleaned(root)
+    assert list(df.columns) == ['name', 'label', 'split'] and set(df.split) == {'train', 'valid', 'test'}
+    dls = csv_dls(root, 'cleaned.csv', size=16, bs=4, num_workers=0, aug=False)
+    rel = lambda ds: {Path(o).relative_to(root).parts[0] for o in ds.items}
+    assert rel(dls.train_ds) == {'train'} and rel(dls.valid_ds) == {'valid'} and len(dls.train_ds) == 11
+    assert '6 rows of cleaned.csv are in the test split' in capsys.readouterr().out
