@@ -87,7 +87,7 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
               folder:str='.',         # Folder under `path` the file names are relative to
               valid_pct:float=0.2,    # Validation fraction for the stratified split
               seed:int=42,            # Split seed
-              valid_col:str=None,     # Optional boolean column that gives the split instead
+              valid_col:str=None,     # Optional boolean column that gives the split instead (else a `split` column does: train/valid/test)
               suffix:str='',          # Appended to file names (for CSVs that omit the extension)
               missing:str='error',    # 'error' or 'skip' rows whose file does not exist
              )->pd.DataFrame:         # Columns name (relative to `path`), label, is_valid

@@ -18,7 +18,8 @@ from fastcore.basics import patch
 from filelock import FileLock, Timeout
 
 from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, ISSUE_COLUMNS, QUALITY_ISSUES, atomic_write, class_items,
-                           in_root, issue_table, open_image, read_issues, read_labels_csv, rel_name, split_folders, write_csv)
+                           content_hash, file_hash, in_root, issue_table, open_image, read_issues, read_labels_csv, rel_name,
+                           split_folders)
 from .images import load_rgb
 
 # %% ../nbs/07_widgets.ipynb #5
@@ -66,7 +67,8 @@ def parse_state(text:str,        # The state file's text ('' when there is none)
         raise ValueError(f"{src} is not an ImageCleaner state file (a JSON object with 'decisions'); move it away to start afresh")
     out = dict(decisions={}, ignored={}, problems=[], seq=_int(raw.get('seq')), generation=_int(raw.get('generation')),
                positions={k: _int(v) for k, v in _dict(raw.get('positions')).items() if isinstance(k, str)},
-               history={k: _renames(v) for k, v in _dict(raw.get('history')).items() if isinstance(k, str) and k.isdigit()})
+               history={k: _renames(v) for k, v in _dict(raw.get('history')).items() if isinstance(k, str) and k.isdigit()},
+               written={k: v for k, v in _dict(raw.get('written')).items() if isinstance(k, str) and isinstance(v, str)})
     for name, d in {**_dict(raw.get('ignored')), **_dict(raw.get('decisions'))}.items():
         p = decision_problem(name, d, label_of, vocab)
         if p: out['ignored'][str(name)] = d; out['problems'].append(p)
@@ -243,17 +245,23 @@ def _check_change(self:CleanerState, updates:dict):
 
 @patch
 def _write(self:CleanerState, disk:dict, csv:bool=True):
-    "Write `disk` to the state file, then `cleaned.csv` (lock held)"
+    "Write `disk` to the state file, then `cleaned.csv` (lock held); a cleaned.csv we did not write is copied first"
+    text = self.cleaned(disk['decisions']).to_csv(index=False) if csv else None
+    key = lambda fn: fn.name if fn.parent == self.path else str(fn)   # how the state file names each cleaned file
     for fn in self.csv_paths:
-        if fn.exists() and not self.state_path.exists():  # a cleaned.csv we did not write: keep a copy
-            bak = fn.with_name(fn.name + '.orig')
-            if not bak.exists(): atomic_write(bak, fn.read_bytes())
-    keys = ('generation', 'seq', 'decisions', 'ignored', 'positions', 'history')
-    atomic_write(self.state_path, json.dumps(dict(version=2, updated=time.strftime('%Y-%m-%dT%H:%M:%S'), **{k: disk[k] for k in keys}), indent=1))
+        if not fn.exists(): continue
+        if not self.state_path.exists(): bak = fn.with_name(fn.name + '.orig')   # someone's earlier work
+        elif csv and disk.get('written', {}).get(key(fn), file_hash(fn)) != file_hash(fn):   # edited by hand since we wrote it
+            bak = fn.with_name(f"{fn.name}.edited-{time.strftime('%Y%m%d-%H%M%S')}")
+            warnings.warn(f"{fn} was edited outside the cleaner: kept as {bak.name}, then rewritten from the decisions "
+                          f"(read_cleaned(path, {bak.name!r}) reads the edited rows)", stacklevel=4)
+        else: continue
+        if not bak.exists(): atomic_write(bak, fn.read_bytes())
+    if csv: disk['written'] = {**disk.get('written', {}), **{key(fn): content_hash(text.encode()) for fn in self.csv_paths}}
+    keys = ('generation', 'seq', 'decisions', 'ignored', 'positions', 'history', 'written')
+    atomic_write(self.state_path, json.dumps(dict(version=2, updated=time.strftime('%Y-%m-%dT%H:%M:%S'), **{k: disk.get(k, {}) for k in keys}), indent=1))
     disk['sig'] = self._file_sig()
-    if csv:
-        rows = self.cleaned(disk['decisions'])
-        for fn in self.csv_paths: write_csv(rows, fn)
+    for fn in self.csv_paths if csv else []: atomic_write(fn, text)
 
 @patch
 def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `label`), None to forget it, or `UNDELETE`}

@@ -692,7 +692,9 @@ def test_second_round_with_a_learner_retrained_on_cleaned_csv(root):
         c = ImageCleaner(root, learner=learn, batch_size=12)
     assert 'circle/000.png' not in c.order and st.is_deleted('circle/000.png') and st.label('square/001.png') == 'circle'
     c.tiles['square/002.png'].kp.click()
-    pd.testing.assert_frame_equal(cleaned(root), before)
+    after = cleaned(root)                                      # now with the learner's split, which a retrain from it keeps
+    pd.testing.assert_frame_equal(after[['name', 'label']], before)
+    assert set(after.split) == {'train', 'valid'} and (after.split == 'valid').sum() == len(dls.valid_ds)
 
 
 def test_a_split_layout_keeps_its_splits_through_cleaned_csv(tmp_path, capsys):
@@ -708,3 +710,14 @@ def test_a_split_layout_keeps_its_splits_through_cleaned_csv(tmp_path, capsys):
     rel = lambda ds: {Path(o).relative_to(root).parts[0] for o in ds.items}
     assert rel(dls.train_ds) == {'train'} and rel(dls.valid_ds) == {'valid'} and len(dls.train_ds) == 11
     assert '6 rows of cleaned.csv are in the test split' in capsys.readouterr().out
+
+
+def test_a_hand_edited_cleaned_csv_is_kept_before_it_is_rewritten(root):
+    st = CleanerState(root); st.delete('circle/000.png')
+    edited = (root/'cleaned.csv').read_text().replace('square/001.png,square', 'square/001.png,triangle')
+    (root/'cleaned.csv').write_text(edited)                    # someone fixed a label in a text editor
+    with pytest.warns(UserWarning, match='edited outside the cleaner'): st.delete('circle/001.png')
+    bak = list(root.glob('cleaned.csv.edited-*'))
+    assert len(bak) == 1 and bak[0].read_text() == edited and 'circle/001.png' not in set(cleaned(root).name)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error'); st.keep('circle/002.png')   # our own writes are not mistaken for edits
