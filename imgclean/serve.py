@@ -25,7 +25,7 @@ from starlette.routing import Route
 from .core import IMAGE_ERRORS, ImageTooLarge, open_image
 from .images import sniff_image, to_rgb
 from .download import AddressRefused, FetchError, _is_data, fetch_image
-from .export import load_export
+from .export import as_input, input_class, load_export
 
 # %% ../nbs/09_serve.ipynb #6
 _NAT64 = ipaddress.ip_network('64:ff9b::/96')
@@ -190,18 +190,25 @@ class Predictor:
         # (a loaded export.pkl leaves split_idx unset on them: copy and set it)
         self.after_item, self.after_batch = copy(self.learn.dls.valid.after_item), copy(self.learn.dls.valid.after_batch)
         self.after_item.split_idx = self.after_batch.split_idx = 1
-        self.model = self.learn.model.eval()
+        self.model, self.cls = self.learn.model.eval(), input_class(self.learn)
         self.device = next(self.model.parameters()).device
         self.act = getattr(self.learn.loss_func, 'activation', None) or (lambda x: torch.softmax(x, dim=-1))
+        self._check()
         self.max_batch, self.max_wait = max(1, int(max_batch)), max(0., max_wait_ms)/1000
         self.q, self.batches, self.items, self.errors, self.busy_since = queue.Queue(max_queue), 0, 0, 0, None
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name='imgclean-batcher', daemon=True); self.thread.start()
 
     def preprocess(self, img:Image.Image)->torch.Tensor:
-        "The learner's item transforms (`Resize`, `ToTensor`) on one RGB image"
-        from fastai.vision.core import PILImage
-        return self.after_item((PILImage.create(img),))[0]
+        "The learner's item transforms (`Resize`, `ToTensor`) on one decoded image, made the learner's image class (`as_input`)"
+        return self.after_item((as_input(img, self.cls),))[0]
+
+    def _check(self):
+        "One blank image through the whole path: a model that cannot classify images fails here, not on every request"
+        try: self.predict_batch([self.preprocess(Image.new('RGB', (64, 64), 'white'))])
+        except Exception as e:
+            raise ValueError(f"the model fails on a test image made like every request ({self.cls.__name__}, "
+                             f"{type(e).__name__}: {str(e)[:300]}); serve a learner exported with the DataBlock it was trained on") from None
 
     def predict_batch(self, xs:list)->torch.Tensor:
         "Probabilities for a list of preprocessed tensors, in one forward pass"

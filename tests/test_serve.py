@@ -209,3 +209,31 @@ def test_cli_serve_flags_reach_the_app(free_port):
         big = urllib.request.Request(srv.base + '/classify', data=small + b'\0' * 6000, method='POST')
         with pytest.raises(urllib.error.HTTPError) as e: urllib.request.urlopen(big, timeout=30)
         assert e.value.code == 413 and '6,000' in json.loads(e.value.read())['error']
+
+
+def test_greyscale_learner_is_served():
+    "A learner on `ImageBlock(cls=PILImageBW)` (one input channel) answers 200 with `learn.predict`'s probabilities, never 500"
+    from fastai.vision.core import PILImageBW
+    from _export_helpers import tiny_bw_learner
+    learn, root = tiny_bw_learner()
+    fn = next(root.rglob('*.png'))
+    with learn.no_bar(): ref = dict(zip(map(str, learn.dls.vocab), learn.predict(PILImageBW.create(fn))[2].tolist()))
+    with TestClient(make_app(learn)) as c:
+        r = c.post('/classify', content=fn.read_bytes())
+        assert r.status_code == 200, r.text
+        assert max(abs(p - ref[k]) for k, p in r.json()['predictions']) < 1e-4
+
+
+def test_a_model_that_cannot_classify_is_refused_at_start():
+    "A learner whose forward pass fails is refused by `make_app` with the reason, instead of answering 500 to every request"
+    import torch
+    from _export_helpers import tiny_learner
+    learn = tiny_learner()[0]
+    class Broken(torch.nn.Module):
+        def __init__(self): super().__init__(); self.w = torch.nn.Linear(1, 1)
+        def forward(self, x): raise RuntimeError('expected input to have 1 channels, but got 3 channels instead')
+    model = learn.model
+    learn.model = Broken()
+    try:
+        with pytest.raises(ValueError, match='fails on a test image.*1 channels'): make_app(learn)
+    finally: learn.model = model
