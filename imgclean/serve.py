@@ -160,6 +160,7 @@ def open_upload(data:bytes,                 # Bytes of an uploaded or fetched fi
 def load_upload(im:Image.Image, # An image from `open_upload`
                )->Image.Image:  # Decoded in full, upright, RGB
     "Decode `im` in full (then close it), upright and RGB, or raise `FetchRefused` (422) saying why"
+    # the decode of `images.load_rgb`, which `predict_image`/`predict_files` use: the same file gets the same answer
     fmt = im.format or 'image'
     try:
         with im:

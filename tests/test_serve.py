@@ -237,3 +237,22 @@ def test_a_model_that_cannot_classify_is_refused_at_start():
     try:
         with pytest.raises(ValueError, match='fails on a test image.*1 channels'): make_app(learn)
     finally: learn.model = model
+
+
+def test_every_prediction_path_decodes_alike(client, tmp_path):
+    "An EXIF-rotated JPEG, a half-transparent PNG and a 16-bit PNG get the same probabilities from /classify, predict_image and predict_files"
+    import numpy as np
+    from PIL import Image
+    from imgclean.datasets import draw_shape
+    from imgclean.export import predict_files, predict_image
+    _, learn = tiny_export()
+    tall = draw_shape('triangle', 64, seed=7).resize((64, 32)); ex = tall.getexif(); ex[0x0112] = 6
+    tall.save(tmp_path/'exif6.jpg', exif=ex)
+    a = np.asarray(draw_shape('square', 64, seed=3).convert('RGBA')).copy(); a[:, :32] = 0
+    Image.fromarray(a).save(tmp_path/'rgba_half.png')
+    Image.fromarray(np.asarray(draw_shape('circle', 64, seed=5).convert('L')).astype(np.uint16) * 257).save(tmp_path/'gray16.png')
+    df = predict_files(learn, tmp_path, probs=True, progress=False).set_index('file_name')
+    for f in sorted(tmp_path.iterdir()):
+        served = dict(client.post('/classify', content=f.read_bytes()).json()['predictions'])
+        for name, got in (('predict_image', dict(predict_image(learn, f))), ('predict_files', df.loc[str(f), list(served)].to_dict())):
+            assert max(abs(got[c] - served[c]) for c in served) < 1e-4, (f.name, name, got, served)
