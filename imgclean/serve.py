@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from .core import IMAGE_ERRORS, ImageTooLarge, open_image
 from .images import sniff_image, to_rgb
-from .download import AddressRefused, FetchError, _is_data, fetch_image
+from .download import AddressRefused, FetchError, _clean_url, _is_data, fetch_image
 from .export import as_input, input_class, load_export
 
 # %% ../nbs/09_serve.ipynb #6
@@ -75,6 +75,7 @@ def fetch_url(url:str,                 # http(s) URL of an image
     "Fetch `url` within one deadline of `timeout` s: only addresses `check` accepts (redirects re-checked), a size cap, image bytes only"
     allow = None if allow_private else (check or is_public_address)
     if _is_data(url): raise _refusal(FetchError('unsupported scheme data: (upload the image as a file)'), timeout, max_bytes)   # `fetch_image` reads them for downloads
+    url = _clean_url(url)   # non-ASCII and spaces percent-encoded, as the download stage does (`https://de.wikipedia.org/.../Bär.jpg`)
     try: data, _, _ = fetch_image(url, timeout=timeout, idle_timeout=idle_timeout, max_bytes=max_bytes, max_redirects=max_redirects, allow=allow)
     except FetchError as e: raise _refusal(e, timeout, max_bytes) from None
     return data

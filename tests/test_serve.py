@@ -256,3 +256,25 @@ def test_every_prediction_path_decodes_alike(client, tmp_path):
         served = dict(client.post('/classify', content=f.read_bytes()).json()['predictions'])
         for name, got in (('predict_image', dict(predict_image(learn, f))), ('predict_files', df.loc[str(f), list(served)].to_dict())):
             assert max(abs(got[c] - served[c]) for c in served) < 1e-4, (f.name, name, got, served)
+
+
+def test_non_ascii_and_space_urls_are_percent_encoded():
+    "A URL with non-ASCII or a space, and a redirect whose Location holds raw UTF-8 or Latin-1, are fetched percent-encoded"
+    import http.server
+    png = png_bytes()
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            to = {'/utf8': '/b\u00e4r.png'.encode().decode('latin-1'), '/latin1': '/b\u00e4r.png'}.get(self.path)   # raw bytes on the wire
+            if to: self.send_response(302); self.send_header('Location', to); self.send_header('Content-Length', '0'); self.end_headers(); return
+            ok = self.path in ('/b%C3%A4r.png', '/a%20b.png')
+            self.send_response(200 if ok else 404); self.send_header('Content-Type', 'image/png' if ok else 'text/plain')
+            body = png if ok else self.path.encode('latin-1', 'replace')
+            self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+        def log_message(self, *a): pass
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H); srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f'http://127.0.0.1:{srv.server_address[1]}'
+    try:
+        for path in ('/b\u00e4r.png', '/a b.png', '/utf8', '/latin1'):
+            assert fetch_url(base + path, allow_private=True, timeout=5) == png, path
+    finally: srv.shutdown(); srv.server_close()
