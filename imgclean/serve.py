@@ -414,6 +414,8 @@ def serve(learner,                   # export.pkl to serve (a pickle: only files
          ):
     "Serve `learner` with uvicorn at http://`host`:`port`"
     fn = Path(learner)
+    if not 0 <= int(port) <= 65535: raise ValueError(f"port {port} is out of range: pass a port from 0 to 65535 (0: any free one)")
+    if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass the export.pkl file (`imgclean train` writes one)")
     if not fn.is_file(): raise FileNotFoundError(f"{fn} not found: pass the export.pkl to serve (`imgclean train` writes one)")
     print(f"imgclean: loading {fn} (a pickle runs code when loaded: serve only files you made or trust)")
     with warnings.catch_warnings():

@@ -278,3 +278,15 @@ def test_non_ascii_and_space_urls_are_percent_encoded():
         for path in ('/b\u00e4r.png', '/a b.png', '/utf8', '/latin1'):
             assert fetch_url(base + path, allow_private=True, timeout=5) == png, path
     finally: srv.shutdown(); srv.server_close()
+
+
+def test_cli_serve_refuses_a_bad_port_and_a_folder_at_once(tmp_path, capsys):
+    "`imgclean serve --port 99999` and `imgclean serve FOLDER` stop with one line saying what to pass, before loading anything"
+    from imgclean.cli import main
+    pkl = tmp_path/'export.pkl'; pkl.write_bytes(b'never loaded')
+    for argv, words in ((['serve', str(pkl), '--port', '99999'], 'port 99999 is out of range: pass a port from 0 to 65535'),
+                        (['serve', str(tmp_path)], 'is a folder; pass the export.pkl file')):
+        with pytest.raises(SystemExit) as e: main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert words in err and 'loading' not in err, err
