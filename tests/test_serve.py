@@ -290,3 +290,16 @@ def test_cli_serve_refuses_a_bad_port_and_a_folder_at_once(tmp_path, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert words in err and 'loading' not in err, err
+
+
+def test_deep_images_take_more_of_the_decode_budget():
+    "A 16-bit greyscale upload is charged 8 RGB pixels a pixel (its float64 scaling peaks at ~28 bytes a pixel), an RGB one 1"
+    import io as _io
+    import numpy as np
+    from PIL import Image
+    buf = _io.BytesIO(); Image.fromarray(np.full((40, 50), 30000, np.uint16)).save(buf, 'PNG')
+    with app_client() as c:
+        assert c.post('/classify', content=png_bytes(size=48)).status_code == 200
+        assert c.get('/health').json()['decoding_pixels_peak'] == 48*48
+        assert c.post('/classify', content=buf.getvalue()).status_code == 200
+        assert c.get('/health').json()['decoding_pixels_peak'] == 40*50*8
