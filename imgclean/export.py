@@ -48,6 +48,9 @@ def export_learner(learn:Learner,          # A trained `Learner`
     if bad:
         warnings.warn(f"left out of the export (cannot be pickled): {', '.join(type(cb).__name__ for cb in bad)}")
         learn.remove_cbs(bad)
+    labels = getattr(learn.dls, 'label_of', None)   # `image_dls`'s {file: label} (its `get_y`): every training path, not needed to predict
+    saved = dict(labels) if labels else None
+    if saved: labels.clear()
     try: learn.export(tmp.absolute())
     except Exception as e:
         tmp.unlink(missing_ok=True)  # our own partial temp file; the previous export stays untouched
@@ -55,6 +58,7 @@ def export_learner(learn:Learner,          # A trained `Learner`
                            "custom functions used in the DataBlock/model must be importable (defined in a module, not a lambda in a cell)") from e
     finally:
         if bad: learn.add_cbs(bad)
+        if saved: labels.update(saved)
     os.replace(tmp, fn)
     return fn
 

@@ -284,3 +284,17 @@ def test_greyscale_learner_gets_greyscale_inputs(tmp_path):
         assert max(abs(got[c] - ref[c]) for c in ref) < 1e-4
     df = predict_files(learn, root, probs=True, progress=False)
     assert (df.status == 'ok').all()
+
+
+def test_export_holds_no_training_file_names(trained, tmp_path):
+    "export.pkl does not carry `image_dls`'s {file: label} dict (every training path); the live learner keeps it"
+    import zipfile
+    learn, root, _ = trained
+    n = len(learn.dls.label_of)
+    fn = export_learner(learn, tmp_path/'export.pkl')
+    with zipfile.ZipFile(fn) as z: data = z.read(next(o for o in z.namelist() if o.endswith('data.pkl')))
+    assert b'000.png' not in data and b'circle' in data   # the classes stay, the file names go
+    assert len(learn.dls.label_of) == n
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert predict_image(load_export(fn), next(root.rglob('*.png')))[0][0] in learn.dls.vocab
