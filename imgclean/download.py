@@ -286,7 +286,7 @@ def _get(url, d, max_redirects):
         loc = r.getheader('Location')
         if r.status not in _REDIRECTS or not loc: return r, url
         _close(r)   # a redirect's body is not worth reading (it could trickle too)
-        url = urljoin(url, loc)
+        url = _clean_url(urljoin(url, _decode_line(loc.encode('latin-1'))))   # http.client reads raw UTF-8 as Latin-1: decoded, percent-encoded
         why = check_url(url)   # a redirect to file:// or javascript: is refused too
         if why: raise FetchError(f'redirect to a bad url ({why})')
     raise FetchError(f'too many redirects (over {max_redirects})')

@@ -35,3 +35,28 @@ def write_bad_files(folder):
     (folder/'empty.jpg').write_bytes(b'')
     (folder/'.DS_Store').write_bytes(b'\0\0')
     return {'notes.txt', 'truncated.png', 'empty.jpg'}
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_bw_learner(n=6, size=32, seed=0):
+    "(learn, root): a greyscale learner as fastai's MNIST recipe builds it (`ImageBlock(cls=PILImageBW)`, `n_in=1`), resnet18 from scratch"
+    import fastai.callback.progress  # noqa: F401 (patches Learner.no_bar)
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import RandomSplitter, get_image_files, parent_label
+    from fastai.torch_core import set_seed
+    from fastai.vision.core import PILImageBW
+    from fastai.vision.augment import Resize
+    from fastai.vision.data import ImageBlock
+    from fastai.vision.learner import vision_learner
+    from torchvision.models import resnet18
+    tmp = Path(tempfile.mkdtemp(prefix='imgclean_bw_'))
+    atexit.register(shutil.rmtree, tmp, True)  # our own temp folder
+    root = make_class_folders(tmp/'shapes', n=n, size=size, seed=seed)
+    set_seed(seed, reproducible=True)
+    dls = DataBlock(blocks=(ImageBlock(cls=PILImageBW), CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                    splitter=RandomSplitter(0.3, seed=seed), item_tfms=Resize(size)).dataloaders(root, bs=6, num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = vision_learner(dls, resnet18, pretrained=False, n_in=1)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    return learn, root

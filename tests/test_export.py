@@ -269,3 +269,32 @@ def test_fastai_tools_keep_working_on_our_dataloaders(staged, tmp_path):
     lt = losses_table(learn)
     assert sorted(lt.file) == sorted(rel_name(f, root) for f in root.rglob('*.png'))
     assert (lt.label == lt.file.str.split('/').str[0]).all()
+
+
+def test_greyscale_learner_gets_greyscale_inputs(tmp_path):
+    "A learner on `ImageBlock(cls=PILImageBW)` (one input channel) predicts files, bytes and PIL images as `learn.predict` does"
+    from fastai.vision.core import PILImageBW
+    from PIL import Image
+    from _export_helpers import tiny_bw_learner
+    learn, root = tiny_bw_learner()
+    fn = next(root.rglob('*.png'))
+    with learn.no_bar(): ref = dict(zip(map(str, learn.dls.vocab), learn.predict(PILImageBW.create(fn))[2].tolist()))
+    for img in (fn, fn.read_bytes(), Image.open(fn)):
+        got = dict(predict_image(learn, img))
+        assert max(abs(got[c] - ref[c]) for c in ref) < 1e-4
+    df = predict_files(learn, root, probs=True, progress=False)
+    assert (df.status == 'ok').all()
+
+
+def test_export_holds_no_training_file_names(trained, tmp_path):
+    "export.pkl does not carry `image_dls`'s {file: label} dict (every training path); the live learner keeps it"
+    import zipfile
+    learn, root, _ = trained
+    n = len(learn.dls.label_of)
+    fn = export_learner(learn, tmp_path/'export.pkl')
+    with zipfile.ZipFile(fn) as z: data = z.read(next(o for o in z.namelist() if o.endswith('data.pkl')))
+    assert b'000.png' not in data and b'circle' in data   # the classes stay, the file names go
+    assert len(learn.dls.label_of) == n
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert predict_image(load_export(fn), next(root.rglob('*.png')))[0][0] in learn.dls.vocab

@@ -209,3 +209,97 @@ def test_cli_serve_flags_reach_the_app(free_port):
         big = urllib.request.Request(srv.base + '/classify', data=small + b'\0' * 6000, method='POST')
         with pytest.raises(urllib.error.HTTPError) as e: urllib.request.urlopen(big, timeout=30)
         assert e.value.code == 413 and '6,000' in json.loads(e.value.read())['error']
+
+
+def test_greyscale_learner_is_served():
+    "A learner on `ImageBlock(cls=PILImageBW)` (one input channel) answers 200 with `learn.predict`'s probabilities, never 500"
+    from fastai.vision.core import PILImageBW
+    from _export_helpers import tiny_bw_learner
+    learn, root = tiny_bw_learner()
+    fn = next(root.rglob('*.png'))
+    with learn.no_bar(): ref = dict(zip(map(str, learn.dls.vocab), learn.predict(PILImageBW.create(fn))[2].tolist()))
+    with TestClient(make_app(learn)) as c:
+        r = c.post('/classify', content=fn.read_bytes())
+        assert r.status_code == 200, r.text
+        assert max(abs(p - ref[k]) for k, p in r.json()['predictions']) < 1e-4
+
+
+def test_a_model_that_cannot_classify_is_refused_at_start():
+    "A learner whose forward pass fails is refused by `make_app` with the reason, instead of answering 500 to every request"
+    import torch
+    from _export_helpers import tiny_learner
+    learn = tiny_learner()[0]
+    class Broken(torch.nn.Module):
+        def __init__(self): super().__init__(); self.w = torch.nn.Linear(1, 1)
+        def forward(self, x): raise RuntimeError('expected input to have 1 channels, but got 3 channels instead')
+    model = learn.model
+    learn.model = Broken()
+    try:
+        with pytest.raises(ValueError, match='fails on a test image.*1 channels'): make_app(learn)
+    finally: learn.model = model
+
+
+def test_every_prediction_path_decodes_alike(client, tmp_path):
+    "An EXIF-rotated JPEG, a half-transparent PNG and a 16-bit PNG get the same probabilities from /classify, predict_image and predict_files"
+    import numpy as np
+    from PIL import Image
+    from imgclean.datasets import draw_shape
+    from imgclean.export import predict_files, predict_image
+    _, learn = tiny_export()
+    tall = draw_shape('triangle', 64, seed=7).resize((64, 32)); ex = tall.getexif(); ex[0x0112] = 6
+    tall.save(tmp_path/'exif6.jpg', exif=ex)
+    a = np.asarray(draw_shape('square', 64, seed=3).convert('RGBA')).copy(); a[:, :32] = 0
+    Image.fromarray(a).save(tmp_path/'rgba_half.png')
+    Image.fromarray(np.asarray(draw_shape('circle', 64, seed=5).convert('L')).astype(np.uint16) * 257).save(tmp_path/'gray16.png')
+    df = predict_files(learn, tmp_path, probs=True, progress=False).set_index('file_name')
+    for f in sorted(tmp_path.iterdir()):
+        served = dict(client.post('/classify', content=f.read_bytes()).json()['predictions'])
+        for name, got in (('predict_image', dict(predict_image(learn, f))), ('predict_files', df.loc[str(f), list(served)].to_dict())):
+            assert max(abs(got[c] - served[c]) for c in served) < 1e-4, (f.name, name, got, served)
+
+
+def test_non_ascii_and_space_urls_are_percent_encoded():
+    "A URL with non-ASCII or a space, and a redirect whose Location holds raw UTF-8 or Latin-1, are fetched percent-encoded"
+    import http.server
+    png = png_bytes()
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            to = {'/utf8': '/b\u00e4r.png'.encode().decode('latin-1'), '/latin1': '/b\u00e4r.png'}.get(self.path)   # raw bytes on the wire
+            if to: self.send_response(302); self.send_header('Location', to); self.send_header('Content-Length', '0'); self.end_headers(); return
+            ok = self.path in ('/b%C3%A4r.png', '/a%20b.png')
+            self.send_response(200 if ok else 404); self.send_header('Content-Type', 'image/png' if ok else 'text/plain')
+            body = png if ok else self.path.encode('latin-1', 'replace')
+            self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+        def log_message(self, *a): pass
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H); srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f'http://127.0.0.1:{srv.server_address[1]}'
+    try:
+        for path in ('/b\u00e4r.png', '/a b.png', '/utf8', '/latin1'):
+            assert fetch_url(base + path, allow_private=True, timeout=5) == png, path
+    finally: srv.shutdown(); srv.server_close()
+
+
+def test_cli_serve_refuses_a_bad_port_and_a_folder_at_once(tmp_path, capsys):
+    "`imgclean serve --port 99999` and `imgclean serve FOLDER` stop with one line saying what to pass, before loading anything"
+    from imgclean.cli import main
+    pkl = tmp_path/'export.pkl'; pkl.write_bytes(b'never loaded')
+    for argv, words in ((['serve', str(pkl), '--port', '99999'], 'port 99999 is out of range: pass a port from 0 to 65535'),
+                        (['serve', str(tmp_path)], 'is a folder; pass the export.pkl file')):
+        with pytest.raises(SystemExit) as e: main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert words in err and 'loading' not in err, err
+
+
+def test_deep_images_take_more_of_the_decode_budget():
+    "A 16-bit greyscale upload is charged 8 RGB pixels a pixel (its float64 scaling peaks at ~28 bytes a pixel), an RGB one 1"
+    import io as _io
+    import numpy as np
+    from PIL import Image
+    buf = _io.BytesIO(); Image.fromarray(np.full((40, 50), 30000, np.uint16)).save(buf, 'PNG')
+    with app_client() as c:
+        assert c.post('/classify', content=png_bytes(size=48)).status_code == 200
+        assert c.get('/health').json()['decoding_pixels_peak'] == 48*48
+        assert c.post('/classify', content=buf.getvalue()).status_code == 200
+        assert c.get('/health').json()['decoding_pixels_peak'] == 40*50*8
