@@ -682,7 +682,7 @@ class _Downloader:
         with self.checking: v = _check_bytes(data, self.o)
         h = v['hash']
         if not v['ok']: return self._reject(r, data, ext, h, v['reason'])
-        self.verdicts[h] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
+        self.verdicts[v['sha']] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
         if v['data'] is not None: data = v['data']   # rewritten by the check (upright RGB, resized)
         self._keep(r, data, sniff_image(data[:64], formats=None) or ext, h, v['sha'], v)
 
@@ -707,18 +707,20 @@ class _Downloader:
         return fn
 
     def _keep(self, r, data, ext, h, own, v):
-        "Write `data` (hash `own`) to `r`'s class folder unless it is over `max_pics` or the same bytes (hash `h` as fetched) are in this class already"
+        "Write `data` (hash `own`) to `r`'s class folder unless it is over `max_pics` or the same image (hash `h` as fetched, or `own` as stored) is in this class already"
         w, hh = (v['width'], v['height']) if v else _header_size(data)   # `own` hashes the bytes written (converted by the check), which an older run's copy would hold
+        keys = dict.fromkeys((own, h))   # a file found after a kill is known by its stored hash; an older manifest's row by the hash as fetched
         with self.lock:
             if self.full(r['class']): return r.update(status='skipped', reason=f"max_pics {self.o['max_pics']} reached")
-            seen = self.hashes.setdefault(h, [])   # the files kept with these bytes, in any class
+            seen = list(dict.fromkeys(f for k in keys for f in self.hashes.get(k, [])))   # the files kept with this image, in any class
             same = [f for f in seen if f.split('/')[0] == r['class']]
-            if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=h)
+            if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=own)
             first = seen[0] if seen else None
             fn = self._name(r, ext, own); rel = fn.relative_to(self.root).as_posix()
-            seen.append(rel); self.kept[r['class']] += 1
+            for k in keys: self.hashes.setdefault(k, []).append(rel)
+            self.kept[r['class']] += 1
         atomic_write(fn, data)
-        r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=h)
+        r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=own)
 
 # %% ../nbs/01_download.ipynb #66
 def _write_manifest(rows, root, old):

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _fault_helpers import FaultServer, jpeg_bytes, png_bytes  # noqa: E402
 from fastcore.foundation import L
 
+from imgclean.core import file_hash
 from imgclean.download import download_images, fetch_image, FetchError, read_urls, summarize_downloads
 from imgclean.images import sniff_image
 from imgclean.verify import verify_dataset
@@ -579,3 +580,18 @@ def test_preserved_names_do_not_overwrite_files_stored_at_the_url(server, mem_ur
     assert first.file.tolist() == ['a/0.jpg'] and second.file.tolist() == ['a/0.jpg', 'a/0_1.jpg'], second[['file', 'reason']]
     got = fs_files(mem_url)
     assert got['a/0.jpg'] == server.files['0.jpg'] and got['a/0_1.jpg'] == other.files['0.jpg']
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_a_rerun_after_a_kill_keeps_a_resized_image_once(tmp_path, processes):
+    "A file a killed run stored (resized, no manifest) and a new URL with the same bytes: one copy, whichever hash each was known by"
+    with FaultServer({'a.jpg': jpeg_bytes((200, 150)), 'b.jpg': jpeg_bytes((200, 150))}) as s:
+        u1, u2 = s.img_url('a.jpg'), s.img_url('b.jpg').replace('127.0.0.1', 'localhost')   # two hosts: one per download process
+        kw = dict(label='a', max_size=64, processes=processes, progress=False, verbose=False, timeout=10)
+        download_images([u1], tmp_path/'d', **kw)
+        (tmp_path/'d'/'manifest.csv').unlink()   # what a SIGKILL before the manifest leaves: the file, no row
+        df = download_images([u1, u2], tmp_path/'d', **kw)
+    assert list(df.status) == ['ok', 'skipped'], list(df.reason)
+    assert len(list((tmp_path/'d'/'a').iterdir())) == 1
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    assert man.hash[0] == file_hash(tmp_path/'d'/man.file[0])   # `hash` is the stored file's, however the row was made
