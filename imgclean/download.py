@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, base64, binascii, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
+import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit
 
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
+from filelock import FileLock, Timeout
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, file_hash, open_image, write_csv
 from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
@@ -723,6 +724,25 @@ class _Downloader:
         r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=own)
 
 # %% ../nbs/01_download.ipynb #66
+def _lock(dest, name:str)->FileLock:
+    "The lock `name` of the destination `dest` (a folder or an `_FsPath`), a file in this machine's temp folder"
+    key = str(dest) if isinstance(dest, _FsPath) else os.path.realpath(dest)
+    d = Path(tempfile.gettempdir())/f"imgclean-locks-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    d.mkdir(exist_ok=True)
+    return FileLock(str(d/f"{_file_stem(key + chr(0) + name)}.lock"), thread_local=False)
+
+@contextlib.contextmanager
+def _in_use(dest, classes):
+    "Hold the lock of each of `classes` of `dest` while the body runs; `BlockingIOError` when another run holds one"
+    with contextlib.ExitStack() as held:
+        for c in sorted(classes):
+            lock = _lock(dest, f'class {c}')
+            try: lock.acquire(timeout=0)
+            except Timeout: raise BlockingIOError(f"another run is downloading into {dest}/{c} on this machine; wait for it to end "
+                                                  "(or stop it), then run this again: it resumes. Runs for different classes can share a destination") from None
+            held.callback(lock.release)
+        yield
+
 def _write_manifest(rows, root, old):
     "Write `root/manifest.csv`: this run's rows, after the rows of `old` for classes this run did not touch"
     for r in rows:
@@ -750,17 +770,18 @@ def _run_here(todo, kept, hashes, root, o, res, progress):
     res['verdicts'], res['rejected'] = dl.verdicts, dl.rejected
     dl.run(_interleave(todo), progress)
 
-def _finish(rows, st, o, old, res, progress=False):
-    "Write the quarantine report, the record of checked files and the manifest, in `st` (a `_Staging`), then upload them; drop merged shard files"
+def _finish(rows, st, o, res, progress=False):
+    "Under the destination's lock, add to the quarantine report, the record of checked files and the manifest as they are now, in `st` (a `_Staging`), then upload them; drop merged shard files"
     root = st.root
-    st.seed()   # the records kept at a URL, which this run adds to
-    if res['rejected']: add_to_report(o['quarantine'], pd.DataFrame(res['rejected']))
-    done = [dict(file=r['file'], **res['verdicts'][r['hash']]) for r in rows if r['status'] == 'ok' and r['hash'] in res['verdicts']]
-    if done: write_verdicts(root, done)   # decoded here: verify only hashes these files
-    df = _write_manifest(rows, root, old)
-    if (root/SHARDS).is_dir(): shutil.rmtree(root/SHARDS, ignore_errors=True)   # every row is in the manifest now
-    st.upload(progress)
-    if isinstance(st.dest, _FsPath): (st.dest/SHARDS).rmtree()   # the manifest there has their rows now
+    with _lock(st.dest, 'records'):   # another run (other classes) may have written its rows since this one started
+        st.seed()   # the records kept at a URL, which this run adds to
+        if res['rejected']: add_to_report(o['quarantine'], pd.DataFrame(res['rejected']))
+        done = [dict(file=r['file'], **res['verdicts'][r['hash']]) for r in rows if r['status'] == 'ok' and r['hash'] in res['verdicts']]
+        if done: write_verdicts(root, done)   # decoded here: verify only hashes these files
+        df = _write_manifest(rows, root, _merge_shards(st.dest, _read_manifest(st.dest/'manifest.csv')))
+        if (root/SHARDS).is_dir(): shutil.rmtree(root/SHARDS, ignore_errors=True)   # every row is in the manifest now
+        st.upload(progress)
+        if isinstance(st.dest, _FsPath): (st.dest/SHARDS).rmtree()   # the manifest there has their rows now
     return df
 
 # %% ../nbs/01_download.ipynb #ee248cd1
@@ -1048,7 +1069,7 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
         elif (n := _n_procs(o, todo)) > 1: _run_procs(todo, kept, hashes, st.root, o, res, progress, n)
         else: _run_here(todo, kept, hashes, st.root, o, res, progress)
         _first_wins(rows, st.dest if engine == 'ray' else st.root)   # Ray's tasks uploaded their files already
-    finally: df = _finish(rows, st, o, old, res, progress)   # unfinished rows say so, and a rerun resumes
+    finally: df = _finish(rows, st, o, res, progress)   # unfinished rows say so, and a rerun resumes
     return df
 
 def _check_classes(lists):
@@ -1095,7 +1116,8 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                             processes=processes, preserve_filename=preserve_filename))
     st, t0 = _staging(root, quarantine, engine), time.monotonic()
     o['quarantine'] = st.q
-    try: df = _run(lists, st, o, engine, address, progress, verbose)
+    try:
+        with _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)
     finally: st.close()
     df.attrs['seconds'], df.attrs['options'] = time.monotonic() - t0, o
     if verbose:

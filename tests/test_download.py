@@ -595,3 +595,55 @@ def test_a_rerun_after_a_kill_keeps_a_resized_image_once(tmp_path, processes):
     assert len(list((tmp_path/'d'/'a').iterdir())) == 1
     man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
     assert man.hash[0] == file_hash(tmp_path/'d'/man.file[0])   # `hash` is the stored file's, however the row was made
+
+
+class _Gate:
+    "A loopback server whose /good/<n> answers (an image) only once `parties` requests wait there (or `go` is set); /bad/<n> a truncated JPEG at once"
+    def __init__(self, parties=2):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+        self.barrier, self.go, gate = threading.Barrier(parties, timeout=20), threading.Event(), self
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self):
+                n = int(self.path.rsplit('/', 1)[1])
+                data = jpeg_bytes((40 + n, 30), (n*7 % 255, 80, 120))
+                if self.path.startswith('/good/'):
+                    if not gate.go.is_set():
+                        try: gate.barrier.wait()
+                        except threading.BrokenBarrierError: gate.go.wait(20)
+                else: data = data[:len(data)//2]
+                self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
+                self.end_headers(); self.wfile.write(data)
+        self.srv = ThreadingHTTPServer(('127.0.0.1', 0), H); self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.base = f'http://127.0.0.1:{self.srv.server_address[1]}'
+    def __enter__(self): return self
+    def __exit__(self, *a): self.go.set(); self.barrier.abort(); self.srv.shutdown(); self.srv.server_close()
+
+
+def test_runs_for_two_classes_into_one_dest_at_once_keep_both_classes_rows(tmp_path):
+    "One run a class, at once, into one dest: each started before the other wrote; the manifest, report and verify record hold both"
+    from concurrent.futures import ThreadPoolExecutor
+    from imgclean.images import read_verdicts
+    with _Gate(2) as g, ThreadPoolExecutor(2) as ex:   # each run's good URL waits for the other's: both read the manifest before either writes it
+        runs = [ex.submit(download_images, [f'{g.base}/good/{i}', f'{g.base}/bad/{i}'], tmp_path/'d', label=c, progress=False, verbose=False,
+                          timeout=30, quarantine=tmp_path/'q') for i, c in enumerate(('cat', 'dog'))]
+        for r in runs: r.result(60)
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    assert man.groupby('class').status.apply(list).to_dict() == {'cat': ['ok', 'failed'], 'dog': ['ok', 'failed']}
+    assert sorted(pd.read_csv(tmp_path/'q'/'report.csv').label) == ['cat', 'dog']
+    assert sorted(f.split('/')[0] for f in read_verdicts(tmp_path/'d')) == ['cat', 'dog']
+
+
+def test_a_second_run_into_a_class_being_downloaded_is_refused(tmp_path):
+    "Two runs into one class at once would each write the class's rows as they saw them: the second is refused, saying what to do"
+    from concurrent.futures import ThreadPoolExecutor
+    with _Gate(2) as g, ThreadPoolExecutor(1) as ex:
+        first = ex.submit(download_images, [f'{g.base}/good/1'], tmp_path/'d', label='cat', progress=False, verbose=False, timeout=30)
+        t0 = time.monotonic()
+        while not g.barrier.n_waiting: assert time.monotonic() - t0 < 20; time.sleep(0.02)
+        with pytest.raises(BlockingIOError, match='another run is downloading into .*cat.*then run this again'):
+            download_images([f'{g.base}/good/2'], tmp_path/'d', label='cat', progress=False, verbose=False, timeout=30)
+        g.go.set(); g.barrier.abort()
+        assert list(first.result(60).status) == ['ok']
