@@ -626,6 +626,7 @@ class _Downloader:
         self.root, self.o, self.kept, self.hashes = root, o, kept, hashes
         self.lock, self.taken, self.verdicts, self.rejected = threading.Lock(), set(), {}, []
         self.hosts = defaultdict(lambda: threading.BoundedSemaphore(o['per_host']))
+        self.stop, self.inflight = threading.Event(), 0   # set on Ctrl-C: no new request starts
         self.checking = threading.BoundedSemaphore(os.cpu_count() or 1)   # checks at once: the decoded pixels in memory stay bounded
         self.done, self.error = [], None   # `done` grows by one a URL (list.append is atomic)
 
@@ -639,7 +640,19 @@ class _Downloader:
         try:
             for r in todo: ex.submit(self._count, r)
             self._wait(len(todo), progress, bar)
+        except BaseException:   # Ctrl-C (or a fetch's error): the rows not started stay unfinished ("interrupted")
+            self.stop.set(); self._drain(ex, not callable(progress))   # a download process's run says it once, for all
+            raise
         finally: ex.shutdown(wait=True, cancel_futures=True)
+
+    def _drain(self, ex, say):
+        "Wait for the fetches in flight (each ends within its deadline), saying so when `say`; a second Ctrl-C does not cut it short"
+        limit = self.o['total_timeout'] or self.o['timeout']
+        if say and self.inflight: print(f"stopping: waiting for {self.inflight} fetches in flight (at most {limit:g}s)", file=sys.stderr)
+        while True:
+            try: return ex.shutdown(wait=True, cancel_futures=True)
+            except KeyboardInterrupt:
+                if say: print(f"still stopping: {self.inflight} fetches in flight end within {limit:g}s; the manifest is written after them", file=sys.stderr)
 
     def _count(self, r):
         "Fetch `r`, then count it done (an error is kept for the run to raise)"
@@ -669,13 +682,28 @@ class _Downloader:
         host, o = (urlsplit(r['url']).hostname or '').lower(), self.o
         for attempt in range(o['retries'] + 1):
             if self.full(r['class']): r.update(status='skipped', reason=f"max_pics {o['max_pics']} reached"); return None
+            if not self._slot(host): return None   # stopping: `r` stays unfinished
             try:
-                with self.hosts[host]: data, ext, _ = fetch_image(r['url'], o['timeout'], o['total_timeout'], o['max_bytes'], o['max_redirects'], o['idle_timeout'])
+                data, ext, _ = fetch_image(r['url'], o['timeout'], o['total_timeout'], o['max_bytes'], o['max_redirects'], o['idle_timeout'])
                 return data, ext
             except FetchError as e:
                 if not e.retry or attempt == o['retries']:
                     r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
-                time.sleep(o['backoff'] * 2**attempt * (0.5 + random.random()))
+            finally: self._free(host)
+            if self.stop.wait(o['backoff'] * 2**attempt * (0.5 + random.random())): return None
+
+    def _slot(self, host)->bool:
+        "Take one of `host`'s `per_host` slots for a fetch; False (and no slot) once the run is stopping"
+        sem = self.hosts[host]
+        while not sem.acquire(timeout=0.2):
+            if self.stop.is_set(): return False
+        if self.stop.is_set(): sem.release(); return False
+        with self.lock: self.inflight += 1
+        return True
+
+    def _free(self, host):
+        with self.lock: self.inflight -= 1
+        self.hosts[host].release()
 
     def store(self, r, data, ext):
         "Check `data` (with `verify`); keep it in its class folder, or in quarantine with the reason"
@@ -1016,9 +1044,11 @@ def _run_procs(todo, kept, hashes, root, o, res, progress, n):
         shards, q = _by_host(batch, n), queue.Queue()
         procs = [_ShardProc(i, (str(root), o, sh, str(root/SHARDS/f'{run}-{r_i}-{i}.csv')), q) for i, sh in enumerate(shards)]
         try: done = _gather(procs, shards, q, res, bar, done)
-        except BaseException:   # Ctrl-C: they stop as the threads would (running fetches end), and report what they did
+        except BaseException:   # Ctrl-C: they stop as the threads would (no new request; running fetches end), and report what they did
             for p in procs: p.stop()
-            _gather(procs, shards, q, res, None, done, until=time.monotonic() + (o['retries'] + 1)*(o['total_timeout'] or o['timeout']) + 10)
+            limit = o['total_timeout'] or o['timeout']
+            print(f"stopping: waiting for the fetches in flight in {len(procs)} download processes (at most {limit:g}s)", file=sys.stderr)
+            _gather(procs, shards, q, res, None, done, until=time.monotonic() + limit + 10)
             raise
         finally:
             for p in procs: p.stop(); p.kill()

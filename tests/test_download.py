@@ -647,3 +647,60 @@ def test_a_second_run_into_a_class_being_downloaded_is_refused(tmp_path):
             download_images([f'{g.base}/good/2'], tmp_path/'d', label='cat', progress=False, verbose=False, timeout=30)
         g.go.set(); g.barrier.abort()
         assert list(first.result(60).status) == ['ok']
+
+
+class _Slow:
+    "A loopback server that holds each request `hold` seconds (`stall`: headers first, then nothing), counting the requests it got and when"
+    def __init__(self, hold=3.0, stall=False):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+        self.hits, slow = [], self
+        class H(BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+            def log_message(self, *a): pass
+            def do_GET(self):
+                slow.hits.append(time.monotonic())
+                data = jpeg_bytes((40 + int(self.path.strip('/')), 30))
+                self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
+                if stall: self.end_headers(); self.wfile.flush(); time.sleep(hold); return
+                time.sleep(hold); self.end_headers(); self.wfile.write(data)
+        self.srv = ThreadingHTTPServer(('127.0.0.1', 0), H); self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.urls = [f'http://127.0.0.1:{self.srv.server_address[1]}/{i}' for i in range(20)]
+    def __enter__(self): return self
+    def __exit__(self, *a): self.srv.shutdown(); self.srv.server_close()
+
+    def run(self, dest, n_hits, sigints, **kw):
+        "A threaded run into `dest` in a new process; Ctrl-C once `n_hits` requests came (then again after each delay in `sigints`); its stderr"
+        code = textwrap.dedent(f"""
+            import signal; from imgclean.download import download_images
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal
+            download_images({self.urls!r}, {str(dest)!r}, label='a', processes=1, progress=False, verbose=False, **{kw!r})
+        """)
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])},
+                             stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        while len(self.hits) < n_hits: assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.02)
+        self.t_int = time.monotonic(); p.send_signal(signal.SIGINT)
+        for s in sigints: time.sleep(s); p.send_signal(signal.SIGINT)
+        return p.communicate(timeout=60)[1]
+
+
+def test_ctrl_c_starts_no_new_request_and_says_it_waits_for_those_in_flight(tmp_path):
+    "Fetches waiting for a slot of their host (per_host=2) never start after Ctrl-C; the run says what it waits for"
+    with _Slow(hold=4, stall=True) as s:
+        err = s.run(tmp_path/'d', 2, [], per_host=2, n_workers=8, timeout=3)
+    assert [h for h in s.hits if h > s.t_int] == []   # old code: the waiting threads took the slots as the stalled fetches timed out
+    assert 'stopping: waiting for 2 fetches in flight (at most 3s)' in err
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    assert (man.reason == 'interrupted (rerun to resume)').sum() == 18
+
+
+def test_a_second_ctrl_c_still_writes_the_manifest_after_the_files_in_flight(tmp_path):
+    "Ctrl-C twice with slow fetches in flight: the manifest names every file those fetches stored"
+    with _Slow(hold=3) as s:
+        err = s.run(tmp_path/'d', 4, [0.5], per_host=4, n_workers=4, timeout=10)
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    files = sorted(f'a/{f.name}' for f in (tmp_path/'d'/'a').iterdir())
+    assert sorted(man.file[man.status == 'ok']) == files and len(files) == 4, (files, err)
+    assert 'still stopping' in err
