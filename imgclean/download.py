@@ -1073,11 +1073,28 @@ def _options(form, kw):
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
 
-def _staging(root, quarantine, engine:str)->_Staging:
-    "The destinations (`quarantine`, else `<root>_quarantine`), checked writable and reachable by `engine`, staged when they are URLs"
-    if engine not in ('local', 'ray'): raise ValueError(f"engine={engine!r}: use 'local' or 'ray'")
+def _can_write(p:Path)->bool:
+    "Can this process make the folder `p` (or write in it, when it exists)?"
+    p = Path(os.path.abspath(p))
+    while not p.exists() and p != p.parent: p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+
+def _quarantine_folder(root, quarantine, verify=True, verbose=False):
+    "`quarantine` (a folder you can write, when `verify` uses it), else `<root>_quarantine` next to `root`, else `<root>/.imgclean_quarantine`"
     if quarantine: q = _fs_root(str(quarantine)) if _is_url(quarantine) else Path(quarantine)
-    else: ab = _abs(root); q = ab.parent/f'{ab.name}_quarantine'
+    else:
+        ab = _abs(root); q = ab.parent/f'{ab.name}_quarantine'
+        if verify and not isinstance(q, _FsPath) and not _can_write(q) and _can_write(ab):   # fastai's form from a project folder whose parent is not ours
+            q = ab/'.imgclean_quarantine'   # hidden: never a class, and fastai's `get_image_files` skips it
+            if verbose: print(f"{ab.parent} is not writable: images that fail the check go to {q} (pass quarantine= to choose)")
+    if verify and not isinstance(q, _FsPath) and not _can_write(q):
+        raise PermissionError(f"cannot write the quarantine folder {q}, where images that fail the check are kept; pass quarantine= a folder you can write")
+    return q
+
+def _staging(root, quarantine, engine:str, verify=True, verbose=False)->_Staging:
+    "The destinations (`_quarantine_folder`), checked writable and reachable by `engine`, staged when they are URLs"
+    if engine not in ('local', 'ray'): raise ValueError(f"engine={engine!r}: use 'local' or 'ray'")
+    q = _quarantine_folder(root, quarantine, verify, verbose)
     for p in (root, q):
         if engine == 'ray' and isinstance(p, _FsPath) and 'memory' in _protocols(p.fs):
             raise ValueError(f"{p} lives in this process's memory, which Ray's workers cannot reach; use engine='local', or a "
@@ -1124,7 +1141,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     verbose:bool=True,       # Print the summary at the end
                     verify:bool=True,        # Check each image as it arrives (`check_image`): refused ones go to quarantine, not to the dataset
                     max_size:int=None,       # With `verify`: longest side of the stored images; None keeps sizes
-                    quarantine:Path=None,    # With `verify`: where refused downloads are kept (a folder or a URL); default `<root>_quarantine` next to the dataset root
+                    quarantine:Path=None,    # With `verify`: where refused downloads are kept (a folder or a URL); default `<root>_quarantine` next to the dataset root (`<root>/.imgclean_quarantine` when its parent is not writable)
                     max_pixels:int=MAX_PIXELS, # With `verify`: images with more pixels are refused (a decompression-bomb guard; raise it for huge real images)
                     min_size:int=MIN_SIZE,   # With `verify`: images with a side shorter than this are refused (tracking pixels); 0 keeps all
                     formats=WEB_FORMATS,     # With `verify`: accepted formats (`images.format_name`); None: every format Pillow reads
@@ -1144,7 +1161,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
                             processes=processes, preserve_filename=preserve_filename))
-    st, t0 = _staging(root, quarantine, engine), time.monotonic()
+    st, t0 = _staging(root, quarantine, engine, o['verify'], verbose), time.monotonic()
     o['quarantine'] = st.q
     try:
         with _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)

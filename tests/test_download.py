@@ -1,5 +1,5 @@
 "Downloader: every fault kind ends as a reported manifest row, never a crash or a hang; one deadline per fetch; fastai's call forms; resume; input parsing."
-import io, os, signal, socket, subprocess, sys, textwrap, time
+import io, os, shutil, signal, socket, subprocess, sys, tempfile, textwrap, time
 from pathlib import Path
 
 import pandas as pd
@@ -704,3 +704,26 @@ def test_a_second_ctrl_c_still_writes_the_manifest_after_the_files_in_flight(tmp
     files = sorted(f'a/{f.name}' for f in (tmp_path/'d'/'a').iterdir())
     assert sorted(man.file[man.status == 'ok']) == files and len(files) == 4, (files, err)
     assert 'still stopping' in err
+
+
+@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() != 0 or not shutil.which('setpriv'), reason='runs downloads as the user nobody (needs root and setpriv)')
+def test_an_unwritable_quarantine_place_is_avoided_or_refused_before_any_request(server):
+    "fastai's form in a project folder whose parent is not ours: the quarantine goes inside, hidden; a quarantine= we cannot write: a clear error first"
+    home = Path(tempfile.mkdtemp())
+    try:
+        os.chmod(home, 0o755); proj = home/'alice'; proj.mkdir(); os.chown(proj, 65534, 65534)
+        good, bad, other = server.img_url('0.jpg'), server.url('truncated', 'nobody'), server.img_url('5.jpg')
+        before = server.hits.get('/img/5.jpg', 0)
+        code = textwrap.dedent(f"""
+            from imgclean.download import download_images
+            download_images('grizzly', urls={[good, bad]!r}, progress=False)
+            try: download_images({[other]!r}, 'data', label='cat', quarantine={str(home/'q')!r}, progress=False)
+            except PermissionError as e: print('refused:', e)
+        """)
+        r = subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', sys.executable, '-c', code], cwd=proj, timeout=120,
+                           env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1]), 'HOME': str(proj)}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert [f.name for f in (proj/'.imgclean_quarantine'/'grizzly').iterdir()] and len(list((proj/'grizzly').iterdir())) == 1
+        assert f"refused: cannot write the quarantine folder {home/'q'}" in r.stdout and 'pass quarantine=' in r.stdout, r.stdout
+        assert server.hits.get('/img/5.jpg', 0) == before and not (proj/'data'/'cat').exists()   # refused before any request
+    finally: shutil.rmtree(home)
