@@ -19,8 +19,8 @@ from fastprogress.fastprogress import progress_bar
 from filelock import FileLock, Timeout
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, file_hash, open_image, write_csv
-from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
-                             write_verdicts)
+from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, read_verdicts,
+                             sniff_image, write_verdicts)
 
 # %% ../nbs/01_download.ipynb #5
 _HEADERS = ('image_url', 'img_url', 'image', 'src', 'url', 'urls', 'link', 'links', 'href')   # a URL column's names, likeliest first
@@ -580,6 +580,24 @@ def _resume(jobs, root, old):
         kept[r['class']] += 1; hashes.setdefault(r['hash'], []).append(r['file'])
     return todo, kept, hashes
 
+def _check_stored(jobs, root, o, kept, hashes, res):
+    "Check (`check_image` under `o`) the files of `jobs` an earlier run stored that the verify record of `root` lacks; move the refused to quarantine"
+    seen = read_verdicts(root)
+    rows = [r for r in jobs if r['status'] == 'ok' and r['reason'] == 'already downloaded' and r['file'] not in seen]
+    if not rows: return
+    check = lambda r: check_image(root/r['file'], o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
+    with ThreadPoolExecutor(os.cpu_count() or 1) as ex: verdicts = list(ex.map(check, rows))
+    for r, v in zip(rows, verdicts):
+        if v['ok']:
+            res['verdicts'][v['sha']] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
+            hashes.setdefault(v['sha'], []).append(r['file'])   # rewritten (upright RGB, resized): known by its new bytes too
+            r.update(bytes=(root/r['file']).stat().st_size, width=v['width'], height=v['height'], hash=v['sha']); continue
+        to = free_name(o['quarantine']/r['file']); to.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(root/r['file']), str(to)); rel = to.relative_to(o['quarantine']).as_posix()
+        res['rejected'].append(dict(file=r['file'], label=r['class'], reason=v['reason'], quarantined=rel))
+        kept[r['class']] -= 1; hashes[r['hash']] = [f for f in hashes.get(r['hash'], []) if f != r['file']]
+        r.update(status='failed', reason=f"verify: {v['reason']} (stored unchecked by an earlier run; moved to quarantine {rel})", file='')
+
 # %% ../nbs/01_download.ipynb #51
 def _interleave(todo):
     "`todo` with the classes in turn (an interrupted run has some of each)"
@@ -795,7 +813,7 @@ def _merge_shards(root, old):
 def _run_here(todo, kept, hashes, root, o, res, progress):
     "The local engine: fetch `todo` with one `_Downloader` in this process"
     dl = _Downloader(root, o, kept, hashes)
-    res['verdicts'], res['rejected'] = dl.verdicts, dl.rejected
+    dl.verdicts, dl.rejected = res['verdicts'], res['rejected']   # what the run settled before fetching (`_check_stored`), and the fetches' own
     dl.run(_interleave(todo), progress)
 
 def _finish(rows, st, o, res, progress=False):
@@ -1109,6 +1127,7 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     rows, jobs = _plan(lists, verbose)
     todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
     res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
+    if o['verify'] and not isinstance(st.dest, _FsPath): _check_stored(jobs, st.dest, o, kept, hashes, res)   # stored by a run with verify=False
     if o['preserve_filename'] and isinstance(st.dest, _FsPath):   # names from URLs can clash with files at the destination, which staging does not see
         o = {**o, 'stored': _listing(st.dest, set(lists))[0]}
     try:

@@ -727,3 +727,15 @@ def test_an_unwritable_quarantine_place_is_avoided_or_refused_before_any_request
         assert f"refused: cannot write the quarantine folder {home/'q'}" in r.stdout and 'pass quarantine=' in r.stdout, r.stdout
         assert server.hits.get('/img/5.jpg', 0) == before and not (proj/'data'/'cat').exists()   # refused before any request
     finally: shutil.rmtree(home)
+
+
+def test_a_verify_rerun_checks_the_files_a_verify_false_run_stored(server, tmp_path):
+    "verify=False, then the same URLs with verify=True: the truncated file goes to quarantine, as on arrival; the good ones are recorded"
+    from imgclean.images import read_verdicts
+    urls = [server.img_url('0.jpg'), server.img_url('1.jpg'), server.url('truncated', 'vf')]
+    download_images(urls, tmp_path/'d', label='a', verify=False, **KW)
+    df = download_images(urls, tmp_path/'d', label='a', **KW)
+    assert list(df.status) == ['ok', 'ok', 'failed'] and df.reason[2].startswith('verify: truncated image'), list(df.reason)
+    assert sorted(read_verdicts(tmp_path/'d')) == sorted(df.file[:2]) and len(list((tmp_path/'d'/'a').iterdir())) == 2
+    rep = pd.read_csv(tmp_path/'d_quarantine'/'report.csv')
+    assert rep[['label', 'reason']].values.tolist() == [['a', 'truncated image']] and (tmp_path/'d_quarantine'/rep.quarantined[0]).is_file()
