@@ -58,8 +58,8 @@ def read_urls(fn:Path,       # A text/CSV file with one URL a line
 
 # %% ../nbs/01_download.ipynb #9
 class FetchError(Exception):
-    "A URL that did not give an image; `reason` says why, `retry` whether trying again may help"
-    def __init__(self, reason, retry=False): super().__init__(reason); self.reason, self.retry = reason, retry
+    "A URL that did not give an image; `reason` says why, `retry` whether trying again may help, `wait` the seconds the server asked to wait first"
+    def __init__(self, reason, retry=False, wait=None): super().__init__(reason); self.reason, self.retry, self.wait = reason, retry, wait
 
 class AddressRefused(FetchError):
     "A host whose address the fetch's address policy (`allow=`) refuses; `hop` is 0 for the URL given, n for its n-th redirect"
@@ -327,6 +327,11 @@ def _release(r):
     if conn.sock is not None and not r.will_close: _CONNS.put(key, conn)
     else: conn.close()
 
+def _retry_after(r):
+    "The seconds `r`'s `Retry-After` header asks to wait (its seconds form; an HTTP date is ignored), or None"
+    v = (r.getheader('Retry-After') or '').strip()
+    return int(v) if v.isdigit() else None
+
 def _is_data(url:str)->bool: return url[:5].lower() == 'data:'
 def _image_ext(data, ct): return sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-'))   # the bytes say, else the content type
 
@@ -362,7 +367,7 @@ def fetch_image(url:str,                # An http(s) URL, or a `data:` URL holdi
         try:
             r, url = _get(url, d, max_redirects)
             ct = (r.getheader('Content-Type') or '?').split(';')[0].strip().lower()
-            if r.status == 429 or r.status >= 500: raise FetchError(f'http {r.status}', retry=True)
+            if r.status == 429 or r.status >= 500: raise FetchError(f'http {r.status}', retry=True, wait=_retry_after(r))
             if r.status >= 400: raise FetchError(f'http {r.status}')
             data = _read_body(r, d, max_bytes, ct)
             if not data: raise FetchError('empty body')
@@ -638,6 +643,8 @@ def _preserved_stem(url):
     stem = Path(unquote(urlsplit(url).path)).stem
     return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 
+_MAX_RETRY_AFTER = 60   # longest wait a `Retry-After` gets before the next try
+
 class _Downloader:
     "One download run: its fetch threads share what is kept per class, the hashes and the names taken"
     def __init__(self, root, o, kept, hashes):
@@ -707,8 +714,10 @@ class _Downloader:
             except FetchError as e:
                 if not e.retry or attempt == o['retries']:
                     r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
+                wait = o['backoff'] * 2**attempt * (0.5 + random.random())
+                if e.wait is not None: wait = max(wait, min(e.wait, _MAX_RETRY_AFTER))   # the server's Retry-After (429, 503), within reason
             finally: self._free(host)
-            if self.stop.wait(o['backoff'] * 2**attempt * (0.5 + random.random())): return None
+            if self.stop.wait(wait): return None
 
     def _slot(self, host)->bool:
         "Take one of `host`'s `per_host` slots for a fetch; False (and no slot) once the run is stopping"

@@ -739,3 +739,21 @@ def test_a_verify_rerun_checks_the_files_a_verify_false_run_stored(server, tmp_p
     assert sorted(read_verdicts(tmp_path/'d')) == sorted(df.file[:2]) and len(list((tmp_path/'d'/'a').iterdir())) == 2
     rep = pd.read_csv(tmp_path/'d_quarantine'/'report.csv')
     assert rep[['label', 'reason']].values.tolist() == [['a', 'truncated image']] and (tmp_path/'d_quarantine'/rep.quarantined[0]).is_file()
+
+
+def test_retry_after_of_a_429_is_waited_for(tmp_path):
+    "A host that rate-limits for 2 s and says so (Retry-After: 2): the retry waits for it (backoff alone would retry within 0.2 s)"
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    data, hits = jpeg_bytes((44, 33)), []
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            hits.append(time.monotonic())
+            if hits[-1] - hits[0] < 2: self.send_response(429); self.send_header('Retry-After', '2'); self.send_header('Content-Length', '0'); self.end_headers(); return
+            self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
+            self.end_headers(); self.wfile.write(data)
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try: df = download_images([f'http://127.0.0.1:{srv.server_address[1]}/x.jpg'], tmp_path/'d', label='a', retries=2, backoff=0.05, timeout=5, progress=False, verbose=False)
+    finally: srv.shutdown(); srv.server_close()
+    assert list(df.status) == ['ok'] and len(hits) == 2, (list(df.reason), len(hits))
