@@ -42,8 +42,8 @@ def _clean_url(s):
     return quote(s, safe=":/?#[]@!$&'()*+,;=%~-._")
 
 def read_urls(fn:Path,       # A text/CSV file with one URL a line
-             )->list:        # URLs in file order (blank lines and a header line dropped)
-    "Read the URLs in `fn`, tolerating BOM, CRLF, quotes, a header line and non-UTF-8 bytes"
+             )->list:        # URLs in file order (blank lines, `#` comment lines and a header line dropped)
+    "Read the URLs in `fn`, tolerating BOM, CRLF, quotes, a header line, `#` comments and non-UTF-8 bytes"
     fn = Path(fn)
     if not fn.is_file(): raise FileNotFoundError(f"{fn} does not exist; pass a text file with one URL a line")
     data = fn.read_bytes()
@@ -54,7 +54,7 @@ def read_urls(fn:Path,       # A text/CSV file with one URL a line
         j = cols.index(next(h for h in _HEADERS if h in cols))
         lines = [r[j] for r in csv.reader(lines[1:]) if len(r) > j]
     elif cols and cols[0] in _HEADERS: lines = lines[1:]   # a header line
-    return [u for u in map(_clean_url, lines) if u]
+    return [u for u in map(_clean_url, (l for l in lines if not l.startswith('#'))) if u]
 
 # %% ../nbs/01_download.ipynb #9
 class FetchError(Exception):

@@ -183,6 +183,11 @@ def test_url_file_parsing(tmp_path, server):
     assert list(df.status) == ['ok', 'ok', 'failed', 'failed']
 
 
+def test_comment_lines_of_a_url_file_are_not_urls(tmp_path):
+    (tmp_path/'urls_fox.txt').write_text('# foxes, from the 2024 search\nhttp://a.test/f.jpg\n  # http://a.test/removed.jpg\n')
+    assert read_urls(tmp_path/'urls_fox.txt') == ['http://a.test/f.jpg']
+
+
 @pytest.mark.parametrize('setup,exc,msg', [
     (lambda p: p/'missing', FileNotFoundError, 'does not exist'),
     (lambda p: (p/'empty').mkdir() or p/'empty', FileNotFoundError, 'no urls_<class>.csv'),
