@@ -1147,10 +1147,15 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     finally: df = _finish(rows, st, o, res, progress)   # unfinished rows say so, and a rerun resumes
     return df
 
+_RESERVED = ('manifest.csv', 'report.csv')   # the manifest in the dataset root, the quarantine's report beside its class folders
+
 def _check_classes(lists):
     "Refuse class names that cannot be class folders"
     if not any(lists.values()): raise ValueError(f"no URLs found; put one URL a line in each urls_<class>.csv")
-    bad = [c for c in lists if not c or c.startswith(('_', '.')) or '/' in c or '\\' in c]
+    if any(not c for c in lists): raise ValueError("a class name is empty (a file named urls_.csv, or label=''); name the file urls_<class>.csv or pass label=")
+    taken = [c for c in lists if c in _RESERVED]
+    if taken: raise ValueError(f"class names {taken} are the names of files a download writes ({', '.join(_RESERVED)}); rename them")
+    bad = [c for c in lists if c.startswith(('_', '.')) or '/' in c or '\\' in c]
     if bad: raise ValueError(f"class names {bad} cannot be class folders (a leading '_' or '.' hides a folder from the dataset); rename them")
 
 def download_images(source=None,             # Ours: folder of urls_<class>.csv, a URL file (with `label`), {class: urls} or a list (with `label`); fastai v1: a URL file; fastai v2: the folder to download into

@@ -192,6 +192,8 @@ def test_comment_lines_of_a_url_file_are_not_urls(tmp_path):
     (lambda p: p/'missing', FileNotFoundError, 'does not exist'),
     (lambda p: (p/'empty').mkdir() or p/'empty', FileNotFoundError, 'no urls_<class>.csv'),
     (lambda p: (p/'e').mkdir() or (p/'e'/'urls_a.csv').write_text('\n\n') and p/'e', ValueError, 'no URLs'),
+    (lambda p: (p/'m').mkdir() or (p/'m'/'urls_manifest.csv.csv').write_text('http://a.test/1.jpg') and p/'m', ValueError, 'names of files a download writes'),
+    (lambda p: (p/'n').mkdir() or (p/'n'/'urls_.csv').write_text('http://a.test/1.jpg') and p/'n', ValueError, 'a class name is empty.*urls_<class>.csv'),
 ])
 def test_bad_arguments(tmp_path, setup, exc, msg):
     with pytest.raises(exc, match=msg): download_images(setup(tmp_path), tmp_path/'d', progress=False)
