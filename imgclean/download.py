@@ -1147,6 +1147,13 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     finally: df = _finish(rows, st, o, res, progress)   # unfinished rows say so, and a rerun resumes
     return df
 
+def _stopped_note(dest, lists)->str:
+    "What an interrupted run into `dest` of the classes of `lists` did, from its manifest, and how to go on"
+    m = _read_manifest(dest/'manifest.csv'); m = m[m['class'].isin(set(lists))]
+    todo = int(m.reason.str.startswith('interrupted').sum())
+    return (f"stopped: {len(m) - todo} of {len(m)} URLs done, in {dest/'manifest.csv'}; run the same command again to resume" if len(m)
+            else "stopped before any URL was done; run the same command again to start over")
+
 _RESERVED = ('manifest.csv', 'report.csv')   # the manifest in the dataset root, the quarantine's report beside its class folders
 
 def _check_classes(lists):
@@ -1198,6 +1205,9 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     o['quarantine'] = st.q
     try:
         with _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)
+    except KeyboardInterrupt:
+        if verbose: print(_stopped_note(st.dest, lists), file=sys.stderr)
+        raise
     finally: st.close()
     df.attrs['seconds'], df.attrs['options'] = time.monotonic() - t0, o
     if verbose:

@@ -682,7 +682,7 @@ class _Slow:
         code = textwrap.dedent(f"""
             import signal; from imgclean.download import download_images
             signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal
-            download_images({self.urls!r}, {str(dest)!r}, label='a', processes=1, progress=False, verbose=False, **{kw!r})
+            download_images({self.urls!r}, {str(dest)!r}, label='a', processes=1, **{ {'progress': False, 'verbose': False, **kw}!r})
         """)
         p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])},
                              stderr=subprocess.PIPE, text=True)
@@ -764,3 +764,9 @@ def test_retry_after_of_a_429_is_waited_for(tmp_path):
     try: df = download_images([f'http://127.0.0.1:{srv.server_address[1]}/x.jpg'], tmp_path/'d', label='a', retries=2, backoff=0.05, timeout=5, progress=False, verbose=False)
     finally: srv.shutdown(); srv.server_close()
     assert list(df.status) == ['ok'] and len(hits) == 2, (list(df.reason), len(hits))
+
+
+def test_an_interrupted_run_says_how_far_it_got_and_how_to_resume(tmp_path):
+    with _Slow(hold=4, stall=True) as s:
+        err = s.run(tmp_path/'d', 2, [], per_host=2, n_workers=8, timeout=3, verbose=True)
+    assert f"stopped: 2 of 20 URLs done, in {tmp_path/'d'/'manifest.csv'}; run the same command again to resume" in err, err
