@@ -585,10 +585,15 @@ def _resume(jobs, root, old):
         kept[r['class']] += 1; hashes.setdefault(r['hash'], []).append(r['file'])
     return todo, kept, hashes
 
+def _side(r)->int:
+    "The longest side of the image of the manifest row (or verify record row) `r`; 0 when unknown"
+    try: return max(int(float(r['width'])), int(float(r['height'])))
+    except (TypeError, ValueError): return 0
+
 def _check_stored(jobs, root, o, kept, hashes, res):
-    "Check (`check_image` under `o`) the files of `jobs` an earlier run stored that the verify record of `root` lacks; move the refused to quarantine"
-    seen = read_verdicts(root)
-    rows = [r for r in jobs if r['status'] == 'ok' and r['reason'] == 'already downloaded' and r['file'] not in seen]
+    "Check (`check_image` under `o`) the files of `jobs` an earlier run stored that the verify record of `root` lacks, or larger than `max_size`; move the refused to quarantine"
+    seen, big = read_verdicts(root), lambda r: o['max_size'] and _side(r) > o['max_size']
+    rows = [r for r in jobs if r['status'] == 'ok' and r['reason'] == 'already downloaded' and (r['file'] not in seen or big(seen[r['file']]) or big(r))]
     if not rows: return
     check = lambda r: check_image(root/r['file'], o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
     with ThreadPoolExecutor(os.cpu_count() or 1) as ex: verdicts = list(ex.map(check, rows))
@@ -601,7 +606,7 @@ def _check_stored(jobs, root, o, kept, hashes, res):
         shutil.move(str(root/r['file']), str(to)); rel = to.relative_to(o['quarantine']).as_posix()
         res['rejected'].append(dict(file=r['file'], label=r['class'], reason=v['reason'], quarantined=rel))
         kept[r['class']] -= 1; hashes[r['hash']] = [f for f in hashes.get(r['hash'], []) if f != r['file']]
-        r.update(status='failed', reason=f"verify: {v['reason']} (stored unchecked by an earlier run; moved to quarantine {rel})", file='')
+        r.update(status='failed', reason=f"verify: {v['reason']} (stored by an earlier run; moved to quarantine {rel})", file='')
 
 # %% ../nbs/01_download.ipynb #51
 def _interleave(todo):
@@ -1136,7 +1141,7 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     rows, jobs = _plan(lists, verbose)
     todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
     res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
-    if o['verify'] and not isinstance(st.dest, _FsPath): _check_stored(jobs, st.dest, o, kept, hashes, res)   # stored by a run with verify=False
+    if o['verify'] and not isinstance(st.dest, _FsPath): _check_stored(jobs, st.dest, o, kept, hashes, res)   # stored by a run with verify=False, or a larger max_size
     if o['preserve_filename'] and isinstance(st.dest, _FsPath):   # names from URLs can clash with files at the destination, which staging does not see
         o = {**o, 'stored': _listing(st.dest, set(lists))[0]}
     try:

@@ -770,3 +770,14 @@ def test_an_interrupted_run_says_how_far_it_got_and_how_to_resume(tmp_path):
     with _Slow(hold=4, stall=True) as s:
         err = s.run(tmp_path/'d', 2, [], per_host=2, n_workers=8, timeout=3, verbose=True)
     assert f"stopped: 2 of 20 URLs done, in {tmp_path/'d'/'manifest.csv'}; run the same command again to resume" in err, err
+
+
+def test_a_rerun_with_a_smaller_max_size_resizes_the_images_already_there(tmp_path):
+    "max_size is the longest side of the stored images: a rerun with a smaller one resizes what earlier runs kept, and the manifest says so"
+    with FaultServer({f'{i}.jpg': jpeg_bytes((400, 300), (i*40, 90, 200)) for i in range(2)}) as s:
+        urls = [s.img_url(f'{i}.jpg') for i in range(2)]
+        download_images(urls[:1], tmp_path/'d', label='a', **KW)
+        df = download_images(urls, tmp_path/'d', label='a', max_size=100, **KW)
+    assert [Image.open(tmp_path/'d'/f).size for f in df.file] == [(100, 75), (100, 75)]
+    assert df[['width', 'height']].astype(int).values.tolist() == [[100, 75], [100, 75]]
+    assert list(df.bytes) == [(tmp_path/'d'/f).stat().st_size for f in df.file] and list(df.hash) == [file_hash(tmp_path/'d'/f) for f in df.file]
