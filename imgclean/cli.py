@@ -385,7 +385,7 @@ def main(argv=None, # Arguments (default: sys.argv[1:])
         if _no_weights(e):
             print(f"imgclean {a.cmd}: error: {_one_line(e)} (on the command line: {_WEIGHTS_HINT.get(a.cmd, _WEIGHTS_HINT['train'])})", file=sys.stderr)
         elif isinstance(e, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                            PermissionError, ImportError)):   # bad input, an unwritable place, a missing optional package
+                            PermissionError, ImportError, BlockingIOError)):   # bad input, an unwritable place, a missing optional package, a destination in use
             print(f"imgclean {a.cmd}: error: {_one_line(e)}", file=sys.stderr)
         else: raise
         raise SystemExit(2)

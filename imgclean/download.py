@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, base64, binascii, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
+import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
@@ -16,10 +16,11 @@ from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit
 
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
+from filelock import FileLock, Timeout
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, file_hash, open_image, write_csv
-from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, sniff_image,
-                             write_verdicts)
+from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, read_verdicts,
+                             sniff_image, write_verdicts)
 
 # %% ../nbs/01_download.ipynb #5
 _HEADERS = ('image_url', 'img_url', 'image', 'src', 'url', 'urls', 'link', 'links', 'href')   # a URL column's names, likeliest first
@@ -41,8 +42,8 @@ def _clean_url(s):
     return quote(s, safe=":/?#[]@!$&'()*+,;=%~-._")
 
 def read_urls(fn:Path,       # A text/CSV file with one URL a line
-             )->list:        # URLs in file order (blank lines and a header line dropped)
-    "Read the URLs in `fn`, tolerating BOM, CRLF, quotes, a header line and non-UTF-8 bytes"
+             )->list:        # URLs in file order (blank lines, `#` comment lines and a header line dropped)
+    "Read the URLs in `fn`, tolerating BOM, CRLF, quotes, a header line, `#` comments and non-UTF-8 bytes"
     fn = Path(fn)
     if not fn.is_file(): raise FileNotFoundError(f"{fn} does not exist; pass a text file with one URL a line")
     data = fn.read_bytes()
@@ -53,12 +54,12 @@ def read_urls(fn:Path,       # A text/CSV file with one URL a line
         j = cols.index(next(h for h in _HEADERS if h in cols))
         lines = [r[j] for r in csv.reader(lines[1:]) if len(r) > j]
     elif cols and cols[0] in _HEADERS: lines = lines[1:]   # a header line
-    return [u for u in map(_clean_url, lines) if u]
+    return [u for u in map(_clean_url, (l for l in lines if not l.startswith('#'))) if u]
 
 # %% ../nbs/01_download.ipynb #9
 class FetchError(Exception):
-    "A URL that did not give an image; `reason` says why, `retry` whether trying again may help"
-    def __init__(self, reason, retry=False): super().__init__(reason); self.reason, self.retry = reason, retry
+    "A URL that did not give an image; `reason` says why, `retry` whether trying again may help, `wait` the seconds the server asked to wait first"
+    def __init__(self, reason, retry=False, wait=None): super().__init__(reason); self.reason, self.retry, self.wait = reason, retry, wait
 
 class AddressRefused(FetchError):
     "A host whose address the fetch's address policy (`allow=`) refuses; `hop` is 0 for the URL given, n for its n-th redirect"
@@ -326,6 +327,11 @@ def _release(r):
     if conn.sock is not None and not r.will_close: _CONNS.put(key, conn)
     else: conn.close()
 
+def _retry_after(r):
+    "The seconds `r`'s `Retry-After` header asks to wait (its seconds form; an HTTP date is ignored), or None"
+    v = (r.getheader('Retry-After') or '').strip()
+    return int(v) if v.isdigit() else None
+
 def _is_data(url:str)->bool: return url[:5].lower() == 'data:'
 def _image_ext(data, ct): return sniff_image(data[:64], formats=None) or format_name(ct.split('/')[-1].removeprefix('x-'))   # the bytes say, else the content type
 
@@ -361,7 +367,7 @@ def fetch_image(url:str,                # An http(s) URL, or a `data:` URL holdi
         try:
             r, url = _get(url, d, max_redirects)
             ct = (r.getheader('Content-Type') or '?').split(';')[0].strip().lower()
-            if r.status == 429 or r.status >= 500: raise FetchError(f'http {r.status}', retry=True)
+            if r.status == 429 or r.status >= 500: raise FetchError(f'http {r.status}', retry=True, wait=_retry_after(r))
             if r.status >= 400: raise FetchError(f'http {r.status}')
             data = _read_body(r, d, max_bytes, ct)
             if not data: raise FetchError('empty body')
@@ -579,6 +585,29 @@ def _resume(jobs, root, old):
         kept[r['class']] += 1; hashes.setdefault(r['hash'], []).append(r['file'])
     return todo, kept, hashes
 
+def _side(r)->int:
+    "The longest side of the image of the manifest row (or verify record row) `r`; 0 when unknown"
+    try: return max(int(float(r['width'])), int(float(r['height'])))
+    except (TypeError, ValueError): return 0
+
+def _check_stored(jobs, root, o, kept, hashes, res):
+    "Check (`check_image` under `o`) the files of `jobs` an earlier run stored that the verify record of `root` lacks, or larger than `max_size`; move the refused to quarantine"
+    seen, big = read_verdicts(root), lambda r: o['max_size'] and _side(r) > o['max_size']
+    rows = [r for r in jobs if r['status'] == 'ok' and r['reason'] == 'already downloaded' and (r['file'] not in seen or big(seen[r['file']]) or big(r))]
+    if not rows: return
+    check = lambda r: check_image(root/r['file'], o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
+    with ThreadPoolExecutor(os.cpu_count() or 1) as ex: verdicts = list(ex.map(check, rows))
+    for r, v in zip(rows, verdicts):
+        if v['ok']:
+            res['verdicts'][v['sha']] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
+            hashes.setdefault(v['sha'], []).append(r['file'])   # rewritten (upright RGB, resized): known by its new bytes too
+            r.update(bytes=(root/r['file']).stat().st_size, width=v['width'], height=v['height'], hash=v['sha']); continue
+        to = free_name(o['quarantine']/r['file']); to.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(root/r['file']), str(to)); rel = to.relative_to(o['quarantine']).as_posix()
+        res['rejected'].append(dict(file=r['file'], label=r['class'], reason=v['reason'], quarantined=rel))
+        kept[r['class']] -= 1; hashes[r['hash']] = [f for f in hashes.get(r['hash'], []) if f != r['file']]
+        r.update(status='failed', reason=f"verify: {v['reason']} (stored by an earlier run; moved to quarantine {rel})", file='')
+
 # %% ../nbs/01_download.ipynb #51
 def _interleave(todo):
     "`todo` with the classes in turn (an interrupted run has some of each)"
@@ -619,12 +648,15 @@ def _preserved_stem(url):
     stem = Path(unquote(urlsplit(url).path)).stem
     return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 
+_MAX_RETRY_AFTER = 60   # longest wait a `Retry-After` gets before the next try
+
 class _Downloader:
     "One download run: its fetch threads share what is kept per class, the hashes and the names taken"
     def __init__(self, root, o, kept, hashes):
         self.root, self.o, self.kept, self.hashes = root, o, kept, hashes
         self.lock, self.taken, self.verdicts, self.rejected = threading.Lock(), set(), {}, []
         self.hosts = defaultdict(lambda: threading.BoundedSemaphore(o['per_host']))
+        self.stop, self.inflight = threading.Event(), 0   # set on Ctrl-C: no new request starts
         self.checking = threading.BoundedSemaphore(os.cpu_count() or 1)   # checks at once: the decoded pixels in memory stay bounded
         self.done, self.error = [], None   # `done` grows by one a URL (list.append is atomic)
 
@@ -638,7 +670,19 @@ class _Downloader:
         try:
             for r in todo: ex.submit(self._count, r)
             self._wait(len(todo), progress, bar)
+        except BaseException:   # Ctrl-C (or a fetch's error): the rows not started stay unfinished ("interrupted")
+            self.stop.set(); self._drain(ex, not callable(progress))   # a download process's run says it once, for all
+            raise
         finally: ex.shutdown(wait=True, cancel_futures=True)
+
+    def _drain(self, ex, say):
+        "Wait for the fetches in flight (each ends within its deadline), saying so when `say`; a second Ctrl-C does not cut it short"
+        limit = self.o['total_timeout'] or self.o['timeout']
+        if say and self.inflight: print(f"stopping: waiting for {self.inflight} fetches in flight (at most {limit:g}s)", file=sys.stderr)
+        while True:
+            try: return ex.shutdown(wait=True, cancel_futures=True)
+            except KeyboardInterrupt:
+                if say: print(f"still stopping: {self.inflight} fetches in flight end within {limit:g}s; the manifest is written after them", file=sys.stderr)
 
     def _count(self, r):
         "Fetch `r`, then count it done (an error is kept for the run to raise)"
@@ -668,13 +712,30 @@ class _Downloader:
         host, o = (urlsplit(r['url']).hostname or '').lower(), self.o
         for attempt in range(o['retries'] + 1):
             if self.full(r['class']): r.update(status='skipped', reason=f"max_pics {o['max_pics']} reached"); return None
+            if not self._slot(host): return None   # stopping: `r` stays unfinished
             try:
-                with self.hosts[host]: data, ext, _ = fetch_image(r['url'], o['timeout'], o['total_timeout'], o['max_bytes'], o['max_redirects'], o['idle_timeout'])
+                data, ext, _ = fetch_image(r['url'], o['timeout'], o['total_timeout'], o['max_bytes'], o['max_redirects'], o['idle_timeout'])
                 return data, ext
             except FetchError as e:
                 if not e.retry or attempt == o['retries']:
                     r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
-                time.sleep(o['backoff'] * 2**attempt * (0.5 + random.random()))
+                wait = o['backoff'] * 2**attempt * (0.5 + random.random())
+                if e.wait is not None: wait = max(wait, min(e.wait, _MAX_RETRY_AFTER))   # the server's Retry-After (429, 503), within reason
+            finally: self._free(host)
+            if self.stop.wait(wait): return None
+
+    def _slot(self, host)->bool:
+        "Take one of `host`'s `per_host` slots for a fetch; False (and no slot) once the run is stopping"
+        sem = self.hosts[host]
+        while not sem.acquire(timeout=0.2):
+            if self.stop.is_set(): return False
+        if self.stop.is_set(): sem.release(); return False
+        with self.lock: self.inflight += 1
+        return True
+
+    def _free(self, host):
+        with self.lock: self.inflight -= 1
+        self.hosts[host].release()
 
     def store(self, r, data, ext):
         "Check `data` (with `verify`); keep it in its class folder, or in quarantine with the reason"
@@ -682,7 +743,7 @@ class _Downloader:
         with self.checking: v = _check_bytes(data, self.o)
         h = v['hash']
         if not v['ok']: return self._reject(r, data, ext, h, v['reason'])
-        self.verdicts[h] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
+        self.verdicts[v['sha']] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
         if v['data'] is not None: data = v['data']   # rewritten by the check (upright RGB, resized)
         self._keep(r, data, sniff_image(data[:64], formats=None) or ext, h, v['sha'], v)
 
@@ -707,20 +768,41 @@ class _Downloader:
         return fn
 
     def _keep(self, r, data, ext, h, own, v):
-        "Write `data` (hash `own`) to `r`'s class folder unless it is over `max_pics` or the same bytes (hash `h` as fetched) are in this class already"
+        "Write `data` (hash `own`) to `r`'s class folder unless it is over `max_pics` or the same image (hash `h` as fetched, or `own` as stored) is in this class already"
         w, hh = (v['width'], v['height']) if v else _header_size(data)   # `own` hashes the bytes written (converted by the check), which an older run's copy would hold
+        keys = dict.fromkeys((own, h))   # a file found after a kill is known by its stored hash; an older manifest's row by the hash as fetched
         with self.lock:
             if self.full(r['class']): return r.update(status='skipped', reason=f"max_pics {self.o['max_pics']} reached")
-            seen = self.hashes.setdefault(h, [])   # the files kept with these bytes, in any class
+            seen = list(dict.fromkeys(f for k in keys for f in self.hashes.get(k, [])))   # the files kept with this image, in any class
             same = [f for f in seen if f.split('/')[0] == r['class']]
-            if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=h)
+            if same: return r.update(status='skipped', reason=f'duplicate image (same bytes as {same[0]})', bytes=len(data), width=w, height=hh, hash=own)
             first = seen[0] if seen else None
             fn = self._name(r, ext, own); rel = fn.relative_to(self.root).as_posix()
-            seen.append(rel); self.kept[r['class']] += 1
+            for k in keys: self.hashes.setdefault(k, []).append(rel)
+            self.kept[r['class']] += 1
         atomic_write(fn, data)
-        r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=h)
+        r.update(status='ok', reason=f'same image also in {first}' if first else '', file=rel, bytes=len(data), width=w, height=hh, hash=own)
 
 # %% ../nbs/01_download.ipynb #66
+def _lock(dest, name:str)->FileLock:
+    "The lock `name` of the destination `dest` (a folder or an `_FsPath`), a file in this machine's temp folder"
+    key = str(dest) if isinstance(dest, _FsPath) else os.path.realpath(dest)
+    d = Path(tempfile.gettempdir())/f"imgclean-locks-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    d.mkdir(exist_ok=True)
+    return FileLock(str(d/f"{_file_stem(key + chr(0) + name)}.lock"), thread_local=False)
+
+@contextlib.contextmanager
+def _in_use(dest, classes):
+    "Hold the lock of each of `classes` of `dest` while the body runs; `BlockingIOError` when another run holds one"
+    with contextlib.ExitStack() as held:
+        for c in sorted(classes):
+            lock = _lock(dest, f'class {c}')
+            try: lock.acquire(timeout=0)
+            except Timeout: raise BlockingIOError(f"another run is downloading into {dest}/{c} on this machine; wait for it to end "
+                                                  "(or stop it), then run this again: it resumes. Runs for different classes can share a destination") from None
+            held.callback(lock.release)
+        yield
+
 def _write_manifest(rows, root, old):
     "Write `root/manifest.csv`: this run's rows, after the rows of `old` for classes this run did not touch"
     for r in rows:
@@ -745,20 +827,21 @@ def _merge_shards(root, old):
 def _run_here(todo, kept, hashes, root, o, res, progress):
     "The local engine: fetch `todo` with one `_Downloader` in this process"
     dl = _Downloader(root, o, kept, hashes)
-    res['verdicts'], res['rejected'] = dl.verdicts, dl.rejected
+    dl.verdicts, dl.rejected = res['verdicts'], res['rejected']   # what the run settled before fetching (`_check_stored`), and the fetches' own
     dl.run(_interleave(todo), progress)
 
-def _finish(rows, st, o, old, res, progress=False):
-    "Write the quarantine report, the record of checked files and the manifest, in `st` (a `_Staging`), then upload them; drop merged shard files"
+def _finish(rows, st, o, res, progress=False):
+    "Under the destination's lock, add to the quarantine report, the record of checked files and the manifest as they are now, in `st` (a `_Staging`), then upload them; drop merged shard files"
     root = st.root
-    st.seed()   # the records kept at a URL, which this run adds to
-    if res['rejected']: add_to_report(o['quarantine'], pd.DataFrame(res['rejected']))
-    done = [dict(file=r['file'], **res['verdicts'][r['hash']]) for r in rows if r['status'] == 'ok' and r['hash'] in res['verdicts']]
-    if done: write_verdicts(root, done)   # decoded here: verify only hashes these files
-    df = _write_manifest(rows, root, old)
-    if (root/SHARDS).is_dir(): shutil.rmtree(root/SHARDS, ignore_errors=True)   # every row is in the manifest now
-    st.upload(progress)
-    if isinstance(st.dest, _FsPath): (st.dest/SHARDS).rmtree()   # the manifest there has their rows now
+    with _lock(st.dest, 'records'):   # another run (other classes) may have written its rows since this one started
+        st.seed()   # the records kept at a URL, which this run adds to
+        if res['rejected']: add_to_report(o['quarantine'], pd.DataFrame(res['rejected']))
+        done = [dict(file=r['file'], **res['verdicts'][r['hash']]) for r in rows if r['status'] == 'ok' and r['hash'] in res['verdicts']]
+        if done: write_verdicts(root, done)   # decoded here: verify only hashes these files
+        df = _write_manifest(rows, root, _merge_shards(st.dest, _read_manifest(st.dest/'manifest.csv')))
+        if (root/SHARDS).is_dir(): shutil.rmtree(root/SHARDS, ignore_errors=True)   # every row is in the manifest now
+        st.upload(progress)
+        if isinstance(st.dest, _FsPath): (st.dest/SHARDS).rmtree()   # the manifest there has their rows now
     return df
 
 # %% ../nbs/01_download.ipynb #ee248cd1
@@ -993,9 +1076,11 @@ def _run_procs(todo, kept, hashes, root, o, res, progress, n):
         shards, q = _by_host(batch, n), queue.Queue()
         procs = [_ShardProc(i, (str(root), o, sh, str(root/SHARDS/f'{run}-{r_i}-{i}.csv')), q) for i, sh in enumerate(shards)]
         try: done = _gather(procs, shards, q, res, bar, done)
-        except BaseException:   # Ctrl-C: they stop as the threads would (running fetches end), and report what they did
+        except BaseException:   # Ctrl-C: they stop as the threads would (no new request; running fetches end), and report what they did
             for p in procs: p.stop()
-            _gather(procs, shards, q, res, None, done, until=time.monotonic() + (o['retries'] + 1)*(o['total_timeout'] or o['timeout']) + 10)
+            limit = o['total_timeout'] or o['timeout']
+            print(f"stopping: waiting for the fetches in flight in {len(procs)} download processes (at most {limit:g}s)", file=sys.stderr)
+            _gather(procs, shards, q, res, None, done, until=time.monotonic() + limit + 10)
             raise
         finally:
             for p in procs: p.stop(); p.kill()
@@ -1020,11 +1105,28 @@ def _options(form, kw):
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
 
-def _staging(root, quarantine, engine:str)->_Staging:
-    "The destinations (`quarantine`, else `<root>_quarantine`), checked writable and reachable by `engine`, staged when they are URLs"
-    if engine not in ('local', 'ray'): raise ValueError(f"engine={engine!r}: use 'local' or 'ray'")
+def _can_write(p:Path)->bool:
+    "Can this process make the folder `p` (or write in it, when it exists)?"
+    p = Path(os.path.abspath(p))
+    while not p.exists() and p != p.parent: p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+
+def _quarantine_folder(root, quarantine, verify=True, verbose=False):
+    "`quarantine` (a folder you can write, when `verify` uses it), else `<root>_quarantine` next to `root`, else `<root>/.imgclean_quarantine`"
     if quarantine: q = _fs_root(str(quarantine)) if _is_url(quarantine) else Path(quarantine)
-    else: ab = _abs(root); q = ab.parent/f'{ab.name}_quarantine'
+    else:
+        ab = _abs(root); q = ab.parent/f'{ab.name}_quarantine'
+        if verify and not isinstance(q, _FsPath) and not _can_write(q) and _can_write(ab):   # fastai's form from a project folder whose parent is not ours
+            q = ab/'.imgclean_quarantine'   # hidden: never a class, and fastai's `get_image_files` skips it
+            if verbose: print(f"{ab.parent} is not writable: images that fail the check go to {q} (pass quarantine= to choose)")
+    if verify and not isinstance(q, _FsPath) and not _can_write(q):
+        raise PermissionError(f"cannot write the quarantine folder {q}, where images that fail the check are kept; pass quarantine= a folder you can write")
+    return q
+
+def _staging(root, quarantine, engine:str, verify=True, verbose=False)->_Staging:
+    "The destinations (`_quarantine_folder`), checked writable and reachable by `engine`, staged when they are URLs"
+    if engine not in ('local', 'ray'): raise ValueError(f"engine={engine!r}: use 'local' or 'ray'")
+    q = _quarantine_folder(root, quarantine, verify, verbose)
     for p in (root, q):
         if engine == 'ray' and isinstance(p, _FsPath) and 'memory' in _protocols(p.fs):
             raise ValueError(f"{p} lives in this process's memory, which Ray's workers cannot reach; use engine='local', or a "
@@ -1039,6 +1141,7 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     rows, jobs = _plan(lists, verbose)
     todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
     res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
+    if o['verify'] and not isinstance(st.dest, _FsPath): _check_stored(jobs, st.dest, o, kept, hashes, res)   # stored by a run with verify=False, or a larger max_size
     if o['preserve_filename'] and isinstance(st.dest, _FsPath):   # names from URLs can clash with files at the destination, which staging does not see
         o = {**o, 'stored': _listing(st.dest, set(lists))[0]}
     try:
@@ -1046,13 +1149,25 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
         elif (n := _n_procs(o, todo)) > 1: _run_procs(todo, kept, hashes, st.root, o, res, progress, n)
         else: _run_here(todo, kept, hashes, st.root, o, res, progress)
         _first_wins(rows, st.dest if engine == 'ray' else st.root)   # Ray's tasks uploaded their files already
-    finally: df = _finish(rows, st, o, old, res, progress)   # unfinished rows say so, and a rerun resumes
+    finally: df = _finish(rows, st, o, res, progress)   # unfinished rows say so, and a rerun resumes
     return df
+
+def _stopped_note(dest, lists)->str:
+    "What an interrupted run into `dest` of the classes of `lists` did, from its manifest, and how to go on"
+    m = _read_manifest(dest/'manifest.csv'); m = m[m['class'].isin(set(lists))]
+    todo = int(m.reason.str.startswith('interrupted').sum())
+    return (f"stopped: {len(m) - todo} of {len(m)} URLs done, in {dest/'manifest.csv'}; run the same command again to resume" if len(m)
+            else "stopped before any URL was done; run the same command again to start over")
+
+_RESERVED = ('manifest.csv', 'report.csv')   # the manifest in the dataset root, the quarantine's report beside its class folders
 
 def _check_classes(lists):
     "Refuse class names that cannot be class folders"
     if not any(lists.values()): raise ValueError(f"no URLs found; put one URL a line in each urls_<class>.csv")
-    bad = [c for c in lists if not c or c.startswith(('_', '.')) or '/' in c or '\\' in c]
+    if any(not c for c in lists): raise ValueError("a class name is empty (a file named urls_.csv, or label=''); name the file urls_<class>.csv or pass label=")
+    taken = [c for c in lists if c in _RESERVED]
+    if taken: raise ValueError(f"class names {taken} are the names of files a download writes ({', '.join(_RESERVED)}); rename them")
+    bad = [c for c in lists if c.startswith(('_', '.')) or '/' in c or '\\' in c]
     if bad: raise ValueError(f"class names {bad} cannot be class folders (a leading '_' or '.' hides a folder from the dataset); rename them")
 
 def download_images(source=None,             # Ours: folder of urls_<class>.csv, a URL file (with `label`), {class: urls} or a list (with `label`); fastai v1: a URL file; fastai v2: the folder to download into
@@ -1071,7 +1186,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     verbose:bool=True,       # Print the summary at the end
                     verify:bool=True,        # Check each image as it arrives (`check_image`): refused ones go to quarantine, not to the dataset
                     max_size:int=None,       # With `verify`: longest side of the stored images; None keeps sizes
-                    quarantine:Path=None,    # With `verify`: where refused downloads are kept (a folder or a URL); default `<root>_quarantine` next to the dataset root
+                    quarantine:Path=None,    # With `verify`: where refused downloads are kept (a folder or a URL); default `<root>_quarantine` next to the dataset root (`<root>/.imgclean_quarantine` when its parent is not writable)
                     max_pixels:int=MAX_PIXELS, # With `verify`: images with more pixels are refused (a decompression-bomb guard; raise it for huge real images)
                     min_size:int=MIN_SIZE,   # With `verify`: images with a side shorter than this are refused (tracking pixels); 0 keeps all
                     formats=WEB_FORMATS,     # With `verify`: accepted formats (`images.format_name`); None: every format Pillow reads
@@ -1091,9 +1206,13 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
                             processes=processes, preserve_filename=preserve_filename))
-    st, t0 = _staging(root, quarantine, engine), time.monotonic()
+    st, t0 = _staging(root, quarantine, engine, o['verify'], verbose), time.monotonic()
     o['quarantine'] = st.q
-    try: df = _run(lists, st, o, engine, address, progress, verbose)
+    try:
+        with _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)
+    except KeyboardInterrupt:
+        if verbose: print(_stopped_note(st.dest, lists), file=sys.stderr)
+        raise
     finally: st.close()
     df.attrs['seconds'], df.attrs['options'] = time.monotonic() - t0, o
     if verbose:

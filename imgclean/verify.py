@@ -16,7 +16,7 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, class_items, file_hash, is_image_name, open_image, rel_name, write_csv
-from .download import summarize_downloads
+from .download import _lock, summarize_downloads
 from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, add_to_report, check_image, free_name, pixel_digest,
                              read_verdicts, write_verdicts)
 
@@ -97,15 +97,18 @@ def _quarantine(df, root, q):
     return out
 
 def _update_manifest(fn, df):
-    "Mark quarantined files as failed and refresh sizes of resized ones in the download manifest `fn`"
-    man = pd.read_csv(fn, keep_default_na=False, dtype=str)
-    changed = df[(df.quarantined != '') | df.resized].set_index('file')
-    if 'file' not in man.columns or not len(changed): return
-    for i in man.index[man.file.isin(changed.index)]:
-        o = changed.loc[man.at[i, 'file']]
-        if not o.ok: man.loc[i, ['status', 'reason', 'file']] = ['failed', f'verify: {o.reason} (moved to quarantine/{o.quarantined})', '']
-        else: man.loc[i, ['width', 'height']] = [str(o.width), str(o.height)]
-    write_csv(man, fn)
+    "Under the dataset's lock (a download may be writing it too), mark quarantined files failed and bring the kept files' size, bytes and hash up to date in the manifest `fn`"
+    with _lock(fn.parent, 'records'):
+        old = pd.read_csv(fn, keep_default_na=False, dtype=str)
+        if 'file' not in old.columns: return
+        man, by = old.copy(), df.set_index('file')
+        q = man.file.map(by.quarantined).fillna('')
+        out, ok = q != '', man.file.map(by.ok).fillna(False).astype(bool) & (q == '')
+        man.loc[out, 'reason'] = 'verify: ' + man.file[out].map(by.reason) + ' (moved to quarantine/' + q[out] + ')'
+        man.loc[out, ['status', 'file']] = ['failed', '']
+        for c, v in (('width', 'width'), ('height', 'height'), ('hash', 'sha')): man.loc[ok, c] = man.file[ok].map(by[v]).astype(str)
+        man.loc[ok, 'bytes'] = [str((fn.parent/f).stat().st_size) for f in man.file[ok]]   # rewritten by this verify, or by an earlier one
+        if not man.equals(old): write_csv(man, fn)
 
 # %% ../nbs/02_verify.ipynb #23
 _COLS = ['ok', 'reason', 'width', 'height', 'resized', 'key', 'sha', 'format', 'note', 'digest']

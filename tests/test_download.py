@@ -1,5 +1,5 @@
 "Downloader: every fault kind ends as a reported manifest row, never a crash or a hang; one deadline per fetch; fastai's call forms; resume; input parsing."
-import io, os, signal, socket, subprocess, sys, textwrap, time
+import io, os, shutil, signal, socket, subprocess, sys, tempfile, textwrap, time
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _fault_helpers import FaultServer, jpeg_bytes, png_bytes  # noqa: E402
 from fastcore.foundation import L
 
+from imgclean.core import file_hash
 from imgclean.download import download_images, fetch_image, FetchError, read_urls, summarize_downloads
 from imgclean.images import sniff_image
 from imgclean.verify import verify_dataset
@@ -182,10 +183,17 @@ def test_url_file_parsing(tmp_path, server):
     assert list(df.status) == ['ok', 'ok', 'failed', 'failed']
 
 
+def test_comment_lines_of_a_url_file_are_not_urls(tmp_path):
+    (tmp_path/'urls_fox.txt').write_text('# foxes, from the 2024 search\nhttp://a.test/f.jpg\n  # http://a.test/removed.jpg\n')
+    assert read_urls(tmp_path/'urls_fox.txt') == ['http://a.test/f.jpg']
+
+
 @pytest.mark.parametrize('setup,exc,msg', [
     (lambda p: p/'missing', FileNotFoundError, 'does not exist'),
     (lambda p: (p/'empty').mkdir() or p/'empty', FileNotFoundError, 'no urls_<class>.csv'),
     (lambda p: (p/'e').mkdir() or (p/'e'/'urls_a.csv').write_text('\n\n') and p/'e', ValueError, 'no URLs'),
+    (lambda p: (p/'m').mkdir() or (p/'m'/'urls_manifest.csv.csv').write_text('http://a.test/1.jpg') and p/'m', ValueError, 'names of files a download writes'),
+    (lambda p: (p/'n').mkdir() or (p/'n'/'urls_.csv').write_text('http://a.test/1.jpg') and p/'n', ValueError, 'a class name is empty.*urls_<class>.csv'),
 ])
 def test_bad_arguments(tmp_path, setup, exc, msg):
     with pytest.raises(exc, match=msg): download_images(setup(tmp_path), tmp_path/'d', progress=False)
@@ -579,3 +587,197 @@ def test_preserved_names_do_not_overwrite_files_stored_at_the_url(server, mem_ur
     assert first.file.tolist() == ['a/0.jpg'] and second.file.tolist() == ['a/0.jpg', 'a/0_1.jpg'], second[['file', 'reason']]
     got = fs_files(mem_url)
     assert got['a/0.jpg'] == server.files['0.jpg'] and got['a/0_1.jpg'] == other.files['0.jpg']
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_a_rerun_after_a_kill_keeps_a_resized_image_once(tmp_path, processes):
+    "A file a killed run stored (resized, no manifest) and a new URL with the same bytes: one copy, whichever hash each was known by"
+    with FaultServer({'a.jpg': jpeg_bytes((200, 150)), 'b.jpg': jpeg_bytes((200, 150))}) as s:
+        u1, u2 = s.img_url('a.jpg'), s.img_url('b.jpg').replace('127.0.0.1', 'localhost')   # two hosts: one per download process
+        kw = dict(label='a', max_size=64, processes=processes, progress=False, verbose=False, timeout=10)
+        download_images([u1], tmp_path/'d', **kw)
+        (tmp_path/'d'/'manifest.csv').unlink()   # what a SIGKILL before the manifest leaves: the file, no row
+        df = download_images([u1, u2], tmp_path/'d', **kw)
+    assert list(df.status) == ['ok', 'skipped'], list(df.reason)
+    assert len(list((tmp_path/'d'/'a').iterdir())) == 1
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    assert man.hash[0] == file_hash(tmp_path/'d'/man.file[0])   # `hash` is the stored file's, however the row was made
+
+
+class _Gate:
+    "A loopback server whose /good/<n> answers (an image) only once `parties` requests wait there (or `go` is set); /bad/<n> a truncated JPEG at once"
+    def __init__(self, parties=2):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+        self.barrier, self.go, gate = threading.Barrier(parties, timeout=20), threading.Event(), self
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self):
+                n = int(self.path.rsplit('/', 1)[1])
+                data = jpeg_bytes((40 + n, 30), (n*7 % 255, 80, 120))
+                if self.path.startswith('/good/'):
+                    if not gate.go.is_set():
+                        try: gate.barrier.wait()
+                        except threading.BrokenBarrierError: gate.go.wait(20)
+                else: data = data[:len(data)//2]
+                self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
+                self.end_headers(); self.wfile.write(data)
+        self.srv = ThreadingHTTPServer(('127.0.0.1', 0), H); self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.base = f'http://127.0.0.1:{self.srv.server_address[1]}'
+    def __enter__(self): return self
+    def __exit__(self, *a): self.go.set(); self.barrier.abort(); self.srv.shutdown(); self.srv.server_close()
+
+
+def test_runs_for_two_classes_into_one_dest_at_once_keep_both_classes_rows(tmp_path):
+    "One run a class, at once, into one dest: each started before the other wrote; the manifest, report and verify record hold both"
+    from concurrent.futures import ThreadPoolExecutor
+    from imgclean.images import read_verdicts
+    with _Gate(2) as g, ThreadPoolExecutor(2) as ex:   # each run's good URL waits for the other's: both read the manifest before either writes it
+        runs = [ex.submit(download_images, [f'{g.base}/good/{i}', f'{g.base}/bad/{i}'], tmp_path/'d', label=c, progress=False, verbose=False,
+                          timeout=30, quarantine=tmp_path/'q') for i, c in enumerate(('cat', 'dog'))]
+        for r in runs: r.result(60)
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    assert man.groupby('class').status.apply(list).to_dict() == {'cat': ['ok', 'failed'], 'dog': ['ok', 'failed']}
+    assert sorted(pd.read_csv(tmp_path/'q'/'report.csv').label) == ['cat', 'dog']
+    assert sorted(f.split('/')[0] for f in read_verdicts(tmp_path/'d')) == ['cat', 'dog']
+
+
+def test_a_second_run_into_a_class_being_downloaded_is_refused(tmp_path):
+    "Two runs into one class at once would each write the class's rows as they saw them: the second is refused, saying what to do"
+    from concurrent.futures import ThreadPoolExecutor
+    with _Gate(2) as g, ThreadPoolExecutor(1) as ex:
+        first = ex.submit(download_images, [f'{g.base}/good/1'], tmp_path/'d', label='cat', progress=False, verbose=False, timeout=30)
+        t0 = time.monotonic()
+        while not g.barrier.n_waiting: assert time.monotonic() - t0 < 20; time.sleep(0.02)
+        with pytest.raises(BlockingIOError, match='another run is downloading into .*cat.*then run this again'):
+            download_images([f'{g.base}/good/2'], tmp_path/'d', label='cat', progress=False, verbose=False, timeout=30)
+        g.go.set(); g.barrier.abort()
+        assert list(first.result(60).status) == ['ok']
+
+
+class _Slow:
+    "A loopback server that holds each request `hold` seconds (`stall`: headers first, then nothing), counting the requests it got and when"
+    def __init__(self, hold=3.0, stall=False):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+        self.hits, slow = [], self
+        class H(BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+            def log_message(self, *a): pass
+            def do_GET(self):
+                slow.hits.append(time.monotonic())
+                data = jpeg_bytes((40 + int(self.path.strip('/')), 30))
+                self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
+                if stall: self.end_headers(); self.wfile.flush(); time.sleep(hold); return
+                time.sleep(hold); self.end_headers(); self.wfile.write(data)
+        self.srv = ThreadingHTTPServer(('127.0.0.1', 0), H); self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.urls = [f'http://127.0.0.1:{self.srv.server_address[1]}/{i}' for i in range(20)]
+    def __enter__(self): return self
+    def __exit__(self, *a): self.srv.shutdown(); self.srv.server_close()
+
+    def run(self, dest, n_hits, sigints, **kw):
+        "A threaded run into `dest` in a new process; Ctrl-C once `n_hits` requests came (then again after each delay in `sigints`); its stderr"
+        code = textwrap.dedent(f"""
+            import signal; from imgclean.download import download_images
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal
+            download_images({self.urls!r}, {str(dest)!r}, label='a', processes=1, **{ {'progress': False, 'verbose': False, **kw}!r})
+        """)
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])},
+                             stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        while len(self.hits) < n_hits: assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.02)
+        self.t_int = time.monotonic(); p.send_signal(signal.SIGINT)
+        for s in sigints: time.sleep(s); p.send_signal(signal.SIGINT)
+        return p.communicate(timeout=60)[1]
+
+
+def test_ctrl_c_starts_no_new_request_and_says_it_waits_for_those_in_flight(tmp_path):
+    "Fetches waiting for a slot of their host (per_host=2) never start after Ctrl-C; the run says what it waits for"
+    with _Slow(hold=4, stall=True) as s:
+        err = s.run(tmp_path/'d', 2, [], per_host=2, n_workers=8, timeout=3)
+    assert [h for h in s.hits if h > s.t_int] == []   # old code: the waiting threads took the slots as the stalled fetches timed out
+    assert 'stopping: waiting for 2 fetches in flight (at most 3s)' in err
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    assert (man.reason == 'interrupted (rerun to resume)').sum() == 18
+
+
+def test_a_second_ctrl_c_still_writes_the_manifest_after_the_files_in_flight(tmp_path):
+    "Ctrl-C twice with slow fetches in flight: the manifest names every file those fetches stored"
+    with _Slow(hold=3) as s:
+        err = s.run(tmp_path/'d', 4, [0.5], per_host=4, n_workers=4, timeout=10)
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    files = sorted(f'a/{f.name}' for f in (tmp_path/'d'/'a').iterdir())
+    assert sorted(man.file[man.status == 'ok']) == files and len(files) == 4, (files, err)
+    assert 'still stopping' in err
+
+
+@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() != 0 or not shutil.which('setpriv'), reason='runs downloads as the user nobody (needs root and setpriv)')
+def test_an_unwritable_quarantine_place_is_avoided_or_refused_before_any_request(server):
+    "fastai's form in a project folder whose parent is not ours: the quarantine goes inside, hidden; a quarantine= we cannot write: a clear error first"
+    home = Path(tempfile.mkdtemp())
+    try:
+        os.chmod(home, 0o755); proj = home/'alice'; proj.mkdir(); os.chown(proj, 65534, 65534)
+        good, bad, other = server.img_url('0.jpg'), server.url('truncated', 'nobody'), server.img_url('5.jpg')
+        before = server.hits.get('/img/5.jpg', 0)
+        code = textwrap.dedent(f"""
+            from imgclean.download import download_images
+            download_images('grizzly', urls={[good, bad]!r}, progress=False)
+            try: download_images({[other]!r}, 'data', label='cat', quarantine={str(home/'q')!r}, progress=False)
+            except PermissionError as e: print('refused:', e)
+        """)
+        r = subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', sys.executable, '-c', code], cwd=proj, timeout=120,
+                           env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1]), 'HOME': str(proj)}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert [f.name for f in (proj/'.imgclean_quarantine'/'grizzly').iterdir()] and len(list((proj/'grizzly').iterdir())) == 1
+        assert f"refused: cannot write the quarantine folder {home/'q'}" in r.stdout and 'pass quarantine=' in r.stdout, r.stdout
+        assert server.hits.get('/img/5.jpg', 0) == before and not (proj/'data'/'cat').exists()   # refused before any request
+    finally: shutil.rmtree(home)
+
+
+def test_a_verify_rerun_checks_the_files_a_verify_false_run_stored(server, tmp_path):
+    "verify=False, then the same URLs with verify=True: the truncated file goes to quarantine, as on arrival; the good ones are recorded"
+    from imgclean.images import read_verdicts
+    urls = [server.img_url('0.jpg'), server.img_url('1.jpg'), server.url('truncated', 'vf')]
+    download_images(urls, tmp_path/'d', label='a', verify=False, **KW)
+    df = download_images(urls, tmp_path/'d', label='a', **KW)
+    assert list(df.status) == ['ok', 'ok', 'failed'] and df.reason[2].startswith('verify: truncated image'), list(df.reason)
+    assert sorted(read_verdicts(tmp_path/'d')) == sorted(df.file[:2]) and len(list((tmp_path/'d'/'a').iterdir())) == 2
+    rep = pd.read_csv(tmp_path/'d_quarantine'/'report.csv')
+    assert rep[['label', 'reason']].values.tolist() == [['a', 'truncated image']] and (tmp_path/'d_quarantine'/rep.quarantined[0]).is_file()
+
+
+def test_retry_after_of_a_429_is_waited_for(tmp_path):
+    "A host that rate-limits for 2 s and says so (Retry-After: 2): the retry waits for it (backoff alone would retry within 0.2 s)"
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    data, hits = jpeg_bytes((44, 33)), []
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            hits.append(time.monotonic())
+            if hits[-1] - hits[0] < 2: self.send_response(429); self.send_header('Retry-After', '2'); self.send_header('Content-Length', '0'); self.end_headers(); return
+            self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
+            self.end_headers(); self.wfile.write(data)
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try: df = download_images([f'http://127.0.0.1:{srv.server_address[1]}/x.jpg'], tmp_path/'d', label='a', retries=2, backoff=0.05, timeout=5, progress=False, verbose=False)
+    finally: srv.shutdown(); srv.server_close()
+    assert list(df.status) == ['ok'] and len(hits) == 2, (list(df.reason), len(hits))
+
+
+def test_an_interrupted_run_says_how_far_it_got_and_how_to_resume(tmp_path):
+    with _Slow(hold=4, stall=True) as s:
+        err = s.run(tmp_path/'d', 2, [], per_host=2, n_workers=8, timeout=3, verbose=True)
+    assert f"stopped: 2 of 20 URLs done, in {tmp_path/'d'/'manifest.csv'}; run the same command again to resume" in err, err
+
+
+def test_a_rerun_with_a_smaller_max_size_resizes_the_images_already_there(tmp_path):
+    "max_size is the longest side of the stored images: a rerun with a smaller one resizes what earlier runs kept, and the manifest says so"
+    with FaultServer({f'{i}.jpg': jpeg_bytes((400, 300), (i*40, 90, 200)) for i in range(2)}) as s:
+        urls = [s.img_url(f'{i}.jpg') for i in range(2)]
+        download_images(urls[:1], tmp_path/'d', label='a', **KW)
+        df = download_images(urls, tmp_path/'d', label='a', max_size=100, **KW)
+    assert [Image.open(tmp_path/'d'/f).size for f in df.file] == [(100, 75), (100, 75)]
+    assert df[['width', 'height']].astype(int).values.tolist() == [[100, 75], [100, 75]]
+    assert list(df.bytes) == [(tmp_path/'d'/f).stat().st_size for f in df.file] and list(df.hash) == [file_hash(tmp_path/'d'/f) for f in df.file]

@@ -171,3 +171,19 @@ def test_verify_images_fastai_v1_form(class_folders, tmp_path):
     assert (class_folders/'square'/'bad.jpg').exists() and kept.set_index('file').reason['square/bad.jpg'] == 'truncated image'
     with pytest.raises(FileNotFoundError, match='not a folder'): verify_images(tmp_path/'nope')
     with pytest.raises(ValueError, match='n_channels'): verify_images(class_folders/'square', n_channels=1)
+
+
+def test_verify_brings_the_manifest_rows_of_kept_files_up_to_date(tmp_path):
+    "A resize updates bytes and hash too; a row left stale (a download writing meanwhile) is repaired by the next verify, files unchanged"
+    from imgclean.core import file_hash
+    root = tmp_path/'ds'; (root/'a').mkdir(parents=True)
+    (root/'a'/'x.jpg').write_bytes(jpeg_bytes((400, 300)))
+    stale = 'class,url,status,reason,file,bytes,width,height,hash\na,http://x/1,ok,,a/x.jpg,1,400,300,h1\n'
+    (root/'manifest.csv').write_text(stale)
+    def row(): return pd.read_csv(root/'manifest.csv', keep_default_na=False, dtype=str).iloc[0][['bytes', 'width', 'height', 'hash']].tolist()
+    verify_dataset(root, max_size=100, progress=False, verbose=False)
+    want = [str((root/'a'/'x.jpg').stat().st_size), '100', '75', file_hash(root/'a'/'x.jpg')]
+    assert row() == want
+    (root/'manifest.csv').write_text(stale)
+    df = verify_dataset(root, max_size=100, progress=False, verbose=False)
+    assert df.reused.all() and row() == want
