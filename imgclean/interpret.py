@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['fit_history', 'plot_history', 'report_from_labels', 'interpretation', 'classification_report', 'confusion_table',
-           'plot_confusion', 'most_confused', 'wrong_predictions', 'plot_wrong', 'predict_probs', 'report_on_items',
-           'plot_top5']
+           'plot_confusion', 'most_confused', 'wrong_predictions', 'plot_wrong', 'input_class', 'as_input',
+           'load_input', 'predict_probs', 'report_on_items', 'plot_top5']
 
 # %% ../nbs/05_interpret.ipynb #2
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from fastai.interpret import ClassificationInterpretation
 from fastai.learner import Learner
 from fastai.vision.core import PILImage
 from fastprogress.fastprogress import progress_bar
-from PIL import Image
+from PIL import Image, ImageOps
 
-from .core import IMAGE_ERRORS
+from .core import IMAGE_ERRORS, MAX_PIXELS
+from .images import load_rgb, to_rgb
 
 # %% ../nbs/05_interpret.ipynb #7
 def fit_history(learn:Learner)->pd.DataFrame:  # One row per epoch: [phase], train_loss, valid_loss, metrics
@@ -196,19 +198,37 @@ def plot_wrong(learn,               # A `Learner` or a `ClassificationInterpreta
     return fig
 
 # %% ../nbs/05_interpret.ipynb #48
-def _image_type(learn):
-    "(index of the image-creating transform in the input pipeline, its image class)"
-    tl = learn.dls.valid_ds.tls[0] if hasattr(learn.dls.valid_ds, 'tls') else None
-    for i, t in enumerate(tl.tfms.fs if tl is not None else []):
-        cls = getattr(getattr(t, 'func', None), '__self__', None)
-        if isinstance(cls, type) and issubclass(cls, Image.Image): return i, cls
-    return None, PILImage
+def input_class(learn:Learner)->type:
+    "The image class `learn` creates its inputs with (`PILImage`, `PILImageBW`, ...), read from its input pipeline"
+    tl = getattr(learn.dls.valid_ds, 'tls', [None])[0]
+    for t in (tl.tfms.fs if tl is not None else []):
+        # fastcore's Transform keeps the function as `func`; fasttransform's keeps it in its dispatch table
+        fns = [getattr(t, 'func', None)] + [getattr(m, 'implementation', None) for m in getattr(getattr(t, 'encodes', None), 'methods', [])]
+        cls = next((f.__self__ for f in fns if isinstance(getattr(f, '__self__', None), type) and issubclass(f.__self__, Image.Image)), None)
+        if cls is not None: return cls
+    return PILImage
 
-def _decode(o, cls):
-    "(image, '') or (None, reason)"
-    try:
-        if isinstance(o, (str, Path)) and not Path(o).is_file(): return None, 'file not found'
-        return cls.create(o.convert(cls._open_args.get('mode', 'RGB')) if isinstance(o, Image.Image) else o), ''
+def as_input(im:Image.Image, # A decoded image
+             cls=PILImage,   # The learner's image class (see `input_class`)
+            ):
+    "`im` as a `cls` image, in the mode `cls` opens files in ('L' for `PILImageBW`); `im` itself when it has that mode"
+    mode = cls._open_args.get('mode', 'RGB')
+    return cls.create(im.convert(mode) if im.mode != mode else im)
+
+def load_input(img,                       # Image file, PIL image, bytes or array
+               cls=PILImage,              # The learner's image class (see `input_class`)
+               max_pixels:int=MAX_PIXELS, # Larger images are refused (`ImageTooLarge`)
+              ):
+    "`img` decoded as the server decodes uploads (EXIF-upright, sRGB, transparency on white, 16-bit scaled), as a `cls` image"
+    if isinstance(img, (bytes, bytearray)): img = io.BytesIO(img)
+    if isinstance(img, (str, Path, io.IOBase)): return as_input(load_rgb(img, max_pixels=max_pixels), cls)
+    if not isinstance(img, Image.Image): img = PILImage.create(img)   # arrays and tensors, as fastai reads them
+    return as_input(to_rgb(ImageOps.exif_transpose(img)), cls)   # a new image: the caller's stays as it was
+
+def _decoded(o, cls):
+    "(a `cls` image, '') or (None, reason) for the item `o`"
+    if isinstance(o, (str, Path)) and not Path(o).is_file(): return None, 'file not found'
+    try: return load_input(o, cls), ''
     except IMAGE_ERRORS as e: return None, f"not a readable image ({type(e).__name__}: {e})"[:200]
 
 def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
@@ -217,22 +237,19 @@ def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
                   progress:bool=True,# Show a progress bar (over chunks of `4*bs` items)
                   n_threads:int=4,   # Threads decoding images
                  )->tuple:           # (probabilities [n, n_classes] with NaN rows for skipped items, reasons ('' when ok))
-    "Class probabilities of `learn` for every item, with a reason instead of a crash for undecodable ones"
-    items = list(items)
-    idx, cls = _image_type(learn)
+    "Class probabilities of `learn` for every item, each decoded by `load_input` (as the server decodes uploads), with a reason instead of a crash for undecodable ones"
+    items, cls = list(items), input_class(learn)
     probs = np.full((len(items), len(learn.dls.vocab)), np.nan, dtype=np.float32)
-    reasons = [''] * len(items)
-    chunk = max(1, 4*bs)
+    reasons, chunk = [''] * len(items), max(1, 4*bs)
     starts = range(0, len(items), chunk)
     with ThreadPoolExecutor(max(1, n_threads)) as ex, learn.no_bar():
         for s in (progress_bar(starts) if progress and len(items) > chunk else starts):
-            dec = list(ex.map(lambda o: _decode(o, cls), items[s:s + chunk]))
-            ok = [i for i, (img, r) in enumerate(dec) if img is not None]
-            for i, (img, r) in enumerate(dec): reasons[s + i] = r
+            dec = list(ex.map(lambda o: _decoded(o, cls), items[s:s + chunk]))
+            reasons[s:s + len(dec)] = [r for _, r in dec]
+            ok = [i for i, (img, _) in enumerate(dec) if img is not None]
             if not ok: continue
-            dl = learn.dls.test_dl([dec[i][0] for i in ok], rm_type_tfms=None if idx is None else idx + 1, bs=bs, num_workers=0)
-            p = learn.get_preds(dl=dl, reorder=False)[0]
-            probs[[s + i for i in ok]] = p.float().numpy()
+            dl = learn.dls.test_dl([dec[i][0] for i in ok], bs=bs, num_workers=0)
+            probs[[s + i for i in ok]] = learn.get_preds(dl=dl, reorder=False)[0].float().numpy()
     return probs, reasons
 
 # %% ../nbs/05_interpret.ipynb #52

@@ -25,7 +25,8 @@ from starlette.routing import Route
 from .core import IMAGE_ERRORS, ImageTooLarge, open_image
 from .images import _DEEP, sniff_image, to_rgb
 from .download import AddressRefused, FetchError, _clean_url, _is_data, fetch_image
-from .export import as_input, input_class, load_export
+from .export import load_export
+from .interpret import as_input, input_class
 
 # %% ../nbs/09_serve.ipynb #6
 _NAT64 = ipaddress.ip_network('64:ff9b::/96')

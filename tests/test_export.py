@@ -284,6 +284,10 @@ def test_greyscale_learner_gets_greyscale_inputs(tmp_path):
         assert max(abs(got[c] - ref[c]) for c in ref) < 1e-4
     df = predict_files(learn, root, probs=True, progress=False)
     assert (df.status == 'ok').all()
+    from imgclean.data import folder_items
+    from imgclean.interpret import report_on_items
+    rep = report_on_items(learn, root, folder_items(root, valid_pct=0))   # the reports decode alike (they crashed on 3 channels)
+    assert rep.loc['accuracy', 'support'] == len(list(root.rglob('*.png')))   # every image predicted
 
 
 def test_export_holds_no_training_file_names(trained, tmp_path):
