@@ -342,7 +342,11 @@ class _Service:
         return JSONResponse({'predictions': ranked[:self.top] if self.top else ranked})
 
     async def classify(self, request:Request):
-        try: return await self.predict(await read_upload(request, self.max_upload_bytes))
+        try: data = await asyncio.wait_for(read_upload(request, self.max_upload_bytes), self.request_timeout)
+        except asyncio.TimeoutError:   # a body that trickles in (a slow client, or one holding connections open on purpose)
+            return _err(f"the upload did not arrive within {self.request_timeout:g} s (--request-timeout); send it again", 408, Connection='close')
+        except FetchRefused as e: return _refused(e)
+        try: return await self.predict(data)
         except FetchRefused as e: return _refused(e)
 
     async def classify_url(self, request:Request):
@@ -378,7 +382,7 @@ def make_app(learn,                       # A `Learner` or an export.pkl path (a
              max_decode_pixels:int=100_000_000, # RGB pixels decoded at once across all requests (~4 bytes each; deep images count more, see `decode_weight`); others wait
              url_timeout:float=10,        # Seconds for a whole URL fetch: name resolution, connect, headers, redirects, body
              max_fetches:int=16,          # URL fetches at once, in their own threads (uploads never wait for them)
-             request_timeout:float=30,    # Seconds a request may wait for decoding room and the model (then 503)
+             request_timeout:float=30,    # Seconds a request may wait for decoding room and the model (then 503), and for its upload to arrive (then 408)
              max_queue:int=256,           # Waiting images before 503
              top:int=None,                # Classes returned per prediction; None: all
             )->Starlette:

@@ -173,3 +173,25 @@ def test_refusals_name_no_resolved_address_nor_socket_error():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]   # closed again: nobody listens
     with pytest.raises(FetchRefused) as e: fetch_url(f'http://127.0.0.1:{port}/x.png', allow_private=True)
     assert e.value.status == 502 and e.value.reason == 'could not fetch the URL: connection refused'
+
+
+@pytest.mark.timeout(120)
+def test_an_upload_that_trickles_is_cut_off_at_the_request_timeout(free_port):
+    "A client sending its body a byte every 0.3 s gets 408 at --request-timeout, not a connection held open for ever"
+    pkl, _ = tiny_export()
+    with CliServer(pkl, free_port, '--request-timeout', 2) as srv:
+        s = socket.create_connection(('127.0.0.1', free_port), timeout=15)
+        try:
+            s.sendall(b'POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n')
+            t0, got = time.monotonic(), b''
+            s.setblocking(False)
+            while time.monotonic() - t0 < 15 and b'\r\n\r\n' not in got:
+                try: s.send(b'\0')
+                except OSError: break   # closed by the server
+                time.sleep(0.3)
+                try: got += s.recv(4096)
+                except BlockingIOError: pass
+            took = time.monotonic() - t0
+        finally: s.close()
+        assert got.startswith(b'HTTP/1.1 408') and b'--request-timeout' in got, (got[:300], srv.log())
+        assert took < 8, took
