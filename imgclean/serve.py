@@ -7,13 +7,14 @@ __all__ = ['is_public_address', 'FetchRefused', 'fetch_url', 'Slots', 'FetchPool
            'decode_image', 'Predictor', 'read_upload', 'make_app', 'serve']
 
 # %% ../nbs/09_serve.ipynb #3
-import asyncio, io, ipaddress, queue, threading, time, warnings
+import asyncio, io, ipaddress, queue, socket, threading, time, warnings
 from contextlib import asynccontextmanager
 from copy import copy
 from concurrent.futures import Future
 from pathlib import Path
 
 import torch
+from fastai.learner import Learner
 from PIL import Image, ImageOps
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -418,7 +419,17 @@ def _uvicorn(app, host, port):
     return _Server(uvicorn.Config(app, host=host, port=port, log_level='info', timeout_graceful_shutdown=10))
 
 # %% ../nbs/09_serve.ipynb #62
-def serve(learner,                   # export.pkl to serve (a pickle: only files you made or trust)
+def _can_listen(host, port):
+    "A `ValueError` (the `port`/`host` given cannot be used) when `host`:`port` cannot be listened on (taken, or not this machine's)"
+    if not port: return
+    try:
+        fam, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(fam, kind, proto) as s: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(addr)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); another server may be using it: pass another --port "
+                      "(0: any free one) or --host") from None
+
+def serve(learner,                   # export.pkl to serve (a pickle: only files you made or trust), or a `Learner`
           host:str='127.0.0.1',      # Interface to listen on
           port:int=8000,             # Port
           allow_private:bool=False,  # Let /classify-url reach private addresses
@@ -427,14 +438,16 @@ def serve(learner,                   # export.pkl to serve (a pickle: only files
           **kwargs,                  # Passed to `make_app` (max_upload_bytes, max_pixels, max_decode_pixels, url_timeout, max_fetches, request_timeout, max_queue, top)
          ):
     "Serve `learner` with uvicorn at http://`host`:`port`"
-    fn = Path(learner)
     if not 0 <= int(port) <= 65535: raise ValueError(f"port {port} is out of range: pass a port from 0 to 65535 (0: any free one)")
-    if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass the export.pkl file (`imgclean train` writes one)")
-    if not fn.is_file(): raise FileNotFoundError(f"{fn} not found: pass the export.pkl to serve (`imgclean train` writes one)")
-    print(f"imgclean: loading {fn} (a pickle runs code when loaded: serve only files you made or trust)")
+    if not isinstance(learner, Learner):
+        fn = learner = Path(learner)
+        if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass the export.pkl file (`imgclean train` writes one)")
+        if not fn.is_file(): raise FileNotFoundError(f"{fn} not found: pass the export.pkl to serve (`imgclean train` writes one)")
+    _can_listen(host, port)   # before the model loads: a taken port is said at once
+    if not isinstance(learner, Learner): print(f"imgclean: loading {fn} (a pickle runs code when loaded: serve only files you made or trust)")
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)   # said just above
-        app = make_app(fn, allow_private=allow_private, max_batch=max_batch, max_wait_ms=max_wait_ms, **kwargs)
+        app = make_app(learner, allow_private=allow_private, max_batch=max_batch, max_wait_ms=max_wait_ms, **kwargs)
     print(f"imgclean: serving {len(app.state.predictor.vocab)} classes at http://{host}:{port}/"
           + (" (/classify-url may fetch private addresses)" if allow_private else ""))
     _uvicorn(app, host, port).run()

@@ -292,6 +292,29 @@ def test_cli_serve_refuses_a_bad_port_and_a_folder_at_once(tmp_path, capsys):
         assert words in err and 'loading' not in err, err
 
 
+def test_cli_serve_says_a_taken_port_before_loading(tmp_path, capsys, free_port):
+    "A port another server holds is said at once, in one line, before the model is loaded"
+    import socket
+    from imgclean.cli import main
+    pkl = tmp_path/'export.pkl'; pkl.write_bytes(b'never loaded')
+    with socket.socket() as other:
+        other.bind(('127.0.0.1', free_port)); other.listen()
+        with pytest.raises(SystemExit) as e: main(['serve', str(pkl), '--port', str(free_port)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f'cannot listen on 127.0.0.1:{free_port}' in err and 'loading' not in err, err
+
+
+def test_serve_takes_a_learner_too(monkeypatch):
+    "`serve(learn)` as `make_app(learn)`: no export.pkl needed in a notebook"
+    from _export_helpers import tiny_learner
+    from imgclean import serve as S
+    learn, _, _ = tiny_learner()
+    ran = []
+    monkeypatch.setattr(S, '_uvicorn', lambda app, host, port: type('U', (), dict(run=lambda self: ran.append(app.state.predictor.vocab)))())
+    S.serve(learn, port=0)
+    assert ran == [list(map(str, learn.dls.vocab))]
+
+
 def test_deep_images_take_more_of_the_decode_budget():
     "A 16-bit greyscale upload is charged 8 RGB pixels a pixel (its float64 scaling peaks at ~28 bytes a pixel), an RGB one 1"
     import io as _io
