@@ -391,7 +391,9 @@ def _url_lists(urls, label):
     if p.is_dir():
         fns = sorted(p.glob('urls_*.csv')) + sorted(p.glob('urls_*.txt'))
         if not fns: raise FileNotFoundError(f"{p} holds no urls_<class>.csv files; put one file per class there (one URL a line)")
-        return {fn.stem[5:]: read_urls(fn) for fn in fns}
+        lists = {}
+        for fn in fns: lists.setdefault(fn.stem[5:].strip(), []).extend(read_urls(fn))   # "urls_ Dog .csv" is class "Dog"; same-named files add up
+        return lists
     if p.is_file(): return {label: read_urls(p)}
     raise FileNotFoundError(f"{p} does not exist; pass a folder of urls_<class>.csv files, a file of URLs, a dict or a list")
 
@@ -1232,7 +1234,8 @@ def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or 
         s += f" ({new} downloaded now, {int((df.reason == 'already downloaded').sum())} already there)"
         why = df[df.status != 'ok'].reason.str.replace(short, '', regex=True).value_counts()
         if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
-        if secs: s += f". {new/secs:.1f} files/s over {secs:.1f}s"
+        if secs and new: s += f". {new/secs:.1f} files/s over {secs:.1f}s"
+        elif secs: s += f" in {secs:.1f}s"
         return s + '.'
     bad = df[~df.ok.astype(bool)]
     s = f"{len(df)} files checked: {int(df.ok.sum())} ok, {len(bad)} quarantined"

@@ -781,3 +781,11 @@ def test_a_rerun_with_a_smaller_max_size_resizes_the_images_already_there(tmp_pa
     assert [Image.open(tmp_path/'d'/f).size for f in df.file] == [(100, 75), (100, 75)]
     assert df[['width', 'height']].astype(int).values.tolist() == [[100, 75], [100, 75]]
     assert list(df.bytes) == [(tmp_path/'d'/f).stat().st_size for f in df.file] and list(df.hash) == [file_hash(tmp_path/'d'/f) for f in df.file]
+
+
+def test_class_names_from_file_names_are_trimmed_and_same_named_lists_add_up(tmp_path):
+    from imgclean.download import _url_lists
+    (tmp_path/'urls_ dog .csv').write_text('http://a.test/1.jpg\n')
+    (tmp_path/'urls_dog.txt').write_text('http://a.test/2.jpg\n')     # the same class saved twice, as .csv and .txt
+    (tmp_path/'urls_cat.csv').write_text('http://a.test/3.jpg\n')
+    assert _url_lists(tmp_path, None) == {'cat': ['http://a.test/3.jpg'], 'dog': ['http://a.test/1.jpg', 'http://a.test/2.jpg']}
