@@ -13,6 +13,7 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
 
 # %% ../nbs/06_audit.ipynb #2
 import functools, hashlib, io, json, warnings, zipfile
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -232,6 +233,8 @@ def _oof(x, y, n_classes, fold, C):
     probs = np.zeros((len(y), n_classes))
     for f in np.unique(fold):
         tr, te = fold != f, fold == f
+        if not te.any(): continue
+        if len(np.unique(y[tr])) < 2: probs[np.ix_(np.flatnonzero(te), np.unique(y[tr]))] = 1; continue   # one class to learn from (the others have one image): all a head could say
         m = _logreg(x[tr], y[tr], C); p = m.predict_proba(x[te])
         probs[np.ix_(np.flatnonzero(te), m.classes_)] = p   # a fold may lack a rare class: its column stays 0
     return probs
@@ -1079,7 +1082,12 @@ def _embedding_source(learner, model, arch, stats):
     "The embedding model and its normalisation: a Learner (or export.pkl) with its own stats, a module, or an architecture"
     if isinstance(learner, (str, Path)):
         from fastai.learner import load_learner
-        learner = load_learner(learner)
+        fn = learner
+        try: learner = load_learner(fn)
+        except AttributeError: learner = None   # fastai's loader fails on a pickle that holds no Learner
+        if not isinstance(learner, Learner):   # e.g. a state dict saved with torch.save(model.state_dict())
+            raise ValueError(f"{fn} does not hold an exported fastai Learner; for a weights file (a state dict) pass "
+                             f"arch= with weights='{fn}' (on the command line: --arch NAME --weights {fn})")
     src = learner if learner is not None else model if model is not None else (arch or 'resnet34')
     if learner is not None and stats is IMAGENET_STATS:
         from fastai.vision.augment import Normalize
@@ -1175,6 +1183,7 @@ def audit(path,                  # Dataset root with one folder per class
     if 'label' in checks and keep:
         labs = np.array([labels[i] for i in keep])
         if len(set(labs)) < 2: warnings.warn(f"only one class ({labs[0]!r}) under {path}: label issues skipped")
+        elif max(Counter(labs.tolist()).values()) < 2: warnings.warn(f"every class under {path} has a single image: label issues skipped")
         else: parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,
                                        progress, learner_kwargs))
     if 'duplicates' in checks and keep:

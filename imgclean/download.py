@@ -946,7 +946,11 @@ def _ray(address):
     "Ray, initialised (a local cluster when `address` is None), or a clear error when it is not installed"
     try: import ray
     except ImportError: raise ImportError("engine='ray' needs Ray: pip install 'imgclean[ray]' (or pip install 'ray[data]')") from None
-    if not ray.is_initialized(): ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if ray.is_initialized(): return ray
+    try: ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as e:   # address='auto' with no cluster running, or a wrong address
+        raise ValueError(f"cannot reach a Ray cluster at address={address!r} ({' '.join(str(e).split())[:200]}); start one "
+                         "(`ray start --head`), check the address, or leave it out for a local cluster on this machine") from None
     return ray
 
 def _started_bar(n, progress):

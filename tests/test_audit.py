@@ -481,3 +481,23 @@ def test_duplicates_specks_on_blank_pages(tmp_path):
     Image.fromarray(np.roll(np.asarray(load_rgb(d/'hole.png')), (5, 3), axis=(0, 1))).save(d/'hole_moved.jpg', quality=80)
     dups = find_duplicates(sorted(d.iterdir()), root=d, progress=False)
     assert {frozenset(g.file) for _, g in dups.groupby('group')} == {frozenset({'hole.png', 'hole_moved.jpg'})}, dups
+
+
+def test_a_class_folder_with_its_first_image_does_not_stop_the_audit(tmp_path):
+    "One class of 10 images and a new class of 1 (or two classes of 1): the duplicates and quality checks still run"
+    from imgclean.datasets import draw_shape
+    root = make_class_folders(tmp_path/'ds', classes=('circle',), n=10, size=32)
+    (root/'star').mkdir(); draw_shape('star', 32, 1).save(root/'star'/'only.png')
+    (root/'circle'/'copy.png').write_bytes((root/'circle'/'000.png').read_bytes())
+    with pytest.warns(UserWarning, match='single image'): df = audit(root, model=ColourNet(), size=32, progress=False, out=None)
+    assert 'exact_duplicate' in set(df.issue)
+    two = tmp_path/'two'
+    for c in ('circle', 'square'): (two/c).mkdir(parents=True); draw_shape(c, 32, 0).save(two/c/'0.png')
+    with pytest.warns(UserWarning, match='every class .* has a single image'): audit(two, model=ColourNet(), size=32, progress=False, out=None)
+
+
+def test_a_weights_file_given_as_learner_says_what_to_pass(tmp_path):
+    root = make_class_folders(tmp_path/'ds', n=3, size=32)
+    torch.save(_net().state_dict(), tmp_path/'rn.pth')
+    with pytest.raises(ValueError, match="does not hold an exported fastai Learner.*weights="):
+        audit(root, learner=tmp_path/'rn.pth', progress=False, out=None)

@@ -147,3 +147,11 @@ def test_ray_to_an_fsspec_destination(cluster, site, tmp_path):
     assert (again.reason == 'already downloaded').sum() == 21
     with pytest.raises(ValueError, match="memory, which Ray's workers cannot reach"): download_images(lists, 'memory://x/y', engine='ray', **KW)
     assert not fsspec.filesystem('memory').exists('/x/y')   # refused before anything was written
+
+
+def test_an_address_with_no_cluster_is_a_clear_error():
+    "address='auto' with no Ray cluster running: one sentence saying how to start one (in a fresh process: no cluster of ours)"
+    env = {k: v for k, v in os.environ.items() if k != 'RAY_ADDRESS'}
+    r = subprocess.run([sys.executable, '-c', "from imgclean.download import _ray; _ray('auto')"], capture_output=True, text=True,
+                       timeout=120, cwd=Path(__file__).resolve().parents[1], env={**env, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])})
+    assert r.returncode != 0 and 'ValueError: cannot reach a Ray cluster at address=' in r.stderr and 'ray start --head' in r.stderr, r.stderr[-2000:]
