@@ -188,12 +188,12 @@ def open_image(src,                       # A path, or a binary file object
     return im
 
 # %% ../nbs/00_core.ipynb #37
-ISSUE_COLUMNS = ['file', 'label', 'issue', 'score', 'suggestion', 'group', 'similarity', 'note']
+ISSUE_COLUMNS = ['file', 'label', 'issue', 'score', 'suggestion', 'group', 'similarity', 'note', 'hash']   # hash: the file's content when audited
 LABEL_ISSUES = ('label',)
 DUPLICATE_ISSUES = ('exact_duplicate', 'near_duplicate')
 QUALITY_ISSUES = ('blurry', 'dark', 'bright', 'low_information', 'tiny', 'odd_aspect', 'grayscale', 'unreadable')
 ISSUE_TYPES = LABEL_ISSUES + DUPLICATE_ISSUES + QUALITY_ISSUES
-_ISSUE_DEFAULTS = dict(file='', label='', score=float('nan'), suggestion='', group=-1, similarity=float('nan'), note='')
+_ISSUE_DEFAULTS = dict(file='', label='', score=float('nan'), suggestion='', group=-1, similarity=float('nan'), note='', hash='')
 
 def issue_table(rows=None, # dicts or a DataFrame with at least an `issue` column
                )->pd.DataFrame: # Exactly `ISSUE_COLUMNS`, with their dtypes and defaults
@@ -202,17 +202,17 @@ def issue_table(rows=None, # dicts or a DataFrame with at least an `issue` colum
     if len(df) and 'issue' not in df.columns: raise ValueError(f"an issue table needs an 'issue' column; got {list(df.columns)}")
     for c, v in {**_ISSUE_DEFAULTS, 'issue': ''}.items():
         df[c] = df[c].fillna(v) if c in df.columns else v
-    for c in ('file', 'label', 'issue', 'suggestion', 'note'): df[c] = df[c].astype(str)
+    for c in ('file', 'label', 'issue', 'suggestion', 'note', 'hash'): df[c] = df[c].astype(str)
     for c in ('score', 'similarity'): df[c] = df[c].astype(float)
     df['group'] = df.group.astype(int)
     return df[ISSUE_COLUMNS].reset_index(drop=True)
 
 def read_issues(csv:Path)->pd.DataFrame:
-    "Read an issue table written by `write_issues` (or `audit`) with its dtypes; older files without `note` are accepted"
+    "Read an issue table written by `write_issues` (or `audit`) with its dtypes; older files without `note` or `hash` are accepted"
     csv = Path(csv)
     if not csv.is_file(): raise FileNotFoundError(f"{csv} not found; run `audit(path)` (or `imgclean audit DEST`) to write it")
     df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    missing = [c for c in ISSUE_COLUMNS if c not in df.columns and c != 'note']
+    missing = [c for c in ISSUE_COLUMNS if c not in df.columns and c not in ('note', 'hash')]
     if missing: raise ValueError(f"{csv} is not an issue table: column(s) {missing} missing (it has {list(df.columns)})")
     for c in ('score', 'similarity'): df[c] = pd.to_numeric(df[c], errors='coerce')   # '' and 'nan' -> NaN
     df['group'] = pd.to_numeric(df.group, errors='coerce').fillna(-1).astype(int)

@@ -680,8 +680,8 @@ class ImageCleaner:
         self.state = CleanerState(self.path, csv=csv, state=state, items=items, vocab=vocab)
         self.path = self.state.path   # absolute, as the state's
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
-        issues = _as_issues(issues, self.path)
-        self.warnings = audit_warnings(issues) + _interrupted(self.path)
+        issues, stale = _fresh(_as_issues(issues, self.path), self.path)
+        self.warnings = audit_warnings(issues) + stale + _interrupted(self.path)
         if rows is None: rows = review_table(mode, losses=losses if mode == 'losses' else None, issues=issues, items=self.state.items)
         self.rows = self._with_splits(issue_table(rows))
         self.size = size or auto_size(self.path/f for f in self.rows.file if f in self.state.label_of)
@@ -701,6 +701,16 @@ def _interrupted(path)->list:
     what = dict(moving="an apply_cleaning was interrupted: run apply_cleaning(path) to finish it, or undo_cleaning(path) to roll it back",
                 undoing="an undo_cleaning was interrupted: run undo_cleaning(path) again to finish it")
     return [what[status]] if status in what else []
+
+def _fresh(issues, path)->tuple:
+    "(`issues` less the findings about files whose content changed since the audit (their `hash` differs), [a note saying so])"
+    if issues is None or 'hash' not in issues or not issues.hash.fillna('').ne('').any(): return issues, []
+    now = {f: file_hash(path/f) for f in set(issues.file[issues.hash.ne('')]) if f and (path/f).is_file()}
+    stale = issues.file.isin(now) & (issues.file.map(now) != issues.hash)
+    if not stale.any(): return issues, []
+    fs = sorted(set(issues.file[stale]))
+    return issues[~stale].reset_index(drop=True), [f"{len(fs)} images changed since the audit (e.g. {fs[0]}): their findings "
+                                                   "are left out; run the audit again to check them"]
 
 def _as_issues(issues, path):
     "The issues table from a DataFrame or a CSV path (None stays None)"
@@ -783,7 +793,9 @@ def _filtered(self:ImageCleaner)->pd.DataFrame:
     f = filter_rows(r, v(self.f_label), v(self.f_pred), None if self.f_issue.value == _ANY else v(self.f_issue), v(self.f_split), score)
     if self.f_issue.value == _ANY: f = f[f.issue != '']
     if self.f_hide.value: f = f[~f.file.isin(self.state.decisions)]
-    if self.mode == 'duplicates': f = r[r.group.isin(set(f.group))]
+    if self.mode == 'duplicates':
+        f = r[r.group.isin(set(f.group))]
+        f = f[(f.group < 0) | (f.groupby('group').file.transform('size') > 1)]   # a pair whose other image is gone is no pair
     return f
 
 @patch
@@ -889,7 +901,10 @@ def relabel(self:ImageCleaner, name:str, label:str):
 
 # %% ../nbs/07_widgets.ipynb #108
 @patch
-def _row(self:ImageCleaner, name): return self.rows[self.rows.file == name].iloc[0]
+def _row(self:ImageCleaner, name):
+    r = self.rows[self.rows.file == name]
+    if not len(r): raise KeyError(f"{name!r} is not among the rows of this cleaner")
+    return r.iloc[0]
 
 @patch
 def keep_only(self:ImageCleaner, name:str, group=None):

@@ -721,3 +721,18 @@ def test_a_hand_edited_cleaned_csv_is_kept_before_it_is_rewritten(root):
     assert len(bak) == 1 and bak[0].read_text() == edited and 'circle/001.png' not in set(cleaned(root).name)
     with warnings.catch_warnings():
         warnings.simplefilter('error'); st.keep('circle/002.png')   # our own writes are not mistaken for edits
+
+
+def test_findings_about_files_changed_since_the_audit_are_left_out(root):
+    "A flagged image replaced by another under its name: its finding (and a pair it was in) is not shown, and the cleaner says why"
+    from imgclean.core import file_hash, write_issues
+    it = issues_table().assign(hash=lambda d: [file_hash(root/f) if f else '' for f in d.file])
+    write_issues(it, root/'issues.csv')
+    (root/'square/001.png').write_bytes((root/'circle/003.png').read_bytes())   # the image flagged as 'circle' is now another one
+    (root/'square/002.png').write_bytes((root/'circle/003.png').read_bytes())   # one of a near-duplicate pair, too
+    c = ImageCleaner(root, issues=root/'issues.csv', mode='all', batch_size=20)
+    assert 'square/001.png' not in set(c._filtered()[lambda d: d.issue != ''].file)
+    assert any('2 images changed since the audit' in w for w in c.warnings)
+    d = ImageCleaner(root, issues=root/'issues.csv', mode='duplicates')
+    assert [set(u.file) for u in d.units()] == [{'circle/001.png', 'circle/002.png'}]   # the pair missing an image is gone
+    with pytest.raises(KeyError, match='not among the rows'): c.accept('nope.png')
