@@ -24,7 +24,7 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from torch import nn
 
-from .core import IMAGE_ERRORS, ISSUE_COLUMNS, ISSUE_TYPES, atomic_write, class_items, file_hash, issue_table, write_issues
+from .core import IMAGE_ERRORS, ISSUE_COLUMNS, ISSUE_TYPES, ImageTooLarge, atomic_write, class_items, file_hash, issue_table, write_issues
 from .images import load_rgb
 
 # %% ../nbs/06_audit.ipynb #4
@@ -1054,7 +1054,10 @@ def find_quality_issues(files,             # Image files
         f = Path(f); name = PurePosixPath(f.relative_to(root)).as_posix() if root else f.as_posix()
         try: q = quality_scores(f)
         except IMAGE_ERRORS as e:
-            rows.append(dict(file=name, issue='unreadable', score=1.0, reason=f"{type(e).__name__}: {e}")); continue
+            why = (f"{e.width}x{e.height} = {e.width*e.height:,} pixels, over the decompression-bomb guard of {e.max_pixels:,}; if it is "
+                   "a real photo, shrink it first: verify_dataset(path, max_size=2048, max_pixels=...) resizes it in place"
+                   if isinstance(e, ImageTooLarge) else f"{type(e).__name__}: {e}")   # the audit reads at the guard's limit
+            rows.append(dict(file=name, issue='unreadable', score=1.0, reason=why)); continue
         sizes.append(q['size'])
         checks = dict(blurry=(q['sharpness'] < t['blurry'], 1 - q['sharpness']/t['blurry']),
                       dark=(q['highlights'] < t['dark'], 1 - q['highlights']/t['dark']),

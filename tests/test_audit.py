@@ -501,3 +501,13 @@ def test_a_weights_file_given_as_learner_says_what_to_pass(tmp_path):
     torch.save(_net().state_dict(), tmp_path/'rn.pth')
     with pytest.raises(ValueError, match="does not hold an exported fastai Learner.*weights="):
         audit(root, learner=tmp_path/'rn.pth', progress=False, out=None)
+
+
+def test_a_huge_image_says_how_to_audit_it(tmp_path):
+    "An image over the decompression-bomb guard is unreadable to the audit, with a way out that exists (audit has no max_pixels)"
+    from _fault_helpers import bomb_png
+    root = make_class_folders(tmp_path/'ds', n=3, size=32)
+    (root/'circle'/'huge.png').write_bytes(bomb_png())
+    with pytest.warns(UserWarning, match='could not be decoded'): df = audit(root, model=_net(), size=32, progress=False, out=None)
+    note = df.set_index('file').note['circle/huge.png']
+    assert 'verify_dataset(path, max_size=2048, max_pixels=' in note and 'pass max_pixels=' not in note
