@@ -211,8 +211,9 @@ def _report(a):
     from imgclean.data import csv_items, folder_items
     from imgclean.export import load_export
     from imgclean.interpret import report_on_items
+    kw = kwargs_for(a, 'report_on_items')   # holds the positional `learn` too
     items = csv_items(**kwargs_for(a, 'csv_items'), valid_pct=0) if a.csv is not None else folder_items(a.path, valid_pct=0)
-    print(report_on_items(load_export(a.learn), a.path, items, **kwargs_for(a, 'report_on_items')).round(3).to_string())
+    print(report_on_items(load_export(kw.pop('learn')), a.path, items, **kw).round(3).to_string())
 
 # %% ../nbs/11_cli.ipynb #42
 def _audit(a):

@@ -384,3 +384,14 @@ def test_download_to_an_fsspec_url_from_the_command_line(capsys, tmp_path, class
     assert bad[0] == 2 and 'fsspec knows no protocol nosuchproto://' in bad[2], bad
     assert s3[0] == 2 and 'pip install s3fs' in s3[2] and 'Traceback' not in s3[2], s3   # one line saying what to install
     assert ro[0] == 2 and 'cannot write to' in ro[2] and 'Traceback' not in ro[2], ro
+
+
+def test_report_on_an_export_from_the_command_line(capsys, tmp_path, class_folders):
+    "`imgclean report EXPORT PATH` prints the classification report (it passed `learn` twice)"
+    from imgclean.data import folder_dls
+    from imgclean.export import export_learner
+    learn = train.make_learner(folder_dls(class_folders, size=32, bs=8, num_workers=0), 'resnet18', pretrained=False)
+    fn = export_learner(learn, tmp_path/'export.pkl')
+    code, out, err = run(capsys, 'report', fn, class_folders)
+    assert code == 0, err
+    assert 'precision' in out and 'circle' in out and 'triangle' in out
