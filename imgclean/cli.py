@@ -163,7 +163,8 @@ def _train_report(a, learn):
     "The validation report, and the test folder's report (labelled) or predictions.csv (flat)"
     from imgclean.export import predict_files
     from imgclean.interpret import classification_report
-    print(classification_report(learn).round(3).to_string())
+    if len(learn.dls.valid_ds): print(classification_report(learn).round(3).to_string())
+    else: print("no validation set (--valid-pct 0): no validation report")
     if a.test is None: return
     if learn.dls.test_labelled: print(f"test set ({a.test}):\n{classification_report(learn, ds_idx=2).round(3).to_string()}")
     else:
@@ -189,9 +190,10 @@ def _train(a):
     fit = fine_tune_distributed if distributed() else fine_tune_stages
     fit(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs_for(a, 'fine_tune_stages'))
     if distributed() and end_distributed(): return   # the first process reports and exports, alone
-    loss, err = learn.validate()[:2]
+    out = export_learner(learn, **kwargs_for(a, 'export_learner'))   # first: a report that fails never loses the training
     _train_report(a, learn)
-    out = export_learner(learn, **kwargs_for(a, 'export_learner'))
+    if not len(learn.dls.valid_ds): print(f"exported to {out}"); return
+    loss, err = learn.validate()[:2]
     print(f"validation accuracy {1-err:.3f} (loss {loss:.3f}); exported to {out}")
 
 # %% ../nbs/11_cli.ipynb #40

@@ -262,6 +262,9 @@ def fine_tune_stages(learn:Learner,       # The learner
     "Lesson 2's fit_one_cycle → unfreeze → fit_one_cycle(slice) schedule, as one call"
     if strategy is None: strategy = 'freeze_unfreeze' if getattr(learn, 'pretrained', True) else 'no_freeze'
     if strategy not in STRATEGIES: raise ValueError(f"strategy={strategy!r}: choose one of {STRATEGIES}")
+    if patience and not len(learn.dls.valid_ds):
+        raise ValueError(f"patience={patience} stops on the validation loss, but there is no validation set (valid_pct=0?); "
+                         "split one off (valid_pct > 0) or leave patience out")
     fit_batches(learn.dls)
     learn.stage_history = dict(epochs=[], losses=[])   # read by `fit_history` / `plot_history`
     if strategy in ('freeze_unfreeze', 'freeze'):

@@ -395,3 +395,19 @@ def test_report_on_an_export_from_the_command_line(capsys, tmp_path, class_folde
     code, out, err = run(capsys, 'report', fn, class_folders)
     assert code == 0, err
     assert 'precision' in out and 'circle' in out and 'triangle' in out
+
+
+def test_train_without_a_validation_set_still_exports(capsys, class_folders):
+    "--valid-pct 0 trains, skips the validation report with a note and writes export.pkl (it failed at the report, no export)"
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--valid-pct', 0, '--no-save', '--workers', 0)
+    assert code == 0, err
+    assert 'no validation set' in out and (class_folders/'export.pkl').is_file()
+
+
+def test_patience_without_a_validation_set_is_refused_up_front(capsys, class_folders):
+    "Early stopping needs a validation loss: a one-line error before any epoch (it crashed in SaveModelCallback)"
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 2, '--valid-pct', 0, '--patience', 1, '--workers', 0)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'patience' in err and 'no validation set' in err
