@@ -125,13 +125,20 @@ def pretrained_model(arch='resnet34',   # Backbone name or builder
         raise WeightsUnavailable(_missing_msg(a.__name__, url, cached) + f" ({type(e).__name__}: {e})") from None
 
 def _load_into(model, sd, fn, name):
-    "Load `sd` into `model`, ignoring only a differently-sized classifier; clear error otherwise"
+    "Load `sd` into `model`, ignoring only a differently-sized or missing final classifier; clear error otherwise"
     own = model.state_dict()
+    head = next(k for k in reversed(own) if k.endswith(('.weight', '.bias'))).rsplit('.', 1)[0] + '.'   # e.g. 'fc.', 'classifier.1.'
     skip = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    res = model.load_state_dict({k: v for k, v in sd.items() if k not in skip}, strict=False)
-    missing = [k for k in res.missing_keys if k not in skip]
-    if len(missing) > 2 or res.unexpected_keys:  # a new classifier (weight, bias) may be missing; nothing else
-        raise WeightsUnavailable(f"{fn} does not fit {name}: missing {missing[:3]}, unexpected {res.unexpected_keys[:3]}")
+    if other := [k for k in skip if not k.startswith(head)]:
+        k = other[0]
+        raise WeightsUnavailable(f"{fn} does not fit {name}: {len(other)} tensors have other shapes, e.g. {k} {list(sd[k].shape)} "
+                                 f"vs {list(own[k].shape)}; pass a state dict saved from {name} itself")
+    missing = [k for k in own if k not in sd and not k.startswith(head)]   # a new classifier (weight, bias) may be missing; nothing else
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise WeightsUnavailable(f"{fn} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}; "
+                                 f"pass a state dict saved from {name} itself")
+    model.load_state_dict({k: v for k, v in sd.items() if k not in skip}, strict=False)
 
 # %% ../nbs/04_train.ipynb #31
 def make_learner(dls,                   # DataLoaders from the data stage
