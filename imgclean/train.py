@@ -34,6 +34,8 @@ from .data import fit_batches
 _TV = set(torchvision.models.list_models(module=torchvision.models))
 # torchvision families fastai's model_meta doesn't know: where to cut the classifier off
 _EXTRA_CUTS = {'efficientnet': -2, 'mobilenet': -2, 'convnext': -2, 'regnet': -2, 'shufflenet': -1, 'mnasnet': -1}
+# torchvision families with no pooling layer where fastai's `create_body` can cut: refused with advice
+_NO_CUT = ('vit_', 'maxvit_')
 
 def get_arch(arch, # A name ('resnet34', 'efficientnet_b0', a timm name) or a model builder
             ):     # A torchvision builder, or the timm name as a string
@@ -160,6 +162,9 @@ def make_learner(dls,                   # DataLoaders from the data stage
                                      f"pass weights='path/to/file' or pretrained=False") from None
         learn.arch_name, learn.pretrained = a, use
         return learn
+    if 'cut' not in kwargs and getattr(a, '__name__', '').startswith(_NO_CUT):
+        raise ValueError(f"torchvision's {a.__name__} has no pooling layer where fastai can cut the body off; use a CNN backbone "
+                         "(resnet*, efficientnet_*, convnext_*, swin_*), a timm name such as 'vit_tiny_patch16_224' (at size=224), or pass cut=")
     src = pretrained_model(a, pretrained, weights) if use else None
     meta = arch_meta(a)
     kwargs.setdefault('cut', meta['cut']); kwargs.setdefault('splitter', meta['split'])

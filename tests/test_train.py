@@ -139,3 +139,13 @@ def test_weights_of_another_shape_are_refused_except_the_classifier(tmp_path):
     del sd['layer1.0.conv1.weight']; torch.save(sd, tmp_path/'short.pth')   # a missing body tensor
     with pytest.raises(WeightsUnavailable, match=r"missing \['layer1.0.conv1.weight'\]"):
         pretrained_model('resnet18', weights=tmp_path/'short.pth')
+
+
+@pytest.mark.parametrize('arch', ['vit_b_16', 'maxvit_t'])
+def test_torchvision_transformers_get_a_clear_error(class_folders, arch):
+    "No pooling layer to cut at: a ValueError with what to use instead (it was a bare StopIteration / NotImplementedError)"
+    from imgclean.data import folder_dls
+    from imgclean.train import make_learner
+    dls = folder_dls(class_folders, size=32, bs=8, num_workers=0)
+    with pytest.raises(ValueError, match=f"{arch} has no pooling layer.*vit_tiny_patch16_224"):
+        make_learner(dls, arch, pretrained=False)
