@@ -411,3 +411,24 @@ def test_patience_without_a_validation_set_is_refused_up_front(capsys, class_fol
                          '--lr', '1e-3', '--epochs', 2, '--valid-pct', 0, '--patience', 1, '--workers', 0)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert 'patience' in err and 'no validation set' in err
+
+
+def test_train_refuses_files_that_cannot_be_opened_before_training(capsys, class_folders):
+    "Unreadable files are listed up front with the verify hint (training ran, then died in a DataLoader worker)"
+    (class_folders/'triangle'/'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0garbage'*10)
+    (class_folders/'circle'/'empty.png').write_bytes(b'')
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--no-save')
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert '2 of 38 files cannot be read' in err and 'corrupt.jpg' in err and 'empty.png' in err
+    assert f'imgclean verify {class_folders}' in err and 'Epoch' not in out + err
+
+
+def test_train_on_a_file_damaged_past_its_header_is_a_one_line_error(capsys, class_folders):
+    "A truncated PNG opens but fails to decode during the fit: one line with the verify hint, not a worker traceback"
+    good = (class_folders/'square'/'000.png').read_bytes()
+    (class_folders/'square'/'truncated.png').write_bytes(good[:len(good)//2])
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--no-save', '--workers', 1)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'could not be decoded' in err and 'truncated.png' in err and f'imgclean verify {class_folders}' in err
