@@ -432,3 +432,12 @@ def test_train_on_a_file_damaged_past_its_header_is_a_one_line_error(capsys, cla
                          '--lr', '1e-3', '--epochs', 1, '--no-save', '--workers', 1)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert 'could not be decoded' in err and 'truncated.png' in err and f'imgclean verify {class_folders}' in err
+
+
+@pytest.mark.parametrize('args', [('--size', 0), ('--size', -5), ('--bs', 0)])
+def test_train_size_and_batch_below_one_are_argument_errors(capsys, class_folders, args):
+    "Refused before training with one line (a ZeroDivisionError traceback from fastai before)"
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--no-save', '--workers', 0, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{args[0][2:]}={args[1]}" in err and 'at least 1' in err
