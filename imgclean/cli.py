@@ -149,13 +149,27 @@ def _verify(a):
     verify_dataset(**kwargs_for(a, 'verify_dataset'))
 
 # %% ../nbs/11_cli.ipynb #38
+def _unreadable(fns, decode=False):
+    "(file, reason) of each of `fns` Pillow cannot open: a header check, quick enough before every training (`decode`: all pixels)"
+    from concurrent.futures import ThreadPoolExecutor
+    from PIL import Image
+    def check(fn):
+        try:
+            with Image.open(fn) as im: im.load() if decode else im.size
+        except Exception as e: return fn, _one_line(e)
+    with ThreadPoolExecutor(8) as ex: return [o for o in ex.map(check, fns) if o]
+
 def _train_dls(a):
-    "DataLoaders from the class folders (`folder_dls`) or, with --csv, a labels CSV"
+    "DataLoaders from the class folders (`folder_dls`) or, with --csv, a labels CSV; refused when files cannot be opened"
     from imgclean.data import add_test_folder, csv_items, folder_dls, image_dls
     if a.csv is None: dls = folder_dls(**kwargs_for(a, 'folder_dls'), **kwargs_for(a, 'image_dls'))
     else:
         dls = image_dls(a.path, csv_items(**kwargs_for(a, 'csv_items')), **kwargs_for(a, 'image_dls'))
         if a.test is not None: add_test_folder(dls, a.path, a.test)
+    fns = [*dls.train_ds.items, *dls.valid_ds.items]
+    if bad := _unreadable(fns):
+        raise ValueError(f"{len(bad)} of {len(fns)} files cannot be read as images: {'; '.join(f'{f} ({r})' for f, r in bad[:5])}"
+                         f"{'; ...' if len(bad) > 5 else ''}; run `imgclean verify {a.path}` to quarantine them, then train again")
     print(f"{len(dls.train_ds) + len(dls.valid_ds)} images, {dls.c} classes, {len(dls.valid_ds)} for validation")
     return dls
 
@@ -163,7 +177,8 @@ def _train_report(a, learn):
     "The validation report, and the test folder's report (labelled) or predictions.csv (flat)"
     from imgclean.export import predict_files
     from imgclean.interpret import classification_report
-    print(classification_report(learn).round(3).to_string())
+    if len(learn.dls.valid_ds): print(classification_report(learn).round(3).to_string())
+    else: print("no validation set (--valid-pct 0): no validation report")
     if a.test is None: return
     if learn.dls.test_labelled: print(f"test set ({a.test}):\n{classification_report(learn, ds_idx=2).round(3).to_string()}")
     else:
@@ -187,11 +202,19 @@ def _train(a):
     learn = make_learner(_train_dls(a), **kwargs_for(a, 'make_learner'))
     lr = same_on_every_process(find_lr(learn, show_plot=False, **kwargs_for(a, 'find_lr')) if a.lr == 'find' else a.lr)
     fit = fine_tune_distributed if distributed() else fine_tune_stages
-    fit(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs_for(a, 'fine_tune_stages'))
+    try: fit(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs_for(a, 'fine_tune_stages'))
+    except OSError as e:   # a file damaged past its header, found while decoding (in a DataLoader worker: its traceback is the message)
+        if type(e) is not OSError and type(e).__name__ != 'UnidentifiedImageError': raise
+        last = [l for l in str(e).splitlines() if l.strip()][-1:] or [type(e).__name__]
+        bad = _unreadable([*learn.dls.train_ds.items, *learn.dls.valid_ds.items], decode=True)   # which ones: decoded in full, only now
+        raise ValueError(f"training stopped: an image could not be decoded ({last[0].strip()})"
+                         f"{': ' + '; '.join(f'{f} ({r})' for f, r in bad[:5]) if bad else ''}; "
+                         f"run `imgclean verify {a.path}` to quarantine damaged files, then train again") from None
     if distributed() and end_distributed(): return   # the first process reports and exports, alone
-    loss, err = learn.validate()[:2]
+    out = export_learner(learn, **kwargs_for(a, 'export_learner'))   # first: a report that fails never loses the training
     _train_report(a, learn)
-    out = export_learner(learn, **kwargs_for(a, 'export_learner'))
+    if not len(learn.dls.valid_ds): print(f"exported to {out}"); return
+    loss, err = learn.validate()[:2]
     print(f"validation accuracy {1-err:.3f} (loss {loss:.3f}); exported to {out}")
 
 # %% ../nbs/11_cli.ipynb #40
@@ -211,8 +234,9 @@ def _report(a):
     from imgclean.data import csv_items, folder_items
     from imgclean.export import load_export
     from imgclean.interpret import report_on_items
+    kw = kwargs_for(a, 'report_on_items')   # holds the positional `learn` too
     items = csv_items(**kwargs_for(a, 'csv_items'), valid_pct=0) if a.csv is not None else folder_items(a.path, valid_pct=0)
-    print(report_on_items(load_export(a.learn), a.path, items, **kwargs_for(a, 'report_on_items')).round(3).to_string())
+    print(report_on_items(load_export(kw.pop('learn')), a.path, items, **kw).round(3).to_string())
 
 # %% ../nbs/11_cli.ipynb #42
 def _audit(a):

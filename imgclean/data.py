@@ -159,6 +159,9 @@ def image_dls(path:Path,          # Dataset root the item names are relative to
               **kwargs,           # Passed to `DataBlock.dataloaders`
              ):
     "Classification `DataLoaders` for `items` under `path` (Resize, augmentation, normalisation); items are file paths"
+    if any(o is None or o < 1 for o in (size if isinstance(size, (tuple, list)) else (size,))):
+        raise ValueError(f"size={size!r}: give the side in pixels (at least 1, e.g. 224) or (height, width)")
+    if bs is None or bs < 1: raise ValueError(f"bs={bs!r}: the batch size must be at least 1, e.g. 64")
     path = Path(path).absolute()
     stats = _norm_stats(path, items, stats)
     batch_tfms = (aug_transforms(size=size) if aug else []) + ([Normalize.from_stats(*stats)] if stats is not None else [])

@@ -94,6 +94,9 @@ def interpretation(learn,         # A `Learner` or a `ClassificationInterpretati
     if isinstance(learn, ClassificationInterpretation): interp = learn
     else:
         if not isinstance(learn, Learner): raise TypeError(f"expected a fastai Learner or ClassificationInterpretation, got {type(learn).__name__}")
+        if ds_idx >= len(learn.dls.loaders):
+            raise ValueError(f"the learner has no dataset {ds_idx} (only {len(learn.dls.loaders)}): "
+                             + ("no test set: pass test= to folder_dls, or use add_test_folder" if ds_idx == 2 else "use 0 (training) or 1 (validation)"))
         if not len(learn.dls[ds_idx].dataset):
             raise ValueError(f"the learner has no items in dataset {ds_idx} (a loaded export.pkl has none): "
                              "use `report_on_items(learn, root, items)` to evaluate it on labelled files")

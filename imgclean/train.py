@@ -34,6 +34,8 @@ from .data import fit_batches
 _TV = set(torchvision.models.list_models(module=torchvision.models))
 # torchvision families fastai's model_meta doesn't know: where to cut the classifier off
 _EXTRA_CUTS = {'efficientnet': -2, 'mobilenet': -2, 'convnext': -2, 'regnet': -2, 'shufflenet': -1, 'mnasnet': -1}
+# torchvision families with no pooling layer where fastai's `create_body` can cut: refused with advice
+_NO_CUT = ('vit_', 'maxvit_')
 
 def get_arch(arch, # A name ('resnet34', 'efficientnet_b0', a timm name) or a model builder
             ):     # A torchvision builder, or the timm name as a string
@@ -125,13 +127,20 @@ def pretrained_model(arch='resnet34',   # Backbone name or builder
         raise WeightsUnavailable(_missing_msg(a.__name__, url, cached) + f" ({type(e).__name__}: {e})") from None
 
 def _load_into(model, sd, fn, name):
-    "Load `sd` into `model`, ignoring only a differently-sized classifier; clear error otherwise"
+    "Load `sd` into `model`, ignoring only a differently-sized or missing final classifier; clear error otherwise"
     own = model.state_dict()
+    head = next(k for k in reversed(own) if k.endswith(('.weight', '.bias'))).rsplit('.', 1)[0] + '.'   # e.g. 'fc.', 'classifier.1.'
     skip = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    res = model.load_state_dict({k: v for k, v in sd.items() if k not in skip}, strict=False)
-    missing = [k for k in res.missing_keys if k not in skip]
-    if len(missing) > 2 or res.unexpected_keys:  # a new classifier (weight, bias) may be missing; nothing else
-        raise WeightsUnavailable(f"{fn} does not fit {name}: missing {missing[:3]}, unexpected {res.unexpected_keys[:3]}")
+    if other := [k for k in skip if not k.startswith(head)]:
+        k = other[0]
+        raise WeightsUnavailable(f"{fn} does not fit {name}: {len(other)} tensors have other shapes, e.g. {k} {list(sd[k].shape)} "
+                                 f"vs {list(own[k].shape)}; pass a state dict saved from {name} itself")
+    missing = [k for k in own if k not in sd and not k.startswith(head)]   # a new classifier (weight, bias) may be missing; nothing else
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise WeightsUnavailable(f"{fn} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}; "
+                                 f"pass a state dict saved from {name} itself")
+    model.load_state_dict({k: v for k, v in sd.items() if k not in skip}, strict=False)
 
 # %% ../nbs/04_train.ipynb #31
 def make_learner(dls,                   # DataLoaders from the data stage
@@ -153,6 +162,9 @@ def make_learner(dls,                   # DataLoaders from the data stage
                                      f"pass weights='path/to/file' or pretrained=False") from None
         learn.arch_name, learn.pretrained = a, use
         return learn
+    if 'cut' not in kwargs and getattr(a, '__name__', '').startswith(_NO_CUT):
+        raise ValueError(f"torchvision's {a.__name__} has no pooling layer where fastai can cut the body off; use a CNN backbone "
+                         "(resnet*, efficientnet_*, convnext_*, swin_*), a timm name such as 'vit_tiny_patch16_224' (at size=224), or pass cut=")
     src = pretrained_model(a, pretrained, weights) if use else None
     meta = arch_meta(a)
     kwargs.setdefault('cut', meta['cut']); kwargs.setdefault('splitter', meta['split'])
@@ -262,6 +274,9 @@ def fine_tune_stages(learn:Learner,       # The learner
     "Lesson 2's fit_one_cycle → unfreeze → fit_one_cycle(slice) schedule, as one call"
     if strategy is None: strategy = 'freeze_unfreeze' if getattr(learn, 'pretrained', True) else 'no_freeze'
     if strategy not in STRATEGIES: raise ValueError(f"strategy={strategy!r}: choose one of {STRATEGIES}")
+    if patience and not len(learn.dls.valid_ds):
+        raise ValueError(f"patience={patience} stops on the validation loss, but there is no validation set (valid_pct=0?); "
+                         "split one off (valid_pct > 0) or leave patience out")
     fit_batches(learn.dls)
     learn.stage_history = dict(epochs=[], losses=[])   # read by `fit_history` / `plot_history`
     if strategy in ('freeze_unfreeze', 'freeze'):

@@ -384,3 +384,60 @@ def test_download_to_an_fsspec_url_from_the_command_line(capsys, tmp_path, class
     assert bad[0] == 2 and 'fsspec knows no protocol nosuchproto://' in bad[2], bad
     assert s3[0] == 2 and 'pip install s3fs' in s3[2] and 'Traceback' not in s3[2], s3   # one line saying what to install
     assert ro[0] == 2 and 'cannot write to' in ro[2] and 'Traceback' not in ro[2], ro
+
+
+def test_report_on_an_export_from_the_command_line(capsys, tmp_path, class_folders):
+    "`imgclean report EXPORT PATH` prints the classification report (it passed `learn` twice)"
+    from imgclean.data import folder_dls
+    from imgclean.export import export_learner
+    learn = train.make_learner(folder_dls(class_folders, size=32, bs=8, num_workers=0), 'resnet18', pretrained=False)
+    fn = export_learner(learn, tmp_path/'export.pkl')
+    code, out, err = run(capsys, 'report', fn, class_folders)
+    assert code == 0, err
+    assert 'precision' in out and 'circle' in out and 'triangle' in out
+
+
+def test_train_without_a_validation_set_still_exports(capsys, class_folders):
+    "--valid-pct 0 trains, skips the validation report with a note and writes export.pkl (it failed at the report, no export)"
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--valid-pct', 0, '--no-save', '--workers', 0)
+    assert code == 0, err
+    assert 'no validation set' in out and (class_folders/'export.pkl').is_file()
+
+
+def test_patience_without_a_validation_set_is_refused_up_front(capsys, class_folders):
+    "Early stopping needs a validation loss: a one-line error before any epoch (it crashed in SaveModelCallback)"
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 2, '--valid-pct', 0, '--patience', 1, '--workers', 0)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'patience' in err and 'no validation set' in err
+
+
+def test_train_refuses_files_that_cannot_be_opened_before_training(capsys, class_folders):
+    "Unreadable files are listed up front with the verify hint (training ran, then died in a DataLoader worker)"
+    (class_folders/'triangle'/'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0garbage'*10)
+    (class_folders/'circle'/'empty.png').write_bytes(b'')
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--no-save')
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert '2 of 38 files cannot be read' in err and 'corrupt.jpg' in err and 'empty.png' in err
+    assert f'imgclean verify {class_folders}' in err and 'Epoch' not in out + err
+
+
+def test_train_on_a_file_damaged_past_its_header_is_a_one_line_error(capsys, class_folders):
+    "A truncated PNG opens but fails to decode during the fit: one line with the verify hint, not a worker traceback"
+    good = (class_folders/'square'/'000.png').read_bytes()
+    (class_folders/'square'/'truncated.png').write_bytes(good[:len(good)//2])
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--no-save', '--workers', 1)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'could not be decoded' in err and 'truncated.png' in err and f'imgclean verify {class_folders}' in err
+
+
+@pytest.mark.parametrize('args', [('--size', 0), ('--size', -5), ('--bs', 0)])
+def test_train_size_and_batch_below_one_are_argument_errors(capsys, class_folders, args):
+    "Refused before training with one line (a ZeroDivisionError traceback from fastai before)"
+    code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,
+                         '--lr', '1e-3', '--epochs', 1, '--no-save', '--workers', 0, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{args[0][2:]}={args[1]}" in err and 'at least 1' in err

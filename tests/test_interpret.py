@@ -126,3 +126,9 @@ def test_history():
     assert plot_history(learn).axes
     learn.validate()  # fastai's Recorder forgets the fit here: we say so instead of plotting nonsense
     with pytest.raises(ValueError, match='right after training'): plot_history(learn)
+
+
+def test_report_on_a_test_set_that_is_not_there(trained):
+    "ds_idx=2 without a test set says how to add one (an IndexError before)"
+    learn, _, _ = trained
+    with pytest.raises(ValueError, match='no test set: pass test= to folder_dls'): classification_report(learn, ds_idx=2)

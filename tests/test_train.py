@@ -122,3 +122,30 @@ def test_fine_tune_stages_with_head_fit(class_folders, tmp_path):
     with learn.no_bar(), learn.no_logging(): fine_tune_stages(learn, epochs=1, freeze_epochs=3, lr=1e-3, head_fit=fit_head_on_features)
     assert [e['phase'] for e in learn.stage_history['epochs']] == ['frozen (cached features)']*3 + ['unfrozen']
     assert (class_folders/'models'/'stage-1.pth').is_file() and (class_folders/'models'/'stage-2.pth').is_file()
+
+
+def test_weights_of_another_shape_are_refused_except_the_classifier(tmp_path):
+    "Only the final classifier may differ in size: any other mismatch names the tensor (it was dropped silently)"
+    import torchvision
+    from imgclean.train import WeightsUnavailable, pretrained_model
+    sd = torchvision.models.resnet18(weights=None, num_classes=10).state_dict()   # another classifier size: fine
+    torch.save(sd, tmp_path/'r18_10.pth')
+    m = pretrained_model('resnet18', weights=tmp_path/'r18_10.pth')
+    assert torch.equal(m.conv1.weight, sd['conv1.weight']) and m.fc.weight.shape[0] == 1000
+    sd['layer1.0.conv1.weight'] = torch.zeros(128, 64, 3, 3)   # same key names, another width (e.g. a wide variant)
+    torch.save(sd, tmp_path/'wide.pth')
+    with pytest.raises(WeightsUnavailable, match=r'does not fit resnet18: 1 tensors have other shapes, e.g. layer1.0.conv1.weight'):
+        pretrained_model('resnet18', weights=tmp_path/'wide.pth')
+    del sd['layer1.0.conv1.weight']; torch.save(sd, tmp_path/'short.pth')   # a missing body tensor
+    with pytest.raises(WeightsUnavailable, match=r"missing \['layer1.0.conv1.weight'\]"):
+        pretrained_model('resnet18', weights=tmp_path/'short.pth')
+
+
+@pytest.mark.parametrize('arch', ['vit_b_16', 'maxvit_t'])
+def test_torchvision_transformers_get_a_clear_error(class_folders, arch):
+    "No pooling layer to cut at: a ValueError with what to use instead (it was a bare StopIteration / NotImplementedError)"
+    from imgclean.data import folder_dls
+    from imgclean.train import make_learner
+    dls = folder_dls(class_folders, size=32, bs=8, num_workers=0)
+    with pytest.raises(ValueError, match=f"{arch} has no pooling layer.*vit_tiny_patch16_224"):
+        make_learner(dls, arch, pretrained=False)
