@@ -1194,7 +1194,7 @@ def audit(path,                  # Dataset root with one folder per class
     df = issue_table(pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None)
     df['label'] = df.file.map(lab_of).fillna('')
     sha = {n: file_hash(path/n) for n in set(df.file) if n and (path/n).is_file()}
-    df['hash'] = df.file.map(sha).fillna('')   # the cleaner leaves out the findings about files changed since
+    df['hash'] = [sha.get(f, '') for f in df.file]   # the cleaner leaves out the findings about files changed since
     if out is not None: write_issues(df, path/out)   # an absolute `out` stays as it is
     return df
 

@@ -191,6 +191,8 @@ def _adopt(self:CleanerState, disk:dict):
     new = [p for p in disk['problems'] if p not in self._warned]
     if new:
         self._warned.update(new)
+        if _interrupted(self.path): new = []   # a half-done apply or undo: its log carries these out when run again (the cleaner says so)
+    if new:
         warnings.warn(f"{self.state_path}: {len(new)} decision(s) ignored (never applied), e.g. {new[0]}", stacklevel=3)
     names = {n for n in set(old) | set(self.decisions) if old.get(n) != self.decisions.get(n)}
     if old_gen != self.generation: self._notify(dict(generation=self.generation, names=names))
