@@ -253,7 +253,7 @@ def _write(self:CleanerState, disk:dict, csv:bool=True):
     for fn in self.csv_paths:
         if not fn.exists(): continue
         if not self.state_path.exists(): bak = fn.with_name(fn.name + '.orig')   # someone's earlier work
-        elif csv and disk.get('written', {}).get(key(fn), file_hash(fn)) != file_hash(fn):   # edited by hand since we wrote it
+        elif csv and key(fn) in disk.get('written', {}) and disk['written'][key(fn)] != file_hash(fn):   # edited by hand since we wrote it
             bak = fn.with_name(f"{fn.name}.edited-{time.strftime('%Y%m%d-%H%M%S')}")
             warnings.warn(f"{fn} was edited outside the cleaner: kept as {bak.name}, then rewritten from the decisions "
                           f"(read_cleaned(path, {bak.name!r}) reads the edited rows)", stacklevel=4)
