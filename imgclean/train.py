@@ -98,6 +98,29 @@ def _missing_msg(name, url, cached):
             f"cannot be reached. Either copy the file from {url} to that path, pass weights='path/to/file.pth', "
             f"or train from scratch with pretrained=False.")
 
+def _timm_source(name):
+    "`pretrained_cfg_overlay` for timm's ImageNet weights of `name`: a cached file, {} to let timm fetch, or `WeightsUnavailable` at once"
+    # offline, timm's hub download retries for ~50 s with a dozen log lines before failing; a cached file is read directly
+    from timm.models import get_pretrained_cfg
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or cfg.file: return {}
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+        repo, _, rev = cfg.hf_hub_id.partition('@')
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ['model.safetensors', 'pytorch_model.bin']
+        hit = next((p for n in names if isinstance(p := try_to_load_from_cache(repo, n, revision=rev or None), str)), None)
+        if hit: return dict(file=hit)
+        src, where = f"{constants.ENDPOINT}/{repo}", f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    elif cfg.url:
+        cached = Path(torch.hub.get_dir())/'checkpoints'/os.path.basename(urlparse(cfg.url).path)
+        if cached.is_file(): return dict(file=str(cached))
+        src, where = cfg.url, f"the torch hub cache (expected {cached})"
+    else: return {}
+    if _reachable(src): return {}
+    raise WeightsUnavailable(f"ImageNet weights for timm model {name!r} are not in {where} and {urlparse(src).hostname} cannot be "
+                             f"reached. Download them where there is a network (timm.create_model({name!r}, pretrained=True) "
+                             f"fills that cache), pass weights='path/to/file', or train from scratch with pretrained=False.")
+
 def pretrained_model(arch='resnet34',   # Backbone name or builder
                      pretrained:bool=True, # Load ImageNet weights (hub cache or download)
                      weights=None,      # Local state-dict file; takes precedence over `pretrained`
@@ -111,7 +134,8 @@ def pretrained_model(arch='resnet34',   # Backbone name or builder
             _load_into(m, _read_state_dict(weights), weights, a)
             return m
         if not pretrained: return timm.create_model(a, pretrained=False)
-        try: return timm.create_model(a, pretrained=True)
+        overlay = _timm_source(a)
+        try: return timm.create_model(a, pretrained=True, pretrained_cfg_overlay=overlay)
         except Exception as e:
             raise WeightsUnavailable(f"could not get pretrained weights for timm model {a!r} ({type(e).__name__}: {e}); "
                                      f"pass weights='path/to/file' or pretrained=False") from None
@@ -155,6 +179,7 @@ def make_learner(dls,                   # DataLoaders from the data stage
     use = pretrained or weights is not None
     if isinstance(a, str):
         if weights is not None: kwargs['pretrained_cfg_overlay'] = dict(file=str(weights))
+        elif pretrained: kwargs['pretrained_cfg_overlay'] = _timm_source(a)
         try: learn = vision_learner(dls, a, normalize=False, pretrained=use, metrics=metrics, **kwargs)
         except Exception as e:
             if not use: raise

@@ -149,3 +149,42 @@ def test_torchvision_transformers_get_a_clear_error(class_folders, arch):
     dls = folder_dls(class_folders, size=32, bs=8, num_workers=0)
     with pytest.raises(ValueError, match=f"{arch} has no pooling layer.*vit_tiny_patch16_224"):
         make_learner(dls, arch, pretrained=False)
+
+
+def _timm_hub_cache(root, fill):
+    "An HF hub cache under `root` holding (if `fill`) resnet10t's default weights file, with a recognisable fc bias"
+    import timm
+    from safetensors.torch import save_file
+    m = timm.create_model('resnet10t', pretrained=False)
+    torch.nn.init.constant_(m.fc.bias, 0.125); torch.nn.init.constant_(m.conv1[0].weight, 0.25)
+    if fill:
+        d = root/'models--timm--resnet10t.c3_in1k'
+        (d/'snapshots'/'abc').mkdir(parents=True); (d/'refs').mkdir()
+        (d/'refs'/'main').write_text('abc')
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(d/'snapshots'/'abc'/'model.safetensors'))
+    return m
+
+
+@pytest.mark.parametrize('fill', [False, True])
+def test_timm_weights_offline_fail_at_once_or_come_from_the_cache(class_folders, tmp_path, monkeypatch, fill):
+    "Offline, timm's hub download retried for ~50 s, logging a dozen lines, before it failed (or read the cached file)"
+    import httpx2, huggingface_hub.constants
+    from imgclean.data import folder_dls
+    from imgclean.train import WeightsUnavailable, make_learner, pretrained_model
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path/'hub'))
+    calls = []
+    def no_network(*args, **kwargs):
+        calls.append(args); raise httpx2.ConnectError('no network in this test')
+    monkeypatch.setattr(httpx2.Client, 'send', no_network)   # the hub client's every request goes through send
+    monkeypatch.setattr('imgclean.train._reachable', lambda url, timeout=3.0: False)
+    src = _timm_hub_cache(tmp_path/'hub', fill)
+    dls = folder_dls(class_folders, size=32, bs=8, num_workers=0)
+    if not fill:
+        for f in (lambda: pretrained_model('timm/resnet10t'), lambda: make_learner(dls, 'timm/resnet10t')):
+            with pytest.raises(WeightsUnavailable, match=r"not in the Hugging Face cache .*huggingface.co cannot be reached.*pretrained=False"): f()
+    else:
+        m = pretrained_model('timm/resnet10t')
+        assert torch.equal(m.fc.bias, src.fc.bias) and torch.equal(m.conv1[0].weight, src.conv1[0].weight)
+        learn = make_learner(dls, 'timm/resnet10t')
+        assert torch.equal(learn.model[0].model.conv1[0].weight, src.conv1[0].weight)
+    assert calls == []   # no request was even tried
