@@ -68,7 +68,8 @@ def parse_state(text:str,        # The state file's text ('' when there is none)
     out = dict(decisions={}, ignored={}, problems=[], seq=_int(raw.get('seq')), generation=_int(raw.get('generation')),
                positions={k: _int(v) for k, v in _dict(raw.get('positions')).items() if isinstance(k, str)},
                history={k: _renames(v) for k, v in _dict(raw.get('history')).items() if isinstance(k, str) and k.isdigit()},
-               written={k: v for k, v in _dict(raw.get('written')).items() if isinstance(k, str) and isinstance(v, str)})
+               written={k: v for k, v in _dict(raw.get('written')).items() if isinstance(k, str) and isinstance(v, str)},
+               was={k: v for k, v in _dict(raw.get('was')).items() if isinstance(k, str) and isinstance(v, str)})
     for name, d in {**_dict(raw.get('ignored')), **_dict(raw.get('decisions'))}.items():
         p = decision_problem(name, d, label_of, vocab)
         if p: out['ignored'][str(name)] = d; out['problems'].append(p)
@@ -180,7 +181,10 @@ def _notify(self:CleanerState, event:dict):
     alive = [(r, r()) for r in self._listeners]
     self._listeners = [r for r, f in alive if f is not None]
     for _, f in alive:
-        if f is not None: f(event)
+        if f is None: continue
+        try: f(event)
+        except Exception as e:   # one broken view (say, a cleaner of a cell run before) must not stop the others, nor the change
+            warnings.warn(f"a cleaner view could not follow a change ({type(e).__name__}: {e}); re-run its cell", stacklevel=2)
 
 @patch
 def _adopt(self:CleanerState, disk:dict):
@@ -193,7 +197,9 @@ def _adopt(self:CleanerState, disk:dict):
         self._warned.update(new)
         if _interrupted(self.path): new = []   # a half-done apply or undo: its log carries these out when run again (the cleaner says so)
     if new:
-        warnings.warn(f"{self.state_path}: {len(new)} decision(s) ignored (never applied), e.g. {new[0]}", stacklevel=3)
+        warnings.warn(f"{len(new)} decision(s) in {self.state_path} set aside: they do not fit the dataset as it is now (a file moved "
+                      f"or removed outside this cleaner, a class gone), e.g. {new[0]}; they stay in the file and count again if they fit later",
+                      stacklevel=3)
     names = {n for n in set(old) | set(self.decisions) if old.get(n) != self.decisions.get(n)}
     if old_gen != self.generation: self._notify(dict(generation=self.generation, names=names))
     elif names: self._notify(dict(names=names))
@@ -204,9 +210,27 @@ def refresh(self:CleanerState,
            )->bool:
     "Re-read the state file if it changed on disk (another process) or files were added or moved; True when it did"
     if self._file_sig() == self._sig and not self._relist() and self._sig != 'relisted': return False
-    with self.lock.acquire(timeout=self.lock.timeout if timeout is None else timeout): disk = self._read()
+    with self.lock.acquire(timeout=self.lock.timeout if timeout is None else timeout):
+        disk = self._read()
+        if self._csv_stale(disk): self._write(disk)   # files moved by other tools (fastai's cleaner loop, a shell): cleaned.csv follows now, not at the next click
     self._adopt(disk)
     return True
+
+@patch
+def _csv_key(self:CleanerState, fn:Path)->str: "How the state file names the cleaned file `fn`"; return fn.name if fn.parent == self.path else str(fn)
+
+@patch
+def _csv_stale(self:CleanerState, disk:dict)->bool:
+    "Does a cleaned file that we wrote (and nobody edited since) differ from what the decisions and the files on disk give now?"
+    mine = [fn for fn in self.csv_paths if fn.exists() and self._ours(disk, fn) is True]
+    return bool(mine) and any(file_hash(fn) != content_hash(self.cleaned(disk['decisions']).to_csv(index=False).encode()) for fn in mine)
+
+@patch
+def _ours(self:CleanerState, disk:dict, fn:Path):
+    "True: `fn` is the cleaned file we wrote last, or the one before (a kill between the state file and it); False: edited since; None: never written"
+    k = self._csv_key(fn)
+    if k not in disk.get('written', {}): return None
+    return file_hash(fn) in (disk['written'][k], disk.get('was', {}).get(k))
 
 # %% ../nbs/07_widgets.ipynb #26
 def _existing(root, names)->set:
@@ -249,18 +273,22 @@ def _check_change(self:CleanerState, updates:dict):
 def _write(self:CleanerState, disk:dict, csv:bool=True):
     "Write `disk` to the state file, then `cleaned.csv` (lock held); a cleaned.csv we did not write is copied first"
     text = self.cleaned(disk['decisions']).to_csv(index=False) if csv else None
-    key = lambda fn: fn.name if fn.parent == self.path else str(fn)   # how the state file names each cleaned file
+    key = self._csv_key
     for fn in self.csv_paths:
         if not fn.exists(): continue
         if not self.state_path.exists(): bak = fn.with_name(fn.name + '.orig')   # someone's earlier work
-        elif csv and key(fn) in disk.get('written', {}) and disk['written'][key(fn)] != file_hash(fn):   # edited by hand since we wrote it
+        elif csv and self._ours(disk, fn) is False:   # edited by hand since we wrote it
             bak = fn.with_name(f"{fn.name}.edited-{time.strftime('%Y%m%d-%H%M%S')}")
             warnings.warn(f"{fn} was edited outside the cleaner: kept as {bak.name}, then rewritten from the decisions "
                           f"(read_cleaned(path, {bak.name!r}) reads the edited rows)", stacklevel=4)
         else: continue
         if not bak.exists(): atomic_write(bak, fn.read_bytes())
-    if csv: disk['written'] = {**disk.get('written', {}), **{key(fn): content_hash(text.encode()) for fn in self.csv_paths}}
-    keys = ('generation', 'seq', 'decisions', 'ignored', 'positions', 'history', 'written')
+    if csv:   # the state file goes first: killed before a cleaned file is written, that file still has the hash kept in `was`
+        new = content_hash(text.encode())
+        disk['was'] = {**disk.get('was', {}), **{key(fn): disk['written'][key(fn)] for fn in self.csv_paths
+                                                 if key(fn) in disk.get('written', {}) and disk['written'][key(fn)] != new}}
+        disk['written'] = {**disk.get('written', {}), **{key(fn): new for fn in self.csv_paths}}
+    keys = ('generation', 'seq', 'decisions', 'ignored', 'positions', 'history', 'written', 'was')
     atomic_write(self.state_path, json.dumps(dict(version=2, updated=time.strftime('%Y-%m-%dT%H:%M:%S'), **{k: disk.get(k, {}) for k in keys}), indent=1))
     disk['sig'] = self._file_sig()
     for fn in self.csv_paths if csv else []: atomic_write(fn, text)
@@ -545,6 +573,14 @@ export default { render({ model, el }) {
     if (k) model.send({ type: 'enlarge', index: Number(k.slice(11)) });
     if (!editing(e.target) && !(e.target.closest && e.target.closest('button'))) root.focus({ preventScroll: true });
   };
+  // JupyterLab ignores its shortcuts inside an element marked data-lm-suppress-shortcuts (so 'd' never deletes a cell):
+  // lift the mark for the keydown of a modified key (Ctrl+S saves, Ctrl+Shift+C opens the palette), before Lab sees it
+  const passModified = (e) => {
+    if (!root || !(e.ctrlKey || e.metaKey || e.altKey) || !root.contains(e.target)) return;
+    root.removeAttribute('data-lm-suppress-shortcuts');
+    setTimeout(() => root && root.setAttribute('data-lm-suppress-shortcuts', 'true'), 0);
+  };
+  window.addEventListener('keydown', passModified, true);
   const attach = () => {
     root = el.closest('.imgclean-cleaner');
     if (!root) { if (tries++ < 400) timer = setTimeout(attach, 50); return; }
@@ -556,7 +592,7 @@ export default { render({ model, el }) {
     if (root && (!a || a === document.body)) root.focus({ preventScroll: true });
   });
   attach();
-  return () => { clearTimeout(timer); if (root) { root.removeEventListener('keydown', onKey); root.removeEventListener('click', onClick); } };
+  return () => { clearTimeout(timer); window.removeEventListener('keydown', passModified, true); if (root) { root.removeEventListener('keydown', onKey); root.removeEventListener('click', onClick); } };
 } };
 """
 
@@ -591,6 +627,7 @@ _CSS = """<style>
 .imgclean-tile.imgclean-current { outline: 3px solid #1a73e8; }
 .imgclean-tile.imgclean-deleted { background: #fbeaea; }
 .imgclean-tile.imgclean-deleted .imgclean-thumb { opacity: 0.3; filter: grayscale(1); }
+.imgclean-tile.imgclean-gone { background: #eee; } .imgclean-tile.imgclean-gone .imgclean-thumb { opacity: 0.2; }
 .imgclean-thumb { cursor: zoom-in; object-fit: contain; image-rendering: pixelated; }
 .imgclean-info { font-size: 12px; line-height: 1.3; overflow-wrap: normal; word-break: normal; }
 .imgclean-name { font-weight: bold; overflow: hidden; text-overflow: ellipsis; }
@@ -632,6 +669,12 @@ class _Tile:
     def update(self):
         "Show the state's decision about this image"
         st, cl = self.cl.state, self.cl
+        if self.name not in st.label_of:   # moved or removed outside the cleaner since this page was drawn
+            for w in (self.dd, self.dl, self.kp, self.ok): w.disabled = True
+            self.info.value = (f"<div class='imgclean-info'><b>{html.escape(self.name)}</b><br>no longer in the dataset "
+                               "(moved or removed outside this cleaner)</div>")
+            self.box.add_class('imgclean-gone'); return
+        self.box.remove_class('imgclean-gone'); self.kp.disabled = self.ok.disabled = False
         act = st.action(self.name)
         with cl._quiet():
             if tuple(st.vocab) != self.vocab: self.vocab = tuple(st.vocab); self.dd.options = _label_options(self.vocab)   # a class made since
@@ -679,11 +722,14 @@ class ImageCleaner:
         if items is None and losses is not None:
             items, v = _learner_items(self.path, losses.file, losses.label, learner.dls.vocab, losses.is_valid)
             vocab = v if vocab is None else vocab
-        self.state = CleanerState(self.path, csv=csv, state=state, items=items, vocab=vocab)
+        with warnings.catch_warnings(record=True) as said:   # shown in the widget (a stderr box with a source line helps nobody)
+            warnings.simplefilter('always')
+            self.state = CleanerState(self.path, csv=csv, state=state, items=items, vocab=vocab)
+            self.state.refresh()   # the kernel's state object may be older than this cell: what changed since is said here
         self.path = self.state.path   # absolute, as the state's
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
         issues, stale = _fresh(_as_issues(issues, self.path), self.path)
-        self.warnings = audit_warnings(issues) + stale + _interrupted(self.path)
+        self.warnings = [str(w.message) for w in said] + audit_warnings(issues) + stale + _interrupted(self.path)
         if rows is None: rows = review_table(mode, losses=losses if mode == 'losses' else None, issues=issues, items=self.state.items)
         self.rows = self._with_splits(issue_table(rows))
         self.size = size or auto_size(self.path/f for f in self.rows.file if f in self.state.label_of)
@@ -783,6 +829,8 @@ def _quiet(self:ImageCleaner):
 @patch
 def _key(self:ImageCleaner):
     f = [self.f_label.value, self.f_pred.value, self.f_issue.value, self.f_split.value, self.f_score.value]
+    if self.mode == 'losses':   # another model (another notebook, a retrained learner) ranks in another order: its own position
+        f.append(content_hash('\n'.join(self.rows.file[:100]).encode())[:8])
     return ':'.join([self.mode] + [str(o) for o in f if o not in (_ALL, '')])
 
 @patch
@@ -812,7 +860,10 @@ def units(self:ImageCleaner)->list:
 def show(self:ImageCleaner, pos:int=0, # Row (or group) whose page is shown
          exact:bool=False):            # Start the page at `pos` itself (paging from the tiles shown)
     "Show the page holding row (or group) `pos`, or with `exact` the page starting there"
-    try: self.state.refresh(timeout=2)
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter('always'); self.state.refresh(timeout=2)
+        if said: self.message.value = '⚠ ' + html.escape(' '.join(str(w.message) for w in said))
     except Timeout: self.message.value = "the dataset is locked (an apply_cleaning or undo_cleaning is running): decisions shown may be out of date"
     us = self.units(); n = len(us)
     self.pos = max(0, min(pos, n - 1) if exact else min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))

@@ -65,7 +65,7 @@ def test_buttons_and_dropdowns_update_state_and_csv_each_time(root):
     assert 'cleaned.csv</code>: 11 rows' in c.summary.value and 'Reviewed <b>2</b> of 12' in c.summary.value
     c.next.click()
     assert list(c.tiles) == ['circle/000.png'] and c.counter.value == '<b>3–3</b> of 3 images' and c.next.disabled
-    assert state(root)['positions']['losses'] == 2
+    assert c._key().startswith('losses:') and state(root)['positions'][c._key()] == 2   # the key names the ranking too
     c.prev.click(); c.tiles['square/001.png'].dl.value = False     # undelete
     assert 'square/001.png' in set(cleaned(root).name) and len(cleaned(root)) == 12
     c.tiles['triangle/002.png'].dd.value = 'triangle'              # back to its own label: reviewed, kept
@@ -232,7 +232,7 @@ def test_hostile_state_file_is_never_applied(root, tmp_path):
         '../secret.txt': dict(action='relabel', label='circle'), 'circle/000.png': dict(action='relabel', label='../escape'),
         'circle/001.png': dict(action='relabel', label='_trash'), 'circle/002.png': 'delete', 'circle/003.png': dict(action='rm -rf'),
         '/etc/passwd': dict(action='delete'), 'square/000.png': dict(action='delete')}, positions={'x': 'y'}, generation='z')))
-    with pytest.warns(UserWarning, match=r'6 decision\(s\) ignored'):
+    with pytest.warns(UserWarning, match=r'6 decision\(s\) in .* set aside'):
         st = CleanerState(root)
     assert st.decisions == {'square/000.png': {'action': 'delete'}}
     moves = apply_cleaning(root)
@@ -736,3 +736,60 @@ def test_findings_about_files_changed_since_the_audit_are_left_out(root):
     d = ImageCleaner(root, issues=root/'issues.csv', mode='duplicates')
     assert [set(u.file) for u in d.units()] == [{'circle/001.png', 'circle/002.png'}]   # the pair missing an image is gone
     with pytest.raises(KeyError, match='not among the rows'): c.accept('nope.png')
+
+
+def test_files_moved_by_other_tools_reach_cleaned_csv_when_a_cleaner_opens_or_pages(root):
+    "fastai's cleaner loop (unlink, move) after our clicks: cleaned.csv kept listing the unlinked file until the next click"
+    import gc
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    c.tiles['circle/000.png'].dl.value = True
+    del c; gc.collect()                                            # a kernel restart
+    (root/'square/000.png').unlink(); shutil.move(root/'circle/001.png', root/'triangle/001b.png')
+    c = ImageCleaner(root, mode='all', batch_size=4)              # reopened: no click yet
+    df = cleaned(root)
+    assert set(df.name) == set(files(root)) - {'circle/000.png'} and df.set_index('name').label['triangle/001b.png'] == 'triangle'
+    (root/'square/001.png').unlink()                               # and with the cleaner open: a page turn is enough
+    c.next.click()
+    assert 'square/001.png' not in set(cleaned(root).name) and len(cleaned(root)) == len(files(root)) - 1
+    (root/'cleaned.csv').write_text('name,label\nsquare/002.png,circle\n')   # a hand edit is left alone until a click
+    (root/'square/002.png').unlink(); c.prev.click()
+    assert (root/'cleaned.csv').read_text() == 'name,label\nsquare/002.png,circle\n'
+
+
+def test_a_decision_about_a_file_moved_away_is_said_in_the_cleaner(root):
+    "It was a raw UserWarning with a source line in the notebook's stderr, and the deletion looked lost"
+    import gc
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    c.tiles['circle/000.png'].dl.value = True
+    del c; gc.collect()
+    shutil.move(root/'circle/000.png', root/'square/000b.png')     # another tool moved the file the user deleted
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        c = ImageCleaner(root, mode='all', batch_size=4)
+    assert any("circle/000.png" in w and 'set aside' in w for w in c.warnings)
+    assert "circle/000.png" in c.widget.children[0].value          # shown at the top of the widget
+    shutil.move(root/'square/000b.png', root/'circle/000.png')     # moved back: the deletion counts again
+    c.next.click()
+    assert 'circle/000.png' not in set(cleaned(root).name) and state(root)['decisions'] == {'circle/000.png': {'action': 'delete'}}
+
+
+def test_a_page_position_belongs_to_its_ranking(root):
+    "Two notebooks ranking by different models: the second opened at the first one's page (positions were per mode)"
+    a = issues_table(); b = a.assign(score=1 - a.score)            # two models' rankings of the same images
+    ca = ImageCleaner(root, issues=a, mode='losses', batch_size=1)
+    ca.next.click(); ca.next.click()
+    cb = ImageCleaner(root, issues=b, mode='losses', batch_size=1)
+    assert cb.pos == 0
+    assert ImageCleaner(root, issues=a, mode='losses', batch_size=1).pos == 2   # the same ranking reopened: where it was left
+
+
+def test_a_kill_between_the_state_file_and_cleaned_csv_is_repaired_on_open(root):
+    "Killed after the state file and before cleaned.csv: the CSV trained on a deleted image until the next click, which then called it a hand edit"
+    st = CleanerState(root)
+    st.delete('circle/000.png'); before = (root/'cleaned.csv').read_bytes()
+    st.delete('circle/001.png'); after = (root/'cleaned.csv').read_bytes()
+    (root/'cleaned.csv').write_bytes(before)                       # what the kill leaves: the new state, the old CSV
+    _other_kernel(root, "import warnings; warnings.simplefilter('error'); print(st.summary())")   # a new kernel opens it
+    assert (root/'cleaned.csv').read_bytes() == after
+    _other_kernel(root, "import warnings; warnings.simplefilter('error'); st.delete('square/000.png')")
+    assert not list(root.glob('cleaned.csv.*')) and 'square/000.png' not in set(cleaned(root).name)

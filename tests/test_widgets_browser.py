@@ -198,6 +198,15 @@ def test_cleaner_in_jupyterlab(tmp_path, artifacts):
             page.get_by_role('button', name='Next').click()  # paging reaches the kernel and comes back
             page.locator('.imgclean-cleaner', has_text='5–6').wait_for(timeout=30_000)
             expect(page.locator('.imgclean-tile')).to_have_count(2, timeout=30_000)
+            # with the cleaner focused, Lab's one-key shortcuts stay off ('b' would insert a cell) but Ctrl+S saves
+            # (every Lab shortcut used to be off there: the notebook was not saved)
+            cells_before = page.locator('.jp-Cell').count()
+            page.locator('.imgclean-cleaner small', has_text='keys').click()
+            page.keyboard.press('b'); time.sleep(1)
+            assert page.locator('.jp-Cell').count() == cells_before
+            saved = os.stat(nb).st_mtime_ns
+            page.keyboard.press('Control+s')
+            _wait_for(lambda: os.stat(nb).st_mtime_ns != saved, 30, 'the notebook saved by Ctrl+S')
         except Exception:
             try: page.screenshot(path=str(artifacts/'widgets_jupyterlab_failure.png'), full_page=True)
             except Exception: pass
