@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'SPLITS', 'MAX_PIXELS', 'IMAGE_ERRORS', 'ISSUE_COLUMNS', 'LABEL_ISSUES', 'DUPLICATE_ISSUES',
            'QUALITY_ISSUES', 'ISSUE_TYPES', 'rel_name', 'in_root', 'is_image_name', 'split_folders', 'class_items',
-           'atomic_write', 'write_csv', 'content_hash', 'file_hash', 'ImageTooLarge', 'open_image', 'issue_table',
-           'read_issues', 'write_issues', 'read_labels_csv']
+           'atomic_write', 'sweep_tmp', 'csv_text', 'write_csv', 'content_hash', 'file_hash', 'ImageTooLarge',
+           'open_image', 'issue_table', 'read_issues', 'write_issues', 'read_labels_csv']
 
 # %% ../nbs/00_core.ipynb #3
-import hashlib, mimetypes, os, secrets, struct, threading, warnings
+import csv, hashlib, mimetypes, os, re, secrets, struct, threading, time, warnings
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -81,7 +81,8 @@ def _links_checked(path, rows, skipped):
     "`rows` (name, file, split, is_link) less the symlinks leaving `path` or to a file listed already (added to `skipped`)"
     root, real, kept = path.resolve(), {}, []
     for name, f, split, link in rows:
-        target = f.resolve()
+        try: target = f.resolve()
+        except (RuntimeError, OSError) as e: skipped.append((name, f"symlink that cannot be resolved ({e})")); continue   # a loop
         if link and not target.is_relative_to(root): skipped.append((name, 'symlink leaving the dataset root')); continue
         if not link: real[target] = name
         kept.append((name, f, split, link, target))
@@ -92,6 +93,14 @@ def _links_checked(path, rows, skipped):
         items.append((name, f.parent.name, split))
     return items
 
+def _utf8(s:str)->bool:
+    try: s.encode('utf-8'); return True
+    except UnicodeEncodeError: return False
+
+def _shown_name(s:str)->str:
+    "`s` printable anywhere: the bytes of a name that is not valid UTF-8 as \\x escapes"
+    return s if _utf8(s) else s.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
 def class_items(path:Path,            # Dataset root: class folders, or split folders holding class folders
                 all_files:bool=False, # Every file in the class folders, not only image files (what `verify` checks)
                )->pd.DataFrame:       # Columns name (relative to `path`, '/'-separated), label, split; sorted by name
@@ -101,6 +110,9 @@ def class_items(path:Path,            # Dataset root: class folders, or split fo
     cands, links = _candidates(path, split_folders(path))
     skipped = [(rel_name(l, path), 'symlinked folder (not followed)') for l in links]
     rows = [(f.relative_to(path).as_posix(), f, split, f.is_symlink()) for f, split in cands if all_files or is_image_name(f)]
+    if bad := [r for r in rows if not _utf8(r[0])]:   # bytes no encoding decodes (Linux allows them): no table, CSV or widget can hold the name
+        skipped += [(_shown_name(r[0]), 'file name is not valid UTF-8: rename it') for r in bad]
+        rows = [r for r in rows if _utf8(r[0])]
     # resolving every file is most of the time this takes: only done when some file is a symlink
     items = _links_checked(path, rows, skipped) if any(r[3] for r in rows) else [(n, f.parent.name, s) for n, f, s, _ in rows]
     df = pd.DataFrame(items, columns=['name', 'label', 'split']).sort_values('name', ignore_index=True)
@@ -130,6 +142,28 @@ def atomic_write(fn:Path,           # Target file (its folder is created)
     if fsync: _fsync_dir(fn.parent)
     return fn
 
+_TMP = re.compile(r'^\..+\.(\d+)(?:\.\d+\.[0-9a-f]{6})?\.tmp$')   # `atomic_write`'s temporary names (and export's)
+
+def _alive(pid:int)->bool:
+    try: os.kill(pid, 0); return True
+    except ProcessLookupError: return False
+    except OSError: return True   # another user's process
+
+def sweep_tmp(folder:Path,             # Folder to clean
+              prefix:str='',           # Only temporary files of targets starting with this name
+              min_age:float=600,       # Seconds since the file last changed (a slow writer on another machine is left alone)
+             )->int:                   # Files removed
+    "Remove temporary files that a killed writer (its process gone) left in `folder`"
+    n, now = 0, time.time()
+    try: names = [e for e in os.scandir(folder) if e.name.startswith('.' + prefix) and e.name.endswith('.tmp')]
+    except OSError: return 0
+    for e in names:
+        m = _TMP.match(e.name)
+        try:
+            if m and not _alive(int(m[1])) and now - e.stat(follow_symlinks=False).st_mtime > min_age: os.unlink(e.path); n += 1
+        except OSError: pass
+    return n
+
 def _fsync_dir(d):
     "Flush the folder entry of a rename to disk (a no-op where folders cannot be opened)"
     try: fd = os.open(d, os.O_RDONLY)
@@ -138,9 +172,14 @@ def _fsync_dir(d):
     except OSError: pass
     finally: os.close(fd)
 
+def csv_text(df:pd.DataFrame)->str:
+    "`df` as CSV text without its index; every field quoted when one holds a carriage return (pandas quotes only newlines, and readers end a row at a bare CR)"
+    cr = any(df[c].map(lambda v: isinstance(v, str) and '\r' in v).any() for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]))
+    return df.to_csv(index=False, quoting=csv.QUOTE_ALL if cr else csv.QUOTE_MINIMAL)
+
 def write_csv(df:pd.DataFrame, fn:Path)->Path:
     "Write `df` (without its index) to the CSV `fn` atomically"
-    return atomic_write(fn, df.to_csv(index=False))
+    return atomic_write(fn, csv_text(df))
 
 # %% ../nbs/00_core.ipynb #29
 def content_hash(data:bytes)->str:
@@ -265,7 +304,9 @@ def read_labels_csv(path:Path,          # Dataset root: the names returned are r
         df = pd.read_csv(src, dtype=str, keep_default_na=False)
     fc, lc = _column(df, fn_col, src), _column(df, label_col, src)
     root, base = path.resolve(), (path/folder).resolve()
-    names, labels = df[fc].str.strip() + suffix, df[lc].str.strip()
+    # spaces around a value are dropped (a hand-written "a.jpg, cat"), unless the value as written is a file or a class
+    names = [n + suffix if n == n.strip() or check_files and (base/(n + suffix)).exists() else n.strip() + suffix for n in df[fc]]
+    labels = pd.Series([l if vocab is not None and l in vocab else l.strip() for l in df[lc]], dtype=object)
     probs = [_row_problem(root, base, n, l, vocab, check_files) for n, l in zip(names, labels)]
     bad = [f"row {i+2}: {p}" for i, (p, _) in enumerate(probs) if p and p != 'missing']
     gone = [i for i, (p, _) in enumerate(probs) if p == 'missing']

@@ -233,8 +233,8 @@ def csv_dls(path:Path,            # Dataset root
 _fastai_do_one = ColReader._do_one
 
 def _do_one_by_position(self, r, c):
-    "fastai's `ColReader._do_one`, reading an integer column of a DataFrame row by position (as before pandas 3)"
-    return _fastai_do_one(self, r.iloc if isinstance(c, int) and isinstance(r, pd.Series) else r, c)
+    "fastai's `ColReader._do_one`, reading an integer column of a DataFrame row by position when it is not a label (as before pandas 3)"
+    return _fastai_do_one(self, r.iloc if isinstance(c, int) and isinstance(r, pd.Series) and c not in r.index else r, c)
 
 if getattr(ColReader._do_one, '__name__', '') != '_do_one_by_position': ColReader._do_one = _do_one_by_position
 

@@ -18,9 +18,10 @@ import pandas as pd
 from fastprogress.fastprogress import progress_bar
 from filelock import FileLock, Timeout
 
-from .core import IMAGE_ERRORS, MAX_PIXELS, atomic_write, content_hash, file_hash, open_image, write_csv
-from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name, read_verdicts,
-                             sniff_image, write_verdicts)
+from .core import (IMAGE_ERRORS, MAX_PIXELS, _shown_name, _utf8, atomic_write, content_hash, csv_text, file_hash, open_image,
+                           write_csv)
+from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name,
+                             quarantine_files, read_verdicts, sniff_image, write_verdicts)
 
 # %% ../nbs/01_download.ipynb #5
 _HEADERS = ('image_url', 'img_url', 'image', 'src', 'url', 'urls', 'link', 'links', 'href')   # a URL column's names, likeliest first
@@ -397,7 +398,10 @@ def _url_lists(urls, label):
     if p.is_file(): return {label: read_urls(p)}
     raise FileNotFoundError(f"{p} does not exist; pass a folder of urls_<class>.csv files, a file of URLs, a dict or a list")
 
-def _file_stem(url): return hashlib.sha1(url.encode('utf-8', 'surrogatepass')).hexdigest()[:16]
+def _file_stem(url, cls=None):
+    "A file stem from `url` (and its class: one URL listed in two classes gets two names, so moving a file to the other class never collides)"
+    key = url if cls is None else f"{cls}\0{url}"
+    return hashlib.sha1(key.encode('utf-8', 'surrogatepass')).hexdigest()[:16]
 
 # %% ../nbs/01_download.ipynb #7139da80
 def _is_url(p)->bool:
@@ -577,7 +581,7 @@ def _resume(jobs, root, old):
     files, stems = _listing(root, {r['class'] for r in jobs})
     for r in jobs:
         o = prev.get((r['class'], r['url']))
-        found = stems.get((r['class'], _file_stem(r['url'])))
+        found = stems.get((r['class'], _file_stem(r['url'], r['class']))) or stems.get((r['class'], _file_stem(r['url'])))   # or named by an older version
         if o and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found, root)
         else: todo.append(r); continue
@@ -599,13 +603,17 @@ def _check_stored(jobs, root, o, kept, hashes, res):
     if not rows: return
     check = lambda r: check_image(root/r['file'], o['max_size'], o['max_pixels'], min_size=o['min_size'], formats=o['formats'])
     with ThreadPoolExecutor(os.cpu_count() or 1) as ex: verdicts = list(ex.map(check, rows))
+    bad = []
     for r, v in zip(rows, verdicts):
         if v['ok']:
             res['verdicts'][v['sha']] = dict(sha=v['sha'], width=v['width'], height=v['height'], key=v['key'], format=v['format'])
             hashes.setdefault(v['sha'], []).append(r['file'])   # rewritten (upright RGB, resized): known by its new bytes too
-            r.update(bytes=(root/r['file']).stat().st_size, width=v['width'], height=v['height'], hash=v['sha']); continue
-        to = free_name(o['quarantine']/r['file']); to.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(root/r['file']), str(to)); rel = to.relative_to(o['quarantine']).as_posix()
+            r.update(bytes=(root/r['file']).stat().st_size, width=v['width'], height=v['height'], hash=v['sha'])
+        else: bad.append((r, v))
+    if not bad: return
+    dst = quarantine_files(root, o['quarantine'], pd.DataFrame(dict(file=[r['file'] for r, _ in bad], label=[r['class'] for r, _ in bad],
+                                                                     reason=[v['reason'] for _, v in bad])))
+    for (r, v), rel in zip(bad, dst):
         res['rejected'].append(dict(file=r['file'], label=r['class'], reason=v['reason'], quarantined=rel))
         kept[r['class']] -= 1; hashes[r['hash']] = [f for f in hashes.get(r['hash'], []) if f != r['file']]
         r.update(status='failed', reason=f"verify: {v['reason']} (stored by an earlier run; moved to quarantine {rel})", file='')
@@ -627,7 +635,7 @@ def _first_wins(rows, root):
         ok = [r for r in g if r['status'] == 'ok']
         if len(g) < 2 or len(ok) != 1 or g[0] is ok[0]: continue
         a, b = g[0], ok[0]
-        new = f"{Path(b['file']).parent.as_posix()}/{_file_stem(a['url'])}{Path(b['file']).suffix}"
+        new = f"{Path(b['file']).parent.as_posix()}/{_file_stem(a['url'], a['class'])}{Path(b['file']).suffix}"
         if (root/new).exists(): continue   # never replace a file
         (root/b['file']).replace(root/new)
         a.update(status='ok', reason=b['reason'], file=new)
@@ -751,7 +759,7 @@ class _Downloader:
 
     def _reject(self, r, data, ext, h, reason):
         "Keep `data` in the quarantine folder (one copy across reruns) and mark `r` failed with the reason"
-        to = self.o['quarantine']/r['class']/f"{_file_stem(r['url'])}.{ext}"
+        to = self.o['quarantine']/r['class']/f"{_file_stem(r['url'], r['class'])}.{ext}"
         if not (to.is_file() and to.read_bytes() == data):
             with self.lock: to = free_name(to); atomic_write(to, data)
         rel = to.relative_to(self.o['quarantine']).as_posix()
@@ -760,7 +768,7 @@ class _Downloader:
 
     def _name(self, r, ext, h):
         "A free file name in `r`'s class folder, never an existing file (nor one in `o['stored']` at a URL) unless it holds these very bytes `h`"
-        stem = _preserved_stem(r['url']) if self.o['preserve_filename'] else _file_stem(r['url'])
+        stem = _preserved_stem(r['url']) if self.o['preserve_filename'] else _file_stem(r['url'], r['class'])
         fn, stored = self.root/r['class']/f'{stem}.{ext}', self.o.get('stored', ())
         i = 1
         while fn in self.taken or fn.exists() or f"{r['class']}/{fn.name}" in stored:
@@ -926,7 +934,7 @@ def _fetch_shard(root, o:dict, rows:list, shard_fn)->tuple:
 def _write_rows(rows:list, fn):
     "Write manifest `rows` to the CSV `fn` (a path or an `_FsPath`) in one piece"
     df = pd.DataFrame(rows, columns=MANIFEST_COLS)
-    if isinstance(fn, _FsPath): fn.write_bytes(df.to_csv(index=False).encode())
+    if isinstance(fn, _FsPath): fn.write_bytes(csv_text(df).encode())
     else: write_csv(df, fn)
 
 def _dedupe(batch, hashes, kept, root):
@@ -1173,6 +1181,8 @@ def _check_classes(lists):
     if any(not c for c in lists): raise ValueError("a class name is empty (a file named urls_.csv, or label=''); name the file urls_<class>.csv or pass label=")
     taken = [c for c in lists if c in _RESERVED]
     if taken: raise ValueError(f"class names {taken} are the names of files a download writes ({', '.join(_RESERVED)}); rename them")
+    if enc := [c for c in lists if not _utf8(c)]:
+        raise ValueError(f"class names {[_shown_name(c) for c in enc]} are not valid UTF-8 (from the bytes of a file name); rename those urls_ files")
     bad = [c for c in lists if c.startswith(('_', '.')) or '/' in c or '\\' in c]
     if bad: raise ValueError(f"class names {bad} cannot be class folders (a leading '_' or '.' hides a folder from the dataset); rename them")
 

@@ -22,7 +22,7 @@ from fastai.vision.core import PILImage
 from fastprogress.fastprogress import progress_bar
 from PIL import Image, ImageOps
 
-from .core import IMAGE_ERRORS, MAX_PIXELS, write_csv
+from .core import IMAGE_ERRORS, MAX_PIXELS, _shown_name, _utf8, sweep_tmp, write_csv
 from .interpret import predict_probs
 
 # %% ../nbs/08_export.ipynb #7
@@ -43,6 +43,7 @@ def export_learner(learn:Learner,          # A trained `Learner`
     fn = Path(fname) if Path(fname).is_absolute() else Path(learn.path)/fname
     if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass a file name such as {fn/'export.pkl'}")
     fn.parent.mkdir(parents=True, exist_ok=True)
+    sweep_tmp(fn.parent, fn.name)   # a model-sized temporary file of an export that was killed
     tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')
     bad = [cb for cb in learn.cbs if not _picklable(cb)]
     if bad:
@@ -77,7 +78,8 @@ def load_export(fname,           # An export.pkl (or a `Learner`, returned as is
             warnings.filterwarnings('ignore', message='.*insecure pickle.*')  # said once above, in plain words
             learn = load_learner(fn, cpu=cpu)
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, UnicodeDecodeError) as e:
-        raise ValueError(f"{fn} is not a fastai export (or is truncated): {type(e).__name__}: {str(e)[:200]}. "
+        why = ' '.join(str(e).split()); why = why if len(why) <= 300 else why[:300].rsplit(' ', 1)[0] + ' ...'
+        raise ValueError(f"{fn} is not a fastai export (or is truncated): {type(e).__name__}: {why}. "
                          "Create one with `export_learner(learn, 'export.pkl')`") from None
     except AttributeError as e:
         if 'Custom classes' in str(e): raise  # fastai's message: import the functions the model was trained with
@@ -112,6 +114,7 @@ def image_paths(items,  # Files and/or folders (searched recursively; hidden fil
             for f in sorted(p.rglob('*')):
                 rel = f.relative_to(p).parts
                 if not f.is_file() or any(s.startswith('.') for s in rel): continue
+                if not _utf8(str(f)): put(Path(_shown_name(str(f))), skip, 'file name is not valid UTF-8: rename it'); continue
                 if f.suffix.lower() in ext: put(f, todo)
                 else: put(f, skip, f'not an image file ({f.suffix or "no extension"})')
         elif p.is_file(): put(p, todo)

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['WEB_FORMATS', 'MIN_SIZE', 'VERDICTS', 'format_name', 'accepts_format', 'sniff_image', 'needs_rgb', 'to_rgb',
-           'load_rgb', 'pixel_digest', 'check_image', 'free_name', 'add_to_report', 'read_verdicts', 'write_verdicts']
+           'load_rgb', 'pixel_digest', 'check_image', 'free_name', 'add_to_report', 'quarantine_files', 'read_verdicts',
+           'write_verdicts']
 
 # %% ../nbs/00_images.ipynb #2
-import functools, hashlib, io, math, re, struct, warnings, zlib
+import functools, hashlib, io, math, re, shutil, struct, warnings, zlib
 from pathlib import Path
 
 import numpy as np
@@ -378,21 +379,38 @@ def check_image(fn:Path|bytes,       # An image file, or the bytes of one
     return r
 
 # %% ../nbs/00_images.ipynb #60
-def free_name(fn:Path)->Path:
-    "`fn`, or `fn` with a numeric suffix when it already exists"
+def free_name(fn:Path, taken=())->Path:
+    "`fn`, or `fn` with a numeric suffix when it already exists (or is in `taken`)"
     i, out = 1, fn
-    while out.exists(): out = fn.with_name(f'{fn.stem}_{i}{fn.suffix}'); i += 1
+    while out.exists() or out in taken: out = fn.with_name(f'{fn.stem}_{i}{fn.suffix}'); i += 1
     return out
 
 # %% ../nbs/00_images.ipynb #63
 def add_to_report(q:Path, rows:pd.DataFrame):
     "Add `rows` (file, label, reason, quarantined) to the quarantine report `q/report.csv`"
     if (q/'report.csv').is_file():
-        try: old = pd.read_csv(q/'report.csv', keep_default_na=False)
+        try: old = pd.read_csv(q/'report.csv', keep_default_na=False, dtype=str)   # a class named 001 stays 001
         except (OSError, ValueError, pd.errors.ParserError) as e:
             warnings.warn(f"{q/'report.csv'} is unreadable ({e}); it is replaced by the rows of this run")
         else: rows = pd.concat([old, rows]).drop_duplicates('quarantined', keep='last')
     write_csv(rows, q/'report.csv')
+
+def quarantine_files(root:Path, # Folder the `rows`' files are under
+                     q:Path,    # Quarantine folder
+                     rows:pd.DataFrame, # file (relative to `root`), label, reason
+                    )->list:    # Where each file went, relative to `q`
+    "Move the files of `rows` to `q` (never overwriting), their report rows written first: a kill part-way leaves no moved file without its reason"
+    taken, dst = set(), []
+    for f in rows.file: to = free_name(q/f, taken); taken.add(to); dst.append(to.relative_to(q).as_posix())
+    add_to_report(q, rows.assign(quarantined=dst)[['file', 'label', 'reason', 'quarantined']])
+    moved = 0
+    try:
+        for f, d in zip(rows.file, dst):
+            (q/d).parent.mkdir(parents=True, exist_ok=True); shutil.move(str(Path(root)/f), str(q/d)); moved += 1
+    except BaseException:   # an error or Ctrl-C: the rows of files still in place leave the report (a kill leaves them to the rerun, which plans the same names)
+        rep = pd.read_csv(q/'report.csv', keep_default_na=False, dtype=str)
+        write_csv(rep[~rep.quarantined.isin(dst[moved:])], q/'report.csv'); raise
+    return dst
 
 # %% ../nbs/00_images.ipynb #67
 VERDICTS = '.imgclean_cache/verified.csv'
@@ -412,6 +430,7 @@ def read_verdicts(path:Path)->dict:
 def write_verdicts(path:Path, rows, replace:bool=False):
     "Record `rows` (a DataFrame or dicts with file, sha, width, height, key, format) as verified under `path`; merged unless `replace`"
     new = pd.DataFrame(rows)
+    if not len(new): new = pd.DataFrame(columns=_VCOLS)   # nothing verified (an empty folder)
     if 'format' not in new.columns: new['format'] = ''
     new = new[_VCOLS].astype(str)
     old = read_verdicts(path) if not replace else {}

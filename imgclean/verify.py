@@ -15,9 +15,9 @@ from fastcore.foundation import L
 from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
-from .core import IMAGE_ERRORS, MAX_PIXELS, class_items, file_hash, is_image_name, open_image, rel_name, write_csv
+from .core import IMAGE_ERRORS, MAX_PIXELS, class_items, file_hash, is_image_name, open_image, rel_name, sweep_tmp, write_csv
 from .download import _lock, summarize_downloads
-from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, add_to_report, check_image, free_name, pixel_digest,
+from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, check_image, pixel_digest, quarantine_files,
                              read_verdicts, write_verdicts)
 
 # %% ../nbs/02_verify.ipynb #5
@@ -89,19 +89,30 @@ def _exact_duplicates(df, root, n_workers=1):
 # %% ../nbs/02_verify.ipynb #19
 def _quarantine(df, root, q):
     "Move the files `df` does not keep from `root` to `q` (never overwriting); the `quarantined` column (relative to `q`)"
-    out = pd.Series('', index=df.index)
-    for i, row in df[~df.ok].iterrows():
-        to = free_name(q/row.file); to.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(root/row.file), str(to)); out[i] = to.relative_to(q).as_posix()
-    if (out != '').any(): add_to_report(q, df.assign(quarantined=out).loc[out != '', ['file', 'label', 'reason', 'quarantined']])
+    out, bad = pd.Series('', index=df.index), df[~df.ok]
+    if len(bad): out[bad.index] = quarantine_files(root, q, bad)
     return out
 
-def _update_manifest(fn, df):
+def _quarantined_before(q, man, root)->pd.DataFrame:
+    "Rows of `man` (manifest) marked ok whose file is gone and in the quarantine report `q/report.csv` (a verify killed before it updated the manifest)"
+    gone = man[(man.status == 'ok') & (man.file != '')]
+    gone = gone[[not (root/f).exists() for f in gone.file]]
+    if not len(gone) or not (q/'report.csv').is_file(): return pd.DataFrame(columns=['file', 'reason', 'quarantined'])
+    try: rep = pd.read_csv(q/'report.csv', keep_default_na=False, dtype=str)
+    except (OSError, ValueError, pd.errors.ParserError): return pd.DataFrame(columns=['file', 'reason', 'quarantined'])
+    rep = rep[rep.file.isin(set(gone.file)) & pd.Series([(q/f).exists() for f in rep.quarantined], index=rep.index, dtype=bool)]
+    return rep.drop_duplicates('file', keep='last')[['file', 'reason', 'quarantined']]
+
+def _update_manifest(fn, df, q=None):
     "Under the dataset's lock (a download may be writing it too), mark quarantined files failed and bring the kept files' size, bytes and hash up to date in the manifest `fn`"
     with _lock(fn.parent, 'records'):
         old = pd.read_csv(fn, keep_default_na=False, dtype=str)
         if 'file' not in old.columns: return
-        man, by = old.copy(), df.set_index('file')
+        man = old.copy()
+        if q is not None and 'status' in man.columns:   # moved by a verify killed before its manifest update: said now
+            before = _quarantined_before(q, man, fn.parent)
+            df = pd.concat([df, before.assign(ok=False)[~before.file.isin(set(df.file))]], ignore_index=True)
+        by = df.set_index('file')
         q = man.file.map(by.quarantined).fillna('')
         out, ok = q != '', man.file.map(by.ok).fillna(False).astype(bool) & (q == '')
         man.loc[out, 'reason'] = 'verify: ' + man.file[out].map(by.reason) + ' (moved to quarantine/' + q[out] + ')'
@@ -154,10 +165,11 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
     if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder; pass the dataset root holding one folder per class")
     t0, q = time.monotonic(), _default_quarantine(path, quarantine)
     items = class_items(path, all_files=True)   # every file in the class folders: a page saved as .jpg is caught too
+    for d in {path} | {(path/n).parent for n in items.name}: sweep_tmp(d)   # what a killed run (ours, a click) was writing
     o = dict(max_size=max_size, max_pixels=max_pixels, resample=resample, min_size=min_size, formats=formats)
     df = _verify_files(path, items.name.tolist(), items.label.tolist(), o, q, n_workers, progress, reuse=reuse)
     write_verdicts(path, df[df.ok], replace=True)
-    if manifest and (path/'manifest.csv').is_file(): _update_manifest(path/'manifest.csv', df)
+    if manifest and (path/'manifest.csv').is_file(): _update_manifest(path/'manifest.csv', df, q)
     df = df.drop(columns=['key', 'sha', 'digest'])
     df.attrs['seconds'] = time.monotonic() - t0
     if verbose: print(summarize_downloads(df) + (f" Quarantine: {q}" if (df.quarantined != '').any() else ''))
@@ -195,7 +207,7 @@ def verify_images(fns,                  # fastai v2: a list (or `L`) of image fi
                   img_format:str=None,  # fastai v1's output format; not offered
                   resume:bool=None,     # fastai v1's resume: always on here (unchanged files that passed are not decoded again)
                   quarantine:Path=None, # Folder form: where failures are moved; default `<root>_quarantine` next to the folder's parent
-                  max_pixels:int=MAX_PIXELS, # Images with more pixels fail (a decompression-bomb guard; raise it for huge real images)
+                  max_pixels:int=2*MAX_PIXELS, # Images with more pixels fail: Pillow's decompression-bomb error, where fastai's check fails too
                   min_size:int=0,       # Images with a side shorter than this fail (0: any size, as fastai)
                   formats=None,         # Accepted formats (None: every format Pillow reads, as fastai)
                   progress:bool=True,   # Show a progress bar
@@ -219,7 +231,7 @@ def verify_images(fns,                  # fastai v2: a list (or `L`) of image fi
     df = _verify_files(root, [rel_name(f, root) for f in files], [f.parent.name for f in files], dict(o, max_size=max_size, resample=interp),
                        q, max_workers, progress, move=delete is not False)
     write_verdicts(root, df[df.ok])
-    if (root/'manifest.csv').is_file(): _update_manifest(root/'manifest.csv', df)
+    if (root/'manifest.csv').is_file(): _update_manifest(root/'manifest.csv', df, q)
     df = df.drop(columns=['key', 'sha', 'digest']); df.attrs['seconds'] = time.monotonic() - t0
     if verbose: print(summarize_downloads(df) + (f" Quarantine: {q}" if (df.quarantined != '').any() else ''))
     return df

@@ -70,3 +70,79 @@ def test_image_extensions_do_not_depend_on_import_order():
     after = subprocess.run([sys.executable, '-c', 'import fastai.data.transforms as t; ' + code + '; print(sorted(t.image_extensions))'],
                            capture_output=True, text=True, check=True).stdout.splitlines()
     assert "'.webp'" in alone and alone.strip() == after[0] == after[1]
+
+
+def _named_folders(root, classes, n):
+    "`n` drawn shapes in each of the folders `classes` (any names), one shape kind per folder"
+    from imgclean.datasets import DEMO_CLASSES, draw_shape
+    for j, c in enumerate(classes):
+        (root/c).mkdir(parents=True, exist_ok=True)
+        for i in range(n): draw_shape(DEMO_CLASSES[j % len(DEMO_CLASSES)], 32, seed=i).save(root/c/f'{i:03d}.png')
+    return root
+
+
+def test_a_carriage_return_in_a_file_name_round_trips_through_every_csv(tmp_path):
+    "pandas quotes newlines but not a bare CR: cleaned.csv, issues.csv and the other CSVs split such a row in two"
+    import csv
+    from imgclean.core import read_issues, write_issues
+    from imgclean.widgets import read_cleaned
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 3)
+    (root/'cat'/'000.png').rename(root/'cat'/'c\rr.png')
+    st = CleanerState(root); st.delete('dog/000.png')
+    with open(root/'cleaned.csv', newline='') as f: rows = list(csv.reader(f))[1:]
+    assert sorted(r[0] for r in rows) == sorted(n for n in class_items(root).name if n != 'dog/000.png')
+    assert 'cat/c\rr.png' in set(read_cleaned(root).name) and len(read_cleaned(root)) == 5
+    issues = pd.DataFrame(dict(file=['cat/c\rr.png'], label=['cat'], issue=['label'], score=[.9], suggestion=['dog']))
+    write_issues(issues, root/'issues.csv')
+    assert list(read_issues(root/'issues.csv').file) == ['cat/c\rr.png']
+
+
+def test_a_name_that_is_not_utf8_is_skipped_by_name_not_a_crash(tmp_path):
+    "Linux allows any bytes in a name; every stage raised UnicodeEncodeError ('surrogates not allowed') without naming the file"
+    import os, warnings
+    from imgclean.export import image_paths
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 3)
+    bad = os.fsdecode(os.fsencode(str(root/'cat')) + b'/photo\xff.png')
+    Path(bad).write_bytes((root/'cat'/'000.png').read_bytes())
+    with pytest.warns(UserWarning, match=r"cat/photo\\xff.png \(file name is not valid UTF-8: rename it\)"):
+        items = class_items(root)
+    assert len(items) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        df = verify_dataset(root, progress=False, verbose=False)
+        assert len(df) == 6 and df.ok.all() and Path(bad).exists()      # left where it is, named in the warning
+        CleanerState(root).delete('cat/001.png')
+        assert len(pd.read_csv(root/'cleaned.csv')) == 5
+    todo, skip = image_paths(root)
+    enc = [(f, r) for f, r in skip if 'UTF-8' in r]
+    assert len(todo) == 6 and [r for _, r in enc] == ['file name is not valid UTF-8: rename it'] and '\\xff' in str(enc[0][0])
+
+
+def test_class_folders_with_spaces_round_trip_through_cleaned_csv(tmp_path):
+    "' cat' and 'dog ' were stripped on reading: unknown label 'cat', file 'cat/000.png' does not exist"
+    from imgclean.core import read_labels_csv
+    from imgclean.widgets import read_cleaned
+    root = _named_folders(tmp_path/'ds', (' cat', 'dog '), 3)
+    st = CleanerState(root); st.delete(' cat/000.png'); st.relabel('dog /001.png', ' cat')
+    df = read_cleaned(root)
+    assert sorted(df.label) == [' cat'] * 3 + ['dog '] * 2 and ' cat/001.png' in set(df.name)
+    (tmp_path/'hand.csv').write_text('name,label\n dog /002.png , cat\n')   # padding around a name written by hand still goes
+    assert read_labels_csv(root, tmp_path/'hand.csv', vocab=[' cat', 'dog ']).values.tolist() == [['dog /002.png', ' cat']]
+
+
+def test_a_symlink_loop_is_skipped_with_its_name(tmp_path):
+    "It was RuntimeError('Symlink loop') out of every stage, and a traceback out of the CLI"
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 2)
+    (root/'cat'/'a.png').symlink_to(root/'cat'/'b.png'); (root/'cat'/'b.png').symlink_to(root/'cat'/'a.png')
+    with pytest.warns(UserWarning, match=r"cat/a.png \(symlink that cannot be resolved"):
+        items = class_items(root)
+    assert sorted(items.name) == ['cat/000.png', 'cat/001.png', 'dog/000.png', 'dog/001.png']
+
+
+def test_the_quarantine_report_keeps_class_names_that_look_like_numbers(tmp_path):
+    root = _named_folders(tmp_path/'ds', ('001', '002'), 2)
+    for i, c in enumerate(('001', '002')):
+        (root/c/'bad.png').write_bytes(b'not an image')
+        verify_dataset(root, progress=False, verbose=False)
+    rep = pd.read_csv(tmp_path/'ds_quarantine'/'report.csv', dtype=str, keep_default_na=False)
+    assert sorted(rep.label) == ['001', '002']

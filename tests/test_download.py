@@ -376,7 +376,7 @@ def test_a_copy_written_meanwhile_by_an_older_run_is_reused_not_doubled(tmp_path
         def log_message(self, *a): pass
         def do_GET(self):
             (dest/'a').mkdir(parents=True, exist_ok=True)
-            (dest/'a'/f'{_file_stem(url)}.jpg').write_bytes(data)   # the older run's late write, after this run's resume step
+            (dest/'a'/f'{_file_stem(url, "a")}.jpg').write_bytes(data)   # the older run's late write, after this run's resume step
             self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.send_header('Content-Length', str(len(data)))
             self.end_headers(); self.wfile.write(data)
     srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -384,7 +384,7 @@ def test_a_copy_written_meanwhile_by_an_older_run_is_reused_not_doubled(tmp_path
         url = f'http://127.0.0.1:{srv.server_address[1]}/x.jpg'
         df = download_images([url], dest, label='a', progress=False, verbose=False, retries=0, timeout=10)
     finally: srv.shutdown(); srv.server_close()
-    assert list(df.status) == ['ok'] and [f.name for f in (dest/'a').iterdir()] == [f'{_file_stem(url)}.jpg']
+    assert list(df.status) == ['ok'] and [f.name for f in (dest/'a').iterdir()] == [f'{_file_stem(url, "a")}.jpg']
     assert (dest/df.file[0]).read_bytes() == data
 
 
@@ -789,3 +789,18 @@ def test_class_names_from_file_names_are_trimmed_and_same_named_lists_add_up(tmp
     (tmp_path/'urls_dog.txt').write_text('http://a.test/2.jpg\n')     # the same class saved twice, as .csv and .txt
     (tmp_path/'urls_cat.csv').write_text('http://a.test/3.jpg\n')
     assert _url_lists(tmp_path, None) == {'cat': ['http://a.test/3.jpg'], 'dog': ['http://a.test/1.jpg', 'http://a.test/2.jpg']}
+
+
+def test_one_url_in_two_classes_gets_two_names_so_the_books_move_loop_works(server, tmp_path):
+    "Overlapping search results: one URL in 'grizzly' and 'black' got the same name in both folders, and the book's shutil.move failed"
+    import shutil
+    url = server.img_url('2.jpg')
+    for c, urls in (('grizzly', [url, server.img_url('3.jpg')]), ('black', [url])):   # the book's loop: one call per search
+        df = download_images(tmp_path/'bears'/c, urls=urls, **FAST)
+        assert (df.status == 'ok').all()
+    black = [f for f in (tmp_path/'bears'/'black').iterdir()]
+    assert len(black) == 1 and not (tmp_path/'bears'/'grizzly'/black[0].name).exists()
+    shutil.move(str(black[0]), tmp_path/'bears'/'grizzly')          # the book's cleaner loop: relabel by moving the file
+    assert len(list((tmp_path/'bears'/'grizzly').iterdir())) == 3
+    again = download_images(tmp_path/'bears'/'grizzly', urls=[url, server.img_url('3.jpg')], **FAST)   # a rerun keeps what it has
+    assert (again[again['class'] == 'grizzly'].reason == 'already downloaded').all() and len(list((tmp_path/'bears'/'grizzly').iterdir())) == 3

@@ -394,6 +394,17 @@ def test_fastai_reads_cleaned_csv_by_position(tmp_path):
     assert list(dls.vocab) == ['circle', 'square'] and len(dls.train_ds) + len(dls.valid_ds) == 8
 
 
+
+def test_colreader_reads_integer_column_labels_as_labels():
+    "read_csv(header=None) then a dropped column: labels 1, 2; ColReader(1) read position 1 (the wrong column), ColReader(2) raised IndexError"
+    ns = {}
+    exec('from imgclean.all import *', ns)
+    df = pd.DataFrame({0: ['x', 'y'], 1: ['a.jpg', 'b.jpg'], 2: ['cat', 'dog']}).drop(columns=0)
+    row = df.iloc[0]
+    assert ns['ColReader'](1)(row) == 'a.jpg' and ns['ColReader'](2)(row) == 'cat'
+    named = pd.DataFrame(dict(name=['a.jpg'], label=['cat'])).iloc[0]
+    assert ns['ColReader'](0)(named) == 'a.jpg' and ns['ColReader'](1)(named) == 'cat'   # positions where no label is an int
+
 def test_fastai_v2_download_call_forms(site, lesson_dir):
     ns = {}
     exec('from imgclean.all import *', ns)

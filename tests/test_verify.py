@@ -1,5 +1,5 @@
 "Verifier: full decode, bombs as reasons, EXIF/mode fixes, resize, quarantine (moved, never deleted), duplicates, manifest; fastai's verify_images forms."
-import io, sys, warnings
+import io, os, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ import shutil
 
 from imgclean.images import check_image
 from imgclean.verify import verify_dataset, verify_images
+from imgclean.download import MANIFEST_COLS
 from fastai.data.transforms import get_image_files
 from fastai.vision.core import PILImage
 
@@ -187,3 +188,85 @@ def test_verify_brings_the_manifest_rows_of_kept_files_up_to_date(tmp_path):
     (root/'manifest.csv').write_text(stale)
     df = verify_dataset(root, max_size=100, progress=False, verbose=False)
     assert df.reused.all() and row() == want
+
+
+def _bad_files_dataset(root, n_bad=6):
+    "Two classes of good PNGs and `n_bad` truncated JPEGs, with a manifest that says every file is ok"
+    rows = []
+    for c in ('a', 'b'):
+        (root/c).mkdir(parents=True)
+        for i in range(3): Image.new('RGB', (30, 30), (i*60, 10, 10)).save(root/c/f'{i}.png'); rows.append((c, f'{c}/{i}.png'))
+    for i in range(n_bad): (root/'a'/f'cut{i}.jpg').write_bytes(jpeg_bytes((64, 64))[:200 + i]); rows.append(('a', f'a/cut{i}.jpg'))
+    man = pd.DataFrame([dict(zip(MANIFEST_COLS, [c, f'http://x/{f}', 'ok', '', f, 1, 30, 30, 'h'])) for c, f in rows])
+    man.to_csv(root/'manifest.csv', index=False)
+    return root
+
+
+def _report(q): return pd.read_csv(q/'report.csv', keep_default_na=False, dtype=str)
+
+
+def test_a_verify_killed_while_it_quarantines_loses_no_reason(tmp_path):
+    "Killed after moving some files and before writing the report: they sat in quarantine with no reason, the manifest said ok"
+    import subprocess
+    root = _bad_files_dataset(tmp_path/'ds')
+    code = ("import os, shutil, signal, sys\nn = [0]; move = shutil.move\n"
+            "def killing_move(*a):\n    n[0] += 1\n    if n[0] == 3: os.kill(os.getpid(), signal.SIGKILL)\n    return move(*a)\n"
+            "shutil.move = killing_move\nfrom imgclean.verify import verify_dataset\n"
+            f"verify_dataset({str(root)!r}, progress=False, n_workers=0)\n")
+    p = subprocess.run([sys.executable, '-c', code], cwd=Path(__file__).parents[1], timeout=300,
+                       env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
+    assert p.returncode == -9
+    q = tmp_path/'ds_quarantine'
+    moved = sorted(f.relative_to(q).as_posix() for f in q.rglob('*.jpg'))
+    assert len(moved) == 2 and set(moved) <= set(_report(q).quarantined)          # every moved file has its reason
+    verify_dataset(root, progress=False, verbose=False)                               # the rerun
+    rep = _report(q)
+    assert sorted(rep.quarantined) == [f'a/cut{i}.jpg' for i in range(6)] and (rep.reason != '').all()
+    assert all((q/f).is_file() for f in rep.quarantined) and not list((root/'a').glob('cut*'))
+    man = pd.read_csv(root/'manifest.csv', keep_default_na=False, dtype=str).set_index('url')
+    assert (man.loc[[f'http://x/a/cut{i}.jpg' for i in range(6)], 'status'] == 'failed').all()
+    assert (man.status == 'ok').sum() == 6 and all((root/f).is_file() for f in man.file[man.status == 'ok'])
+
+
+def test_a_verify_interrupted_while_it_quarantines_reports_only_what_it_moved(tmp_path, monkeypatch):
+    import shutil as sh
+    root = _bad_files_dataset(tmp_path/'ds')
+    n, move = [0], sh.move
+    def interrupted(*a):
+        n[0] += 1
+        if n[0] == 3: raise KeyboardInterrupt
+        return move(*a)
+    monkeypatch.setattr(sh, 'move', interrupted)
+    with pytest.raises(KeyboardInterrupt): verify_dataset(root, progress=False, verbose=False, n_workers=0)
+    q = tmp_path/'ds_quarantine'
+    assert sorted(_report(q).quarantined) == sorted(f.relative_to(q).as_posix() for f in q.rglob('*.jpg')) and len(_report(q)) == 2
+
+
+def test_temporary_files_of_a_killed_run_are_swept_by_the_next_verify(tmp_path):
+    "A kill mid-write left .<name>.<pid>....tmp files in class folders (and a model-sized one beside export.pkl) for good"
+    import subprocess, time
+    from imgclean.core import sweep_tmp
+    root = _bad_files_dataset(tmp_path/'ds', n_bad=0)
+    p = subprocess.Popen([sys.executable, '-c', 'pass']); p.wait()                # a pid that is gone
+    old = time.time() - 3600
+    dead = [root/'a'/f'.0.png.{p.pid}.140250633287360.18cc3f.tmp', root/f'.cleaned.csv.{p.pid}.1.abcdef.tmp', root/f'.export.pkl.{p.pid}.tmp']
+    live = root/'b'/f'.1.png.{os.getpid()}.1.abcdef.tmp'                          # a writer still running
+    fresh = root/'b'/f'.2.png.{p.pid}.1.abcdef.tmp'                               # just written (maybe by another machine)
+    for f in dead + [live, fresh]: f.write_bytes(b'partial')
+    for f in dead + [live]: os.utime(f, (old, old))
+    verify_dataset(root, progress=False, verbose=False)
+    assert not any(f.exists() for f in dead) and live.exists() and fresh.exists()
+    assert (root/'a'/'0.png').is_file() and sweep_tmp(root/'b') == 0
+
+
+def test_verify_images_list_keeps_what_fastai_keeps_and_an_empty_folder_is_no_error(tmp_path):
+    "The book's `failed.map(Path.unlink)` deleted a valid 96-megapixel photo fastai keeps; an empty class folder raised KeyError"
+    from fastai.vision.utils import verify_images as fastai_verify
+    (tmp_path/'a').mkdir(); (tmp_path/'empty').mkdir()
+    Image.new('L', (12000, 8000)).save(tmp_path/'a'/'big.png')          # 96 Mpx: over Pillow's warning, under its error
+    (tmp_path/'a'/'cut.jpg').write_bytes(jpeg_bytes((64, 64))[:200])
+    fns = sorted((tmp_path/'a').iterdir())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert list(verify_images(fns, progress=False)) == list(fastai_verify(fns)) == [tmp_path/'a'/'cut.jpg']
+    assert len(verify_images(tmp_path/'empty', progress=False, verbose=False)) == 0

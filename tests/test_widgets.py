@@ -793,3 +793,30 @@ def test_a_kill_between_the_state_file_and_cleaned_csv_is_repaired_on_open(root)
     assert (root/'cleaned.csv').read_bytes() == after
     _other_kernel(root, "import warnings; warnings.simplefilter('error'); st.delete('square/000.png')")
     assert not list(root.glob('cleaned.csv.*')) and 'square/000.png' not in set(cleaned(root).name)
+
+
+def test_keep_only_keeps_a_relabel_of_the_image_kept(root):
+    "Relabel an image, then 'Keep only this' on its duplicate group: the relabel was replaced by a plain keep"
+    d = ImageCleaner(root, issues=issues_table(), mode='duplicates', batch_size=4)
+    CleanerState(root).relabel('square/002.png', 'circle')
+    d.keep_only('square/002.png', 1)
+    assert state(root)['decisions'] == {'square/002.png': {'action': 'relabel', 'label': 'circle'}, 'triangle/003.png': {'action': 'delete'}}
+    d.keep_only('circle/001.png', 0)                               # an image with no decision: kept as it is
+    assert state(root)['decisions']['circle/001.png'] == {'action': 'keep'} and state(root)['decisions']['circle/002.png'] == {'action': 'delete'}
+
+
+def test_quality_mode_shows_an_image_once_with_all_its_findings(root):
+    t = issues_table()
+    t = pd.concat([t, t[t.issue == 'dark'].assign(issue='blurry', score=.6, note='')], ignore_index=True)   # square/003.png: dark and blurry
+    c = ImageCleaner(root, issues=t, mode='quality', batch_size=8)
+    assert sorted(c.order) == ['square/003.png', 'triangle/000.png'] and c.counter.value.endswith('of 2 images')
+    assert c.rows.set_index('file').issue['square/003.png'] == 'dark, blurry'
+
+
+def test_findings_about_files_moved_since_the_audit_are_said(root):
+    "An issues.csv from before apply_cleaning: the rows of moved files vanished from the cleaner without a word"
+    write_issues(issues_table(), root/'issues.csv')
+    st = CleanerState(root); st.relabel('square/001.png', 'circle'); st.delete('circle/000.png')
+    apply_cleaning(root)
+    c = ImageCleaner(root, issues=root/'issues.csv', mode='losses')
+    assert any('2 images of the audit are no longer in the dataset' in w for w in c.warnings)
