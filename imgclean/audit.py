@@ -341,6 +341,12 @@ def _check_rule(flag, recall):
     if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
     if not 0 < recall <= 1: raise ValueError(f"recall is a share of the wrong labels, above 0 and at most 1, not {recall!r}")
 
+def _unrecognised(y, probs, counts):
+    "Classes (indices) a head never learnt: predicted for under half of their own images, and under half as often as they are given"
+    pred = probs.argmax(1); c = len(counts)
+    hit, named = np.bincount(y[pred == y], minlength=c), np.bincount(pred, minlength=c)
+    return np.flatnonzero((counts >= 2) & (2*hit < counts) & (2*named < counts))
+
 def find_label_issues(labels,           # n given labels
                       probs:np.ndarray=None, # (n, c) out-of-fold probabilities; computed from `feats` when None
                       classes=None,     # Class names of the columns of `probs`
@@ -363,8 +369,13 @@ def find_label_issues(labels,           # n given labels
     y = np.array([list(classes).index(o) for o in labels]); n = len(y)
     counts = np.bincount(y, minlength=len(classes)); checked = counts[y] >= 2
     if (counts == 1).any():
-        warnings.warn(f"classes with a single image are not checked for label issues: {list(classes[counts == 1])}")
-    n_wrong, _ = estimate_wrong_labels(y, probs)
+        warnings.warn(f"classes with a single image are not checked for label issues: {[str(o) for o in classes[counts == 1]]}")
+    unseen = _unrecognised(y, probs, counts)   # e.g. 5 images beside 100: the heads answer the big class, for every one of the 5
+    if len(unseen):
+        checked &= ~np.isin(y, unseen)
+        warnings.warn(f"the out-of-fold predictions hardly ever name classes {[str(o) for o in classes[unseen]]}: their images are not checked "
+                      f"for label issues (too few images to learn them from, or weak features); add images of them")
+    n_wrong, _ = estimate_wrong_labels(y[checked], probs[checked])   # the estimate covers the checked images
     self_conf = probs[np.arange(n), y]
     other = probs.copy(); other[np.arange(n), y] = -1
     margin = self_conf - other.max(1)
@@ -383,7 +394,8 @@ def find_label_issues(labels,           # n given labels
                            is_issue=is_issue, score=1 - self_conf)).iloc[order].reset_index(drop=True)
     df['found'] = found
     at = lambda m: float(found[m - 1]) if m else 0.
-    df.attrs.update(n_wrong=n_wrong, n_recall=n_rec, found_estimate=at(n_wrong), found_recall=at(n_rec),
+    df.attrs.update(n_wrong=n_wrong, n_recall=n_rec, n_checked=int(checked.sum()), unchecked=[str(o) for o in classes[unseen]],
+                    found_estimate=at(n_wrong), found_recall=at(n_rec),
                     found=at(int(is_issue.sum())) if flag in ('recall', 'estimate') else float('nan'))   # other rules: not a top of the ranking
     return df
 
@@ -1109,6 +1121,13 @@ def _embedder_ready(src, weights, thorough):
         raise type(e)(f"{e}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on "
                       f"this data), arch with weights='file.pth', or model=<torch module>.") from None
 
+def _unchecked_note(unchecked, labs, pred):
+    "What the label row says of the classes `find_label_issues` left unchecked (the predictions hardly ever name them)"
+    if not unchecked: return ''
+    each = ', '.join(f"{c!r} ({(labs == c).sum():,} images, {((labs == c) & (pred == c)).sum():,} of them predicted as {c!r})" for c in unchecked)
+    return (f"Not checked: {each}: the out-of-fold predictions hardly ever name these classes, so they cannot say which of their labels are "
+            f"wrong (too few images to learn them from, or weak features); add images of them. ")
+
 def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size, weights, progress, learner_kwargs):
     "Label-issue rows (flagged, most likely wrong first) and one dataset row (file '') saying the estimate and the path used"
     n = len(labs)
@@ -1124,24 +1143,26 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
                f"averaged with the votes of each image's 30 nearest neighbours; "
                f"audit(thorough=True) fine-tunes {k} learners instead, for when the embeddings are weak")
     li = find_label_issues(labs, probs, classes, files=names, flag=flag, recall=recall)
-    acc = float((np.asarray(classes)[probs.argmax(1)] == labs).mean())
+    pred = np.asarray(classes)[probs.argmax(1)]; acc = float((pred == labs).mean())
+    per_class = [float((pred[labs == c] == c).mean()) for c in np.unique(labs)]; bal, chance = float(np.mean(per_class)), 1/len(per_class)
     flagged = li[li.is_issue]
     a = li.attrs; alt = dict(recall=('estimate', a['n_wrong'], a['found_estimate']),
                              estimate=('recall', a['n_recall'], a['found_recall'])).get(flag)   # the other top-of-ranking rule
     other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) else ''
     found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) else ''
     base = float(pd.Series(labs).value_counts(normalize=True).iloc[0])   # the accuracy of always answering the largest class
-    if acc <= base:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
+    if acc <= base or bal <= chance:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
         flagged = flagged.iloc[:0]
-        note = (f"no label flagged: the out-of-fold predictions (accuracy {acc:.2f}) are no better than always answering the largest "
-                f"class ({base:.2f}), so they say nothing about the labels; give the audit better features: ImageNet weights "
+        note = (f"no label flagged: the out-of-fold predictions (accuracy {acc:.2f}, mean recall per class {bal:.2f}) are no better than always "
+                f"answering the largest class ({base:.2f}) or guessing ({chance:.2f} per class), so they say nothing about the labels; "
+                f"give the audit better features: ImageNet weights "
                 f"(weights='file.pth'), or learner= a model trained on this data. {how}")
         warnings.warn(f"no label flagged: the out-of-fold predictions are no better than always answering the largest class (the table's label row with file '' says more)")
-    else: note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
-                  f"{how}; out-of-fold accuracy {acc:.2f}")
+    else: note = (f"about {a['n_wrong']:,} of {a['n_checked']:,}{' checked' if a['n_checked'] < n else ''} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
+                  f"{_unchecked_note(a['unchecked'], labs, pred)}{how}; out-of-fold accuracy {acc:.2f}")
     rows = pd.DataFrame(dict(file=flagged.file, issue='label', score=flagged.score, suggestion=flagged.suggested,
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))
-    return pd.concat([pd.DataFrame([dict(file='', issue='label', score=li.attrs['n_wrong']/max(n, 1), note=note)]), rows], ignore_index=True)
+    return pd.concat([pd.DataFrame([dict(file='', issue='label', score=a['n_wrong']/max(a['n_checked'], 1), note=note)]), rows], ignore_index=True)
 
 # %% ../nbs/06_audit.ipynb #417f6048
 def audit(path,                  # Dataset root with one folder per class

@@ -511,3 +511,25 @@ def test_a_huge_image_says_how_to_audit_it(tmp_path):
     with pytest.warns(UserWarning, match='could not be decoded'): df = audit(root, model=_net(), size=32, progress=False, out=None)
     note = df.set_index('file').note['circle/huge.png']
     assert 'verify_dataset(path, max_size=2048, max_pixels=' in note and 'pass max_pixels=' not in note
+
+
+def _imbalanced_probs():
+    "Out-of-fold probabilities of 100 'flags' and 7 'fruit' from heads that learnt 'fruit' from 2 of its images only"
+    p = np.array([[.95, .05]]*100 + [[.3, .7]]*2 + [[.8, .2]]*5)
+    labs = np.array(['flags']*100 + ['fruit']*7)
+    return labs, p, [f'{c}/{i}.png' for i, c in enumerate(labs)]
+
+
+def test_a_class_the_heads_never_learnt_is_not_flagged_as_a_whole(monkeypatch):
+    "100 images beside 7 (t15): every 'fruit' the heads did not learn was flagged as 'flags', under a confident summary"
+    import imgclean.audit as A
+    labs, p, names = _imbalanced_probs()
+    with pytest.warns(UserWarning, match=r"hardly ever name classes \['fruit'\]"):
+        li = find_label_issues(labs, p, ['flags', 'fruit'], files=names)
+    assert not li.file[li.is_issue].str.startswith('fruit/').any() and li.attrs['unchecked'] == ['fruit']
+    monkeypatch.setattr(A, 'choose_C', lambda *a, **k: (0.1, {}))
+    monkeypatch.setattr(A, 'out_of_fold_probs', lambda *a, **k: (p, ['flags', 'fruit']))
+    with pytest.warns(UserWarning, match='hardly ever name'):
+        rows = A._label_rows(None, names, labs, np.zeros((107, 4), np.float32), False, 5, 'recall', 0.92, None, 32, None, False, None)
+    assert not rows.file.str.startswith('fruit/').any()
+    assert "of 100 checked labels look wrong" in rows.note[0] and "Not checked: 'fruit' (7 images, 2 of them predicted as 'fruit')" in rows.note[0]
