@@ -522,19 +522,28 @@ def aligned_ncc(a:np.ndarray,    # Thumbnail from `normalised_thumb`
             best = max(best, float((w*core).sum()/(np.sqrt((w*w).sum()*(core*core).sum()) + 1e-6)))
     return best
 
-def _groups(names, pairs, px, area):
-    "Rows of the duplicate table from scored `pairs` {(a, b): similarity}: clusters, a keeper each (largest, then first name)"
+def _keeper(mem, names, area, labels, conf):
+    "The file of group `mem` to keep (largest, then first name; where labels differ, the one the label check agrees with most) and its note"
+    labs = sorted({str(labels[i]) for i in mem}) if labels is not None else []
+    trusted = len(labs) > 1 and conf is not None and all(conf[i] is not None and np.isfinite(conf[i]) for i in mem)
+    keeper = sorted(mem, key=lambda i: (-conf[i] if trusted else 0, -area[i], names[i]))[0]
+    if len(labs) < 2: return keeper, ''
+    agree = f"; the label check agrees most with {names[keeper]} ({labels[keeper]!s})" if trusted else ''
+    return keeper, f"labels differ: {' vs '.join(labs)}: check which is right before deleting{agree}"
+
+def _groups(names, pairs, px, area, labels=None, conf=None):
+    "Rows of the duplicate table from scored `pairs` {(a, b): similarity}: clusters, a keeper each (see `_keeper`)"
     root_of = _union_find(len(names), list(pairs)); best, members, rows = {}, {}, []
     for (a, b), s in pairs.items():
         for o in (a, b): best[o] = max(best.get(o, 0), s)
     for i in best: members.setdefault(root_of[i], []).append(i)
     for gid, (_, mem) in enumerate(sorted(members.items(), key=lambda o: min(names[i] for i in o[1]))):
-        keeper = sorted(mem, key=lambda i: (-area[i], names[i]))[0]
+        keeper, note = _keeper(mem, names, area, labels, conf)
         twins = sum(px[i] == px[keeper] for i in mem) > 1
         for i in sorted(mem, key=lambda i: names[i]):
             exact = px[i] == px[keeper] and twins
             rows.append(dict(file=names[i], issue='exact_duplicate' if exact else 'near_duplicate', score=1.0 if exact else float(best[i]),
-                             suggestion=names[keeper], group=gid, similarity=1.0 if exact else float(min(max(best[i], 0), 1))))
+                             suggestion=names[keeper], group=gid, similarity=1.0 if exact else float(min(max(best[i], 0), 1)), note=note))
     return rows
 
 # %% ../nbs/06_audit.ipynb #6da353aa
@@ -994,7 +1003,9 @@ def find_duplicates(files,               # Image files (names used for the table
                     shift:int=2,         # Candidate search: 16×16 thumbnails moved by up to ±`shift` pixels (25 exact queries per image at 2; plain past 200,000 images)
                     root=None,           # Names in the table are relative to `root` when given
                     progress:bool=True,  # Progress bar while hashing
-                   )->pd.DataFrame:      # Rows: file, issue, score, suggestion, group, similarity; surest groups first
+                    labels=None,         # n labels of `files`: a group whose labels differ says so in `note`
+                    self_confidence=None, # n out-of-fold probabilities of each file's own label (None: unknown): where labels differ, the keeper is the one the label check agrees with most
+                   )->pd.DataFrame:      # Rows: file, issue, score, suggestion, group, similarity, note; surest groups first
     "Exact and near-duplicate clusters of `files` with a suggested keeper; top-`k` search, never N×N"
     files = [Path(f) for f in files]
     names = [PurePosixPath(f.relative_to(root)).as_posix() if root else f.as_posix() for f in files]
@@ -1013,8 +1024,8 @@ def find_duplicates(files,               # Image files (names used for the table
         sim = _pair_similarity(sigs[a], sigs[b], max_chroma, fine, noise, max_ratio, max_shift, min_ncc)
         if sim is not None: near[(a, b)] = sim
     pairs.update(_best_edges(near))
-    rows = _groups(names, pairs, px, [s['area'] if s else 0 for s in sigs]) if pairs else []
-    return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
+    rows = _groups(names, pairs, px, [s['area'] if s else 0 for s in sigs], labels, self_confidence) if pairs else []
+    return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity', 'note'])
 
 # %% ../nbs/06_audit.ipynb #cb2bc888
 QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.3, bright=0.9, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)
@@ -1151,7 +1162,8 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
     other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) else ''
     found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) else ''
     base = float(pd.Series(labs).value_counts(normalize=True).iloc[0])   # the accuracy of always answering the largest class
-    if acc <= base or bal <= chance:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
+    useless = acc <= base or bal <= chance
+    if useless:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
         flagged = flagged.iloc[:0]
         note = (f"no label flagged: the out-of-fold predictions (accuracy {acc:.2f}, mean recall per class {bal:.2f}) are no better than always "
                 f"answering the largest class ({base:.2f}) or guessing ({chance:.2f} per class), so they say nothing about the labels; "
@@ -1162,7 +1174,10 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
                   f"{_unchecked_note(a['unchecked'], labs, pred)}{how}; out-of-fold accuracy {acc:.2f}")
     rows = pd.DataFrame(dict(file=flagged.file, issue='label', score=flagged.score, suggestion=flagged.suggested,
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))
-    return pd.concat([pd.DataFrame([dict(file='', issue='label', score=a['n_wrong']/max(a['n_checked'], 1), note=note)]), rows], ignore_index=True)
+    out = pd.concat([pd.DataFrame([dict(file='', issue='label', score=a['n_wrong']/max(a['n_checked'], 1), note=note)]), rows], ignore_index=True)
+    ok = ~li.label.isin(a['unchecked'])   # for the keeper of duplicates whose labels differ: the predictions worth trusting
+    out.attrs['self_confidence'] = {} if useless else dict(zip(li.file[ok], li.self_confidence[ok]))
+    return out
 
 # %% ../nbs/06_audit.ipynb #417f6048
 def audit(path,                  # Dataset root with one folder per class
@@ -1200,7 +1215,7 @@ def audit(path,                  # Dataset root with one folder per class
     parts = [qual if 'quality' in checks else qual[qual.issue == 'unreadable']]
     if unreadable: warnings.warn(f"{len(unreadable)} images could not be decoded and were skipped: {sorted(unreadable)[:5]}")
     keep = [i for i, n in enumerate(names) if n not in unreadable]
-    feats = None
+    feats, conf = None, {}
     if keep and can_embed:
         feats = embed_images([files[i] for i in keep], src, size=size, stats=stats, weights=weights,
                              cache_dir=cache_dir or path/'.imgclean_cache', progress=progress, engine=engine, address=address)
@@ -1208,10 +1223,13 @@ def audit(path,                  # Dataset root with one folder per class
         labs = np.array([labels[i] for i in keep])
         if len(set(labs)) < 2: warnings.warn(f"only one class ({labs[0]!r}) under {path}: label issues skipped")
         elif max(Counter(labs.tolist()).values()) < 2: warnings.warn(f"every class under {path} has a single image: label issues skipped")
-        else: parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,
-                                       progress, learner_kwargs))
+        else:
+            parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,
+                                     progress, learner_kwargs))
+            conf = parts[-1].attrs['self_confidence']
     if 'duplicates' in checks and keep:
-        parts.append(find_duplicates([files[i] for i in keep], feats, root=path, progress=progress))
+        parts.append(find_duplicates([files[i] for i in keep], feats, root=path, progress=progress, labels=[labels[i] for i in keep],
+                                     self_confidence=[conf.get(names[i]) for i in keep]))
     df = issue_table(pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None)
     df['label'] = df.file.map(lab_of).fillna('')
     sha = {n: file_hash(path/n) for n in set(df.file) if n and (path/n).is_file()}

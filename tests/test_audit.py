@@ -533,3 +533,15 @@ def test_a_class_the_heads_never_learnt_is_not_flagged_as_a_whole(monkeypatch):
         rows = A._label_rows(None, names, labs, np.zeros((107, 4), np.float32), False, 5, 'recall', 0.92, None, 32, None, False, None)
     assert not rows.file.str.startswith('fruit/').any()
     assert "of 100 checked labels look wrong" in rows.note[0] and "Not checked: 'fruit' (7 images, 2 of them predicted as 'fruit')" in rows.note[0]
+
+
+def test_duplicates_under_two_labels_say_so_and_keep_the_one_the_labels_agree_with(tmp_path):
+    "A square also saved (wrongly) as circle/zz.png (t16): the keeper went by name, the wrong copy, and nothing said the labels differ"
+    root = make_class_folders(tmp_path/'ds', n=8, size=32)
+    (root/'circle'/'zz.png').write_bytes((root/'square'/'001.png').read_bytes())
+    df = audit(root, model=ColourNet(), size=32, progress=False, out=None, checks=('label', 'duplicates'))
+    d = df[df.issue == 'exact_duplicate'].set_index('file')
+    assert set(d.index) == {'circle/zz.png', 'square/001.png'} and set(d.suggestion) == {'square/001.png'}, d
+    assert d.note.str.startswith('labels differ: circle vs square: check which is right before deleting').all(), d.note.tolist()
+    plain = find_duplicates([root/'circle'/'zz.png', root/'square'/'001.png'], root=root, progress=False, labels=['circle', 'square'])
+    assert set(plain.suggestion) == {'circle/zz.png'} and plain.note.str.startswith('labels differ').all()   # no label check: size, then name
