@@ -228,10 +228,10 @@ def _logreg(x, y, C):
         warnings.simplefilter('ignore')   # lbfgs convergence notes at tol 1e-3: the probabilities no longer move
         return make_pipeline(Normalizer(), StandardScaler(), LogisticRegression(C=C, max_iter=300, tol=1e-3)).fit(x, y)
 
-def _oof(x, y, n_classes, fold, C):
-    "Out-of-fold probabilities (n, n_classes) of `_logreg` heads, one per fold"
+def _oof(x, y, n_classes, fold, C, progress=False):
+    "Out-of-fold probabilities (n, n_classes) of `_logreg` heads, one per fold (a progress bar over the folds with `progress`)"
     probs = np.zeros((len(y), n_classes))
-    for f in np.unique(fold):
+    for f in (progress_bar(np.unique(fold), leave=False) if progress else np.unique(fold)):
         tr, te = fold != f, fold == f
         if not te.any(): continue
         if len(np.unique(y[tr])) < 2: probs[np.ix_(np.flatnonzero(te), np.unique(y[tr]))] = 1; continue   # one class to learn from (the others have one image): all a head could say
@@ -244,10 +244,11 @@ def choose_C(feats:np.ndarray, # (n, d) embeddings
              Cs=(0.001, 0.003, 0.01, 0.03, 0.1), # Inverse regularisation strengths tried
              k:int=3,          # Folds of the inner cross-validation
              seed:int=1,       # Fold seed (differs from `out_of_fold_probs`' folds)
+             progress:bool=False, # A progress bar over the `Cs`
             )->tuple:          # (best C, {C: cross-validated log loss})
     "The `C` of `_logreg` with the lowest `k`-fold cross-validated log loss on (`feats`, `labels`)"
     y = np.asarray(labels); fold = _folds(y, k, seed); n_c = int(y.max()) + 1; loss = {}
-    for C in Cs:
+    for C in (progress_bar(Cs, leave=False) if progress else Cs):
         p = _oof(feats, y, n_c, fold, C)
         loss[C] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
     return min(loss, key=loss.get), loss
@@ -274,6 +275,7 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
                       seed:int=0,       # Fold seed
                       C:float=None,     # LogisticRegression's inverse regularisation; None: `choose_C` by inner CV
                       neighbours:int=30, # Neighbours whose labels vote (`neighbour_probs`), averaged with the heads; 0: heads only
+                      progress:bool=False, # Progress bars over the `C`s tried and the folds
                      )->tuple:          # (probs (n, c), classes)
     "Class probabilities for every item from LogisticRegression heads that did not see it (`k`-fold on `feats`) and its neighbours' labels"
     labels = np.asarray(labels, dtype=object).astype(str)
@@ -281,8 +283,8 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
     if len(classes) < 2: raise ValueError(f"label issues need at least 2 classes; found {list(classes)}")
     feats = np.nan_to_num(np.asarray(feats, np.float64))
     k = max(2, min(k, len(labels)))
-    if C is None: C = choose_C(feats, y)[0]
-    probs = _oof(feats, y, len(classes), _folds(labels, k, seed), C)
+    if C is None: C = choose_C(feats, y, progress=progress)[0]
+    probs = _oof(feats, y, len(classes), _folds(labels, k, seed), C, progress)
     if neighbours: probs = (probs + neighbour_probs(feats, y, len(classes), neighbours))/2
     return probs, list(classes)
 
@@ -1002,7 +1004,7 @@ def find_duplicates(files,               # Image files (names used for the table
                     k:int=10,            # Neighbours searched per image, per signature
                     shift:int=2,         # Candidate search: 16×16 thumbnails moved by up to ±`shift` pixels (25 exact queries per image at 2; plain past 200,000 images)
                     root=None,           # Names in the table are relative to `root` when given
-                    progress:bool=True,  # Progress bar while hashing
+                    progress:bool=True,  # Progress bars while hashing and over the candidate pairs
                     labels=None,         # n labels of `files`: a group whose labels differ says so in `note`
                     self_confidence=None, # n out-of-fold probabilities of each file's own label (None: unknown): where labels differ, the keeper is the one the label check agrees with most
                    )->pd.DataFrame:      # Rows: file, issue, score, suggestion, group, similarity, note; surest groups first
@@ -1018,7 +1020,8 @@ def find_duplicates(files,               # Image files (names used for the table
     if feats is not None:
         fe = np.nan_to_num(np.asarray(feats, np.float32)); fe = fe/(np.linalg.norm(fe, axis=1, keepdims=True) + 1e-12)
     fine = _Fine()
-    for a, b in (sorted(_candidates(sigs, good, fe, k, shift)) if len(good) > 1 else []):
+    cand = sorted(_candidates(sigs, good, fe, k, shift)) if len(good) > 1 else []
+    for a, b in (progress_bar(cand, leave=False) if progress and cand else cand):
         if px[a] == px[b] or (a, b) in pairs: continue
         if fe is not None and float(fe[a] @ fe[b]) < min_cosine: continue
         sim = _pair_similarity(sigs[a], sigs[b], max_chroma, fine, noise, max_ratio, max_shift, min_ncc)
@@ -1148,8 +1151,8 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
         how = (f"thorough path: {k} fine-tuned {kw['arch']} learners, each predicting the fold it did not train on "
                f"(you asked for thorough=True)")
     else:
-        y = np.searchsorted(np.unique(labs), labs); C, _ = choose_C(np.nan_to_num(feats.astype(np.float64)), y)
-        probs, classes = out_of_fold_probs(feats, labs, k, C=C)
+        y = np.searchsorted(np.unique(labs), labs); C, _ = choose_C(np.nan_to_num(feats.astype(np.float64)), y, progress=progress)
+        probs, classes = out_of_fold_probs(feats, labs, k, C=C, progress=progress)
         how = (f"fast path: LogisticRegression heads (C={C:g}, chosen by cross-validation) on the embeddings, {k} folds, "
                f"averaged with the votes of each image's 30 nearest neighbours; "
                f"audit(thorough=True) fine-tunes {k} learners instead, for when the embeddings are weak")

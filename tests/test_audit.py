@@ -545,3 +545,18 @@ def test_duplicates_under_two_labels_say_so_and_keep_the_one_the_labels_agree_wi
     assert d.note.str.startswith('labels differ: circle vs square: check which is right before deleting').all(), d.note.tolist()
     plain = find_duplicates([root/'circle'/'zz.png', root/'square'/'001.png'], root=root, progress=False, labels=['circle', 'square'])
     assert set(plain.suggestion) == {'circle/zz.png'} and plain.note.str.startswith('labels differ').all()   # no label check: size, then name
+
+
+def test_label_heads_and_pair_checks_show_progress(tmp_path, monkeypatch):
+    "Minutes on ~2,000 images with no bar: the C search, the fold heads and the candidate pairs now show one each (progress=True)"
+    import imgclean.audit as A
+    shown = []
+    def bar(it, **kw): it = list(it); shown.append(it); return it
+    monkeypatch.setattr(A, 'progress_bar', bar)
+    root = make_class_folders(tmp_path/'ds', n=6, size=32)
+    A.audit(root, model=ColourNet(), size=32, out=None, checks=('label', 'duplicates'))
+    assert [0.001, 0.003, 0.01, 0.03, 0.1] in shown                         # choose_C
+    assert any(len(o) == 5 and all(isinstance(f, (int, np.integer)) for f in o) for o in shown)   # the 5 fold heads
+    assert any(o and all(isinstance(p, tuple) and len(p) == 2 for p in o) for o in shown)        # the candidate pairs
+    shown.clear(); A.audit(root, model=ColourNet(), size=32, out=None, checks=('label', 'duplicates'), progress=False)
+    assert shown == []
