@@ -12,7 +12,7 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
            'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
-import functools, hashlib, io, json, warnings, zipfile
+import functools, hashlib, io, json, re, warnings, zipfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -1132,8 +1132,17 @@ def _embedder_ready(src, weights, thorough):
         if type(e).__name__ != 'WeightsUnavailable': raise
         if thorough:   # labels come from the fine-tuned learners; duplicates can do without embeddings
             warnings.warn(f"no embedding model ({' '.join(str(e).split())[:300]}): duplicates are found on pixels alone"); return False
-        raise type(e)(f"{e}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on "
-                      f"this data), arch with weights='file.pth', or model=<torch module>.") from None
+        said = re.sub(r',? (?:or )?(?:train from scratch with )?pretrained=False', '', str(e)).replace('Either copy', 'Copy')   # audit takes no `pretrained`
+        raise type(e)(f"{said}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on this data), arch with "
+                      f"weights='file.pth', or model=<torch module>; or thorough=True with learner_kwargs=dict(pretrained=False) "
+                      f"(learners trained from scratch on this data).") from None
+
+def _untrained(src)->str:
+    "A warning when `src` is a Learner with random weights (made with pretrained=False and never fitted), else ''"
+    if not isinstance(src, Learner) or getattr(src, 'pretrained', None) is not False: return ''
+    if getattr(src.recorder, 'values', None) or not len(getattr(src.dls, 'train_ds', None) or []): return ''   # fitted, or an export (it keeps no history)
+    return ("the learner's weights are random (made with pretrained=False and never trained): its embeddings say little about the "
+            "images, so the label and duplicate findings are weak; train it first (learn.fine_tune), or pass arch= with ImageNet weights")
 
 def _unchecked_note(unchecked, labs, pred):
     "What the label row says of the classes `find_label_issues` left unchecked (the predictions hardly ever name them)"
@@ -1213,6 +1222,8 @@ def audit(path,                  # Dataset root with one folder per class
     lab_of = dict(zip(names, labels))
     src, stats = _embedding_source(learner, model, arch, stats)
     can_embed = ('label' in checks and not thorough or 'duplicates' in checks) and _embedder_ready(src, weights, thorough)
+    untrained = _untrained(src) if can_embed else ''
+    if untrained: warnings.warn(untrained)
     qual = find_quality_issues(files, thresholds, root=path, progress=progress).rename(columns=dict(reason='note'))   # also finds the unreadable files
     unreadable = set(qual.file[qual.issue == 'unreadable'])
     parts = [qual if 'quality' in checks else qual[qual.issue == 'unreadable']]
@@ -1230,6 +1241,7 @@ def audit(path,                  # Dataset root with one folder per class
             parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,
                                      progress, learner_kwargs))
             conf = parts[-1].attrs['self_confidence']
+            if untrained and not thorough: parts[-1].loc[0, 'note'] = f"{untrained}. {parts[-1].note[0]}"   # said in the summary too
     if 'duplicates' in checks and keep:
         parts.append(find_duplicates([files[i] for i in keep], feats, root=path, progress=progress, labels=[labels[i] for i in keep],
                                      self_confidence=[conf.get(names[i]) for i in keep]))

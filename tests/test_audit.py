@@ -560,3 +560,18 @@ def test_label_heads_and_pair_checks_show_progress(tmp_path, monkeypatch):
     assert any(o and all(isinstance(p, tuple) and len(p) == 2 for p in o) for o in shown)        # the candidate pairs
     shown.clear(); A.audit(root, model=ColourNet(), size=32, out=None, checks=('label', 'duplicates'), progress=False)
     assert shown == []
+
+
+def test_an_untrained_learner_is_said_and_missing_weights_advice_fits_audit(tmp_path, monkeypatch):
+    "make_learner(pretrained=False) never trained gave no warning; the missing-weights error said pretrained=False, which audit does not take"
+    from imgclean import train
+    from imgclean.data import folder_dls
+    root = make_class_folders(tmp_path/'ds', n=6, size=32)
+    learn = train.make_learner(folder_dls(root, valid_pct=0.2, seed=0, size=32, bs=8), 'resnet18', pretrained=False)
+    with pytest.warns(UserWarning, match='weights are random'):
+        df = audit(root, learner=learn, size=32, progress=False, out=None, checks=('label', 'duplicates'))
+    assert summarize_audit(df).startswith("the learner's weights are random")
+    monkeypatch.setattr(train, '_reachable', lambda url, timeout=3.0: False)   # offline, empty hub cache
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path/'hub'))
+    with pytest.raises(RuntimeError, match='needs a feature extractor') as e: audit(root, arch='resnet18', size=32, progress=False, out=None)
+    assert 'train from scratch with pretrained=False' not in str(e.value) and 'thorough=True with learner_kwargs=dict(pretrained=False)' in str(e.value)
