@@ -12,7 +12,7 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
            'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
-import functools, hashlib, io, json, re, warnings, zipfile
+import functools, hashlib, io, json, pickle, re, warnings, zipfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -1113,9 +1113,11 @@ def _embedding_source(learner, model, arch, stats):
         from fastai.learner import load_learner
         fn = learner
         try: learner = load_learner(fn)
-        except AttributeError: learner = None   # fastai's loader fails on a pickle that holds no Learner
+        except (AttributeError, pickle.UnpicklingError, EOFError, RuntimeError, KeyError, UnicodeDecodeError):   # as `load_export` (a later stage)
+            learner = None   # a pickle that holds no Learner, or no pickle at all (an image, a text file)
         if not isinstance(learner, Learner):   # e.g. a state dict saved with torch.save(model.state_dict())
-            raise ValueError(f"{fn} does not hold an exported fastai Learner; for a weights file (a state dict) pass "
+            raise ValueError(f"{fn} does not hold an exported fastai Learner (make one with export_learner(learn) or `imgclean train`); "
+                             f"for a weights file (a state dict) pass "
                              f"arch= with weights='{fn}' (on the command line: --arch NAME --weights {fn})")
     src = learner if learner is not None else model if model is not None else (arch or 'resnet34')
     if learner is not None and stats is IMAGENET_STATS:
