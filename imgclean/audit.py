@@ -228,6 +228,11 @@ def _logreg(x, y, C):
         warnings.simplefilter('ignore')   # lbfgs convergence notes at tol 1e-3: the probabilities no longer move
         return make_pipeline(Normalizer(), StandardScaler(), LogisticRegression(C=C, max_iter=300, tol=1e-3)).fit(x, y)
 
+def _n_folds(labels, k, seed=0):
+    "The folds `out_of_fold_probs` and `out_of_fold_learner_probs` use for `labels` with `k` and `seed`: fewer than `k` when the classes are small"
+    labels = np.asarray(labels, dtype=object).astype(str)
+    return len(np.unique(_folds(labels, max(2, min(k, len(labels))), seed)))
+
 def _oof(x, y, n_classes, fold, C, progress=False):
     "Out-of-fold probabilities (n, n_classes) of `_logreg` heads, one per fold (a progress bar over the folds with `progress`)"
     probs = np.zeros((len(y), n_classes))
@@ -1155,18 +1160,19 @@ def _unchecked_note(unchecked, labs, pred):
 
 def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size, weights, progress, learner_kwargs):
     "Label-issue rows (flagged, most likely wrong first) and one dataset row (file '') saying the estimate and the path used"
-    n = len(labs)
+    n = len(labs); folds = _n_folds(labs, k, (learner_kwargs or {}).get('seed', 0) if thorough else 0)
+    asked = f" (k={k} asked: the classes are too small for more)" if folds < k else ''
     if thorough:
         kw = {**dict(arch=arch or 'resnet34', size=size, weights=weights, progress=progress), **(learner_kwargs or {})}
         probs, classes, _ = out_of_fold_learner_probs(path, pd.DataFrame(dict(name=names, label=labs)), k=k, **kw)
-        how = (f"thorough path: {k} fine-tuned {kw['arch']} learners, each predicting the fold it did not train on "
+        how = (f"thorough path: {folds} fine-tuned {kw['arch']} learners{asked}, each predicting the fold it did not train on "
                f"(you asked for thorough=True)")
     else:
         y = np.searchsorted(np.unique(labs), labs); C, _ = choose_C(np.nan_to_num(feats.astype(np.float64)), y, progress=progress)
         probs, classes = out_of_fold_probs(feats, labs, k, C=C, progress=progress)
-        how = (f"fast path: LogisticRegression heads (C={C:g}, chosen by cross-validation) on the embeddings, {k} folds, "
+        how = (f"fast path: LogisticRegression heads (C={C:g}, chosen by cross-validation) on the embeddings, {folds} folds{asked}, "
                f"averaged with the votes of each image's 30 nearest neighbours; "
-               f"audit(thorough=True) fine-tunes {k} learners instead, for when the embeddings are weak")
+               f"audit(thorough=True) fine-tunes {folds} learners instead, for when the embeddings are weak")
     li = find_label_issues(labs, probs, classes, files=names, flag=flag, recall=recall)
     pred = np.asarray(classes)[probs.argmax(1)]; acc = float((pred == labs).mean())
     per_class = [float((pred[labs == c] == c).mean()) for c in np.unique(labs)]; bal, chance = float(np.mean(per_class)), 1/len(per_class)
@@ -1217,6 +1223,8 @@ def audit(path,                  # Dataset root with one folder per class
     "Label issues, duplicates and image-quality issues of the class folders in `path`, as one table"
     flag = flag or 'recall'
     _check_rule(flag, recall)   # before any long work
+    if k < 2: raise ValueError(f"k={k}: the label check needs at least 2 folds (each image is judged by heads trained without it); "
+                               f"use k=5 (on the command line: --folds 5)")
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     if not checks or set(checks) - set(CHECKS): raise ValueError(f"checks must name some of {CHECKS}, not {checks}")
     path = Path(path); files, labels = _dataset(path)

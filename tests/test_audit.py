@@ -575,3 +575,12 @@ def test_an_untrained_learner_is_said_and_missing_weights_advice_fits_audit(tmp_
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path/'hub'))
     with pytest.raises(RuntimeError, match='needs a feature extractor') as e: audit(root, arch='resnet18', size=32, progress=False, out=None)
     assert 'train from scratch with pretrained=False' not in str(e.value) and 'thorough=True with learner_kwargs=dict(pretrained=False)' in str(e.value)
+
+
+def test_folds_below_two_are_refused_and_the_summary_says_the_folds_used(tmp_path):
+    "k=1 and k=200 on 18 images were accepted, the summary saying '1 folds' / '200 folds' while fewer were used"
+    root = make_class_folders(tmp_path/'ds', n=6, size=32)
+    with pytest.raises(ValueError, match='at least 2 folds'): audit(root, model=ColourNet(), size=32, k=1, progress=False, out=None)
+    note = audit(root, model=ColourNet(), size=32, k=200, checks='label', progress=False, out=None).note[0]
+    used = re.search(r"embeddings, (\d+) folds \(k=200 asked", note)
+    assert used and int(used.group(1)) <= 18, note
