@@ -1158,6 +1158,8 @@ def _unchecked_note(unchecked, labs, pred):
     return (f"Not checked: {each}: the out-of-fold predictions hardly ever name these classes, so they cannot say which of their labels are "
             f"wrong (too few images to learn them from, or weak features); add images of them. ")
 
+_FEW = 5   # images per class below which the label check is a guess
+
 def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size, weights, progress, learner_kwargs):
     "Label-issue rows (flagged, most likely wrong first) and one dataset row (file '') saying the estimate and the path used"
     n = len(labs); folds = _n_folds(labs, k, (learner_kwargs or {}).get('seed', 0) if thorough else 0)
@@ -1179,18 +1181,22 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
     flagged = li[li.is_issue]
     a = li.attrs; alt = dict(recall=('estimate', a['n_wrong'], a['found_estimate']),
                              estimate=('recall', a['n_recall'], a['found_recall'])).get(flag)   # the other top-of-ranking rule
-    other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) else ''
-    found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) else ''
+    few = {c: m for c, m in sorted(Counter(map(str, labs)).items()) if 2 <= m < _FEW}   # expected shares on so few images: noise (e.g. "about 0%")
+    other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) and not few else ''
+    found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) and not few else ''
+    small = (f"too few images per class for the label check: {', '.join(f'{c!r} {m}' for c, m in few.items())} (fewer than {_FEW}); "
+             f"a head learns a class from its other images, so these flags are guesses: add images. ") if few else ''
+    if few: warnings.warn(small.strip())
     base = float(pd.Series(labs).value_counts(normalize=True).iloc[0])   # the accuracy of always answering the largest class
     useless = acc <= base or bal <= chance
     if useless:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
         flagged = flagged.iloc[:0]
-        note = (f"no label flagged: the out-of-fold predictions (accuracy {acc:.2f}, mean recall per class {bal:.2f}) are no better than always "
+        note = (f"{small}no label flagged: the out-of-fold predictions (accuracy {acc:.2f}, mean recall per class {bal:.2f}) are no better than always "
                 f"answering the largest class ({base:.2f}) or guessing ({chance:.2f} per class), so they say nothing about the labels; "
                 f"give the audit better features: ImageNet weights "
                 f"(weights='file.pth'), or learner= a model trained on this data. {how}")
         warnings.warn(f"no label flagged: the out-of-fold predictions are no better than always answering the largest class (the table's label row with file '' says more)")
-    else: note = (f"about {a['n_wrong']:,} of {a['n_checked']:,}{' checked' if a['n_checked'] < n else ''} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
+    else: note = (f"{small}about {a['n_wrong']:,} of {a['n_checked']:,}{' checked' if a['n_checked'] < n else ''} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
                   f"{_unchecked_note(a['unchecked'], labs, pred)}{how}; out-of-fold accuracy {acc:.2f}")
     rows = pd.DataFrame(dict(file=flagged.file, issue='label', score=flagged.score, suggestion=flagged.suggested,
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))

@@ -584,3 +584,12 @@ def test_folds_below_two_are_refused_and_the_summary_says_the_folds_used(tmp_pat
     note = audit(root, model=ColourNet(), size=32, k=200, checks='label', progress=False, out=None).note[0]
     used = re.search(r"embeddings, (\d+) folds \(k=200 asked", note)
     assert used and int(used.group(1)) <= 18, note
+
+
+def test_two_images_per_class_are_said_to_be_too_few_for_the_label_check(tmp_path):
+    "2 images per class: 'about 2 of 6 labels look wrong; 4 flagged (flag='estimate': the first 2, about 0%)', with no caveat"
+    root = make_class_folders(tmp_path/'ds', n=2, size=32)
+    with pytest.warns(UserWarning, match='too few images per class for the label check'):
+        df = audit(root, model=ColourNet(), size=32, checks='label', progress=False, out=None)
+    note = df.note[0]
+    assert note.startswith("too few images per class for the label check: 'circle' 2, 'square' 2, 'triangle' 2") and '%' not in note, note
