@@ -451,3 +451,13 @@ def test_audit_learner_that_is_no_pickle_is_a_one_line_error(capsys, tmp_path, c
     else: fn.write_bytes(content)
     code, _, err = run(capsys, 'audit', class_folders, '--learner', fn, '--no-progress')
     assert code == 2 and len(err.strip().splitlines()) == 1 and 'does not hold an exported fastai Learner' in err, err
+
+
+def test_audit_hint_names_an_issues_table_outside_the_dataset(capsys, tmp_path, class_folders):
+    "--out outside the dataset: the hint said ImageCleaner(path, issues=path/'x.csv'), a file that is not there"
+    out = tmp_path/'elsewhere'/'x.csv'; out.parent.mkdir()
+    code, text, err = run(capsys, 'audit', class_folders, '--checks', 'quality', '--out', out, '--no-progress')
+    assert code == 0, err
+    assert f"ImageCleaner(path, issues={str(out)!r}, mode='all')" in text, text
+    code, text, err = run(capsys, 'audit', class_folders, '--checks', 'quality', '--out', 'sub/y.csv', '--no-progress')
+    assert "ImageCleaner(path, issues=path/'sub/y.csv', mode='all')" in text, text
