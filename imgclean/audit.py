@@ -1051,7 +1051,12 @@ def quality_scores(fn)->dict:
     return dict(sharpness=float(lap.var()), brightness=float(g.mean()), highlights=float(hi), shadows=float(lo), entropy=ent, min_side=min(w, h),
                 aspect=max(w, h)/max(min(w, h), 1), chroma=chroma, size=f"{w}×{h}")
 
-_QUALITY_NOTES = dict(dark='its brightest pixels reach {highlights:.2f} (0 black, 1 white)', bright='its darkest pixels are at {shadows:.2f} (0 black, 1 white)')
+_QUALITY_NOTES = dict(dark='its brightest pixels reach {highlights:.2f} (the 99th percentile; 0 black, 1 white), under {dark:g}',
+                      bright='its darkest pixels are at {shadows:.2f} (the 5th percentile; 0 black, 1 white), over {bright:g}',
+                      blurry='sharpness {sharpness:.2g} (variance of the Laplacian), under {blurry:g}',
+                      low_information='entropy {entropy:.2f} bits of 8 (grey levels), under {low_information:g}',
+                      tiny='{size} px: its shorter side is {min_side}, under {tiny}', odd_aspect='{size} px: {aspect:.1f}:1, over {odd_aspect:g}:1',
+                      grayscale='colourfulness {chroma:.2f} (mean distance of the channels from grey, 0-255), under {grayscale:g}')
 
 QUALITY_WORDS = dict(blurry='blurry', dark='dark', bright='bright', low_information='low in information',
                      tiny='smaller than {tiny} px', odd_aspect='longer than {odd_aspect}:1', grayscale='grayscale')
@@ -1098,7 +1103,7 @@ def find_quality_issues(files,             # Image files
                       odd_aspect=(q['aspect'] > t['odd_aspect'], 1 - t['odd_aspect']/q['aspect']),
                       grayscale=(q['chroma'] < t['grayscale'], 1 - q['chroma']/t['grayscale']))
         for k, (flag, s) in checks.items():
-            if flag: rows.append(dict(file=name, issue=k, score=float(np.clip(s, 0, 1)), reason=_QUALITY_NOTES.get(k, '').format(**q)))
+            if flag: rows.append(dict(file=name, issue=k, score=float(np.clip(s, 0, 1)), reason=_QUALITY_NOTES[k].format(**q, **t)))
     return _dataset_level(pd.DataFrame(rows, columns=['file', 'issue', 'score', 'reason']), sizes, dataset_level, t)
 
 # %% ../nbs/06_audit.ipynb #45
@@ -1138,7 +1143,7 @@ def _embedder_ready(src, weights, thorough):
     except Exception as e:
         if type(e).__name__ != 'WeightsUnavailable': raise
         if thorough:   # labels come from the fine-tuned learners; duplicates can do without embeddings
-            warnings.warn(f"no embedding model ({' '.join(str(e).split())[:300]}): duplicates are found on pixels alone"); return False
+            warnings.warn(f"no embedding model ({' '.join(str(e).split())}): duplicates are found on pixels alone"); return False
         said = re.sub(r',? (?:or )?(?:train from scratch with )?pretrained=False', '', str(e)).replace('Either copy', 'Copy')   # audit takes no `pretrained`
         raise type(e)(f"{said}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on this data), arch with "
                       f"weights='file.pth', or model=<torch module>; or thorough=True with learner_kwargs=dict(pretrained=False) "
@@ -1251,7 +1256,7 @@ def audit(path,                  # Dataset root with one folder per class
                              cache_dir=cache_dir or path/'.imgclean_cache', progress=progress, engine=engine, address=address)
     if 'label' in checks and keep:
         labs = np.array([labels[i] for i in keep])
-        if len(set(labs)) < 2: warnings.warn(f"only one class ({labs[0]!r}) under {path}: label issues skipped")
+        if len(set(labs)) < 2: warnings.warn(f"only one class ({str(labs[0])!r}) under {path}: label issues skipped")
         elif max(Counter(labs.tolist()).values()) < 2: warnings.warn(f"every class under {path} has a single image: label issues skipped")
         else:
             parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,

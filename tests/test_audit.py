@@ -593,3 +593,20 @@ def test_two_images_per_class_are_said_to_be_too_few_for_the_label_check(tmp_pat
         df = audit(root, model=ColourNet(), size=32, checks='label', progress=False, out=None)
     note = df.note[0]
     assert note.startswith("too few images per class for the label check: 'circle' 2, 'square' 2, 'triangle' 2") and '%' not in note, note
+
+
+def test_warnings_and_quality_notes_read_plainly(tmp_path, monkeypatch):
+    "np.str_('flags') in the one-class warning; the no-embedding warning cut at 300 characters; empty notes; 'darkest' that is the 5th percentile"
+    from imgclean import train
+    root = make_class_folders(tmp_path/'one', classes=('circle',), n=4, size=32)
+    with pytest.warns(UserWarning, match=r"only one class \('circle'\)"): audit(root, model=ColourNet(), size=32, progress=False, out=None)
+    monkeypatch.setattr(train, '_reachable', lambda url, timeout=3.0: False)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path/'hub'))
+    with pytest.warns(UserWarning, match="pixels alone") as w:
+        train_free = audit(root, arch='resnet18', thorough=True, checks='duplicates', size=32, progress=False, out=None)
+    assert any("pass weights='path/to/file.pth'" in str(o.message) for o in w) and len(train_free) == 0
+    q = tmp_path/'q'; q.mkdir()
+    Image.new('RGB', (20, 20), (250, 250, 250)).save(q/'white.png')                    # tiny, bright, grayscale, low information, blurry
+    q = find_quality_issues([q/'white.png'], root=q, progress=False, dataset_level=1.0).set_index('issue').reason
+    assert {'tiny', 'bright', 'grayscale', 'low_information', 'blurry'} <= set(q.index) and (q.str.len() > 0).all(), q
+    assert '5th percentile' in q['bright'] and '20×20' in q['tiny']

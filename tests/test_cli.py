@@ -461,3 +461,9 @@ def test_audit_hint_names_an_issues_table_outside_the_dataset(capsys, tmp_path, 
     assert f"ImageCleaner(path, issues={str(out)!r}, mode='all')" in text, text
     code, text, err = run(capsys, 'audit', class_folders, '--checks', 'quality', '--out', 'sub/y.csv', '--no-progress')
     assert "ImageCleaner(path, issues=path/'sub/y.csv', mode='all')" in text, text
+
+
+def test_readme_synopsis_lists_every_flag_rule():
+    from pathlib import Path
+    from imgclean.audit import FLAG_RULES
+    assert f"[--flag {'|'.join(FLAG_RULES)}]" in (Path(__file__).parents[1]/'README.md').read_text()
