@@ -12,7 +12,7 @@ __all__ = ['IMAGENET_STATS', 'FLAG_RULES', 'QUALITY_DEFAULTS', 'QUALITY_WORDS', 
            'quality_scores', 'find_quality_issues', 'audit', 'summarize_audit']
 
 # %% ../nbs/06_audit.ipynb #2
-import functools, hashlib, io, json, warnings, zipfile
+import functools, hashlib, io, json, pickle, re, warnings, zipfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -228,10 +228,15 @@ def _logreg(x, y, C):
         warnings.simplefilter('ignore')   # lbfgs convergence notes at tol 1e-3: the probabilities no longer move
         return make_pipeline(Normalizer(), StandardScaler(), LogisticRegression(C=C, max_iter=300, tol=1e-3)).fit(x, y)
 
-def _oof(x, y, n_classes, fold, C):
-    "Out-of-fold probabilities (n, n_classes) of `_logreg` heads, one per fold"
+def _n_folds(labels, k, seed=0):
+    "The folds `out_of_fold_probs` and `out_of_fold_learner_probs` use for `labels` with `k` and `seed`: fewer than `k` when the classes are small"
+    labels = np.asarray(labels, dtype=object).astype(str)
+    return len(np.unique(_folds(labels, max(2, min(k, len(labels))), seed)))
+
+def _oof(x, y, n_classes, fold, C, progress=False):
+    "Out-of-fold probabilities (n, n_classes) of `_logreg` heads, one per fold (a progress bar over the folds with `progress`)"
     probs = np.zeros((len(y), n_classes))
-    for f in np.unique(fold):
+    for f in (progress_bar(np.unique(fold), leave=False) if progress else np.unique(fold)):
         tr, te = fold != f, fold == f
         if not te.any(): continue
         if len(np.unique(y[tr])) < 2: probs[np.ix_(np.flatnonzero(te), np.unique(y[tr]))] = 1; continue   # one class to learn from (the others have one image): all a head could say
@@ -244,10 +249,11 @@ def choose_C(feats:np.ndarray, # (n, d) embeddings
              Cs=(0.001, 0.003, 0.01, 0.03, 0.1), # Inverse regularisation strengths tried
              k:int=3,          # Folds of the inner cross-validation
              seed:int=1,       # Fold seed (differs from `out_of_fold_probs`' folds)
+             progress:bool=False, # A progress bar over the `Cs`
             )->tuple:          # (best C, {C: cross-validated log loss})
     "The `C` of `_logreg` with the lowest `k`-fold cross-validated log loss on (`feats`, `labels`)"
     y = np.asarray(labels); fold = _folds(y, k, seed); n_c = int(y.max()) + 1; loss = {}
-    for C in Cs:
+    for C in (progress_bar(Cs, leave=False) if progress else Cs):
         p = _oof(feats, y, n_c, fold, C)
         loss[C] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
     return min(loss, key=loss.get), loss
@@ -274,6 +280,7 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
                       seed:int=0,       # Fold seed
                       C:float=None,     # LogisticRegression's inverse regularisation; None: `choose_C` by inner CV
                       neighbours:int=30, # Neighbours whose labels vote (`neighbour_probs`), averaged with the heads; 0: heads only
+                      progress:bool=False, # Progress bars over the `C`s tried and the folds
                      )->tuple:          # (probs (n, c), classes)
     "Class probabilities for every item from LogisticRegression heads that did not see it (`k`-fold on `feats`) and its neighbours' labels"
     labels = np.asarray(labels, dtype=object).astype(str)
@@ -281,8 +288,8 @@ def out_of_fold_probs(feats:np.ndarray, # (n, d) embeddings
     if len(classes) < 2: raise ValueError(f"label issues need at least 2 classes; found {list(classes)}")
     feats = np.nan_to_num(np.asarray(feats, np.float64))
     k = max(2, min(k, len(labels)))
-    if C is None: C = choose_C(feats, y)[0]
-    probs = _oof(feats, y, len(classes), _folds(labels, k, seed), C)
+    if C is None: C = choose_C(feats, y, progress=progress)[0]
+    probs = _oof(feats, y, len(classes), _folds(labels, k, seed), C, progress)
     if neighbours: probs = (probs + neighbour_probs(feats, y, len(classes), neighbours))/2
     return probs, list(classes)
 
@@ -341,6 +348,12 @@ def _check_rule(flag, recall):
     if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
     if not 0 < recall <= 1: raise ValueError(f"recall is a share of the wrong labels, above 0 and at most 1, not {recall!r}")
 
+def _unrecognised(y, probs, counts):
+    "Classes (indices) a head never learnt: predicted for under half of their own images, and under half as often as they are given"
+    pred = probs.argmax(1); c = len(counts)
+    hit, named = np.bincount(y[pred == y], minlength=c), np.bincount(pred, minlength=c)
+    return np.flatnonzero((counts >= 2) & (2*hit < counts) & (2*named < counts))
+
 def find_label_issues(labels,           # n given labels
                       probs:np.ndarray=None, # (n, c) out-of-fold probabilities; computed from `feats` when None
                       classes=None,     # Class names of the columns of `probs`
@@ -363,8 +376,13 @@ def find_label_issues(labels,           # n given labels
     y = np.array([list(classes).index(o) for o in labels]); n = len(y)
     counts = np.bincount(y, minlength=len(classes)); checked = counts[y] >= 2
     if (counts == 1).any():
-        warnings.warn(f"classes with a single image are not checked for label issues: {list(classes[counts == 1])}")
-    n_wrong, _ = estimate_wrong_labels(y, probs)
+        warnings.warn(f"classes with a single image are not checked for label issues: {[str(o) for o in classes[counts == 1]]}")
+    unseen = _unrecognised(y, probs, counts)   # e.g. 5 images beside 100: the heads answer the big class, for every one of the 5
+    if len(unseen):
+        checked &= ~np.isin(y, unseen)
+        warnings.warn(f"the out-of-fold predictions hardly ever name classes {[str(o) for o in classes[unseen]]}: their images are not checked "
+                      f"for label issues (too few images to learn them from, or weak features); add images of them")
+    n_wrong, _ = estimate_wrong_labels(y[checked], probs[checked])   # the estimate covers the checked images
     self_conf = probs[np.arange(n), y]
     other = probs.copy(); other[np.arange(n), y] = -1
     margin = self_conf - other.max(1)
@@ -383,7 +401,8 @@ def find_label_issues(labels,           # n given labels
                            is_issue=is_issue, score=1 - self_conf)).iloc[order].reset_index(drop=True)
     df['found'] = found
     at = lambda m: float(found[m - 1]) if m else 0.
-    df.attrs.update(n_wrong=n_wrong, n_recall=n_rec, found_estimate=at(n_wrong), found_recall=at(n_rec),
+    df.attrs.update(n_wrong=n_wrong, n_recall=n_rec, n_checked=int(checked.sum()), unchecked=[str(o) for o in classes[unseen]],
+                    found_estimate=at(n_wrong), found_recall=at(n_rec),
                     found=at(int(is_issue.sum())) if flag in ('recall', 'estimate') else float('nan'))   # other rules: not a top of the ranking
     return df
 
@@ -510,19 +529,28 @@ def aligned_ncc(a:np.ndarray,    # Thumbnail from `normalised_thumb`
             best = max(best, float((w*core).sum()/(np.sqrt((w*w).sum()*(core*core).sum()) + 1e-6)))
     return best
 
-def _groups(names, pairs, px, area):
-    "Rows of the duplicate table from scored `pairs` {(a, b): similarity}: clusters, a keeper each (largest, then first name)"
+def _keeper(mem, names, area, labels, conf):
+    "The file of group `mem` to keep (largest, then first name; where labels differ, the one the label check agrees with most) and its note"
+    labs = sorted({str(labels[i]) for i in mem}) if labels is not None else []
+    trusted = len(labs) > 1 and conf is not None and all(conf[i] is not None and np.isfinite(conf[i]) for i in mem)
+    keeper = sorted(mem, key=lambda i: (-conf[i] if trusted else 0, -area[i], names[i]))[0]
+    if len(labs) < 2: return keeper, ''
+    agree = f"; the label check agrees most with {names[keeper]} ({labels[keeper]!s})" if trusted else ''
+    return keeper, f"labels differ: {' vs '.join(labs)}: check which is right before deleting{agree}"
+
+def _groups(names, pairs, px, area, labels=None, conf=None):
+    "Rows of the duplicate table from scored `pairs` {(a, b): similarity}: clusters, a keeper each (see `_keeper`)"
     root_of = _union_find(len(names), list(pairs)); best, members, rows = {}, {}, []
     for (a, b), s in pairs.items():
         for o in (a, b): best[o] = max(best.get(o, 0), s)
     for i in best: members.setdefault(root_of[i], []).append(i)
     for gid, (_, mem) in enumerate(sorted(members.items(), key=lambda o: min(names[i] for i in o[1]))):
-        keeper = sorted(mem, key=lambda i: (-area[i], names[i]))[0]
+        keeper, note = _keeper(mem, names, area, labels, conf)
         twins = sum(px[i] == px[keeper] for i in mem) > 1
         for i in sorted(mem, key=lambda i: names[i]):
             exact = px[i] == px[keeper] and twins
             rows.append(dict(file=names[i], issue='exact_duplicate' if exact else 'near_duplicate', score=1.0 if exact else float(best[i]),
-                             suggestion=names[keeper], group=gid, similarity=1.0 if exact else float(min(max(best[i], 0), 1))))
+                             suggestion=names[keeper], group=gid, similarity=1.0 if exact else float(min(max(best[i], 0), 1)), note=note))
     return rows
 
 # %% ../nbs/06_audit.ipynb #6da353aa
@@ -981,8 +1009,10 @@ def find_duplicates(files,               # Image files (names used for the table
                     k:int=10,            # Neighbours searched per image, per signature
                     shift:int=2,         # Candidate search: 16×16 thumbnails moved by up to ±`shift` pixels (25 exact queries per image at 2; plain past 200,000 images)
                     root=None,           # Names in the table are relative to `root` when given
-                    progress:bool=True,  # Progress bar while hashing
-                   )->pd.DataFrame:      # Rows: file, issue, score, suggestion, group, similarity; surest groups first
+                    progress:bool=True,  # Progress bars while hashing and over the candidate pairs
+                    labels=None,         # n labels of `files`: a group whose labels differ says so in `note`
+                    self_confidence=None, # n out-of-fold probabilities of each file's own label (None: unknown): where labels differ, the keeper is the one the label check agrees with most
+                   )->pd.DataFrame:      # Rows: file, issue, score, suggestion, group, similarity, note; surest groups first
     "Exact and near-duplicate clusters of `files` with a suggested keeper; top-`k` search, never N×N"
     files = [Path(f) for f in files]
     names = [PurePosixPath(f.relative_to(root)).as_posix() if root else f.as_posix() for f in files]
@@ -995,14 +1025,15 @@ def find_duplicates(files,               # Image files (names used for the table
     if feats is not None:
         fe = np.nan_to_num(np.asarray(feats, np.float32)); fe = fe/(np.linalg.norm(fe, axis=1, keepdims=True) + 1e-12)
     fine = _Fine()
-    for a, b in (sorted(_candidates(sigs, good, fe, k, shift)) if len(good) > 1 else []):
+    cand = sorted(_candidates(sigs, good, fe, k, shift)) if len(good) > 1 else []
+    for a, b in (progress_bar(cand, leave=False) if progress and cand else cand):
         if px[a] == px[b] or (a, b) in pairs: continue
         if fe is not None and float(fe[a] @ fe[b]) < min_cosine: continue
         sim = _pair_similarity(sigs[a], sigs[b], max_chroma, fine, noise, max_ratio, max_shift, min_ncc)
         if sim is not None: near[(a, b)] = sim
     pairs.update(_best_edges(near))
-    rows = _groups(names, pairs, px, [s['area'] if s else 0 for s in sigs]) if pairs else []
-    return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity'])
+    rows = _groups(names, pairs, px, [s['area'] if s else 0 for s in sigs], labels, self_confidence) if pairs else []
+    return pd.DataFrame(rows, columns=['file', 'issue', 'score', 'suggestion', 'group', 'similarity', 'note'])
 
 # %% ../nbs/06_audit.ipynb #cb2bc888
 QUALITY_DEFAULTS = dict(blurry=0.0005, dark=0.3, bright=0.9, low_information=2.0, tiny=32, odd_aspect=3.0, grayscale=2.0)
@@ -1020,7 +1051,12 @@ def quality_scores(fn)->dict:
     return dict(sharpness=float(lap.var()), brightness=float(g.mean()), highlights=float(hi), shadows=float(lo), entropy=ent, min_side=min(w, h),
                 aspect=max(w, h)/max(min(w, h), 1), chroma=chroma, size=f"{w}×{h}")
 
-_QUALITY_NOTES = dict(dark='its brightest pixels reach {highlights:.2f} (0 black, 1 white)', bright='its darkest pixels are at {shadows:.2f} (0 black, 1 white)')
+_QUALITY_NOTES = dict(dark='its brightest pixels reach {highlights:.2f} (the 99th percentile; 0 black, 1 white), under {dark:g}',
+                      bright='its darkest pixels are at {shadows:.2f} (the 5th percentile; 0 black, 1 white), over {bright:g}',
+                      blurry='sharpness {sharpness:.2g} (variance of the Laplacian), under {blurry:g}',
+                      low_information='entropy {entropy:.2f} bits of 8 (grey levels), under {low_information:g}',
+                      tiny='{size} px: its shorter side is {min_side}, under {tiny}', odd_aspect='{size} px: {aspect:.1f}:1, over {odd_aspect:g}:1',
+                      grayscale='colourfulness {chroma:.2f} (mean distance of the channels from grey, 0-255), under {grayscale:g}')
 
 QUALITY_WORDS = dict(blurry='blurry', dark='dark', bright='bright', low_information='low in information',
                      tiny='smaller than {tiny} px', odd_aspect='longer than {odd_aspect}:1', grayscale='grayscale')
@@ -1067,7 +1103,7 @@ def find_quality_issues(files,             # Image files
                       odd_aspect=(q['aspect'] > t['odd_aspect'], 1 - t['odd_aspect']/q['aspect']),
                       grayscale=(q['chroma'] < t['grayscale'], 1 - q['chroma']/t['grayscale']))
         for k, (flag, s) in checks.items():
-            if flag: rows.append(dict(file=name, issue=k, score=float(np.clip(s, 0, 1)), reason=_QUALITY_NOTES.get(k, '').format(**q)))
+            if flag: rows.append(dict(file=name, issue=k, score=float(np.clip(s, 0, 1)), reason=_QUALITY_NOTES[k].format(**q, **t)))
     return _dataset_level(pd.DataFrame(rows, columns=['file', 'issue', 'score', 'reason']), sizes, dataset_level, t)
 
 # %% ../nbs/06_audit.ipynb #45
@@ -1087,9 +1123,11 @@ def _embedding_source(learner, model, arch, stats):
         from fastai.learner import load_learner
         fn = learner
         try: learner = load_learner(fn)
-        except AttributeError: learner = None   # fastai's loader fails on a pickle that holds no Learner
+        except (AttributeError, pickle.UnpicklingError, EOFError, RuntimeError, KeyError, UnicodeDecodeError):   # as `load_export` (a later stage)
+            learner = None   # a pickle that holds no Learner, or no pickle at all (an image, a text file)
         if not isinstance(learner, Learner):   # e.g. a state dict saved with torch.save(model.state_dict())
-            raise ValueError(f"{fn} does not hold an exported fastai Learner; for a weights file (a state dict) pass "
+            raise ValueError(f"{fn} does not hold an exported fastai Learner (make one with export_learner(learn) or `imgclean train`); "
+                             f"for a weights file (a state dict) pass "
                              f"arch= with weights='{fn}' (on the command line: --arch NAME --weights {fn})")
     src = learner if learner is not None else model if model is not None else (arch or 'resnet34')
     if learner is not None and stats is IMAGENET_STATS:
@@ -1105,43 +1143,72 @@ def _embedder_ready(src, weights, thorough):
     except Exception as e:
         if type(e).__name__ != 'WeightsUnavailable': raise
         if thorough:   # labels come from the fine-tuned learners; duplicates can do without embeddings
-            warnings.warn(f"no embedding model ({' '.join(str(e).split())[:300]}): duplicates are found on pixels alone"); return False
-        raise type(e)(f"{e}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on "
-                      f"this data), arch with weights='file.pth', or model=<torch module>.") from None
+            warnings.warn(f"no embedding model ({' '.join(str(e).split())}): duplicates are found on pixels alone"); return False
+        said = re.sub(r',? (?:or )?(?:train from scratch with )?pretrained=False', '', str(e)).replace('Either copy', 'Copy')   # audit takes no `pretrained`
+        raise type(e)(f"{said}\nThe audit needs a feature extractor: pass learner='export.pkl' (a model trained on this data), arch with "
+                      f"weights='file.pth', or model=<torch module>; or thorough=True with learner_kwargs=dict(pretrained=False) "
+                      f"(learners trained from scratch on this data).") from None
+
+def _untrained(src)->str:
+    "A warning when `src` is a Learner with random weights (made with pretrained=False and never fitted), else ''"
+    if not isinstance(src, Learner) or getattr(src, 'pretrained', None) is not False: return ''
+    if getattr(src.recorder, 'values', None) or not len(getattr(src.dls, 'train_ds', None) or []): return ''   # fitted, or an export (it keeps no history)
+    return ("the learner's weights are random (made with pretrained=False and never trained): its embeddings say little about the "
+            "images, so the label and duplicate findings are weak; train it first (learn.fine_tune), or pass arch= with ImageNet weights")
+
+def _unchecked_note(unchecked, labs, pred):
+    "What the label row says of the classes `find_label_issues` left unchecked (the predictions hardly ever name them)"
+    if not unchecked: return ''
+    each = ', '.join(f"{c!r} ({(labs == c).sum():,} images, {((labs == c) & (pred == c)).sum():,} of them predicted as {c!r})" for c in unchecked)
+    return (f"Not checked: {each}: the out-of-fold predictions hardly ever name these classes, so they cannot say which of their labels are "
+            f"wrong (too few images to learn them from, or weak features); add images of them. ")
+
+_FEW = 5   # images per class below which the label check is a guess
 
 def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size, weights, progress, learner_kwargs):
     "Label-issue rows (flagged, most likely wrong first) and one dataset row (file '') saying the estimate and the path used"
-    n = len(labs)
+    n = len(labs); folds = _n_folds(labs, k, (learner_kwargs or {}).get('seed', 0) if thorough else 0)
+    asked = f" (k={k} asked: the classes are too small for more)" if folds < k else ''
     if thorough:
         kw = {**dict(arch=arch or 'resnet34', size=size, weights=weights, progress=progress), **(learner_kwargs or {})}
         probs, classes, _ = out_of_fold_learner_probs(path, pd.DataFrame(dict(name=names, label=labs)), k=k, **kw)
-        how = (f"thorough path: {k} fine-tuned {kw['arch']} learners, each predicting the fold it did not train on "
+        how = (f"thorough path: {folds} fine-tuned {kw['arch']} learners{asked}, each predicting the fold it did not train on "
                f"(you asked for thorough=True)")
     else:
-        y = np.searchsorted(np.unique(labs), labs); C, _ = choose_C(np.nan_to_num(feats.astype(np.float64)), y)
-        probs, classes = out_of_fold_probs(feats, labs, k, C=C)
-        how = (f"fast path: LogisticRegression heads (C={C:g}, chosen by cross-validation) on the embeddings, {k} folds, "
+        y = np.searchsorted(np.unique(labs), labs); C, _ = choose_C(np.nan_to_num(feats.astype(np.float64)), y, progress=progress)
+        probs, classes = out_of_fold_probs(feats, labs, k, C=C, progress=progress)
+        how = (f"fast path: LogisticRegression heads (C={C:g}, chosen by cross-validation) on the embeddings, {folds} folds{asked}, "
                f"averaged with the votes of each image's 30 nearest neighbours; "
-               f"audit(thorough=True) fine-tunes {k} learners instead, for when the embeddings are weak")
+               f"audit(thorough=True) fine-tunes {folds} learners instead, for when the embeddings are weak")
     li = find_label_issues(labs, probs, classes, files=names, flag=flag, recall=recall)
-    acc = float((np.asarray(classes)[probs.argmax(1)] == labs).mean())
+    pred = np.asarray(classes)[probs.argmax(1)]; acc = float((pred == labs).mean())
+    per_class = [float((pred[labs == c] == c).mean()) for c in np.unique(labs)]; bal, chance = float(np.mean(per_class)), 1/len(per_class)
     flagged = li[li.is_issue]
     a = li.attrs; alt = dict(recall=('estimate', a['n_wrong'], a['found_estimate']),
                              estimate=('recall', a['n_recall'], a['found_recall'])).get(flag)   # the other top-of-ranking rule
-    other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) else ''
-    found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) else ''
+    few = {c: m for c, m in sorted(Counter(map(str, labs)).items()) if 2 <= m < _FEW}   # expected shares on so few images: noise (e.g. "about 0%")
+    other = f" (flag={alt[0]!r}: the first {alt[1]:,}, about {alt[2]:.0%})" if alt and alt[1] != len(flagged) and not few else ''
+    found = f", expected to hold about {a['found']:.0%} of the wrong labels{other}" if alt and len(flagged) and not few else ''
+    small = (f"too few images per class for the label check: {', '.join(f'{c!r} {m}' for c, m in few.items())} (fewer than {_FEW}); "
+             f"a head learns a class from its other images, so these flags are guesses: add images. ") if few else ''
+    if few: warnings.warn(small.strip())
     base = float(pd.Series(labs).value_counts(normalize=True).iloc[0])   # the accuracy of always answering the largest class
-    if acc <= base:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
+    useless = acc <= base or bal <= chance
+    if useless:   # e.g. learners trained from scratch on a few images: their "wrong labels" would be noise a person reviews
         flagged = flagged.iloc[:0]
-        note = (f"no label flagged: the out-of-fold predictions (accuracy {acc:.2f}) are no better than always answering the largest "
-                f"class ({base:.2f}), so they say nothing about the labels; give the audit better features: ImageNet weights "
+        note = (f"{small}no label flagged: the out-of-fold predictions (accuracy {acc:.2f}, mean recall per class {bal:.2f}) are no better than always "
+                f"answering the largest class ({base:.2f}) or guessing ({chance:.2f} per class), so they say nothing about the labels; "
+                f"give the audit better features: ImageNet weights "
                 f"(weights='file.pth'), or learner= a model trained on this data. {how}")
         warnings.warn(f"no label flagged: the out-of-fold predictions are no better than always answering the largest class (the table's label row with file '' says more)")
-    else: note = (f"about {li.attrs['n_wrong']:,} of {n:,} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
-                  f"{how}; out-of-fold accuracy {acc:.2f}")
+    else: note = (f"{small}about {a['n_wrong']:,} of {a['n_checked']:,}{' checked' if a['n_checked'] < n else ''} labels look wrong; {len(flagged):,} flagged (flag={flag!r}), most likely first{found}. "
+                  f"{_unchecked_note(a['unchecked'], labs, pred)}{how}; out-of-fold accuracy {acc:.2f}")
     rows = pd.DataFrame(dict(file=flagged.file, issue='label', score=flagged.score, suggestion=flagged.suggested,
                              note=[f"self-confidence {s:.3g}, margin {m:.3g}" for s, m in zip(flagged.self_confidence, flagged.margin)]))
-    return pd.concat([pd.DataFrame([dict(file='', issue='label', score=li.attrs['n_wrong']/max(n, 1), note=note)]), rows], ignore_index=True)
+    out = pd.concat([pd.DataFrame([dict(file='', issue='label', score=a['n_wrong']/max(a['n_checked'], 1), note=note)]), rows], ignore_index=True)
+    ok = ~li.label.isin(a['unchecked'])   # for the keeper of duplicates whose labels differ: the predictions worth trusting
+    out.attrs['self_confidence'] = {} if useless else dict(zip(li.file[ok], li.self_confidence[ok]))
+    return out
 
 # %% ../nbs/06_audit.ipynb #417f6048
 def audit(path,                  # Dataset root with one folder per class
@@ -1167,6 +1234,8 @@ def audit(path,                  # Dataset root with one folder per class
     "Label issues, duplicates and image-quality issues of the class folders in `path`, as one table"
     flag = flag or 'recall'
     _check_rule(flag, recall)   # before any long work
+    if k < 2: raise ValueError(f"k={k}: the label check needs at least 2 folds (each image is judged by heads trained without it); "
+                               f"use k=5 (on the command line: --folds 5)")
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     if not checks or set(checks) - set(CHECKS): raise ValueError(f"checks must name some of {CHECKS}, not {checks}")
     path = Path(path); files, labels = _dataset(path)
@@ -1174,23 +1243,29 @@ def audit(path,                  # Dataset root with one folder per class
     lab_of = dict(zip(names, labels))
     src, stats = _embedding_source(learner, model, arch, stats)
     can_embed = ('label' in checks and not thorough or 'duplicates' in checks) and _embedder_ready(src, weights, thorough)
+    untrained = _untrained(src) if can_embed else ''
+    if untrained: warnings.warn(untrained)
     qual = find_quality_issues(files, thresholds, root=path, progress=progress).rename(columns=dict(reason='note'))   # also finds the unreadable files
     unreadable = set(qual.file[qual.issue == 'unreadable'])
     parts = [qual if 'quality' in checks else qual[qual.issue == 'unreadable']]
     if unreadable: warnings.warn(f"{len(unreadable)} images could not be decoded and were skipped: {sorted(unreadable)[:5]}")
     keep = [i for i, n in enumerate(names) if n not in unreadable]
-    feats = None
+    feats, conf = None, {}
     if keep and can_embed:
         feats = embed_images([files[i] for i in keep], src, size=size, stats=stats, weights=weights,
                              cache_dir=cache_dir or path/'.imgclean_cache', progress=progress, engine=engine, address=address)
     if 'label' in checks and keep:
         labs = np.array([labels[i] for i in keep])
-        if len(set(labs)) < 2: warnings.warn(f"only one class ({labs[0]!r}) under {path}: label issues skipped")
+        if len(set(labs)) < 2: warnings.warn(f"only one class ({str(labs[0])!r}) under {path}: label issues skipped")
         elif max(Counter(labs.tolist()).values()) < 2: warnings.warn(f"every class under {path} has a single image: label issues skipped")
-        else: parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,
-                                       progress, learner_kwargs))
+        else:
+            parts.append(_label_rows(path, [names[i] for i in keep], labs, feats, thorough, k, flag, recall, arch, size, weights,
+                                     progress, learner_kwargs))
+            conf = parts[-1].attrs['self_confidence']
+            if untrained and not thorough: parts[-1].loc[0, 'note'] = f"{untrained}. {parts[-1].note[0]}"   # said in the summary too
     if 'duplicates' in checks and keep:
-        parts.append(find_duplicates([files[i] for i in keep], feats, root=path, progress=progress))
+        parts.append(find_duplicates([files[i] for i in keep], feats, root=path, progress=progress, labels=[labels[i] for i in keep],
+                                     self_confidence=[conf.get(names[i]) for i in keep]))
     df = issue_table(pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None)
     df['label'] = df.file.map(lab_of).fillna('')
     sha = {n: file_hash(path/n) for n in set(df.file) if n and (path/n).is_file()}

@@ -245,7 +245,9 @@ def _audit(a):
     kw, lk = kwargs_for(a, 'audit'), kwargs_for(a, 'out_of_fold_learner_probs')
     df = audit(out=out, **kw, **({'learner_kwargs': lk} if lk else {}))
     print(summarize_audit(df))
-    print(f"issues table: {out} (review it in Jupyter: ImageCleaner(path, issues=path/'{out.name}', mode='all'))")
+    try: issues = f"path/'{out.resolve().relative_to(Path(a.path).resolve()).as_posix()}'"
+    except ValueError: issues = repr(str(out))   # outside the dataset: its own path
+    print(f"issues table: {out} (review it in Jupyter: ImageCleaner(path, issues={issues}, mode='all'))")
 
 # %% ../nbs/11_cli.ipynb #44
 def _apply(a):

@@ -511,3 +511,102 @@ def test_a_huge_image_says_how_to_audit_it(tmp_path):
     with pytest.warns(UserWarning, match='could not be decoded'): df = audit(root, model=_net(), size=32, progress=False, out=None)
     note = df.set_index('file').note['circle/huge.png']
     assert 'verify_dataset(path, max_size=2048, max_pixels=' in note and 'pass max_pixels=' not in note
+
+
+def _imbalanced_probs():
+    "Out-of-fold probabilities of 100 'flags' and 7 'fruit' from heads that learnt 'fruit' from 2 of its images only"
+    p = np.array([[.95, .05]]*100 + [[.3, .7]]*2 + [[.8, .2]]*5)
+    labs = np.array(['flags']*100 + ['fruit']*7)
+    return labs, p, [f'{c}/{i}.png' for i, c in enumerate(labs)]
+
+
+def test_a_class_the_heads_never_learnt_is_not_flagged_as_a_whole(monkeypatch):
+    "100 images beside 7 (t15): every 'fruit' the heads did not learn was flagged as 'flags', under a confident summary"
+    import imgclean.audit as A
+    labs, p, names = _imbalanced_probs()
+    with pytest.warns(UserWarning, match=r"hardly ever name classes \['fruit'\]"):
+        li = find_label_issues(labs, p, ['flags', 'fruit'], files=names)
+    assert not li.file[li.is_issue].str.startswith('fruit/').any() and li.attrs['unchecked'] == ['fruit']
+    monkeypatch.setattr(A, 'choose_C', lambda *a, **k: (0.1, {}))
+    monkeypatch.setattr(A, 'out_of_fold_probs', lambda *a, **k: (p, ['flags', 'fruit']))
+    with pytest.warns(UserWarning, match='hardly ever name'):
+        rows = A._label_rows(None, names, labs, np.zeros((107, 4), np.float32), False, 5, 'recall', 0.92, None, 32, None, False, None)
+    assert not rows.file.str.startswith('fruit/').any()
+    assert "of 100 checked labels look wrong" in rows.note[0] and "Not checked: 'fruit' (7 images, 2 of them predicted as 'fruit')" in rows.note[0]
+
+
+def test_duplicates_under_two_labels_say_so_and_keep_the_one_the_labels_agree_with(tmp_path):
+    "A square also saved (wrongly) as circle/zz.png (t16): the keeper went by name, the wrong copy, and nothing said the labels differ"
+    root = make_class_folders(tmp_path/'ds', n=8, size=32)
+    (root/'circle'/'zz.png').write_bytes((root/'square'/'001.png').read_bytes())
+    df = audit(root, model=ColourNet(), size=32, progress=False, out=None, checks=('label', 'duplicates'))
+    d = df[df.issue == 'exact_duplicate'].set_index('file')
+    assert set(d.index) == {'circle/zz.png', 'square/001.png'} and set(d.suggestion) == {'square/001.png'}, d
+    assert d.note.str.startswith('labels differ: circle vs square: check which is right before deleting').all(), d.note.tolist()
+    plain = find_duplicates([root/'circle'/'zz.png', root/'square'/'001.png'], root=root, progress=False, labels=['circle', 'square'])
+    assert set(plain.suggestion) == {'circle/zz.png'} and plain.note.str.startswith('labels differ').all()   # no label check: size, then name
+
+
+def test_label_heads_and_pair_checks_show_progress(tmp_path, monkeypatch):
+    "Minutes on ~2,000 images with no bar: the C search, the fold heads and the candidate pairs now show one each (progress=True)"
+    import imgclean.audit as A
+    shown = []
+    def bar(it, **kw): it = list(it); shown.append(it); return it
+    monkeypatch.setattr(A, 'progress_bar', bar)
+    root = make_class_folders(tmp_path/'ds', n=6, size=32)
+    A.audit(root, model=ColourNet(), size=32, out=None, checks=('label', 'duplicates'))
+    assert [0.001, 0.003, 0.01, 0.03, 0.1] in shown                         # choose_C
+    assert any(len(o) == 5 and all(isinstance(f, (int, np.integer)) for f in o) for o in shown)   # the 5 fold heads
+    assert any(o and all(isinstance(p, tuple) and len(p) == 2 for p in o) for o in shown)        # the candidate pairs
+    shown.clear(); A.audit(root, model=ColourNet(), size=32, out=None, checks=('label', 'duplicates'), progress=False)
+    assert shown == []
+
+
+def test_an_untrained_learner_is_said_and_missing_weights_advice_fits_audit(tmp_path, monkeypatch):
+    "make_learner(pretrained=False) never trained gave no warning; the missing-weights error said pretrained=False, which audit does not take"
+    from imgclean import train
+    from imgclean.data import folder_dls
+    root = make_class_folders(tmp_path/'ds', n=6, size=32)
+    learn = train.make_learner(folder_dls(root, valid_pct=0.2, seed=0, size=32, bs=8), 'resnet18', pretrained=False)
+    with pytest.warns(UserWarning, match='weights are random'):
+        df = audit(root, learner=learn, size=32, progress=False, out=None, checks=('label', 'duplicates'))
+    assert summarize_audit(df).startswith("the learner's weights are random")
+    monkeypatch.setattr(train, '_reachable', lambda url, timeout=3.0: False)   # offline, empty hub cache
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path/'hub'))
+    with pytest.raises(RuntimeError, match='needs a feature extractor') as e: audit(root, arch='resnet18', size=32, progress=False, out=None)
+    assert 'train from scratch with pretrained=False' not in str(e.value) and 'thorough=True with learner_kwargs=dict(pretrained=False)' in str(e.value)
+
+
+def test_folds_below_two_are_refused_and_the_summary_says_the_folds_used(tmp_path):
+    "k=1 and k=200 on 18 images were accepted, the summary saying '1 folds' / '200 folds' while fewer were used"
+    root = make_class_folders(tmp_path/'ds', n=6, size=32)
+    with pytest.raises(ValueError, match='at least 2 folds'): audit(root, model=ColourNet(), size=32, k=1, progress=False, out=None)
+    note = audit(root, model=ColourNet(), size=32, k=200, checks='label', progress=False, out=None).note[0]
+    used = re.search(r"embeddings, (\d+) folds \(k=200 asked", note)
+    assert used and int(used.group(1)) <= 18, note
+
+
+def test_two_images_per_class_are_said_to_be_too_few_for_the_label_check(tmp_path):
+    "2 images per class: 'about 2 of 6 labels look wrong; 4 flagged (flag='estimate': the first 2, about 0%)', with no caveat"
+    root = make_class_folders(tmp_path/'ds', n=2, size=32)
+    with pytest.warns(UserWarning, match='too few images per class for the label check'):
+        df = audit(root, model=ColourNet(), size=32, checks='label', progress=False, out=None)
+    note = df.note[0]
+    assert note.startswith("too few images per class for the label check: 'circle' 2, 'square' 2, 'triangle' 2") and '%' not in note, note
+
+
+def test_warnings_and_quality_notes_read_plainly(tmp_path, monkeypatch):
+    "np.str_('flags') in the one-class warning; the no-embedding warning cut at 300 characters; empty notes; 'darkest' that is the 5th percentile"
+    from imgclean import train
+    root = make_class_folders(tmp_path/'one', classes=('circle',), n=4, size=32)
+    with pytest.warns(UserWarning, match=r"only one class \('circle'\)"): audit(root, model=ColourNet(), size=32, progress=False, out=None)
+    monkeypatch.setattr(train, '_reachable', lambda url, timeout=3.0: False)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path/'hub'))
+    with pytest.warns(UserWarning, match="pixels alone") as w:
+        train_free = audit(root, arch='resnet18', thorough=True, checks='duplicates', size=32, progress=False, out=None)
+    assert any("pass weights='path/to/file.pth'" in str(o.message) for o in w) and len(train_free) == 0
+    q = tmp_path/'q'; q.mkdir()
+    Image.new('RGB', (20, 20), (250, 250, 250)).save(q/'white.png')                    # tiny, bright, grayscale, low information, blurry
+    q = find_quality_issues([q/'white.png'], root=q, progress=False, dataset_level=1.0).set_index('issue').reason
+    assert {'tiny', 'bright', 'grayscale', 'low_information', 'blurry'} <= set(q.index) and (q.str.len() > 0).all(), q
+    assert '5th percentile' in q['bright'] and '20×20' in q['tiny']

@@ -441,3 +441,29 @@ def test_train_size_and_batch_below_one_are_argument_errors(capsys, class_folder
                          '--lr', '1e-3', '--epochs', 1, '--no-save', '--workers', 0, *args)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{args[0][2:]}={args[1]}" in err and 'at least 1' in err
+
+
+@pytest.mark.parametrize('content', [b'', b'just some text\n', None])   # None: an image
+def test_audit_learner_that_is_no_pickle_is_a_one_line_error(capsys, tmp_path, class_folders, content):
+    "--learner pointing at an image or a text file crashed with a traceback, exit 1"
+    fn = tmp_path/'model.pkl'
+    if content is None: fn = class_folders/'circle'/'000.png'
+    else: fn.write_bytes(content)
+    code, _, err = run(capsys, 'audit', class_folders, '--learner', fn, '--no-progress')
+    assert code == 2 and len(err.strip().splitlines()) == 1 and 'does not hold an exported fastai Learner' in err, err
+
+
+def test_audit_hint_names_an_issues_table_outside_the_dataset(capsys, tmp_path, class_folders):
+    "--out outside the dataset: the hint said ImageCleaner(path, issues=path/'x.csv'), a file that is not there"
+    out = tmp_path/'elsewhere'/'x.csv'; out.parent.mkdir()
+    code, text, err = run(capsys, 'audit', class_folders, '--checks', 'quality', '--out', out, '--no-progress')
+    assert code == 0, err
+    assert f"ImageCleaner(path, issues={str(out)!r}, mode='all')" in text, text
+    code, text, err = run(capsys, 'audit', class_folders, '--checks', 'quality', '--out', 'sub/y.csv', '--no-progress')
+    assert "ImageCleaner(path, issues=path/'sub/y.csv', mode='all')" in text, text
+
+
+def test_readme_synopsis_lists_every_flag_rule():
+    from pathlib import Path
+    from imgclean.audit import FLAG_RULES
+    assert f"[--flag {'|'.join(FLAG_RULES)}]" in (Path(__file__).parents[1]/'README.md').read_text()
