@@ -187,6 +187,8 @@ def _train_report(a, learn):
 
 def _launch(a, n):
     "Run this same command in `n` processes under `accelerate launch` (each then sees it is one of several)"
+    from imgclean.train import get_arch
+    get_arch(a.arch); _train_dls(a)   # bad arguments and data said once, here, in one line (not by every process after its start-up)
     if a.fast_frozen: raise ValueError("--fast-frozen fits the head in one process; leave it out with --distributed")
     cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', str(n), '--num_machines', '1',
            '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'imgclean.cli', *a._argv]
@@ -195,12 +197,20 @@ def _launch(a, n):
     if code: raise SystemExit(code)
 
 def _train(a):
+    if a.distributed < 1: raise ValueError(f"--distributed {a.distributed}: give the number of processes to train in, 1 or more")
     if a.distributed > 1 and int(os.environ.get('WORLD_SIZE', '1')) <= 1: return _launch(a, a.distributed)
     from imgclean.export import export_learner
     from imgclean.train import (distributed, end_distributed, find_lr, fine_tune_distributed, fine_tune_stages, fit_head_on_features,
                                 make_learner, same_on_every_process)
     learn = make_learner(_train_dls(a), **kwargs_for(a, 'make_learner'))
-    lr = same_on_every_process(find_lr(learn, show_plot=False, **kwargs_for(a, 'find_lr')) if a.lr == 'find' else a.lr)
+    lr = a.lr
+    if lr == 'find':   # the first process alone, before the process group exists (fastai's recorder gathered across it: an error)
+        world = os.environ.get('WORLD_SIZE'); os.environ['WORLD_SIZE'] = '1'
+        try: lr = find_lr(learn, show_plot=False, **kwargs_for(a, 'find_lr')) if os.environ.get('RANK', '0') == '0' else None
+        finally:
+            if world is None: os.environ.pop('WORLD_SIZE', None)
+            else: os.environ['WORLD_SIZE'] = world
+    lr = same_on_every_process(lr)
     fit = fine_tune_distributed if distributed() else fine_tune_stages
     try: fit(learn, lr=lr, head_fit=fit_head_on_features if a.fast_frozen else None, **kwargs_for(a, 'fine_tune_stages'))
     except OSError as e:   # a file damaged past its header, found while decoding (in a DataLoader worker: its traceback is the message)
@@ -241,7 +251,7 @@ def _report(a):
 # %% ../nbs/11_cli.ipynb #42
 def _audit(a):
     from imgclean.audit import audit, summarize_audit
-    out = Path(a.out) if Path(a.out).is_absolute() else Path(a.path)/a.out
+    out = Path(os.path.abspath(a.out if Path(a.out).is_absolute() else Path(a.path)/a.out))   # absolute: `audit` puts a relative `out` under the path
     kw, lk = kwargs_for(a, 'audit'), kwargs_for(a, 'out_of_fold_learner_probs')
     df = audit(out=out, **kw, **({'learner_kwargs': lk} if lk else {}))
     print(summarize_audit(df))

@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, zlib
+import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
@@ -954,7 +954,15 @@ def _ray(address):
     "Ray, initialised (a local cluster when `address` is None), or a clear error when it is not installed"
     try: import ray
     except ImportError: raise ImportError("engine='ray' needs Ray: pip install 'imgclean[ray]' (or pip install 'ray[data]')") from None
-    if ray.is_initialized(): return ray
+    explicit = isinstance(address, str) and address not in ('auto', 'local')
+    if ray.is_initialized():
+        if explicit: warnings.warn(f"Ray is already running in this process: address={address!r} is not used (ray.shutdown() first to use it)")
+        return ray
+    if explicit and (hp := re.fullmatch(r'(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?', address.strip())):   # Ray retries a dead address for good
+        try: socket.create_connection((hp[1], int(hp[2])), timeout=5).close()
+        except OSError as e:
+            raise ValueError(f"cannot reach a Ray cluster at address={address!r} ({e}); start one (`ray start --head`), check the "
+                             "address, or leave it out for a local cluster on this machine") from None
     try: ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as e:   # address='auto' with no cluster running, or a wrong address
         raise ValueError(f"cannot reach a Ray cluster at address={address!r} ({' '.join(str(e).split())[:200]}); start one "

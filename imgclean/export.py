@@ -36,11 +36,12 @@ def _picklable(cb):
         if lrn is not None: cb.learn = lrn
 
 def export_learner(learn:Learner,          # A trained `Learner`
-                   fname='export.pkl',     # Target file; relative paths are under `learn.path` (as in fastai)
+                   fname='export.pkl',     # Target file; relative paths are under `learn.path` (as in fastai) unless they start with it
                   )->Path:                 # The written file
     "`learn.export(fname)` written atomically, leaving unpicklable callbacks out"
     if not isinstance(learn, Learner): raise TypeError(f"expected a fastai Learner, got {type(learn).__name__}")
-    fn = Path(fname) if Path(fname).is_absolute() else Path(learn.path)/fname
+    fn = Path(fname)   # relative: under `learn.path` as in fastai, unless it names that folder already (path/'images'/'export.pkl')
+    if not fn.is_absolute() and os.path.abspath(fn.parent) != os.path.abspath(learn.path): fn = Path(learn.path)/fn
     if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass a file name such as {fn/'export.pkl'}")
     fn.parent.mkdir(parents=True, exist_ok=True)
     sweep_tmp(fn.parent, fn.name)   # a model-sized temporary file of an export that was killed

@@ -731,6 +731,7 @@ class ImageCleaner:
             warnings.simplefilter('always')
             self.state = CleanerState(self.path, csv=csv, state=state, items=items, vocab=vocab)
             self.state.refresh()   # the kernel's state object may be older than this cell: what changed since is said here
+            if not self.state.csv_path.exists(): self.state.change({})   # written at once, as fastai v1 did: a review with nothing to change can retrain from it
         self.path = self.state.path   # absolute, as the state's
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
         issues, stale = _fresh(_as_issues(issues, self.path), self.path)
@@ -1353,7 +1354,7 @@ class DatasetFormatter:
         import numpy as np
         lt = losses_table(learn).sort_values('file', ignore_index=True)
         files = [Path(learn.dls.path)/f for f in lt.file]
-        size = size or int(learn.dls.one_batch()[0].shape[-1])
+        size = size or next(int(dl.one_batch()[0].shape[-1]) for dl in (learn.dls.train, learn.dls.valid, learn.dls.valid.new(bs=1)) if len(dl))   # a training set under one batch has no batch
         x = np.nan_to_num(embed_images(files, learn, size=size, progress=False))
         x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
         S, I = topk_neighbours(x, k)

@@ -467,3 +467,12 @@ def test_readme_synopsis_lists_every_flag_rule():
     from pathlib import Path
     from imgclean.audit import FLAG_RULES
     assert f"[--flag {'|'.join(FLAG_RULES)}]" in (Path(__file__).parents[1]/'README.md').read_text()
+
+
+def test_audit_of_a_relative_dataset_path_writes_where_it_says(capsys, tmp_path, class_folders, monkeypatch):
+    "`imgclean audit ds` wrote ds/ds/issues.csv and said ds/issues.csv: the cleaner's hint then found nothing"
+    monkeypatch.chdir(class_folders.parent)
+    code, text, err = run(capsys, 'audit', class_folders.name, '--checks', 'quality', '--no-progress')
+    assert code == 0, err
+    assert (class_folders/'issues.csv').is_file() and not (class_folders/class_folders.name).exists()
+    assert f"issues table: {class_folders/'issues.csv'}" in text

@@ -49,7 +49,7 @@ def test_two_processes_share_the_batches_and_end_alike(tmp_path):
 def test_imgclean_train_distributed(tmp_path):
     root = make_class_folders(tmp_path/'ds', n=10, size=32)
     p = subprocess.run([sys.executable, '-m', 'imgclean.cli', 'train', str(root), '--arch', 'resnet18', '--size', '32', '--bs', '8',
-                        '--no-pretrained', '--lr', '1e-3', '--epochs', '1', '--distributed', '2', '--workers', '0'],
+                        '--no-pretrained', '--epochs', '1', '--distributed', '2', '--workers', '0'],   # --lr find: the README's command
                        env=ENV, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert 'training in 2 processes' in p.stdout and p.stdout.count('validation accuracy') == 1   # reported once
@@ -57,3 +57,7 @@ def test_imgclean_train_distributed(tmp_path):
     bad = subprocess.run([sys.executable, '-m', 'imgclean.cli', 'train', str(root), '--distributed', '2', '--fast-frozen'],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and '--fast-frozen' in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    for args, said in ((['--arch', 'nosucharch'], 'nosucharch'), (['--distributed', '0'], '--distributed 0')):   # said once, before any launch
+        bad = subprocess.run([sys.executable, '-m', 'imgclean.cli', 'train', str(root), '--distributed', '2', *args],
+                             env=ENV, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and said in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr[-2000:]

@@ -302,3 +302,17 @@ def test_export_holds_no_training_file_names(trained, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         assert predict_image(load_export(fn), next(root.rglob('*.png')))[0][0] in learn.dls.vocab
+
+
+def test_export_to_a_relative_path_that_names_the_learners_folder(trained, monkeypatch):
+    "The README's export_learner(learn, path/'images'/'export.pkl') with learn.path = path/'images' wrote path/images/path/images/export.pkl"
+    import os
+    learn, root, _ = trained
+    monkeypatch.chdir(root.parent)
+    old = learn.path
+    try:
+        learn.path = Path(root.name)                                   # relative, as a DataLoaders of a relative path gives
+        fn = export_learner(learn, Path(root.name)/'named.pkl')
+        assert os.path.abspath(fn) == str(root/'named.pkl') and not (root/root.name).exists()
+        assert os.path.abspath(export_learner(learn, 'plain.pkl')) == str(root/'plain.pkl')   # fastai's meaning still holds
+    finally: learn.path = old

@@ -156,3 +156,16 @@ def test_an_address_with_no_cluster_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(ray, 'is_initialized', lambda: False)   # whatever cluster earlier tests left: this is about the message
     monkeypatch.setattr(ray, 'init', no_cluster)
     with pytest.raises(ValueError, match="cannot reach a Ray cluster at address='auto'.*ray start --head"): _ray('auto')
+
+
+def test_a_dead_address_is_a_clear_error_at_once(monkeypatch):
+    "ray.init(address='127.0.0.1:1') retried for good (9 minutes seen, no error); an address nothing listens on is said at once"
+    import socket, time
+    from imgclean.download import _ray
+    calls = []
+    monkeypatch.setattr(ray, 'is_initialized', lambda: False)
+    monkeypatch.setattr(ray, 'init', lambda **kw: calls.append(kw) or time.sleep(60))   # what a dead address does
+    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()   # a port nothing listens on
+    for addr in (f'127.0.0.1:{port}', f'ray://127.0.0.1:{port}'):
+        with pytest.raises(ValueError, match=f"cannot reach a Ray cluster at address='{addr}'.*ray start --head"): _ray(addr)
+    assert calls == []

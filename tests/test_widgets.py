@@ -52,7 +52,7 @@ def test_buttons_and_dropdowns_update_state_and_csv_each_time(root):
     c = ImageCleaner(root, issues=issues_table(), mode='losses', batch_size=2)
     assert list(c.tiles) == ['square/001.png', 'triangle/002.png']  # highest label-issue score first
     assert c.counter.value == '<b>1–2</b> of 3 images' and c.prev.disabled and not c.next.disabled
-    assert 'not written yet' in c.summary.value                    # no claim about a file that does not exist
+    assert 'cleaned.csv</code>: 12 rows' in c.summary.value and len(cleaned(root)) == 12   # written on opening: retrain needs no click
     c.tiles['square/001.png'].dl.value = True                      # Delete toggle
     df = cleaned(root)
     assert len(df) == 11 and 'square/001.png' not in set(df.name)
@@ -820,3 +820,13 @@ def test_findings_about_files_moved_since_the_audit_are_said(root):
     apply_cleaning(root)
     c = ImageCleaner(root, issues=root/'issues.csv', mode='losses')
     assert any('2 images of the audit are no longer in the dataset' in w for w in c.warnings)
+
+
+def test_from_similars_on_a_training_set_smaller_than_a_batch(root):
+    "fastai's default bs=64 on a small dataset: the training DataLoader has no batch, and from_similars asked it for one for the size"
+    from torch import nn
+    from fastai.vision.all import ImageDataLoaders, Learner, Resize, CrossEntropyLossFlat
+    dls = ImageDataLoaders.from_folder(root, valid_pct=0.25, seed=0, item_tfms=Resize(16), num_workers=0)   # bs 64 > 9 images
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, 3)), loss_func=CrossEntropyLossFlat())
+    ds, idxs = DatasetFormatter().from_similars(learn)
+    assert len(ds) == 12 and len(idxs) >= 2
