@@ -174,7 +174,7 @@ def _fsync_dir(d):
 
 def csv_text(df:pd.DataFrame)->str:
     "`df` as CSV text without its index; every field quoted when one holds a carriage return (pandas quotes only newlines, and readers end a row at a bare CR)"
-    cr = any(df[c].map(lambda v: isinstance(v, str) and '\r' in v).any() for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]))
+    cr = any(df[c].astype(str).str.contains('\r', regex=False).any() for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]))
     return df.to_csv(index=False, quoting=csv.QUOTE_ALL if cr else csv.QUOTE_MINIMAL)
 
 def write_csv(df:pd.DataFrame, fn:Path)->Path:
