@@ -365,6 +365,7 @@ def set_position(self:CleanerState, key:str, pos:int):
     except Timeout: return   # a running apply holds the lock: a page position is not worth waiting for
     try:
         disk = self._read(); disk['positions'][key] = int(pos); self._write(disk, csv=False)
+    except OSError: return   # a read-only dataset can still be looked at: the page position is not kept
     finally: self.lock.release()
     self._adopt(disk)
 
@@ -731,7 +732,9 @@ class ImageCleaner:
             warnings.simplefilter('always')
             self.state = CleanerState(self.path, csv=csv, state=state, items=items, vocab=vocab)
             self.state.refresh()   # the kernel's state object may be older than this cell: what changed since is said here
-            if not self.state.csv_path.exists(): self.state.change({})   # written at once, as fastai v1 did: a review with nothing to change can retrain from it
+            if not self.state.csv_path.exists():   # written at once, as fastai v1 did: a review with nothing to change can retrain from it
+                try: self.state.change({}, timeout=2)
+                except (Timeout, OSError): pass   # an apply running, a read-only dataset: written at the first click that can be saved
         self.path = self.state.path   # absolute, as the state's
         self.generation, self.frozen, self.cursor, self.tiles = self.state.generation, '', 0, {}
         issues, stale = _fresh(_as_issues(issues, self.path), self.path)

@@ -830,3 +830,15 @@ def test_from_similars_on_a_training_set_smaller_than_a_batch(root):
     learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, 3)), loss_func=CrossEntropyLossFlat())
     ds, idxs = DatasetFormatter().from_similars(learn)
     assert len(ds) == 12 and len(idxs) >= 2
+
+
+
+def test_a_dataset_that_cannot_be_written_still_opens(root, monkeypatch):
+    "Writing cleaned.csv when a cleaner opens must not stop a review of a read-only dataset (or one an apply holds)"
+    import imgclean.widgets as w
+    def read_only(fn, data, fsync=False): raise PermissionError(13, 'Permission denied', str(fn))
+    monkeypatch.setattr(w, 'atomic_write', read_only)
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    assert len(c.order) == 4 and not (root/'cleaned.csv').exists()
+    c.tiles[c.order[0]].dl.value = True                            # a click says it could not be saved
+    assert 'Not saved' in c.message.value
