@@ -1159,6 +1159,7 @@ def _staging(root, quarantine, engine:str, verify=True, verbose=False)->_Staging
 
 def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->pd.DataFrame:
     "Plan, resume from what `st.dest` holds, fetch with the engine, write (and upload) what the run leaves; the manifest"
+    if engine == 'ray': _ray(address)   # no Ray, no cluster: said before any row is touched (the manifest's reasons stay)
     old = _merge_shards(st.dest, _read_manifest(st.dest/'manifest.csv'))
     rows, jobs = _plan(lists, verbose)
     todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])

@@ -169,3 +169,18 @@ def test_a_dead_address_is_a_clear_error_at_once(monkeypatch):
     for addr in (f'127.0.0.1:{port}', f'ray://127.0.0.1:{port}'):
         with pytest.raises(ValueError, match=f"cannot reach a Ray cluster at address='{addr}'.*ray start --head"): _ray(addr)
     assert calls == []
+
+
+def test_a_ray_setup_error_leaves_the_manifest_as_it_was(site, tmp_path, monkeypatch):
+    "Ray missing or no cluster: every row was rewritten 'interrupted (rerun to resume)', losing the earlier run's reasons (404, ...)"
+    urls = {'a': [site.url(0, '/img/0.png'), site.url(0, '/missing.png')]}
+    download_images(urls, tmp_path/'d', **KW)
+    before = (tmp_path/'d'/'manifest.csv').read_bytes()
+    def no_cluster(**kw): raise ConnectionError("Could not find any running Ray instance")
+    monkeypatch.setattr(ray, 'is_initialized', lambda: False); monkeypatch.setattr(ray, 'init', no_cluster)
+    with pytest.raises(ValueError, match='cannot reach a Ray cluster'):
+        download_images(urls, tmp_path/'d', engine='ray', address='auto', **KW)
+    assert (tmp_path/'d'/'manifest.csv').read_bytes() == before
+    with pytest.raises(ValueError, match='cannot reach a Ray cluster'):
+        download_images(urls, tmp_path/'fresh', engine='ray', address='auto', **KW)
+    assert not (tmp_path/'fresh'/'manifest.csv').exists()
