@@ -343,10 +343,12 @@ def _rank_keys(self_conf, margin):
 # %% ../nbs/06_audit.ipynb #29c33c34
 FLAG_RULES = ('recall', 'estimate', 'confident', 'argmax', 'either')
 
-def _check_rule(flag, recall):
-    "Raise a clear `ValueError` for an unknown `flag` or a `recall` that is not a share"
+def _check_rule(flag, recall, k=2):
+    "Raise a clear `ValueError` for an unknown `flag`, a `recall` that is not a share, or fewer than 2 folds `k`"
     if flag not in FLAG_RULES: raise ValueError(f"flag must be one of {FLAG_RULES}, not {flag!r}")
     if not 0 < recall <= 1: raise ValueError(f"recall is a share of the wrong labels, above 0 and at most 1, not {recall!r}")
+    if k < 2: raise ValueError(f"k={k}: the label check needs at least 2 folds (each image is judged by heads trained without it); "
+                               f"use k=5 (on the command line: --folds 5)")
 
 def _unrecognised(y, probs, counts):
     "Classes (indices) a head never learnt: predicted for under half of their own images, and under half as often as they are given"
@@ -1233,9 +1235,7 @@ def audit(path,                  # Dataset root with one folder per class
          )->pd.DataFrame:        # One row per (file, issue), see `ISSUE_COLUMNS`; rows with file '' describe the dataset
     "Label issues, duplicates and image-quality issues of the class folders in `path`, as one table"
     flag = flag or 'recall'
-    _check_rule(flag, recall)   # before any long work
-    if k < 2: raise ValueError(f"k={k}: the label check needs at least 2 folds (each image is judged by heads trained without it); "
-                               f"use k=5 (on the command line: --folds 5)")
+    _check_rule(flag, recall, k)   # before any long work
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     if not checks or set(checks) - set(CHECKS): raise ValueError(f"checks must name some of {CHECKS}, not {checks}")
     path = Path(path); files, labels = _dataset(path)
