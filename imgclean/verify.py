@@ -95,12 +95,14 @@ def _quarantine(df, root, q):
 
 def _quarantined_before(q, man, root)->pd.DataFrame:
     "Rows of `man` (manifest) marked ok whose file is gone and in the quarantine report `q/report.csv` (a verify killed before it updated the manifest)"
-    gone = man[(man.status == 'ok') & (man.file != '')]
-    gone = gone[[not (root/f).exists() for f in gone.file]]
-    if not len(gone) or not (q/'report.csv').is_file(): return pd.DataFrame(columns=['file', 'reason', 'quarantined'])
+    none = pd.DataFrame(columns=['file', 'reason', 'quarantined'])
+    if not (q/'report.csv').is_file(): return none
     try: rep = pd.read_csv(q/'report.csv', keep_default_na=False, dtype=str)
-    except (OSError, ValueError, pd.errors.ParserError): return pd.DataFrame(columns=['file', 'reason', 'quarantined'])
-    rep = rep[rep.file.isin(set(gone.file)) & pd.Series([(q/f).exists() for f in rep.quarantined], index=rep.index, dtype=bool)]
+    except (OSError, ValueError, pd.errors.ParserError): return none
+    ok = man[(man.status == 'ok') & man.file.isin(set(rep.file))]   # only the reported files are looked at on disk
+    gone = {f for f in ok.file if not (root/f).exists()}
+    rep = rep[rep.file.isin(gone)]
+    rep = rep[pd.Series([(q/f).exists() for f in rep.quarantined], index=rep.index, dtype=bool)]
     return rep.drop_duplicates('file', keep='last')[['file', 'reason', 'quarantined']]
 
 def _update_manifest(fn, df, q=None):
