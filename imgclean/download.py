@@ -918,11 +918,26 @@ def _quota_rounds(todo, kept, max_pics):
     for r in (r for q in pending.values() for r in q): r.update(status='skipped', reason=f'max_pics {max_pics} reached')
 
 # %% ../nbs/01_download.ipynb #74
-def _fetch_shard(root, o:dict, rows:list, shard_fn)->tuple:
+class _Tally:
+    "A Ray actor: how many URLs each shard task has done, for the driver's progress bar"
+    def __init__(self): self.n = {}
+    def add(self, key, n): self.n[key] = self.n.get(key, 0) + n
+    def counts(self)->dict: return self.n
+
+def _ticker(tally, key, every:float=0.25):
+    "A `progress()` for `_Downloader.run` that tells the actor `tally` the URLs done under `key`, at most every `every` s"
+    state = dict(n=0, t=time.monotonic())
+    def tick():
+        state['n'] += 1
+        if time.monotonic() - state['t'] > every: tally.add.remote(key, state['n']); state.update(n=0, t=time.monotonic())
+    return tick
+
+def _fetch_shard(root, o:dict, rows:list, shard_fn, tally=None)->tuple:
     "A Ray task: fetch `rows` into `root` (at a URL: staged on this node, then uploaded); record them in `shard_fn`; return (rows, verdicts, rejected)"
     st = _Staging(_as_path(root), o['quarantine'])
     dl = _Downloader(st.root, {**o, 'max_pics': None, 'quarantine': st.q}, Counter(), {})   # the driver keeps max_pics by rounds
-    try: dl.run(rows, progress=False)
+    try: dl.run(rows, progress=False if tally is None else _ticker(tally, str(shard_fn)))
+    except KeyboardInterrupt: pass   # `ray.cancel` (the driver's Ctrl-C): fetches in flight ended, nothing new started; what is done is returned
     finally:
         for r in rows:
             if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
@@ -975,6 +990,53 @@ def _started_bar(n, progress):
     bar = progress_bar(range(n), leave=False); bar.update(0)   # starts its clock: fastprogress does only when iterated
     return bar
 
+def _shard_failed(e)->bool:
+    "Did a shard task end without running to its end through no fault of its code (its worker or node died, it was cancelled)?"
+    from ray import exceptions as rx
+    return isinstance(e, (rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.TaskCancelledError, rx.ActorDiedError))
+
+class _RayRound:
+    "One round's shard tasks on Ray: collect their rows as they end, move the bar per URL (from `_Tally`), cancel them on Ctrl-C"
+    def __init__(self, ray, refs:dict, res, tally, bar, done):
+        self.ray, self.refs, self.res, self.tally, self.bar, self.done = ray, refs, res, tally, bar, done
+
+    def take(self, ref):
+        "Apply the rows of the ended task `ref`; a task whose worker or node died leaves its unfinished rows saying so"
+        sh, fn = self.refs.pop(ref)
+        try: got, verdicts, rejected = self.ray.get(ref)
+        except Exception as e:
+            if not _shard_failed(e): raise   # an error in our code or the disk's: the run stops with it
+            why = ' '.join(str(e).split())[:120]
+            for r in sh:
+                if not r['status']: r.update(status='failed', reason=f'interrupted (its Ray task ended: {type(e).__name__}: {why}; rerun to resume)')
+        else:
+            for a, b in zip(sh, got): a.update(b)
+            self.res['verdicts'].update(verdicts); self.res['rejected'] += rejected
+        self.done += len(sh)
+
+    def show(self):
+        "Move the bar to the URLs of ended shards plus those the running ones told the tally"
+        if self.bar is None: return
+        n = self.ray.get(self.tally.counts.remote())
+        self.bar.update(self.done + sum(n.get(str(fn), 0) for _, fn in self.refs.values()))
+
+    def wait(self):
+        "Until every task ended; returns the URLs done"
+        while self.refs:
+            ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=0.25)   # Ctrl-C is seen between waits
+            for ref in ready: self.take(ref)
+            self.show()
+        return self.done
+
+    def stop(self, limit:float):
+        "Cancel the running tasks (each ends its fetches in flight, then returns what it did) and wait for them, at most `limit` s"
+        for ref in self.refs: self.ray.cancel(ref)
+        print(f"stopping: waiting for the fetches in flight in {len(self.refs)} Ray tasks (at most {limit:g}s)", file=sys.stderr)
+        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=limit)
+        for ref in ready:
+            try: self.take(ref)
+            except Exception: pass   # the Ctrl-C is what the run reports; this shard's rows stay unfinished
+
 def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
     "The Ray engine: shards by host, one task per shard, `max_pics` by rounds, one progress bar over the URLs"
     ray = _ray(address)
@@ -984,19 +1046,19 @@ def _run_on_ray(todo, kept, hashes, root, o, res, progress, address):
     task, run = ray.remote(num_cpus=1/per, max_retries=0, runtime_env={'env_vars': env} if env else None)(_fetch_shard), secrets.token_hex(4)
     o = {**o, 'n_workers': max(1, o['n_workers'] // (per*cpus)), 'quarantine': _abs(o['quarantine'])}   # connections in all stay n_workers
     bar = _started_bar(len(todo), progress)
+    tally = ray.remote(num_cpus=0)(_Tally).remote() if bar is not None else None
     done, root = 0, _abs(root)
     for r_i, batch in enumerate(_quota_rounds(todo, kept, o['max_pics'])):
         shards = _by_host(batch, max(2*cpus, math.ceil(len(batch)/2000)))
-        refs = {task.remote(root, o, sh, root/SHARDS/f'{run}-{r_i}-{i}.csv'): sh for i, sh in enumerate(shards)}
-        while refs:
-            (ref,), _ = ray.wait(list(refs), num_returns=1)
-            sh = refs.pop(ref); got, verdicts, rejected = ray.get(ref)
-            for a, b in zip(sh, got): a.update(b)
-            res['verdicts'].update(verdicts); res['rejected'] += rejected
-            done += len(sh)
-            if bar is not None: bar.update(done)
-        _dedupe(batch, hashes, kept, root)
+        fns = [root/SHARDS/f'{run}-{r_i}-{i}.csv' for i in range(len(shards))]
+        rnd = _RayRound(ray, {task.remote(root, o, sh, fn, tally): (sh, fn) for sh, fn in zip(shards, fns)}, res, tally, bar, done)
+        try: done = rnd.wait()
+        except BaseException:   # Ctrl-C (or an error): the tasks stop as the local engine's processes do, and report what they did
+            rnd.stop((o['total_timeout'] or o['timeout']) + 10)
+            raise
+        finally: _dedupe(batch, hashes, kept, root)   # after a Ctrl-C too: one copy of the same bytes per class
     if bar is not None: bar.update(len(todo))   # the URLs no round needed (`max_pics` reached) are done too
+
 
 # %% ../nbs/01_download.ipynb #26043181
 def _send(f, b:bytes):

@@ -26,25 +26,32 @@ def shape_jpeg(n):
 class Site:
     "One loopback server per host: /i/<n>.jpg (distinct images, `latency` s each), /404, /html, /dup (the same bytes); counts the most requests in flight per host"
     def __init__(self, latency=0.05):
-        self.latency, self.lock, self.now, self.peak, self.servers = latency, threading.Lock(), {}, {}, []
+        self.latency, self.lock, self.now, self.peak, self.servers, self.killed, self.served = latency, threading.Lock(), {}, {}, [], [], 0
         site = self
         class H(BaseHTTPRequestHandler):
             def log_message(self, *a): pass
             def do_GET(self):
                 host = self.server.server_address[0]
-                with site.lock: site.now[host] = site.now.get(host, 0) + 1; site.peak[host] = max(site.peak.get(host, 0), site.now[host])
+                with site.lock: site.now[host] = site.now.get(host, 0) + 1; site.peak[host] = max(site.peak.get(host, 0), site.now[host]); site.served += 1
                 try: time.sleep(site.latency)   # the request counts while it waits here: after it, the answer can reach the client
                 finally:                          # before this thread runs again, and its next request would count twice
                     with site.lock: site.now[host] -= 1
                 if self.path.startswith('/i/'): body, ct, code = shape_jpeg(int(self.path[3:].split('.')[0])), 'image/jpeg', 200
                 elif self.path == '/dup': body, ct, code = jpeg_bytes((40, 30), (1, 2, 3)), 'image/jpeg', 200
                 elif self.path == '/html': body, ct, code = b'<!doctype html><p>moved', 'text/html', 200
+                elif self.path == '/kill-client': site.kill_client(self.client_address); return
                 else: body, ct, code = b'nope', 'text/plain', 404
                 self.send_response(code); self.send_header('Content-Type', ct); self.send_header('Content-Length', str(len(body)))
                 self.end_headers(); self.wfile.write(body)
         for h in HOSTS:
             srv = ThreadingHTTPServer((h, 0), H); srv.daemon_threads = True
             self.servers.append(srv); threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    def kill_client(self, addr):
+        "SIGKILL the process on this machine whose socket is `addr` (a Ray worker running a download task)"
+        import psutil
+        for c in psutil.net_connections('tcp'):
+            if c.laddr and (c.laddr.ip, c.laddr.port) == tuple(addr[:2]) and c.pid: self.killed.append(c.pid); os.kill(c.pid, signal.SIGKILL)
 
     def url(self, i, path): s = self.servers[i % len(self.servers)]; return f'http://{s.server_address[0]}:{s.server_address[1]}{path}'
     def lists(self, n=30):
@@ -184,3 +191,57 @@ def test_a_ray_setup_error_leaves_the_manifest_as_it_was(site, tmp_path, monkeyp
     with pytest.raises(ValueError, match='cannot reach a Ray cluster'):
         download_images(urls, tmp_path/'fresh', engine='ray', address='auto', **KW)
     assert not (tmp_path/'fresh'/'manifest.csv').exists()
+
+
+def test_the_progress_bar_moves_per_url_not_per_shard(cluster, site, tmp_path, monkeypatch):
+    "The bar over URLs moved only when a whole shard task ended (4 steps for 4 shards); the tasks now tell a `_Tally` actor as they go"
+    import imgclean.download as dl
+    seen = []
+    class Bar:
+        def update(self, n): seen.append(n)
+    monkeypatch.setattr(dl, '_started_bar', lambda n, progress: Bar() if progress else None)
+    site.latency = 0.1
+    lists = site.lists(30)
+    download_images(lists, tmp_path/'d', engine='ray', per_host=1, **{**KW, 'progress': True})
+    n = sum(len(v) for v in lists.values())
+    assert seen == sorted(seen) and seen[-1] == n, seen   # never backwards, ends at every URL
+    steps = sorted(set(seen) - {0, n})
+    assert len(steps) >= 6, steps   # 66 URLs over 3 hosts, one fetch a host at a time, 0.1 s each: ~2 s of ticks every 0.25 s
+
+
+def test_ctrl_c_cancels_the_tasks_and_keeps_what_they_did(cluster, site, tmp_path):
+    "Ctrl-C in a notebook (the kernel, and so the cluster, lives on): the tasks ran on, writing files after the manifest was written, which said 'interrupted' for every URL of an unfinished shard, done or not"
+    import _thread
+    site.latency = 0.3
+    lists = site.lists(24); dest = tmp_path/'d'
+    def interrupt():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(dest.glob('[!._]*/*'))) < 6: time.sleep(0.1)
+        _thread.interrupt_main()
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        download_images(lists, dest, engine='ray', n_workers=3, per_host=1, **KW)
+    served = site.served; time.sleep(2)
+    assert site.served == served, (served, site.served)   # no task fetches once the call has returned
+    m = pd.read_csv(dest/'manifest.csv', keep_default_na=False)
+    on_disk = {f.relative_to(dest).as_posix() for f in dest.glob('[!._]*/*')}
+    ok = set(m.loc[m.status == 'ok', 'file'])
+    assert ok == on_disk and len(ok) >= 6, (sorted(ok ^ on_disk), len(ok))   # every file kept is named, as done
+    assert m.reason.str.startswith('interrupted').sum() > 0 and len(m) == sum(len(v) for v in lists.values())
+    assert not (dest/'.imgclean_shards').exists()
+    site.latency = 0.0
+    df = download_images(lists, dest, engine='ray', **KW)
+    assert (df.reason == 'already downloaded').sum() == len(ok) and (df.status == 'ok').sum() == 49
+
+
+def test_a_task_whose_worker_dies_leaves_its_rows_interrupted_and_the_run_goes_on(cluster, site, tmp_path):
+    "A shard task's worker killed (OOM killer, a node lost): the whole download raised WorkerCrashedError, with every other shard's rows lost"
+    lists = site.lists(12)
+    lists['dog'].append(site.url(2, '/kill-client'))
+    df = download_images(lists, tmp_path/'d', engine='ray', per_host=1, **KW)
+    assert site.killed, 'the site killed no worker'
+    row = df[df.url.str.endswith('/kill-client')].iloc[0]
+    assert row.status == 'failed' and row.reason.startswith('interrupted (its Ray task ended: WorkerCrashedError'), row.reason
+    other = [site.url(i, f'/i/{k*100 + i}.jpg') for k in (0, 1) for i in range(12) if i % 3 != 2]   # the other hosts' shards ran to their end
+    assert (df.set_index('url').loc[other, 'status'] == 'ok').all()
+    assert len(df) == sum(len(v) for v in lists.values())
