@@ -105,8 +105,9 @@ def _embed_here(files, todo, fm, size, mean, std, bs, progress, put):
 def _embed_on_ray(files, todo, fm, size, mean, std, bs, progress, put, address):
     "The same on a Ray cluster, one model copy per actor (`imgclean.cluster.embed_on_ray`)"
     from imgclean.cluster import embed_on_ray   # the optional engine: loaded (with Ray) only when asked for
-    feats, ok = embed_on_ray([files[i] for i in todo], fm, size, mean, std, bs, address=address, progress=progress)
-    for i, f, k in zip(todo, feats, ok): put(i, f if k else None)
+    def got(idx, feats, ok):   # as each batch arrives: an interrupted run keeps (and caches) what the cluster computed
+        for j, f, k in zip(idx, feats, ok): put(todo[j], f if k else None)
+    embed_on_ray([files[i] for i in todo], fm, size, mean, std, bs, address=address, progress=progress, on_batch=got)
 
 def _load_cache(cfn):
     "{content hash: vector} from the cache file `cfn` (empty when missing; unreadable: a warning, then rewritten)"
@@ -148,9 +149,11 @@ def embed_images(files,                # Image files
         cache[hashes[i]] = v; new[0] += 1
         if new[0] % save_every == 0: save()
     todo = [i for i, h in enumerate(hashes) if h not in cache]
-    if todo and engine == 'ray': _embed_on_ray(files, todo, fm, size, mean, std, bs, progress, put, address)
-    elif todo: _embed_here(files, todo, fm, size, mean, std, bs, progress, put)
-    if todo: save()
+    try:
+        if todo and engine == 'ray': _embed_on_ray(files, todo, fm, size, mean, std, bs, progress, put, address)
+        elif todo: _embed_here(files, todo, fm, size, mean, std, bs, progress, put)
+    finally:
+        if new[0]: save()   # after Ctrl-C or an error too: a rerun starts where this one stopped
     d = len(next(iter(cache.values()))) if cache else 0
     res = np.full((len(files), d), np.nan, dtype=np.float32)
     for i, h in enumerate(hashes):

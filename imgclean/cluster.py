@@ -57,17 +57,21 @@ def _shared(ray, fm:nn.Module)->list:
     "[reference to a CPU copy of `fm` in Ray's object store]: each actor fetches it once (the caller's model stays where it is)"
     return [ray.put(fm if all(p.device.type == 'cpu' for p in fm.parameters()) else copy.deepcopy(fm).cpu())]
 
-def _collect(batches, n:int, progress:bool)->tuple:
-    "Rows arriving in any order from `batches` of (i, ok, feat), put at their index: (feats, ok)"
+def _collect(batches, n:int, progress:bool, on_batch=None)->tuple:
+    "Rows arriving in any order from `batches` of (i, ok, feat), put at their index (and given to `on_batch(i, feat, ok)`): (feats, ok)"
     feats, ok = None, np.zeros(n, dtype=bool)
     bar = progress_bar(range(n), leave=False) if progress and n else None
     if bar is not None: bar.update(0)   # starts its clock
-    done = 0
-    for b in batches:
-        if feats is None: feats = np.full((n, b['feat'].shape[1]), np.nan, dtype=np.float32)
-        feats[b['i']], ok[b['i']] = b['feat'], b['ok']
-        done += len(b['i'])
-        if bar is not None: bar.update(done)
+    done, it = 0, iter(batches)
+    try:
+        for b in it:
+            if feats is None: feats = np.full((n, b['feat'].shape[1]), np.nan, dtype=np.float32)
+            feats[b['i']], ok[b['i']] = b['feat'], b['ok']
+            if on_batch is not None: on_batch(b['i'], b['feat'], b['ok'])
+            done += len(b['i'])
+            if bar is not None: bar.update(done)
+    finally:
+        if hasattr(it, 'close'): it.close()   # Ctrl-C or an error: the dataset's execution stops now, not when it is collected
     return feats, ok
 
 # %% ../nbs/12_cluster.ipynb #18
@@ -80,6 +84,7 @@ def embed_on_ray(files,                  # Image files; every node must see them
                  address:str=None,       # Ray cluster ('auto': the one running here, 'ray://host:10001'); None: the initialised one or a new local one
                  num_actors:int=None,    # Copies of the model; None: one per GPU, or one per CPU on a cluster without GPUs
                  progress:bool=True,     # Show a progress bar (in the driver)
+                 on_batch=None,          # Called in the driver as each batch arrives, `on_batch(indices, vectors, ok)` (e.g. to cache them)
                 )->tuple:                # (float32 (n, d) vectors, NaN rows where not ok; bool (n,): the file decoded)
     "Feature vectors of `files` from `fm`, computed by `num_actors` copies of the model on a Ray cluster, in the order of `files`"
     files = [os.path.abspath(f) for f in files]
@@ -95,5 +100,5 @@ def embed_on_ray(files,                  # Image files; every node must see them
         ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(fm=_shared(ray, fm), size=size, mean=[float(o) for o in mean],
                                                                    std=[float(o) for o in std], gpu='num_gpus' in res),
                             batch_size=bs, batch_format='numpy', compute=ray.data.ActorPoolStrategy(size=n), **res)
-        return _collect(ds.iter_batches(batch_size=None, batch_format='numpy'), len(files), progress)
+        return _collect(ds.iter_batches(batch_size=None, batch_format='numpy'), len(files), progress, on_batch)
     finally: ctx.enable_progress_bars, ctx.print_on_execution_start = old

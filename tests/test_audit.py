@@ -52,7 +52,8 @@ def test_cache_keyed_by_model_and_size(tmp_path):
     assert not np.allclose(d[0], a[0]) and np.allclose(d[1:], a[1:])
 
 
-def test_interrupted_run_leaves_valid_cache(tmp_path):
+@pytest.mark.parametrize('save_every', [4, 1024])   # 1024: no periodic save came before the Ctrl-C, and every vector was lost
+def test_interrupted_run_leaves_valid_cache(tmp_path, save_every):
     root = make_class_folders(tmp_path/'d', n=8)
     files = sorted(root.rglob('*.png')); cd = tmp_path/'cache'
     class Boom(nn.Module):
@@ -62,7 +63,7 @@ def test_interrupted_run_leaves_valid_cache(tmp_path):
             if self.calls == 3: raise KeyboardInterrupt
             return self.inner(x)
     m = Boom()
-    with pytest.raises(KeyboardInterrupt): embed_images(files, m, bs=4, save_every=4, size=32, cache_dir=cd, progress=False)
+    with pytest.raises(KeyboardInterrupt): embed_images(files, m, bs=4, save_every=save_every, size=32, cache_dir=cd, progress=False)
     (fn,) = cd.glob('*.npz')
     with np.load(fn) as z: assert len(z['hashes']) == 8   # the two finished batches were saved
     assert not list(cd.glob('*.tmp*'))

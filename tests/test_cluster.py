@@ -88,3 +88,36 @@ def test_embed_images_and_audit_on_ray_fill_the_same_cache(cluster, files, tmp_p
     root = files[0].parents[1]
     df = audit(root, model=model, size=32, checks=('duplicates',), progress=False, engine='ray')
     assert (root/'issues.csv').is_file() and len(list((root/'.imgclean_cache').glob('embeddings_*.npz'))) == 1
+
+
+def test_an_interrupted_ray_run_keeps_what_the_cluster_computed(cluster, tmp_path):
+    "Ctrl-C in the driver: the vectors came back only when every batch had, so the cache got none of the cluster's work until the end"
+    import _thread, threading, time
+    root = make_class_folders(tmp_path/'d', n=40)
+    files = sorted(root.rglob('*.png')); cd, calls = tmp_path/'cache', tmp_path/'calls'; calls.mkdir()
+    class Slow(nn.Module):   # a model call takes 0.2 s and leaves a file behind (the actors run on this machine)
+        def __init__(self): super().__init__(); self.inner = tiny_model(); self.calls = str(calls)
+        def forward(self, x):
+            import os, time, uuid
+            time.sleep(0.2); open(os.path.join(self.calls, uuid.uuid4().hex), 'w').close()
+            return self.inner(x)
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the actors cannot import this test module
+    model, at = Slow(), []
+    def interrupt():   # once the first vectors are cached (every 4 with save_every=4)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(cd.glob('embeddings_*.npz')): time.sleep(0.01)
+        at.append(len(list(calls.iterdir()))); _thread.interrupt_main()
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        embed_images(files, model=model, cache_dir=cd, size=32, bs=2, save_every=4, progress=False, engine='ray')
+    assert at and at[0] < 40, at   # 60 batches of 2: the first vectors were cached while most were still to compute
+    (cfn,) = cd.glob('embeddings_*.npz')
+    with np.load(cfn) as z: kept = len(z['hashes'])
+    assert 4 <= kept < len(files), kept
+    n = len(list(calls.iterdir())); time.sleep(2)
+    assert len(list(calls.iterdir())) <= n + 4, (n, len(list(calls.iterdir())))   # the actors stopped (a batch each may end)
+    there = embed_images(files, model=model, cache_dir=cd, size=32, bs=2, progress=False, engine='ray')
+    assert len(list(calls.iterdir())) < n + 4 + 60, 'the rerun computed every vector again'
+    here = embed_images(files, model=model.inner, cache_dir=None, size=32, bs=2, progress=False)
+    np.testing.assert_allclose(there, here, rtol=1e-5, atol=1e-5)
