@@ -69,3 +69,21 @@ def fastai_differences(ns:dict=None, # A namespace after `from imgclean.all impo
         elif name not in allowed: problems[name] = f'is {ns[name]!r}, not fastai\'s {theirs!r}'
         elif missing := _takes(ns[name], theirs): problems[name] = f'does not take fastai\'s parameters {missing}'
     return problems
+
+# %% ../nbs/all.ipynb #ab394ed5
+import functools, os
+from fastai.vision.core import PILBase
+
+def _naming_the_file(create):
+    "fastai's `PILBase.create` (the function under its classmethod), adding to its errors a note that names the file"
+    @functools.wraps(create)   # fastai's type dispatch reads the annotations it copies
+    def _create(cls, fn, **kwargs):
+        try: return create(cls, fn, **kwargs)
+        except Exception as e:
+            if isinstance(fn, (str, os.PathLike)) and hasattr(e, 'add_note'):
+                e.add_note(f"imgclean: the image file was {fn}; verify_dataset(path) (or fastai's verify_images) finds such files before training")
+            raise
+    _create.names_the_file = True
+    return _create
+
+if not getattr(PILBase.create, 'names_the_file', False): PILBase.create = classmethod(_naming_the_file(PILBase.create.__func__))

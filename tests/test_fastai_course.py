@@ -438,3 +438,16 @@ def test_fastai_image_classifier_cleaner_on_our_learner(tmp_path, notebook):
     cleaner.iw.widget.children[0].children[1].value = '<Delete>'
     assert list(cleaner.delete()) == [0]
 
+
+
+def test_a_broken_file_that_stops_fit_is_named(tmp_path):
+    "A truncated JPEG in the class folders (the lesson skips verify): fastai's fit stopped with `OSError: Truncated File Read`, raised in a DataLoader worker, naming no file"
+    from imgclean.all import ImageDataLoaders, Resize, resnet18, vision_learner
+    for c in ('a', 'b'):
+        (tmp_path/c).mkdir()
+        for i in range(6): draw_shape(('circle', 'square')[c == 'b'], SZ, seed=i).convert('RGB').save(tmp_path/c/f'{i}.jpg', quality=90)
+    bad = tmp_path/'a'/'3.jpg'; bad.write_bytes(bad.read_bytes()[:200])
+    dls = ImageDataLoaders.from_folder(tmp_path, valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=4, num_workers=2)
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    with pytest.raises(Exception) as e: learn.fit(1)
+    assert f'the image file was {bad}' in str(e.value) + ''.join(getattr(e.value, '__notes__', [])), str(e.value)[-800:]
