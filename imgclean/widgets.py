@@ -81,21 +81,37 @@ _STATES = weakref.WeakValueDictionary()
 UNDELETE = dict(action='undelete')   # a change that forgets a deletion, and only a deletion
 KEEP_WITH_LABEL = dict(action='keep', relabel='kept')   # a change that keeps an image, with the relabel it has (one click must not undo another)
 
+def _places(path:Path, csv, state)->tuple:
+    "(csv, state, moved): as given, or, for a read-only dataset (Kaggle's /kaggle/input), in `<working folder>/<name>_cleaning/`"
+    path, rel = Path(os.path.abspath(path)), [not Path(o).is_absolute() for o in (csv, state)]
+    if not any(rel) or not path.is_dir() or os.access(path, os.W_OK): return csv, state, False
+    home = Path.cwd()/f'{path.name}_cleaning'
+    try: home.mkdir(exist_ok=True)
+    except OSError: pass
+    if not os.access(home, os.W_OK):
+        raise PermissionError(f"{path} is read-only, and {home} cannot be written either: pass csv= and state= paths you can write "
+                              "(cleaned.csv names the images relative to the dataset wherever it is)")
+    return (home/csv if rel[0] else csv), (home/state if rel[1] else state), True
+
 class CleanerState:
     "Decisions about the items of the dataset at `path`: one shared object per dataset in a kernel, the state file the truth across processes"
     def __new__(cls, path:Path, csv:str=CLEANED_CSV, state:str=STATE_FILE, *args, **kwargs):
-        key = (str(Path(path).resolve()), state)
+        key = (str(Path(path).resolve()), str(_places(path, csv, state)[1]))
         obj = _STATES.get(key)
         if obj is None: obj = super().__new__(cls); obj._ready = False; _STATES[key] = obj
         return obj
 
     def __init__(self, path:Path,            # Dataset root
-                 csv:str=CLEANED_CSV,        # Cleaned labels file written under `path`
-                 state:str=STATE_FILE,       # JSON state file under `path`
+                 csv:str=CLEANED_CSV,        # Cleaned labels file written under `path` (a read-only dataset's: see `_places`)
+                 state:str=STATE_FILE,       # JSON state file under `path` (the same)
                  items:pd.DataFrame=None,    # name/label table; default `class_items(path)`
                  vocab=None,                 # Allowed labels; default the labels of the items
                  lock_timeout:float=60,      # Seconds to wait for another process's change (or apply) to finish
                 ):
+        csv, state, moved = _places(path, csv, state)
+        if moved: warnings.warn(f"{os.path.abspath(path)} is read-only: the decisions are kept in {Path(state).parent} (cleaned.csv there names "
+                                f"the images relative to the dataset: ImageDataLoaders.from_csv(path, '{csv}', folder='.') reads it); "
+                                "apply_cleaning cannot move files of a read-only dataset. Pass csv= and state= to choose the place")
         if self._ready:   # the kernel's object for this dataset: new `items`/`vocab` replace the old ones
             if items is not None or vocab is not None: self._items_arg, self._vocab_arg, self._items_gen = items, vocab, self.generation
             if items is not None or self._items_arg is None: self._load_items({}, self.generation)   # files added since are listed
@@ -1248,6 +1264,9 @@ def apply_cleaning(path:Path,             # Dataset root
                    on_move=None,          # Called with each move once done (progress)
                   )->pd.DataFrame:        # One row per move: src, dst, action
     "Move deleted files of `path` to `trash` and relabelled ones to their class folder, journalled so it can be resumed and undone"
+    if Path(path).is_dir() and not os.access(path, os.W_OK):
+        raise PermissionError(f"{path} is read-only: apply_cleaning moves files inside it. Train from cleaned.csv as it is (deleted images are "
+                              "not in it, relabelled ones carry their new label), or copy the dataset somewhere you can write and apply there")
     st = CleanerState(path, csv=csv, state=state, items=items)
     j = Journal(Path(log) if log else st.path/APPLY_LOG)
     with st.lock:
