@@ -24,7 +24,8 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from torch import nn
 
-from .core import IMAGE_ERRORS, ISSUE_COLUMNS, ISSUE_TYPES, ImageTooLarge, atomic_write, class_items, file_hash, issue_table, write_issues
+from .core import (IMAGE_ERRORS, ISSUE_COLUMNS, ISSUE_TYPES, ImageTooLarge, atomic_write, class_items, file_hash, issue_table,
+                           side_folder, write_issues)
 from .images import load_rgb
 
 # %% ../nbs/06_audit.ipynb #4
@@ -1216,6 +1217,14 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
     return out
 
 # %% ../nbs/06_audit.ipynb #417f6048
+def _outputs(path:Path, cache_dir, out)->tuple:
+    "(cache folder, issues file or None) of an audit of `path`: under it, or in `side_folder(path)` when it is read-only (said once)"
+    if cache_dir is not None and (out is None or Path(out).is_absolute()): return Path(cache_dir), out and Path(out)
+    home, moved = side_folder(path, "pass cache_dir= and out= paths you can write")
+    if moved: warnings.warn(f"{path} is read-only: the embedding cache{f' and {out}' if out else ''} go to {home}" +
+                            (f" (ImageCleaner(path, issues='{home/out}') reads the issues from there)" if out else ''))
+    return Path(cache_dir or home/'.imgclean_cache'), out and home/out   # an absolute `out` stays as it is
+
 def audit(path,                  # Dataset root with one folder per class
           learner=None,          # A fastai `Learner` (or export.pkl path) whose body gives the embeddings
           arch=None,             # Or an architecture name ('resnet34'); ImageNet weights unless `weights`
@@ -1242,6 +1251,7 @@ def audit(path,                  # Dataset root with one folder per class
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     if not checks or set(checks) - set(CHECKS): raise ValueError(f"checks must name some of {CHECKS}, not {checks}")
     path = Path(path); files, labels = _dataset(path)
+    cache_dir, out = _outputs(path, cache_dir, out)
     names = [PurePosixPath(f.relative_to(path)).as_posix() for f in files]
     lab_of = dict(zip(names, labels))
     src, stats = _embedding_source(learner, model, arch, stats)
@@ -1256,7 +1266,7 @@ def audit(path,                  # Dataset root with one folder per class
     feats, conf = None, {}
     if keep and can_embed:
         feats = embed_images([files[i] for i in keep], src, size=size, stats=stats, weights=weights,
-                             cache_dir=cache_dir or path/'.imgclean_cache', progress=progress, engine=engine, address=address)
+                             cache_dir=cache_dir, progress=progress, engine=engine, address=address)
     if 'label' in checks and keep:
         labs = np.array([labels[i] for i in keep])
         if len(set(labs)) < 2: warnings.warn(f"only one class ({str(labs[0])!r}) under {path}: label issues skipped")
@@ -1273,7 +1283,7 @@ def audit(path,                  # Dataset root with one folder per class
     df['label'] = df.file.map(lab_of).fillna('')
     sha = {n: file_hash(path/n) for n in set(df.file) if n and (path/n).is_file()}
     df['hash'] = [sha.get(f, '') for f in df.file]   # the cleaner leaves out the findings about files changed since
-    if out is not None: write_issues(df, path/out)   # an absolute `out` stays as it is
+    if out is not None: write_issues(df, out)
     return df
 
 # %% ../nbs/06_audit.ipynb #37a386c1

@@ -251,7 +251,8 @@ def _report(a):
 # %% ../nbs/11_cli.ipynb #42
 def _audit(a):
     from imgclean.audit import audit, summarize_audit
-    out = Path(os.path.abspath(a.out if Path(a.out).is_absolute() else Path(a.path)/a.out))   # absolute: `audit` puts a relative `out` under the path
+    from imgclean.core import side_folder
+    out = Path(os.path.abspath(a.out if Path(a.out).is_absolute() else side_folder(a.path)[0]/a.out))   # absolute: `audit` puts a relative `out` under the path (beside it when read-only)
     kw, lk = kwargs_for(a, 'audit'), kwargs_for(a, 'out_of_fold_learner_probs')
     df = audit(out=out, **kw, **({'learner_kwargs': lk} if lk else {}))
     print(summarize_audit(df))

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'SPLITS', 'MAX_PIXELS', 'IMAGE_ERRORS', 'ISSUE_COLUMNS', 'LABEL_ISSUES', 'DUPLICATE_ISSUES',
            'QUALITY_ISSUES', 'ISSUE_TYPES', 'rel_name', 'in_root', 'is_image_name', 'split_folders', 'class_items',
-           'atomic_write', 'sweep_tmp', 'csv_text', 'write_csv', 'content_hash', 'file_hash', 'ImageTooLarge',
-           'open_image', 'issue_table', 'read_issues', 'write_issues', 'read_labels_csv']
+           'atomic_write', 'sweep_tmp', 'csv_text', 'write_csv', 'side_folder', 'content_hash', 'file_hash',
+           'ImageTooLarge', 'open_image', 'issue_table', 'read_issues', 'write_issues', 'read_labels_csv']
 
 # %% ../nbs/00_core.ipynb #3
 import csv, hashlib, mimetypes, os, re, secrets, struct, threading, time, warnings
@@ -180,6 +180,19 @@ def csv_text(df:pd.DataFrame)->str:
 def write_csv(df:pd.DataFrame, fn:Path)->Path:
     "Write `df` (without its index) to the CSV `fn` atomically"
     return atomic_write(fn, csv_text(df))
+
+# %% ../nbs/00_core.ipynb #f6d2e3c9
+def side_folder(path:Path,   # Dataset root
+                hint:str='', # What the caller can pass instead, said when no folder can be written
+               )->tuple:     # (folder, moved): `path`, or `<working folder>/<name>_cleaning/` (made) when `path` is read-only
+    "Where to write what a stage keeps about the dataset at `path`: the dataset itself, or beside it when it cannot be written"
+    path = Path(os.path.abspath(path))
+    if not path.is_dir() or os.access(path, os.W_OK): return path, False
+    home = Path.cwd()/f'{path.name}_cleaning'
+    try: home.mkdir(exist_ok=True)
+    except OSError: pass
+    if not os.access(home, os.W_OK): raise PermissionError(f"{path} is read-only, and {home} cannot be written either: {hint or 'copy the dataset somewhere you can write'}")
+    return home, True
 
 # %% ../nbs/00_core.ipynb #29
 def content_hash(data:bytes)->str:

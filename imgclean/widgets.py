@@ -19,7 +19,7 @@ from filelock import FileLock, Timeout
 
 from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, ISSUE_COLUMNS, QUALITY_ISSUES, atomic_write, class_items, csv_text,
                            content_hash, file_hash, in_root, issue_table, open_image, read_issues, read_labels_csv, rel_name,
-                           split_folders)
+                           split_folders, side_folder)
 from .images import load_rgb
 
 # %% ../nbs/07_widgets.ipynb #5
@@ -82,15 +82,11 @@ UNDELETE = dict(action='undelete')   # a change that forgets a deletion, and onl
 KEEP_WITH_LABEL = dict(action='keep', relabel='kept')   # a change that keeps an image, with the relabel it has (one click must not undo another)
 
 def _places(path:Path, csv, state)->tuple:
-    "(csv, state, moved): as given, or, for a read-only dataset (Kaggle's /kaggle/input), in `<working folder>/<name>_cleaning/`"
-    path, rel = Path(os.path.abspath(path)), [not Path(o).is_absolute() for o in (csv, state)]
-    if not any(rel) or not path.is_dir() or os.access(path, os.W_OK): return csv, state, False
-    home = Path.cwd()/f'{path.name}_cleaning'
-    try: home.mkdir(exist_ok=True)
-    except OSError: pass
-    if not os.access(home, os.W_OK):
-        raise PermissionError(f"{path} is read-only, and {home} cannot be written either: pass csv= and state= paths you can write "
-                              "(cleaned.csv names the images relative to the dataset wherever it is)")
+    "(csv, state, moved): as given, or, for a read-only dataset (Kaggle's /kaggle/input), in `side_folder(path)`"
+    rel = [not Path(o).is_absolute() for o in (csv, state)]
+    if not any(rel): return csv, state, False
+    home, moved = side_folder(path, "pass csv= and state= paths you can write (cleaned.csv names the images relative to the dataset wherever it is)")
+    if not moved: return csv, state, False
     return (home/csv if rel[0] else csv), (home/state if rel[1] else state), True
 
 class CleanerState:

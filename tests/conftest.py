@@ -1,5 +1,5 @@
 "Shared pytest fixtures: small generated image folders and free loopback ports."
-import os, socket, sys
+import contextlib, os, socket, sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +39,20 @@ def artifacts():
     "Folder for screenshots and other test artifacts (kept after the run)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@contextlib.contextmanager
+def read_only(root):
+    "`root`, seen through a read-only file system (a bind mount remounted read-only, as Kaggle's /kaggle/input is), or with its write bits off when not root"
+    import os, subprocess
+    ro = Path(root).parent/f'{Path(root).name}_ro'; ro.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(['mount', '--bind', str(root), str(ro)], check=True)
+        try: subprocess.run(['mount', '-o', 'remount,ro,bind', str(ro)], check=True)
+        except BaseException: subprocess.run(['umount', str(ro)]); raise
+        try: yield ro
+        finally: subprocess.run(['umount', str(ro)], check=True)
+    else:
+        ro.rmdir(); Path(root).rename(ro); os.chmod(ro, 0o555)
+        try: yield ro
+        finally: os.chmod(ro, 0o755)

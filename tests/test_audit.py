@@ -11,7 +11,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _audit_helpers import make_noisy_dataset, shape_colour_feats  # noqa: E402
-from conftest import make_class_folders  # noqa: E402
+from conftest import make_class_folders, read_only  # noqa: E402
 
 from imgclean.audit import (aligned_difference, audit, embed_images, estimate_wrong_labels, feature_model, find_duplicates,
                             find_label_issues, find_quality_issues, model_identity, out_of_fold_learner_probs,
@@ -611,3 +611,16 @@ def test_warnings_and_quality_notes_read_plainly(tmp_path, monkeypatch):
     q = find_quality_issues([q/'white.png'], root=q, progress=False, dataset_level=1.0).set_index('issue').reason
     assert {'tiny', 'bright', 'grayscale', 'low_information', 'blurry'} <= set(q.index) and (q.str.len() > 0).all(), q
     assert '5th percentile' in q['bright'] and '20×20' in q['tiny']
+
+
+def test_audit_of_a_read_only_dataset_writes_beside_it(tmp_path, monkeypatch):
+    "A read-only dataset (Kaggle's input folder): audit failed with OSError [Errno 30] making its embedding cache in the root"
+    root = make_class_folders(tmp_path/'d', n=6)
+    (tmp_path/'work').mkdir(); monkeypatch.chdir(tmp_path/'work')
+    with read_only(root) as ro:
+        before = sorted(p.name for p in ro.rglob('*'))
+        with pytest.warns(UserWarning, match=f"{ro} is read-only: the embedding cache and issues.csv go to {tmp_path/'work'/(ro.name + '_cleaning')}"):
+            df = audit(ro, model=ColourNet(), size=32, progress=False)
+        side = tmp_path/'work'/f'{ro.name}_cleaning'
+        assert len(read_issues(side/'issues.csv')) == len(df) and list((side/'.imgclean_cache').glob('embeddings_*.npz'))
+        assert sorted(p.name for p in ro.rglob('*')) == before

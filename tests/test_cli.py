@@ -463,6 +463,17 @@ def test_audit_hint_names_an_issues_table_outside_the_dataset(capsys, tmp_path, 
     assert "ImageCleaner(path, issues=path/'sub/y.csv', mode='all')" in text, text
 
 
+def test_audit_of_a_read_only_dataset_from_the_command_line(capsys, tmp_path, class_folders, monkeypatch):
+    "A read-only dataset: the command failed writing PATH/issues.csv; it goes beside it now, and the hint names where"
+    from conftest import read_only
+    (tmp_path/'work').mkdir(); monkeypatch.chdir(tmp_path/'work')
+    with read_only(class_folders) as ro:
+        code, text, err = run(capsys, 'audit', ro, '--checks', 'quality', '--no-progress')
+        out = tmp_path/'work'/f'{ro.name}_cleaning'/'issues.csv'
+        assert code == 0 and out.is_file(), err
+        assert f"ImageCleaner(path, issues={str(out)!r}, mode='all')" in text, text
+
+
 def test_readme_synopsis_lists_every_flag_rule():
     from pathlib import Path
     from imgclean.audit import FLAG_RULES

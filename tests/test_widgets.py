@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_class_folders
+from conftest import make_class_folders, read_only
 from imgclean.core import write_issues
 from imgclean.widgets import (APPLY_LOG, STATE_FILE, CleanerState, DatasetFormatter, FormattedDataset, ImageCleaner,
                               apply_cleaning, dataset_items, losses_table, read_cleaned, review_table, undo_cleaning)
@@ -846,19 +846,7 @@ def test_a_dataset_that_cannot_be_written_still_opens(root, monkeypatch):
 
 @pytest.fixture
 def read_only_root(root):
-    "`root` on a read-only file system (a bind mount remounted read-only, as Kaggle's /kaggle/input is), or with its write bits off when not root"
-    import subprocess
-    ro = root.parent/'ro'; ro.mkdir()
-    if os.geteuid() == 0:
-        subprocess.run(['mount', '--bind', str(root), str(ro)], check=True)
-        try: subprocess.run(['mount', '-o', 'remount,ro,bind', str(ro)], check=True)
-        except BaseException: subprocess.run(['umount', str(ro)]); raise
-        try: yield ro
-        finally: subprocess.run(['umount', str(ro)], check=True)
-    else:
-        ro.rmdir(); root.rename(ro); os.chmod(ro, 0o555)
-        try: yield ro
-        finally: os.chmod(ro, 0o755)
+    with read_only(root) as ro: yield ro
 
 
 def test_a_truly_read_only_dataset_opens_and_keeps_its_decisions_beside(read_only_root, tmp_path, monkeypatch):
@@ -867,11 +855,12 @@ def test_a_truly_read_only_dataset_opens_and_keeps_its_decisions_beside(read_onl
     wd.mkdir(); monkeypatch.chdir(wd)
     with pytest.raises(OSError): (ro/'probe').write_bytes(b'')   # truly read-only
     c = ImageCleaner(ro, mode='all', batch_size=4)
-    assert any(f'{ro} is read-only: the decisions are kept in {wd/"ro_cleaning"}' in w for w in c.warnings), c.warnings
+    assert any(f'{ro} is read-only: the decisions are kept in {wd/(ro.name + "_cleaning")}' in w for w in c.warnings), c.warnings
     first = c.order[0]
     c.tiles[first].dl.value = True
     assert 'Not saved' not in c.message.value, c.message.value
-    kept = pd.read_csv(wd/'ro_cleaning'/'cleaned.csv')
+    side = wd/f'{ro.name}_cleaning'
+    kept = pd.read_csv(side/'cleaned.csv')
     assert first not in set(kept.name) and len(kept) == 11 and (ro/kept.name[0]).is_file()   # names relative to the dataset
-    assert json.loads((wd/'ro_cleaning'/STATE_FILE).read_text())['decisions'][first] == {'action': 'delete'}
+    assert json.loads((side/STATE_FILE).read_text())['decisions'][first] == {'action': 'delete'}
     with pytest.raises(PermissionError, match='is read-only: apply_cleaning moves files inside it'): apply_cleaning(ro)
