@@ -165,6 +165,10 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
     "Decode every file in the class folders of `path` under the policy, make it upright RGB within `max_size`, move the rest to `quarantine`"
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder; pass the dataset root holding one folder per class")
+    if not os.access(path, os.W_OK):   # found before any work, not at the first file to move
+        raise PermissionError(f"{path} is read-only: verify_dataset moves the images that fail out of it and rewrites the ones it fixes "
+                              "(upright, RGB, resized). Verify a copy you can write (shutil.copytree(path, 'data')), or only list the "
+                              "failures: verify_images(get_image_files(path))")
     t0, q = time.monotonic(), _default_quarantine(path, quarantine)
     items = class_items(path, all_files=True)   # every file in the class folders: a page saved as .jpg is caught too
     for d in {path} | {(path/n).parent for n in items.name}: sweep_tmp(d)   # what a killed run (ours, a click) was writing

@@ -270,3 +270,14 @@ def test_verify_images_list_keeps_what_fastai_keeps_and_an_empty_folder_is_no_er
         warnings.simplefilter('ignore')
         assert list(verify_images(fns, progress=False)) == list(fastai_verify(fns)) == [tmp_path/'a'/'cut.jpg']
     assert len(verify_images(tmp_path/'empty', progress=False, verbose=False)) == 0
+
+
+def test_a_read_only_dataset_is_refused_up_front(tmp_path):
+    "A read-only dataset (Kaggle's input folder) with a broken file: a raw OSError [Errno 30] at the first move, after the decoding"
+    from conftest import make_class_folders, read_only
+    root = make_class_folders(tmp_path/'d', n=3)
+    (root/'circle'/'bad.png').write_bytes(b'not an image')
+    with read_only(root) as ro:
+        with pytest.raises(PermissionError, match=r"is read-only: verify_dataset moves the images that fail out of it.*verify_images\(get_image_files\(path\)\)"):
+            verify_dataset(ro, progress=False, verbose=False)
+        assert (ro/'circle'/'bad.png').is_file() and not (tmp_path/'d_ro_quarantine').exists()
