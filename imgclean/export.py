@@ -22,7 +22,7 @@ from fastai.vision.core import PILImage
 from fastprogress.fastprogress import progress_bar
 from PIL import Image, ImageOps
 
-from .core import IMAGE_ERRORS, MAX_PIXELS, _shown_name, _utf8, sweep_tmp, write_csv
+from .core import IMAGE_ERRORS, MAX_PIXELS, _shown_name, _utf8, side_folder, sweep_tmp, write_csv
 from .interpret import predict_probs
 
 # %% ../nbs/08_export.ipynb #7
@@ -41,7 +41,10 @@ def export_learner(learn:Learner,          # A trained `Learner`
     "`learn.export(fname)` written atomically, leaving unpicklable callbacks out"
     if not isinstance(learn, Learner): raise TypeError(f"expected a fastai Learner, got {type(learn).__name__}")
     fn = Path(fname)   # relative: under `learn.path` as in fastai, unless it names that folder already (path/'images'/'export.pkl')
-    if not fn.is_absolute() and os.path.abspath(fn.parent) != os.path.abspath(learn.path): fn = Path(learn.path)/fn
+    if not fn.is_absolute() and os.path.abspath(fn.parent) != os.path.abspath(learn.path):
+        home, moved = side_folder(learn.path, "pass fname= a path you can write")   # a read-only learn.path (fastai's learner on Kaggle's input)
+        if moved: warnings.warn(f"{learn.path} is read-only: the export goes to {home/fn}")
+        fn = (home if moved else Path(learn.path))/fn
     if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass a file name such as {fn/'export.pkl'}")
     fn.parent.mkdir(parents=True, exist_ok=True)
     sweep_tmp(fn.parent, fn.name)   # a model-sized temporary file of an export that was killed

@@ -8,7 +8,7 @@ __all__ = ['STRATEGIES', 'get_arch', 'arch_meta', 'WeightsUnavailable', 'weights
            'end_distributed', 'same_on_every_process']
 
 # %% ../nbs/04_train.ipynb #2
-import difflib, os, random, socket, time
+import difflib, os, random, socket, time, warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,6 +28,7 @@ from fastai.vision.learner import _default_meta, create_body, model_meta, vision
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .core import side_folder
 from .data import fit_batches
 
 # %% ../nbs/04_train.ipynb #5
@@ -167,6 +168,14 @@ def _load_into(model, sd, fn, name):
     model.load_state_dict({k: v for k, v in sd.items() if k not in skip}, strict=False)
 
 # %% ../nbs/04_train.ipynb #31
+def _beside(learn:Learner)->Learner:
+    "`learn`, its `path` moved beside a read-only dataset (`side_folder`): lr_find's checkpoint, `save` and `export` write there"
+    home, moved = side_folder(learn.path, "set learn.path to a folder you can write")
+    if moved:
+        warnings.warn(f"{learn.path} is read-only: the learner saves its models (lr_find's, save()) and export.pkl in {home} (learn.path)")
+        learn.path = home
+    return learn
+
 def make_learner(dls,                   # DataLoaders from the data stage
                  arch='resnet34',       # Backbone name or builder
                  pretrained:bool=True,  # Start from ImageNet weights (hub cache or download)
@@ -186,7 +195,7 @@ def make_learner(dls,                   # DataLoaders from the data stage
             raise WeightsUnavailable(f"could not load weights for timm model {a!r} ({type(e).__name__}: {e}); "
                                      f"pass weights='path/to/file' or pretrained=False") from None
         learn.arch_name, learn.pretrained = a, use
-        return learn
+        return _beside(learn)
     if 'cut' not in kwargs and getattr(a, '__name__', '').startswith(_NO_CUT):
         raise ValueError(f"torchvision's {a.__name__} has no pooling layer where fastai can cut the body off; use a CNN backbone "
                          "(resnet*, efficientnet_*, convnext_*, swin_*), a timm name such as 'vit_tiny_patch16_224' (at size=224), or pass cut=")
@@ -199,7 +208,7 @@ def make_learner(dls,                   # DataLoaders from the data stage
         learn.model[0].load_state_dict(body.state_dict())
         learn.freeze()
     learn.pretrained, learn.arch_name = use, a.__name__
-    return learn
+    return _beside(learn)
 
 # %% ../nbs/04_train.ipynb #39
 def find_lr(learn:Learner,        # The learner

@@ -188,3 +188,25 @@ def test_timm_weights_offline_fail_at_once_or_come_from_the_cache(class_folders,
         learn = make_learner(dls, 'timm/resnet10t')
         assert torch.equal(learn.model[0].model.conv1[0].weight, src.conv1[0].weight)
     assert calls == []   # no request was even tried
+
+
+def test_a_learner_on_a_read_only_dataset_saves_beside_it(tmp_path, monkeypatch):
+    "Kaggle's input folder: lr_find failed with OSError [Errno 30] making path/'models' for its checkpoint, and export with the same"
+    from conftest import read_only
+    from fastai.vision.all import resnet18, vision_learner
+    from imgclean.data import folder_dls
+    from imgclean.export import export_learner, load_export
+    from imgclean.train import find_lr, make_learner
+    root = make_class_folders(tmp_path/'d', n=6)
+    (tmp_path/'work').mkdir(); monkeypatch.chdir(tmp_path/'work')
+    with read_only(root) as ro:
+        side = tmp_path/'work'/f'{ro.name}_cleaning'
+        dls = folder_dls(ro, size=32, bs=4)
+        with pytest.warns(UserWarning, match=f"{ro} is read-only: the learner saves its models"): learn = make_learner(dls, 'resnet18', pretrained=False)
+        assert learn.path == side
+        find_lr(learn, num_it=5)
+        assert export_learner(learn) == side/'export.pkl' and load_export(side/'export.pkl') is not None
+        theirs = vision_learner(dls, resnet18, pretrained=False)   # fastai's own: its path stays the dataset's
+        with pytest.warns(UserWarning, match=f"{ro} is read-only: the export goes to {side/'fastai.pkl'}"):
+            assert export_learner(theirs, 'fastai.pkl') == side/'fastai.pkl'
+        assert sorted(p.name for p in ro.rglob('*') if p.is_dir()) == ['circle', 'square', 'triangle']
