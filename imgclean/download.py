@@ -1017,7 +1017,8 @@ class _RayRound:
     def show(self):
         "Move the bar to the URLs of ended shards plus those the running ones told the tally"
         if self.bar is None: return
-        n = self.ray.get(self.tally.counts.remote())
+        try: n = self.ray.get(self.tally.counts.remote(), timeout=10) if self.tally is not None else {}
+        except Exception: self.tally, n = None, {}   # progress only: a lost tally actor moves the bar per shard, the run goes on
         self.bar.update(self.done + sum(n.get(str(fn), 0) for _, fn in self.refs.values()))
 
     def wait(self):

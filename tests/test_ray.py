@@ -245,3 +245,25 @@ def test_a_task_whose_worker_dies_leaves_its_rows_interrupted_and_the_run_goes_o
     other = [site.url(i, f'/i/{k*100 + i}.jpg') for k in (0, 1) for i in range(12) if i % 3 != 2]   # the other hosts' shards ran to their end
     assert (df.set_index('url').loc[other, 'status'] == 'ok').all()
     assert len(df) == sum(len(v) for v in lists.values())
+
+
+def test_a_lost_progress_actor_does_not_stop_the_download(cluster, site, tmp_path, monkeypatch):
+    "The bar's `_Tally` actor killed mid-run (its worker OOM-killed): reading it raised ActorDiedError, which would have stopped the download"
+    import psutil
+    import imgclean.download as dl
+    class Bar:
+        def update(self, n): pass
+    monkeypatch.setattr(dl, '_started_bar', lambda n, progress: Bar() if progress else None)
+    site.latency = 0.1
+    killed = []
+    def kill_tally():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for p in psutil.process_iter(['cmdline']):   # Ray titles an actor's worker process "ray::_Tally..."
+                if any('ray::_Tally' in c for c in p.info['cmdline'] or []): os.kill(p.pid, signal.SIGKILL); killed.append(p.pid)
+            time.sleep(0.2)
+    threading.Thread(target=kill_tally, daemon=True).start()
+    lists = site.lists(30)
+    df = download_images(lists, tmp_path/'d', engine='ray', per_host=1, **{**KW, 'progress': True})
+    assert killed, 'no _Tally actor was found to kill'
+    assert (df.status == 'ok').sum() == 61 and len(df) == sum(len(v) for v in lists.values())
