@@ -32,10 +32,14 @@ def _decode_all(fns, todo, res, o, n_workers, progress):
     todo = sorted(todo, key=lambda i: -_size(fns[i]))   # largest first: the threads finish together
     chunks = [todo[i:i+4] for i in range(0, len(todo), 4)]
     check = lambda c: [check_image(fns[i], **o) for i in c]
+    bar = progress_bar(range(len(todo)), leave=False) if progress and len(chunks) > 1 else None   # counts files, not chunks
+    if bar is not None: bar.update(0)
     with ThreadPoolExecutor(max(1, n_workers)) as ex:
-        it = zip(chunks, ex.map(check, chunks) if n_workers else map(check, chunks))
-        for c, out in (progress_bar(it, total=len(chunks), leave=False) if progress and len(chunks) > 1 else it):
+        done = 0
+        for c, out in zip(chunks, ex.map(check, chunks) if n_workers else map(check, chunks)):
             for i, r in zip(c, out): res[i] = r
+            done += len(c)
+            if bar is not None: bar.update(done)
     return res
 
 # %% ../nbs/02_verify.ipynb #12

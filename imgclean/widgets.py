@@ -154,10 +154,10 @@ def _load_items(self:CleanerState, history:dict, generation):
     if old[0] is not None and old != (self.label_of, self.vocab): self._sig = 'relisted'   # decisions ignored before may hold now: read the file again
 
 def _tree_sig(path:Path)->tuple:
-    "When the root's and its (split and) class folders' entries last changed: a file added, moved or removed shows here"
-    out = []
+    "The (split and) class folders under the root and when their entries last changed: a file added, moved or removed shows here"
+    out = []   # not the root's own time: our cleaned.csv and state file change it at every click, and made each click list every file again
     for b in [path] + [path/s for s in split_folders(path)]:
-        try: out += [(b.name, os.stat(b).st_mtime_ns)] + sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in os.scandir(b) if e.is_dir(follow_symlinks=False))
+        try: out += [(b.name,)] + sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in os.scandir(b) if e.is_dir(follow_symlinks=False))
         except OSError: out.append((b.name, None))
     return tuple(out)
 
@@ -873,11 +873,19 @@ def _filtered(self:ImageCleaner)->pd.DataFrame:
     return f
 
 @patch
-def units(self:ImageCleaner)->list:
-    "What the pages hold: one row each, or one duplicate group each"
-    f = self._filtered()
+def units(self:ImageCleaner, f:pd.DataFrame=None)->list:
+    "What the pages hold: one row each, or one duplicate group each (of the rows `f`, default the filtered ones)"
+    f = self._filtered() if f is None else f
     if self.mode == 'duplicates': return [g for _, g in f.groupby('group', sort=False)]
     return [f.iloc[[i]] for i in range(len(f))]
+
+@patch
+def _paged(self:ImageCleaner)->tuple:
+    "(filtered rows, the duplicate groups or None, the row label that starts each unit): rows are not split into frames (20k of them took 25 s a page)"
+    f = self._filtered()
+    if self.mode != 'duplicates': return f, None, list(f.index)
+    us = self.units(f)
+    return f, us, [u.index.min() for u in us]
 
 # %% ../nbs/07_widgets.ipynb #102
 @patch
@@ -889,17 +897,18 @@ def show(self:ImageCleaner, pos:int=0, # Row (or group) whose page is shown
             warnings.simplefilter('always'); self.state.refresh(timeout=2)
         if said: self.message.value = '⚠ ' + html.escape(' '.join(str(w.message) for w in said))
     except Timeout: self.message.value = "the dataset is locked (an apply_cleaning or undo_cleaning is running): decisions shown may be out of date"
-    us = self.units(); n = len(us)
+    f, us, firsts = self._paged(); n = len(firsts)
     self.pos = max(0, min(pos, n - 1) if exact else min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))
     self.state.set_position(self._key(), self.pos)
-    page, self.tiles, self.order = us[self.pos:self.pos + self.bs], {}, []
-    self._shown = (page[0].index.min(), page[-1].index.max()) if page else None   # rows of `self.rows` on the page
+    page, self.tiles, self.order = (f.iloc if us is None else us)[self.pos:self.pos + self.bs], {}, []
+    shown = [page.index] if us is None else [u.index for u in page]
+    self._shown = (min(i.min() for i in shown), max(i.max() for i in shown)) if len(page) else None   # rows of `self.rows` on the page
     what = 'groups' if self.mode == 'duplicates' else 'images'
-    found = sum((u.issue != '').any() for u in us) if self.mode == 'all' else n
+    found = int((f.issue != '').sum()) if self.mode == 'all' else n   # 'all': a unit is one row
     self.counter.value = f"<b>{self.pos + 1 if n else 0}–{min(self.pos + self.bs, n)}</b> of {n} {what}" + (f" ({found} with findings, first)" if 0 < found < n else '')
     self.prev.disabled, self.next.disabled = self.pos == 0, self.pos + self.bs >= n
-    boxes = [self._group_box(g) for g in page] if self.mode == 'duplicates' else [self._wrap([self._tile(u.iloc[0]) for u in page])]
-    self.body.children = boxes if page else [self.W.HTML('Nothing to review here.')]
+    boxes = [self._group_box(g) for g in page] if us is not None else [self._wrap([self._tile(r) for r in page.itertuples()])]
+    self.body.children = boxes if len(page) else [self.W.HTML('Nothing to review here.')]
     self.cursor = min(self.cursor, max(len(self.order) - 1, 0)); self._mark_cursor()
     self._update_summary(); self.keys.focus += 1
 
@@ -907,7 +916,7 @@ def show(self:ImageCleaner, pos:int=0, # Row (or group) whose page is shown
 def _turn(self:ImageCleaner, step:int):
     "Show the next (`step`=1) or previous (-1) page, counted from the tiles shown, so rows that left the list ('hide reviewed') skip no page"
     if self._shown is None: return self.show(self.pos + step * self.bs)
-    firsts = [u.index.min() for u in self.units()]   # the rows of `self.rows` keep their order in the units
+    firsts = self._paged()[2]   # the rows of `self.rows` keep their order in the units
     if step > 0: return self.show(sum(k <= self._shown[1] for k in firsts), exact=True)
     return self.show(max(0, sum(k < self._shown[0] for k in firsts) - self.bs), exact=True)
 
@@ -936,11 +945,15 @@ def _group_box(self:ImageCleaner, g):
 @patch
 def goto(self:ImageCleaner, name:str):
     "Show the page holding `name` (clearing the filters if they hide it) and put the cursor on it"
-    if not any(name in set(u.file) for u in self.units()):
+    def where():   # the unit holding `name`, or None
+        f, us, _ = self._paged()
+        if us is None: return next((i for i, n in enumerate(f.file) if n == name), None)
+        return next((i for i, u in enumerate(us) if name in set(u.file)), None)
+    if where() is None:
         with self._quiet():
             for f in (self.f_label, self.f_pred, self.f_issue, self.f_split): f.value = _ALL
             self.f_score.value, self.f_hide.value = '', False
-    i = next((i for i, u in enumerate(self.units()) if name in set(u.file)), None)
+    i = where()
     if i is None: raise KeyError(f"{name!r} is not among the rows of this cleaner")
     self.show(i); self.cursor = self.order.index(name); self._mark_cursor()
 

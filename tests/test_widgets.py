@@ -864,3 +864,18 @@ def test_a_truly_read_only_dataset_opens_and_keeps_its_decisions_beside(read_onl
     assert first not in set(kept.name) and len(kept) == 11 and (ro/kept.name[0]).is_file()   # names relative to the dataset
     assert json.loads((side/STATE_FILE).read_text())['decisions'][first] == {'action': 'delete'}
     with pytest.raises(PermissionError, match='is read-only: apply_cleaning moves files inside it'): apply_cleaning(ro)
+
+
+def test_clicks_do_not_list_the_dataset_again_unless_files_changed(root, monkeypatch):
+    "Each click wrote cleaned.csv and the state file into the root, changing its time, so the next click listed every file again (1 s a click at 20k images)"
+    import imgclean.widgets as w
+    c = ImageCleaner(root, mode='all', batch_size=4)
+    calls = []
+    real = w.class_items
+    monkeypatch.setattr(w, 'class_items', lambda *a, **k: calls.append(1) or real(*a, **k))
+    a, b = c.order[:2]
+    c.tiles[a].dl.value = True; c.next.click(); c.prev.click(); c.relabel(b, 'square' if c.state.label_of[b] != 'square' else 'circle')
+    assert calls == [], f'{len(calls)} listings for 4 clicks'
+    (root/'circle'/'new.png').write_bytes((root/'circle'/'000.png').read_bytes())   # a file added by another tool: seen at the next click
+    c.keep(c.order[2])
+    assert len(calls) == 1 and 'circle/new.png' in set(cleaned(root).name)
