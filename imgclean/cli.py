@@ -136,7 +136,7 @@ def _given(args, o): return not o.positional and getattr(args, o.name) != o.defa
 def _download(a):
     from imgclean.download import download_images
     kw = kwargs_for(a, 'download_images')
-    if a.ray is not None: kw.update(engine='ray', address=None if a.ray == 'local' else a.ray)   # --ray [ADDRESS]
+    _engine(kw, a.ray)   # --ray [ADDRESS]
     src = Path(kw['source'])
     if src.is_file() and not kw.get('label'):   # one file of URLs: its class from its name, as a folder's urls_<class>.csv
         kw['label'] = src.stem[5:] if src.stem.startswith('urls_') and len(src.stem) > 5 else src.stem
@@ -253,7 +253,7 @@ def _audit(a):
     from imgclean.audit import audit, summarize_audit
     from imgclean.core import side_folder
     out = Path(os.path.abspath(a.out if Path(a.out).is_absolute() else side_folder(a.path)[0]/a.out))   # absolute: `audit` puts a relative `out` under the path (beside it when read-only)
-    kw, lk = kwargs_for(a, 'audit'), kwargs_for(a, 'out_of_fold_learner_probs')
+    kw, lk = _engine(kwargs_for(a, 'audit'), a.ray), kwargs_for(a, 'out_of_fold_learner_probs')
     df = audit(out=out, **kw, **({'learner_kwargs': lk} if lk else {}))
     print(summarize_audit(df))
     try: issues = f"path/'{out.resolve().relative_to(Path(a.path).resolve()).as_posix()}'"
@@ -289,14 +289,23 @@ def _lr(s):
     except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is neither a number nor 'find'") from None
 
 _DATA = 'imgclean.data:'
+
+def _ray_option(what, where)->tuple:
+    "The `--ray [ADDRESS]` option of a command (`extras`): engine='ray' with the cluster's address"
+    return (None, f"{what}: ADDRESS ('auto': the one running on this machine, ray://HEAD:10001); alone: a new local one. {where} "
+                  "(pip install 'imgclean[ray]')", str, dict(nargs='?', const='local', metavar='ADDRESS'))
+
+def _engine(kw:dict, ray)->dict:
+    "`kw` with engine='ray' and its address when `--ray [ADDRESS]` was given"
+    if ray is not None: kw.update(engine='ray', address=None if ray == 'local' else ray)
+    return kw
+
 COMMANDS = dict(
     download=Command(_download, 'imgclean.download:download_images', positional=('source', 'dest'), rename=dict(source='urls'),
                      skip=('url_file', 'urls', 'preserve_filename', 'max_workers', 'total_timeout',   # fastai's Python call forms
                            'engine', 'address'),   # --ray [ADDRESS]
-                     extras=dict(ray=(None, "download on a Ray cluster: ADDRESS ('auto': the one running on this machine, ray://HEAD:10001); "
-                                            "alone: a new local one. DEST must be on storage every node sees: a shared folder or a URL such as s3://bucket/data "
-                                            "(pip install 'imgclean[ray]')", str,
-                                      dict(nargs='?', const='local', metavar='ADDRESS')))),
+                     extras=dict(ray=_ray_option("download on a Ray cluster", "DEST must be on storage every node sees: a shared folder or a "
+                                                             "URL such as s3://bucket/data"))),
     verify=Command(_verify, 'imgclean.verify:verify_dataset'),
     train=Command(_train, _DATA + 'folder_dls', _DATA + 'csv_items', _DATA + 'image_dls', 'imgclean.train:make_learner',
                   'imgclean.train:find_lr', 'imgclean.train:fine_tune_stages', 'imgclean.export:export_learner',
@@ -314,9 +323,10 @@ COMMANDS = dict(
                    help="precision/recall/F1 of an export.pkl on a labelled dataset", rename=dict(learn='learner'), types=dict(learn=str),
                    skip=('root', 'items', 'valid_pct', 'seed', 'train', 'valid', 'valid_col', 'valid_only'), when=dict(csv_items='csv')),
     audit=Command(_audit, 'imgclean.audit:audit', 'imgclean.audit:out_of_fold_learner_probs', rename=dict(k='folds'),
-                  skip=('model', *(f'out_of_fold_learner_probs.{o}' for o in ('path', 'items', 'k', 'arch', 'size', 'weights', 'progress'))),
+                  skip=('model', 'engine', 'address', *(f'out_of_fold_learner_probs.{o}' for o in ('path', 'items', 'k', 'arch', 'size', 'weights', 'progress'))),
                   choices=dict(flag='imgclean.audit:FLAG_RULES'), when=dict(out_of_fold_learner_probs='thorough'),
-                  extras=dict(out=('issues.csv', "issues table (relative to PATH unless absolute); the command line always writes one", str))),
+                  extras=dict(out=('issues.csv', "issues table (relative to PATH unless absolute); the command line always writes one", str),
+                              ray=_ray_option("compute the embeddings on a Ray cluster", "PATH must be on storage every node sees"))),
     apply=Command(_apply, 'imgclean.widgets:apply_cleaning', 'imgclean.widgets:undo_cleaning', skip=('items',),
                   help="carry out ImageCleaner decisions on disk (moves files, logged, undoable)",
                   extras=dict(undo=(False, "move the files of the last apply back (undo_cleaning)", bool))),

@@ -273,7 +273,7 @@ def cli_library_mismatches(parser):
     return bad, n
 
 
-EXTRAS = {('download', 'ray'), ('train', 'lr'), ('train', 'fast_frozen'), ('train', 'distributed'), ('predict', 'top'), ('audit', 'out'), ('apply', 'undo')}
+EXTRAS = {('download', 'ray'), ('train', 'lr'), ('train', 'fast_frozen'), ('train', 'distributed'), ('predict', 'top'), ('audit', 'out'), ('audit', 'ray'), ('apply', 'undo')}
 
 
 def test_every_cli_default_is_the_library_default():
@@ -472,6 +472,17 @@ def test_audit_of_a_read_only_dataset_from_the_command_line(capsys, tmp_path, cl
         out = tmp_path/'work'/f'{ro.name}_cleaning'/'issues.csv'
         assert code == 0 and out.is_file(), err
         assert f"ImageCleaner(path, issues={str(out)!r}, mode='all')" in text, text
+
+
+def test_ray_option_is_the_same_for_download_and_audit(tmp_path):
+    "audit took --engine ray --address ADDR where download takes --ray [ADDRESS]"
+    p = cli._parser()
+    for cmd, fn in (('download', 'download_images'), ('audit', 'audit')):
+        args = [cmd, str(tmp_path)] + ([str(tmp_path/'d')] if cmd == 'download' else [])
+        for extra, want in (([], {}), (['--ray'], dict(engine='ray', address=None)), (['--ray', 'auto'], dict(engine='ray', address='auto'))):
+            a = p.parse_args(args + extra)
+            kw = cli._engine(cli.kwargs_for(a, fn), a.ray)
+            assert {k: kw[k] for k in ('engine', 'address') if k in kw} == want, (cmd, extra, kw)
 
 
 def test_readme_synopsis_lists_every_flag_rule():
