@@ -182,13 +182,15 @@ def write_csv(df:pd.DataFrame, fn:Path)->Path:
     return atomic_write(fn, csv_text(df))
 
 # %% ../nbs/00_core.ipynb #f6d2e3c9
+def _beside(path:Path)->Path: "The folder beside the dataset `path` (read-only): `<working folder>/<name>_cleaning`"; return Path.cwd()/f'{Path(os.path.abspath(path)).name}_cleaning'
+
 def side_folder(path:Path,   # Dataset root
                 hint:str='', # What the caller can pass instead, said when no folder can be written
                )->tuple:     # (folder, moved): `path`, or `<working folder>/<name>_cleaning/` (made) when `path` is read-only
     "Where to write what a stage keeps about the dataset at `path`: the dataset itself, or beside it when it cannot be written"
     path = Path(os.path.abspath(path))
     if not path.is_dir() or os.access(path, os.W_OK): return path, False
-    home = Path.cwd()/f'{path.name}_cleaning'
+    home = _beside(path)
     try: home.mkdir(exist_ok=True)
     except OSError: pass
     if not os.access(home, os.W_OK): raise PermissionError(f"{path} is read-only, and {home} cannot be written either: {hint or 'copy the dataset somewhere you can write'}")
@@ -313,6 +315,8 @@ def read_labels_csv(path:Path,          # Dataset root: the names returned are r
     if isinstance(csv, pd.DataFrame): df, src = csv.astype(str).reset_index(drop=True), 'the DataFrame'
     else:
         src = Path(csv) if Path(csv).is_absolute() else path/csv
+        if not src.is_file() and src != Path(csv) and not os.access(path, os.W_OK) and (_beside(path)/csv).is_file():
+            src = _beside(path)/csv   # a read-only dataset's cleaned.csv, written beside it (`side_folder`)
         if not src.is_file(): raise FileNotFoundError(f"{src} not found; pass csv= the labels file (e.g. cleaned.csv from the ImageCleaner)")
         df = pd.read_csv(src, dtype=str, keep_default_na=False)
     fc, lc = _column(df, fn_col, src), _column(df, label_col, src)

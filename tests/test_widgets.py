@@ -863,6 +863,7 @@ def test_a_truly_read_only_dataset_opens_and_keeps_its_decisions_beside(read_onl
     kept = pd.read_csv(side/'cleaned.csv')
     assert first not in set(kept.name) and len(kept) == 11 and (ro/kept.name[0]).is_file()   # names relative to the dataset
     assert json.loads((side/STATE_FILE).read_text())['decisions'][first] == {'action': 'delete'}
+    assert len(read_cleaned(ro)) == 11   # read from beside the dataset, as csv_dls(path) reads it
     with pytest.raises(PermissionError, match='is read-only: apply_cleaning moves files inside it'): apply_cleaning(ro)
 
 
