@@ -168,7 +168,7 @@ def _load_into(model, sd, fn, name):
     model.load_state_dict({k: v for k, v in sd.items() if k not in skip}, strict=False)
 
 # %% ../nbs/04_train.ipynb #31
-def _beside(learn:Learner)->Learner:
+def _writable_path(learn:Learner)->Learner:
     "`learn`, its `path` moved beside a read-only dataset (`side_folder`): lr_find's checkpoint, `save` and `export` write there"
     home, moved = side_folder(learn.path, "set learn.path to a folder you can write")
     if moved:
@@ -195,7 +195,7 @@ def make_learner(dls,                   # DataLoaders from the data stage
             raise WeightsUnavailable(f"could not load weights for timm model {a!r} ({type(e).__name__}: {e}); "
                                      f"pass weights='path/to/file' or pretrained=False") from None
         learn.arch_name, learn.pretrained = a, use
-        return _beside(learn)
+        return _writable_path(learn)
     if 'cut' not in kwargs and getattr(a, '__name__', '').startswith(_NO_CUT):
         raise ValueError(f"torchvision's {a.__name__} has no pooling layer where fastai can cut the body off; use a CNN backbone "
                          "(resnet*, efficientnet_*, convnext_*, swin_*), a timm name such as 'vit_tiny_patch16_224' (at size=224), or pass cut=")
@@ -208,7 +208,7 @@ def make_learner(dls,                   # DataLoaders from the data stage
         learn.model[0].load_state_dict(body.state_dict())
         learn.freeze()
     learn.pretrained, learn.arch_name = use, a.__name__
-    return _beside(learn)
+    return _writable_path(learn)
 
 # %% ../nbs/04_train.ipynb #39
 def find_lr(learn:Learner,        # The learner

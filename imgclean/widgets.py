@@ -901,8 +901,8 @@ def show(self:ImageCleaner, pos:int=0, # Row (or group) whose page is shown
     self.pos = max(0, min(pos, n - 1) if exact else min(pos // self.bs * self.bs, (n - 1) // self.bs * self.bs if n else 0))
     self.state.set_position(self._key(), self.pos)
     page, self.tiles, self.order = (f.iloc if us is None else us)[self.pos:self.pos + self.bs], {}, []
-    shown = [page.index] if us is None else [u.index for u in page]
-    self._shown = (min(i.min() for i in shown), max(i.max() for i in shown)) if len(page) else None   # rows of `self.rows` on the page
+    ends = [page.index, page.index] if us is None else [page[0].index, page[-1].index] if page else []
+    self._shown = (ends[0].min(), ends[1].max()) if len(page) else None   # rows of `self.rows` on the page
     what = 'groups' if self.mode == 'duplicates' else 'images'
     found = int((f.issue != '').sum()) if self.mode == 'all' else n   # 'all': a unit is one row
     self.counter.value = f"<b>{self.pos + 1 if n else 0}–{min(self.pos + self.bs, n)}</b> of {n} {what}" + (f" ({found} with findings, first)" if 0 < found < n else '')
