@@ -999,6 +999,7 @@ class _RayRound:
     "One round's shard tasks on Ray: collect their rows as they end, move the bar per URL (from `_Tally`), cancel them on Ctrl-C"
     def __init__(self, ray, refs:dict, res, tally, bar, done):
         self.ray, self.refs, self.res, self.tally, self.bar, self.done = ray, refs, res, tally, bar, done
+        self.asked, self.counts = None, {}   # the tally's answer awaited, the last one got
 
     def take(self, ref):
         "Apply the rows of the ended task `ref`; a task whose worker or node died leaves its unfinished rows saying so"
@@ -1017,9 +1018,13 @@ class _RayRound:
     def show(self):
         "Move the bar to the URLs of ended shards plus those the running ones told the tally"
         if self.bar is None: return
-        try: n = self.ray.get(self.tally.counts.remote(), timeout=10) if self.tally is not None else {}
-        except Exception: self.tally, n = None, {}   # progress only: a lost tally actor moves the bar per shard, the run goes on
-        self.bar.update(self.done + sum(n.get(str(fn), 0) for _, fn in self.refs.values()))
+        if self.tally is not None:   # never waits on the actor (it may still be starting): asks, and reads the answer once it is there
+            if self.asked is None: self.asked = self.tally.counts.remote()
+            if self.ray.wait([self.asked], timeout=0)[0]:
+                try: self.counts = self.ray.get(self.asked)
+                except Exception: self.tally = None   # progress only: a lost tally actor moves the bar per shard, the run goes on
+                self.asked = None
+        self.bar.update(self.done + sum(self.counts.get(str(fn), 0) for _, fn in self.refs.values()))
 
     def wait(self):
         "Until every task ended; returns the URLs done"
@@ -1222,7 +1227,9 @@ def _staging(root, quarantine, engine:str, verify=True, verbose=False)->_Staging
 
 def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->pd.DataFrame:
     "Plan, resume from what `st.dest` holds, fetch with the engine, write (and upload) what the run leaves; the manifest"
+    t0 = time.monotonic()
     if engine == 'ray': _ray(address)   # no Ray, no cluster: said before any row is touched (the manifest's reasons stay)
+    startup = time.monotonic() - t0   # a new local cluster takes seconds: the summary's rate leaves them out
     old = _merge_shards(st.dest, _read_manifest(st.dest/'manifest.csv'))
     rows, jobs = _plan(lists, verbose)
     todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
@@ -1236,6 +1243,7 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
         else: _run_here(todo, kept, hashes, st.root, o, res, progress)
         _first_wins(rows, st.dest if engine == 'ray' else st.root)   # Ray's tasks uploaded their files already
     finally: df = _finish(rows, st, o, res, progress)   # unfinished rows say so, and a rerun resumes
+    df.attrs['startup'] = startup
     return df
 
 def _stopped_note(dest, lists)->str:
@@ -1304,7 +1312,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     finally: st.close()
     df.attrs['seconds'], df.attrs['options'] = time.monotonic() - t0, o
     if verbose:
-        mine = df[df['class'].isin(set(lists))]; mine.attrs['seconds'] = df.attrs['seconds']
+        mine = df[df['class'].isin(set(lists))]; mine.attrs.update(seconds=df.attrs['seconds'], startup=df.attrs.get('startup', 0))
         print(summarize_downloads(mine))
     return df
 
@@ -1320,9 +1328,10 @@ def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or 
         s += f" ({new} downloaded now, {int((df.reason == 'already downloaded').sum())} already there)"
         why = df[df.status != 'ok'].reason.str.replace(short, '', regex=True).value_counts()
         if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
-        if secs and new: s += f". {new/secs:.1f} files/s over {secs:.1f}s"
-        elif secs: s += f" in {secs:.1f}s"
-        return s + '.'
+        up = df.attrs.get('startup', 0) if secs and df.attrs.get('startup', 0) >= 1 else 0   # starting Ray
+        if secs and new: s += f". {new/(secs - up):.1f} files/s over {secs - up:.1f}s"
+        elif secs: s += f" in {secs - up:.1f}s"
+        return s + (f" (and {up:.1f}s starting Ray)." if up else '.')
     bad = df[~df.ok.astype(bool)]
     s = f"{len(df)} files checked: {int(df.ok.sum())} ok, {len(bad)} quarantined"
     if 'resized' in df.columns: s += f", {int(df.resized.sum())} resized"
