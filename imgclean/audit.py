@@ -804,28 +804,33 @@ def _search(base, queries, k, block=4096):
         D.append(d); I.append(i)
     return np.concatenate(D), np.concatenate(I)
 
-def _shifted_candidates(x, owner, k, shift):
+def _top_shifted(D, I, rows, k):
+    "The first `k` distinct files other than itself in each row's hits over all its moves (`D`, `I`: (rows, hits)), best first"
+    D = np.where(I == rows[:, None], -np.inf, D); o = np.argsort(-D, 1, kind='stable')
+    for r, i in enumerate(rows):
+        seen = dict.fromkeys(I[r, o[r]].tolist()); seen.pop(int(i), None); yield int(i), list(seen)[:k]
+
+def _shifted_candidates(x, owner, k, shift, progress=False, block=1024):
     "Pairs of files `owner` whose 16×16 thumbnails `x` (one a row) are top-`k` neighbours when one is moved by up to ±`shift` pixels"
     n = len(x)
     if shift == 0 or n > 200_000:   # 25 exact queries per image do not scale: plain thumbnails, approximate search past 200,000
         _, I = topk_neighbours(_unit(x), k)
         return {(min(owner[r], owner[c]), max(owner[r], owner[c])) for r in range(n) for c in I[r] if c >= 0}
-    p = np.pad(x, ((0, 0), (shift, shift), (shift, shift)), mode='edge')
-    moves = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)]
-    q = np.concatenate([p[:, shift-dy:shift-dy+16, shift-dx:shift-dx+16] for dy, dx in moves])   # (len(moves)·n, 16, 16)
-    D, I = _search(_unit(x), _unit(q), k + 1)
-    D, I = D.reshape(len(moves), n, -1).transpose(1, 0, 2).reshape(n, -1), I.reshape(len(moves), n, -1).transpose(1, 0, 2).reshape(n, -1)
-    D = np.where(I == np.arange(n)[:, None], -np.inf, D); o = np.argsort(-D, 1, kind='stable')
-    cand = set()
-    for r in range(n):
-        seen = dict.fromkeys(I[r, o[r]].tolist()); seen.pop(r, None)
-        cand |= {(min(owner[r], owner[c]), max(owner[r], owner[c])) for c in list(seen)[:k]}
+    p, base = np.pad(x, ((0, 0), (shift, shift), (shift, shift)), mode='edge'), _unit(x)
+    moves = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)]; cand = set()
+    starts = range(0, n, block)   # `block` images' moved thumbnails at a time: memory stays flat, and the search shows a bar
+    for s in (progress_bar(starts, leave=False) if progress else starts):
+        rows = np.arange(s, min(n, s + block))
+        q = np.concatenate([p[rows, shift-dy:shift-dy+16, shift-dx:shift-dx+16] for dy, dx in moves])   # (len(moves)·b, 16, 16)
+        D, I = _search(base, _unit(q), k + 1); b = len(rows)
+        D, I = D.reshape(len(moves), b, -1).transpose(1, 0, 2).reshape(b, -1), I.reshape(len(moves), b, -1).transpose(1, 0, 2).reshape(b, -1)
+        cand |= {(min(owner[r], owner[c]), max(owner[r], owner[c])) for r, cs in _top_shifted(D, I, rows, k) for c in cs}
     return cand
 
-def _candidates(sigs, good, feats, k, shift):
+def _candidates(sigs, good, feats, k, shift, progress=False):
     "Candidate pairs (a, b), a < b: shifted thumbnails, moment vectors (of a framed file's inside too) and embeddings (when given) that are near neighbours"
     rows = [(i, v) for i in good for v in _variants(sigs[i])]; owner = np.array([i for i, _ in rows], int)
-    cand = _shifted_candidates(np.stack([v['t16'] for _, v in rows]), owner, k, shift)
+    cand = _shifted_candidates(np.stack([v['t16'] for _, v in rows]), owner, k, shift, progress)
     for x, own in [(np.stack([v['mom'] for _, v in rows]), owner)] + ([(feats[good], good)] if feats is not None else []):
         _, I = topk_neighbours(np.ascontiguousarray(x, np.float32), k)
         cand |= {(min(own[r], own[c]), max(own[r], own[c])) for r in range(len(own)) for c in I[r] if c >= 0}
@@ -1080,7 +1085,7 @@ def find_duplicates(files,               # Image files (names used for the table
     if feats is not None:
         fe = np.nan_to_num(np.asarray(feats, np.float32)); fe = fe/(np.linalg.norm(fe, axis=1, keepdims=True) + 1e-12)
     fine = _Fine()
-    cand = sorted(_candidates(sigs, good, fe, k, shift)) if len(good) > 1 else []
+    cand = sorted(_candidates(sigs, good, fe, k, shift, progress)) if len(good) > 1 else []
     for a, b in (progress_bar(cand, leave=False) if progress and cand else cand):
         if px[a] == px[b] or (a, b) in pairs: continue
         if fe is not None and float(fe[a] @ fe[b]) < min_cosine: continue
