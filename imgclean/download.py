@@ -970,6 +970,7 @@ def _ray(address):
     try: import ray
     except ImportError: raise ImportError("engine='ray' needs Ray: pip install 'imgclean[ray]' (or pip install 'ray[data]')") from None
     explicit = isinstance(address, str) and address not in ('auto', 'local')
+    os.environ.setdefault('RAY_TQDM_PATCH_PRINT', '0')   # read when Ray first shows a worker's message: else it swaps builtins.print, and fastai's export of a learner made before fails
     if ray.is_initialized():
         if explicit: warnings.warn(f"Ray is already running in this process: address={address!r} is not used (ray.shutdown() first to use it)")
         return ray

@@ -7,7 +7,7 @@ __all__ = ['export_learner', 'load_export', 'predict_image', 'image_paths', 'pre
            'url_collector_js']
 
 # %% ../nbs/08_export.ipynb #2
-import io, os, pickle, warnings
+import builtins, io, os, pickle, types, warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files as _pkg_files
 from pathlib import Path
@@ -56,12 +56,16 @@ def export_learner(learn:Learner,          # A trained `Learner`
     labels = getattr(learn.dls, 'label_of', None)   # `image_dls`'s {file: label} (its `get_y`): every training path, not needed to predict
     saved = dict(labels) if labels else None
     if saved: labels.clear()
+    logger, printer = getattr(learn, 'logger', None), builtins.print
+    swap = isinstance(logger, types.BuiltinFunctionType) and logger.__name__ == 'print' and printer is not logger
+    if swap: builtins.print = logger   # another library replaced print since the learner was made (Ray's tqdm_ray does): pickle names fastai's logger again
     try: learn.export(tmp.absolute())
     except Exception as e:
         tmp.unlink(missing_ok=True)  # our own partial temp file; the previous export stays untouched
         raise RuntimeError(f"could not export the learner to {fn} ({type(e).__name__}: {e}); "
                            "custom functions used in the DataBlock/model must be importable (defined in a module, not a lambda in a cell)") from e
     finally:
+        if swap: builtins.print = printer
         if bad: learn.add_cbs(bad)
         if saved: labels.update(saved)
     os.replace(tmp, fn)

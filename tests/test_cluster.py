@@ -108,9 +108,13 @@ def test_an_interrupted_ray_run_keeps_what_the_cluster_computed(cluster, tmp_pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(cd.glob('embeddings_*.npz')): time.sleep(0.01)
         at.append(len(list(calls.iterdir()))); _thread.interrupt_main()
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        embed_images(files, model=model, cache_dir=cd, size=32, bs=2, save_every=4, progress=False, engine='ray')
+    import signal
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)   # a process started in the background ignores SIGINT, and then interrupt_main does nothing
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            embed_images(files, model=model, cache_dir=cd, size=32, bs=2, save_every=4, progress=False, engine='ray')
+    finally: signal.signal(signal.SIGINT, old)
     assert at and at[0] < 40, at   # 60 batches of 2: the first vectors were cached while most were still to compute
     (cfn,) = cd.glob('embeddings_*.npz')
     with np.load(cfn) as z: kept = len(z['hashes'])

@@ -74,6 +74,17 @@ def test_export_leaves_out_unpicklable_callbacks(trained, tmp_path):
     finally: learn.remove_cb(cb)
 
 
+def test_export_after_another_library_replaced_print(trained, tmp_path, monkeypatch):
+    "Ray swaps builtins.print when it shows a worker's message (tqdm_ray): fastai's export of a learner made before failed, "
+    "\"Can't pickle <built-in function print>: it's not the same object as builtins.print\""
+    import builtins
+    def safe_print(*a, **k): pass
+    learn, _, _ = trained
+    monkeypatch.setattr(builtins, 'print', safe_print)
+    fn = export_learner(learn, tmp_path/'after.pkl')
+    assert builtins.print is safe_print and load_export(fn).dls.vocab == learn.dls.vocab   # exported, print left as that library set it
+
+
 def test_load_export_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='train and export'): load_export(tmp_path/'nope.pkl')
     with pytest.raises(IsADirectoryError): load_export(tmp_path)

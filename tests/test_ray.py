@@ -218,9 +218,12 @@ def test_ctrl_c_cancels_the_tasks_and_keeps_what_they_did(cluster, site, tmp_pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(list(dest.glob('[!._]*/*'))) < 6: time.sleep(0.1)
         _thread.interrupt_main()
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        download_images(lists, dest, engine='ray', n_workers=3, per_host=1, **KW)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)   # a process started in the background ignores SIGINT: interrupt_main would do nothing
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            download_images(lists, dest, engine='ray', n_workers=3, per_host=1, **KW)
+    finally: signal.signal(signal.SIGINT, old)
     served = site.served; time.sleep(2)
     assert site.served == served, (served, site.served)   # no task fetches once the call has returned
     m = pd.read_csv(dest/'manifest.csv', keep_default_na=False)
@@ -245,6 +248,8 @@ def test_a_task_whose_worker_dies_leaves_its_rows_interrupted_and_the_run_goes_o
     other = [site.url(i, f'/i/{k*100 + i}.jpg') for k in (0, 1) for i in range(12) if i % 3 != 2]   # the other hosts' shards ran to their end
     assert (df.set_index('url').loc[other, 'status'] == 'ok').all()
     assert len(df) == sum(len(v) for v in lists.values())
+    import builtins, types   # Ray showed the worker's death here: it no longer swaps print for its tqdm_ray one (which broke fastai's export)
+    assert isinstance(builtins.print, types.BuiltinFunctionType), builtins.print
 
 
 def test_a_lost_progress_actor_does_not_stop_the_download(cluster, site, tmp_path, monkeypatch):
