@@ -87,3 +87,6 @@ def _naming_the_file(create):
     return _create
 
 if not getattr(PILBase.create, 'names_the_file', False): PILBase.create = classmethod(_naming_the_file(PILBase.create.__func__))
+
+from fastai.learner import Learner
+Learner.export = _export._keeping_learner(Learner.export)   # a failed `learn.export()` leaves the learner able to train on

@@ -138,7 +138,9 @@ def atomic_write(fn:Path,           # Target file (its folder is created)
             if fsync: f.flush(); os.fsync(f.fileno())
         os.replace(tmp, fn)
     except BaseException:
-        tmp.unlink(missing_ok=True); raise
+        try: tmp.unlink(missing_ok=True)
+        except OSError: pass   # a read-only disk refuses even this: the error worth seeing is the one raised
+        raise
     if fsync: _fsync_dir(fn.parent)
     return fn
 

@@ -466,7 +466,10 @@ def _fs_root(url:str)->_FsPath:
 
 def _writable(p):
     "Create the folder `p`; at a URL also write and remove a probe file, so a destination that refuses writes fails before any download"
-    if not isinstance(p, _FsPath): return p.mkdir(parents=True, exist_ok=True)
+    if not isinstance(p, _FsPath):
+        p.mkdir(parents=True, exist_ok=True)
+        if not os.access(p, os.W_OK | os.X_OK): raise PermissionError(f"cannot write to {p}: it is read-only here (a mount such as Kaggle's /kaggle/input?); pass a destination you can write")
+        return
     probe = p/f'.imgclean-probe-{secrets.token_hex(4)}'
     bucket = p.fs.split_path(p.path)[0] if hasattr(p.fs, 'split_path') else None   # object stores (s3fs, gcsfs, adlfs)
     try:

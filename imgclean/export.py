@@ -7,7 +7,7 @@ __all__ = ['export_learner', 'load_export', 'predict_image', 'image_paths', 'pre
            'url_collector_js']
 
 # %% ../nbs/08_export.ipynb #2
-import builtins, io, os, pickle, types, warnings
+import builtins, functools, io, os, pickle, types, warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files as _pkg_files
 from pathlib import Path
@@ -35,6 +35,32 @@ def _picklable(cb):
     finally:
         if lrn is not None: cb.learn = lrn
 
+def _keeping_learner(export, atomic:bool=True):
+    "fastai's `Learner.export` (`export`), but a failed export leaves the learner's data and optimizer as they were (fastai's leaves empty datasets and no optimizer) and, when `atomic`, the previous file whole"
+    if getattr(export, 'keeps_learner', False): return export
+    @functools.wraps(export)
+    def _export(self, fname='export.pkl', *args, **kwargs):
+        dls, opt = self.dls, self.opt
+        fn = (Path(self.path)/fname).absolute()   # where fastai writes (an absolute `fname` replaces the path)
+        tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp') if atomic else fn
+        try: out = export(self, tmp, *args, **kwargs)
+        except BaseException:
+            self.dls, self.opt = dls, opt
+            if atomic:
+                try: tmp.unlink(missing_ok=True)
+                except OSError: pass
+            raise
+        if atomic and tmp.exists(): os.replace(tmp, fn)   # (a distributed run's other processes write nothing)
+        return out
+    _export.keeps_learner = True
+    return _export
+
+def _export_advice(e:BaseException)->str:
+    "What to do about an export that failed with `e`"
+    if isinstance(e, OSError) or 'open file failed' in str(e): return "the file could not be written: pass fname= a path in a folder you can write, with space left"
+    return ("the learner holds something that cannot be pickled (fastai exports with cloudpickle): remove it (an open file, "
+            "a lock, a generator, a database connection set on the learner, its model or a callback) and export again")
+
 def export_learner(learn:Learner,          # A trained `Learner`
                    fname='export.pkl',     # Target file; relative paths are under `learn.path` (as in fastai) unless they start with it
                   )->Path:                 # The written file
@@ -47,6 +73,7 @@ def export_learner(learn:Learner,          # A trained `Learner`
         fn = (home if moved else Path(learn.path))/fn
     if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass a file name such as {fn/'export.pkl'}")
     fn.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(fn.parent, os.W_OK): raise PermissionError(f"cannot export to {fn}: {fn.parent} is read-only here; pass fname= a path in a folder you can write")
     sweep_tmp(fn.parent, fn.name)   # a model-sized temporary file of an export that was killed
     tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')
     bad = [cb for cb in learn.cbs if not _picklable(cb)]
@@ -59,11 +86,11 @@ def export_learner(learn:Learner,          # A trained `Learner`
     logger, printer = getattr(learn, 'logger', None), builtins.print
     swap = isinstance(logger, types.BuiltinFunctionType) and logger.__name__ == 'print' and printer is not logger
     if swap: builtins.print = logger   # another library replaced print since the learner was made (Ray's tqdm_ray does): pickle names fastai's logger again
-    try: learn.export(tmp.absolute())
+    try: _keeping_learner(Learner.export, atomic=False)(learn, tmp.absolute())
     except Exception as e:
-        tmp.unlink(missing_ok=True)  # our own partial temp file; the previous export stays untouched
-        raise RuntimeError(f"could not export the learner to {fn} ({type(e).__name__}: {e}); "
-                           "custom functions used in the DataBlock/model must be importable (defined in a module, not a lambda in a cell)") from e
+        try: tmp.unlink(missing_ok=True)  # our own partial temp file; the previous export stays untouched
+        except OSError: pass              # a read-only disk refuses even this
+        raise RuntimeError(f"could not export the learner to {fn} ({type(e).__name__}: {e}); {_export_advice(e)}") from e
     finally:
         if swap: builtins.print = printer
         if bad: learn.add_cbs(bad)

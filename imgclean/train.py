@@ -217,8 +217,10 @@ def find_lr(learn:Learner,        # The learner
             num_it:int=100,       # Mini-batches tried (fewer is faster on a CPU)
            )->float:              # Suggested learning rate (fastai's 'valley')
     "Run `lr_find`, print and return its suggestion"
-    fit_batches(learn.dls)
-    sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
+    dl = fit_batches(learn.dls).train
+    if num_it//max(len(dl), 1) + 1 >= 3:   # lr_find runs one epoch per len(dl) steps, each starting the workers again: seconds each, for a few batches
+        with dl.fake_l.no_multiproc(): sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
+    else: sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
     lr = float(min(max(sug.valley, clamp[0]), clamp[1]))
     print(f"lr_find suggests {sug.valley:.2e} (valley); using {lr:.2e}")
     return lr

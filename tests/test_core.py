@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_class_folders  # noqa: E402
 from imgclean.audit import audit  # noqa: E402
-from imgclean.core import class_items  # noqa: E402
+from imgclean.core import atomic_write, class_items  # noqa: E402
 from imgclean.data import folder_items  # noqa: E402
 from imgclean.verify import verify_dataset  # noqa: E402
 from imgclean.widgets import CleanerState, ImageCleaner  # noqa: E402
@@ -146,3 +146,13 @@ def test_the_quarantine_report_keeps_class_names_that_look_like_numbers(tmp_path
         verify_dataset(root, progress=False, verbose=False)
     rep = pd.read_csv(tmp_path/'ds_quarantine'/'report.csv', dtype=str, keep_default_na=False)
     assert sorted(rep.label) == ['001', '002']
+
+
+def test_atomic_write_on_a_read_only_folder_raises_the_write_error(tmp_path):
+    "The error a person sees is the write's own, once: the clean-up of the temporary file (refused too) does not replace it"
+    from conftest import read_only
+    (tmp_path/'d').mkdir()
+    with read_only(tmp_path/'d') as ro:
+        with pytest.raises(OSError) as e: atomic_write(ro/'x.csv', 'a')
+        assert not list(ro.iterdir())
+    assert e.value.__context__ is None, repr(e.value.__context__)

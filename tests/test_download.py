@@ -804,3 +804,14 @@ def test_one_url_in_two_classes_gets_two_names_so_the_books_move_loop_works(serv
     assert len(list((tmp_path/'bears'/'grizzly').iterdir())) == 3
     again = download_images(tmp_path/'bears'/'grizzly', urls=[url, server.img_url('3.jpg')], **FAST)   # a rerun keeps what it has
     assert (again[again['class'] == 'grizzly'].reason == 'already downloaded').all() and len(list((tmp_path/'bears'/'grizzly').iterdir())) == 3
+
+
+def test_a_read_only_destination_fails_before_any_download(server, tmp_path):
+    "A destination that exists but cannot be written (a read-only mount) is refused up front, not after every URL was fetched"
+    from conftest import read_only
+    (tmp_path/'d').mkdir(); before = sum(server.hits.values())
+    with read_only(tmp_path/'d') as ro:
+        with pytest.raises(PermissionError, match='read-only'):
+            download_images([server.img_url(f'{i}.jpg') for i in range(6)], ro, label='a', quarantine=tmp_path/'q', **FAST)
+        assert not list(ro.iterdir())
+    assert sum(server.hits.values()) == before   # nothing was fetched

@@ -327,3 +327,32 @@ def test_export_to_a_relative_path_that_names_the_learners_folder(trained, monke
         assert os.path.abspath(fn) == str(root/'named.pkl') and not (root/root.name).exists()
         assert os.path.abspath(export_learner(learn, 'plain.pkl')) == str(root/'plain.pkl')   # fastai's meaning still holds
     finally: learn.path = old
+
+
+def test_failed_export_leaves_the_learner_as_it_was(trained, tmp_path):
+    "An unpicklable attribute stops the export: the learner keeps its data and optimizer, and the error says what to remove"
+    learn, _, _ = trained
+    opt, n = learn.opt, (len(learn.dls.train_ds), len(learn.dls.valid_ds))
+    learn.log_file = open(tmp_path/'log.txt', 'w')
+    try:
+        with pytest.raises(RuntimeError, match='cannot be pickled'): export_learner(learn, tmp_path/'export.pkl')
+        assert (len(learn.dls.train_ds), len(learn.dls.valid_ds)) == n and learn.opt is opt
+        # the course's own `learn.export()` under `from imgclean.all import *` (fastai's alone empties the datasets)
+        code = ("from imgclean.all import *\nimport sys, pickle\nfrom _export_helpers import tiny_learner\n"
+                "learn, _, _ = tiny_learner(); learn.f = open(sys.argv[1], 'w'); n = len(learn.dls.train_ds)\n"
+                "try: learn.export(sys.argv[2])\nexcept Exception as e: print('failed')\n"
+                "print(n, len(learn.dls.train_ds), learn.opt is not None)\n")
+        out = subprocess.run([sys.executable, '-c', code, str(tmp_path/'f.txt'), str(tmp_path/'e.pkl')], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=600)
+        lines = out.stdout.split()
+        assert lines[0] == 'failed' and lines[1] == lines[2] != '0' and lines[3] == 'True', (out.stdout, out.stderr[-2000:])
+    finally: learn.log_file.close(); del learn.log_file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['f.txt', 'log.txt']   # no export, no temp file (fastai leaves a half-written one)
+
+
+def test_export_into_a_read_only_folder_says_so(trained, tmp_path):
+    from conftest import read_only
+    learn, _, _ = trained
+    (tmp_path/'out').mkdir()
+    with read_only(tmp_path/'out') as ro:
+        with pytest.raises(PermissionError, match='read-only here; pass fname='): export_learner(learn, ro/'export.pkl')

@@ -60,6 +60,21 @@ def test_learner_on_fastai_dataloaders_gets_the_batch_fitted_too(few):
     assert out.startswith('note: batch size 64 is more than the 33 training images') and dls.train.bs == 33
 
 
+def test_find_lr_on_a_few_batches_starts_no_worker_processes(few):
+    "lr_find runs an epoch per pass over the training batches, each starting the loader's workers again (seconds each): on a 1-batch loader find_lr loads in this process, then leaves the workers as they were"
+    from fastai.callback.core import Callback
+    from imgclean.data import folder_dls
+    from imgclean.train import find_lr, make_learner
+    dls, _ = quiet(folder_dls, few, valid_pct=0.25, size=24, num_workers=2)
+    seen = []
+    class Workers(Callback):
+        def before_epoch(self): seen.append(self.dls.train.fake_l.num_workers)
+    learn = make_learner(dls, 'resnet18', pretrained=False, cbs=Workers())
+    with learn.no_bar(), learn.no_logging(): quiet(find_lr, learn, show_plot=False, num_it=6)
+    assert len(seen) >= 3 and set(seen) == {0}, seen
+    assert dls.train.fake_l.num_workers == 2   # training afterwards uses them again
+
+
 def test_one_training_image_is_an_error_that_says_what_to_do(few):
     from imgclean.data import folder_items, image_dls
     items = folder_items(few).groupby('label').head(2).reset_index(drop=True)
