@@ -201,7 +201,8 @@ def _train(a):
     if a.distributed > 1 and int(os.environ.get('WORLD_SIZE', '1')) <= 1: return _launch(a, a.distributed)
     from imgclean.export import export_learner
     from imgclean.train import (distributed, end_distributed, find_lr, fine_tune_distributed, fine_tune_stages, fit_head_on_features,
-                                make_learner, same_on_every_process)
+                                get_arch, make_learner, same_on_every_process)
+    get_arch(a.arch)   # a misspelt backbone is said before the dataset is read
     learn = make_learner(_train_dls(a), **kwargs_for(a, 'make_learner'))
     lr = a.lr
     if lr == 'find':   # the first process alone, before the process group exists (fastai's recorder gathered across it: an error)

@@ -48,7 +48,7 @@ def get_arch(arch, # A name ('resnet34', 'efficientnet_b0', a timm name) or a mo
     try: import timm
     except ImportError: timm = None
     if timm is not None and timm.list_models(name): return name
-    known = sorted(_TV) + (timm.list_models() if timm is not None else [])
+    known = list(dict.fromkeys(sorted(_TV) + (timm.list_models() if timm is not None else [])))   # torchvision's and timm's names overlap
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ''
     if timm is None: hint += " (timm is not installed: `pip install timm` for timm backbones)"

@@ -498,3 +498,14 @@ def test_audit_of_a_relative_dataset_path_writes_where_it_says(capsys, tmp_path,
     assert code == 0, err
     assert (class_folders/'issues.csv').is_file() and not (class_folders/class_folders.name).exists()
     assert f"issues table: {class_folders/'issues.csv'}" in text
+
+
+def test_a_misspelt_backbone_is_said_before_the_dataset_is_read(capsys, tmp_path, monkeypatch):
+    "Each close name once (torchvision's and timm's overlap), and no dataset is read for a name that cannot train"
+    from imgclean import data
+    read = []
+    monkeypatch.setattr(data, 'folder_dls', lambda *a, **k: read.append(1))
+    code, _, err = run(capsys, 'train', tmp_path/'nope', '--arch', 'resnet999', '--no-pretrained')
+    assert code == 2 and 'unknown backbone' in err and not read, err
+    close = err.split('did you mean ', 1)[1].split('?')[0].split(', ')
+    assert close and len(close) == len(set(close)), close
