@@ -107,6 +107,9 @@ def load_export(fname,           # An export.pkl (or a `Learner`, returned as is
     fn = Path(fname)
     if not fn.exists(): raise FileNotFoundError(f"{fn} not found: train and export a model first (`imgclean train DEST` or `export_learner(learn)`)")
     if fn.is_dir(): raise IsADirectoryError(f"{fn} is a folder; pass the export.pkl file inside it")
+    with open(fn, 'rb') as f: head = f.read(4)
+    if not (head.startswith(b'PK\x03\x04') or head[:1] == b'\x80'):   # torch.save's zip, or a bare pickle (protocol 2+): nothing else is an export
+        raise ValueError(f"{fn} is not a fastai export (it starts with {head!r}, not a torch.save file). Create one with `export_learner(learn, 'export.pkl')`")
     warnings.warn(f"{fn} is a pickle: loading it runs any code it contains. Only load export files you made or trust.", stacklevel=2)
     try:
         with warnings.catch_warnings():

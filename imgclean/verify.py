@@ -233,6 +233,9 @@ def verify_images(fns,                  # fastai v2: a list (or `L`) of image fi
     _v1_options(dest, n_channels, ext, img_format)
     path = Path(fns)
     if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder; pass a folder of images, or a list of image files")
+    if not os.access(path, os.W_OK):   # said before any work, not as a raw error at the first file rewritten
+        raise PermissionError(f"{path} is read-only: verify_images(folder) moves the images that fail out of it and resizes or fixes the others "
+                              "in place. Check a copy you can write (shutil.copytree), or only list the failures: verify_images(get_image_files(path))")
     files = _image_files(path, recurse)
     if not files and not recurse and any(d.is_dir() for d in path.iterdir()):
         print(f"no images directly in {path}; pass recurse=True for its sub-folders, or use verify_dataset({str(path)!r}) for a dataset root")

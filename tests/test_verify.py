@@ -281,3 +281,7 @@ def test_a_read_only_dataset_is_refused_up_front(tmp_path):
         with pytest.raises(PermissionError, match=r"is read-only: verify_dataset moves the images that fail out of it.*verify_images\(get_image_files\(path\)\)"):
             verify_dataset(ro, progress=False, verbose=False)
         assert (ro/'circle'/'bad.png').is_file() and not (tmp_path/'d_ro_quarantine').exists()
+        # fastai v1's folder form too (it resizes in place and moves failures): before, a raw OSError about a temporary file
+        with pytest.raises(PermissionError, match=r"is read-only: verify_images\(folder\) moves"):
+            verify_images(ro/'circle', delete=True, max_size=20, progress=False, verbose=False)
+        assert (ro/'circle'/'bad.png').is_file()
