@@ -35,22 +35,21 @@ def _picklable(cb):
     finally:
         if lrn is not None: cb.learn = lrn
 
-def _keeping_learner(export, atomic:bool=True):
-    "fastai's `Learner.export` (`export`), but a failed export leaves the learner's data and optimizer as they were (fastai's leaves empty datasets and no optimizer) and, when `atomic`, the previous file whole"
+def _keeping_learner(export):
+    "fastai's `Learner.export` (`export`) written through a temporary file; a failed export leaves the previous file whole and the learner's data and optimizer as they were (fastai's leaves empty datasets and no optimizer)"
     if getattr(export, 'keeps_learner', False): return export
     @functools.wraps(export)
     def _export(self, fname='export.pkl', *args, **kwargs):
         dls, opt = self.dls, self.opt
         fn = (Path(self.path)/fname).absolute()   # where fastai writes (an absolute `fname` replaces the path)
-        tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp') if atomic else fn
+        tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')   # the name `sweep_tmp` removes after a kill
         try: out = export(self, tmp, *args, **kwargs)
         except BaseException:
             self.dls, self.opt = dls, opt
-            if atomic:
-                try: tmp.unlink(missing_ok=True)
-                except OSError: pass
+            try: tmp.unlink(missing_ok=True)
+            except OSError: pass   # a read-only disk refuses even this
             raise
-        if atomic and tmp.exists(): os.replace(tmp, fn)   # (a distributed run's other processes write nothing)
+        if tmp.exists(): os.replace(tmp, fn)   # (a distributed run's other processes write nothing)
         return out
     _export.keeps_learner = True
     return _export
@@ -75,7 +74,6 @@ def export_learner(learn:Learner,          # A trained `Learner`
     fn.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(fn.parent, os.W_OK): raise PermissionError(f"cannot export to {fn}: {fn.parent} is read-only here; pass fname= a path in a folder you can write")
     sweep_tmp(fn.parent, fn.name)   # a model-sized temporary file of an export that was killed
-    tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')
     bad = [cb for cb in learn.cbs if not _picklable(cb)]
     if bad:
         warnings.warn(f"left out of the export (cannot be pickled): {', '.join(type(cb).__name__ for cb in bad)}")
@@ -86,16 +84,13 @@ def export_learner(learn:Learner,          # A trained `Learner`
     logger, printer = getattr(learn, 'logger', None), builtins.print
     swap = isinstance(logger, types.BuiltinFunctionType) and logger.__name__ == 'print' and printer is not logger
     if swap: builtins.print = logger   # another library replaced print since the learner was made (Ray's tqdm_ray does): pickle names fastai's logger again
-    try: _keeping_learner(Learner.export, atomic=False)(learn, tmp.absolute())
+    try: _keeping_learner(Learner.export)(learn, fn.absolute())   # through a temporary file: the previous export stays untouched
     except Exception as e:
-        try: tmp.unlink(missing_ok=True)  # our own partial temp file; the previous export stays untouched
-        except OSError: pass              # a read-only disk refuses even this
         raise RuntimeError(f"could not export the learner to {fn} ({type(e).__name__}: {e}); {_export_advice(e)}") from e
     finally:
         if swap: builtins.print = printer
         if bad: learn.add_cbs(bad)
         if saved: labels.update(saved)
-    os.replace(tmp, fn)
     return fn
 
 # %% ../nbs/08_export.ipynb #11

@@ -8,7 +8,7 @@ __all__ = ['STRATEGIES', 'get_arch', 'arch_meta', 'WeightsUnavailable', 'weights
            'end_distributed', 'same_on_every_process']
 
 # %% ../nbs/04_train.ipynb #2
-import difflib, os, random, socket, time, warnings
+import contextlib, difflib, os, random, socket, time, warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -218,9 +218,8 @@ def find_lr(learn:Learner,        # The learner
            )->float:              # Suggested learning rate (fastai's 'valley')
     "Run `lr_find`, print and return its suggestion"
     dl = fit_batches(learn.dls).train
-    if num_it//max(len(dl), 1) + 1 >= 3:   # lr_find runs one epoch per len(dl) steps, each starting the workers again: seconds each, for a few batches
-        with dl.fake_l.no_multiproc(): sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
-    else: sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
+    few = num_it//max(len(dl), 1) + 1 >= 3   # lr_find runs one epoch per len(dl) steps, each starting the workers again: seconds each, for a few batches
+    with dl.fake_l.no_multiproc() if few else contextlib.nullcontext(): sug = learn.lr_find(show_plot=show_plot, num_it=num_it)
     lr = float(min(max(sug.valley, clamp[0]), clamp[1]))
     print(f"lr_find suggests {sug.valley:.2e} (valley); using {lr:.2e}")
     return lr
