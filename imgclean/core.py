@@ -215,7 +215,7 @@ class ImageTooLarge(Image.DecompressionBombError):
     def __init__(self, width, height, max_pixels):
         self.width, self.height, self.max_pixels = width, height, max_pixels
         super().__init__(f"{width}x{height} = {width*height:,} pixels, over max_pixels {max_pixels:,}; "
-                         "pass max_pixels= to accept larger images")
+                         "pass max_pixels= (on the command line: --max-pixels) to accept larger images")
 
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 _PIL_LIMIT = threading.Lock()

@@ -125,10 +125,11 @@ def load_export(fname,           # An export.pkl (or a `Learner`, returned as is
 # %% ../nbs/08_export.ipynb #18
 def predict_image(learn,     # A `Learner` or an export.pkl path
                   img,       # Image file, PIL image, bytes or array
+                  max_pixels:int=MAX_PIXELS, # Larger images are refused (a decompression-bomb guard; raise it for huge real photos)
                  )->list:    # [(class, probability)], most probable first
     "All classes of `learn` with their probability for `img`, sorted by probability"
     learn = load_export(learn)
-    probs, reasons = predict_probs(learn, [img], progress=False)
+    probs, reasons = predict_probs(learn, [img], progress=False, max_pixels=max_pixels)
     if reasons[0]: raise ValueError(f"{img if isinstance(img, (str, Path)) else type(img).__name__}: {reasons[0]}")
     return sorted(zip(map(str, learn.dls.vocab), map(float, probs[0])), key=lambda o: -o[1])
 
@@ -161,13 +162,14 @@ def predict_files(learn,              # A `Learner` or an export.pkl path
                   probs:bool=False,   # Add one probability column per class
                   bs:int=64,          # Batch size
                   progress:bool=True, # Show a progress bar
+                  max_pixels:int=MAX_PIXELS, # Images with more pixels are skipped (a decompression-bomb guard; raise it for huge real photos)
                  )->pd.DataFrame:     # file_name, prediction, probability, [classes], status, reason
     "Predict every image in `files_or_folder` in batches; unreadable files become `skipped` rows"
     learn = load_export(learn)
     todo, skip = image_paths(files_or_folder)
     if not todo:
         raise ValueError(f"no image files in {files_or_folder}" + (f" ({len(skip)} other files, e.g. {skip[0][0]}: {skip[0][1]})" if skip else ""))
-    p, reasons = predict_probs(learn, todo, bs=bs, progress=progress)
+    p, reasons = predict_probs(learn, todo, bs=bs, progress=progress, max_pixels=max_pixels)
     vocab = [str(o) for o in learn.dls.vocab]
     ok = np.array([r == '' for r in reasons])
     best = np.where(ok, np.nan_to_num(p, nan=-1).argmax(1), 0)

@@ -194,7 +194,7 @@ def _open_checked(raw, kind, o):
     try: im = _pillow_open(raw, kind, o['max_pixels'])
     except ImageTooLarge as e:
         raise _Refused(f"too many pixels ({e.width}x{e.height} = {e.width*e.height:,}, over max_pixels {e.max_pixels:,}, "
-                       "a decompression-bomb guard); pass max_pixels= to accept larger images") from None
+                       "a decompression-bomb guard); pass max_pixels= (on the command line: --max-pixels) to accept larger images") from None
     except Image.UnidentifiedImageError:
         if kind and kind not in _WEAK: raise _Refused(f'cannot decode (damaged or unsupported {kind.upper()} header)') from None
         raise _Refused('not an image' + _what_it_is(raw[:256])) from None

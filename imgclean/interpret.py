@@ -228,10 +228,10 @@ def load_input(img,                       # Image file, PIL image, bytes or arra
     if not isinstance(img, Image.Image): img = PILImage.create(img)   # arrays and tensors, as fastai reads them
     return as_input(to_rgb(ImageOps.exif_transpose(img)), cls)   # a new image: the caller's stays as it was
 
-def _decoded(o, cls):
+def _decoded(o, cls, max_pixels=MAX_PIXELS):
     "(a `cls` image, '') or (None, reason) for the item `o`"
     if isinstance(o, (str, Path)) and not Path(o).is_file(): return None, 'file not found'
-    try: return load_input(o, cls), ''
+    try: return load_input(o, cls, max_pixels), ''
     except IMAGE_ERRORS as e: return None, f"not a readable image ({type(e).__name__}: {e})"[:200]
 
 def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
@@ -239,6 +239,7 @@ def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
                   bs:int=64,         # Batch size
                   progress:bool=True,# Show a progress bar (over chunks of `4*bs` items)
                   n_threads:int=4,   # Threads decoding images
+                  max_pixels:int=MAX_PIXELS, # Images with more pixels are skipped (a decompression-bomb guard; raise it for huge real photos)
                  )->tuple:           # (probabilities [n, n_classes] with NaN rows for skipped items, reasons ('' when ok))
     "Class probabilities of `learn` for every item, each decoded by `load_input` (as the server decodes uploads), with a reason instead of a crash for undecodable ones"
     items, cls = list(items), input_class(learn)
@@ -247,7 +248,7 @@ def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
     starts = range(0, len(items), chunk)
     with ThreadPoolExecutor(max(1, n_threads)) as ex, learn.no_bar():
         for s in (progress_bar(starts) if progress and len(items) > chunk else starts):
-            dec = list(ex.map(lambda o: _decoded(o, cls), items[s:s + chunk]))
+            dec = list(ex.map(lambda o: _decoded(o, cls, max_pixels), items[s:s + chunk]))
             reasons[s:s + len(dec)] = [r for _, r in dec]
             ok = [i for i, (img, _) in enumerate(dec) if img is not None]
             if not ok: continue
@@ -261,16 +262,17 @@ def report_on_items(learn:Learner,       # A trained or loaded `Learner`
                     items:pd.DataFrame,  # Columns `name` and `label` (e.g. from `folder_items`)
                     bs:int=64,           # Batch size
                     valid_only:bool=False, # Only the rows with `is_valid` True
+                    max_pixels:int=MAX_PIXELS, # Images with more pixels are left out (a decompression-bomb guard)
                    )->pd.DataFrame:      # As `classification_report`
     "Classification report of `learn` on the labelled files `items` under `root`"
     missing = {'name', 'label'} - set(items.columns)
     if missing: raise ValueError(f"items need columns 'name' and 'label'; missing {sorted(missing)} in {list(items.columns)}")
     if valid_only: items = items[items.is_valid.astype(bool)]
     if not len(items): raise ValueError("no items to report on")
-    probs, reasons = predict_probs(learn, [Path(root)/n for n in items.name], bs=bs)
+    probs, reasons = predict_probs(learn, [Path(root)/n for n in items.name], bs=bs, max_pixels=max_pixels)
     ok = np.array([r == '' for r in reasons])
     if (~ok).any(): print(f"{int((~ok).sum())} files could not be read and are left out, e.g. {items.name.iloc[int(np.argmin(ok))]}: {reasons[int(np.argmin(ok))]}")
-    if not ok.any(): raise ValueError(f"none of the {len(items)} files under {root} could be read as images")
+    if not ok.any(): raise ValueError(f"none of the {len(items)} files under {root} could be read as images, e.g. {items.name.iloc[0]}: {reasons[0]}")
     v = [str(o) for o in learn.dls.vocab]
     return report_from_labels(items.label.astype(str).values[ok], [v[i] for i in probs[ok].argmax(1)], v)
 

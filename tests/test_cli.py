@@ -397,6 +397,23 @@ def test_report_on_an_export_from_the_command_line(capsys, tmp_path, class_folde
     assert 'precision' in out and 'circle' in out and 'triangle' in out
 
 
+def test_predict_max_pixels_from_the_command_line(capsys, tmp_path, class_folders):
+    "A picture over the bomb guard is skipped with advice the command line can follow (--max-pixels: it had no such option)"
+    from imgclean.data import folder_dls
+    from imgclean.export import export_learner
+    learn = train.make_learner(folder_dls(class_folders, size=32, bs=8, num_workers=0), 'resnet18', pretrained=False)
+    fn = export_learner(learn, tmp_path/'export.pkl')
+    big = tmp_path/'big.png'; Image.new('RGB', (120, 100), 'red').save(big)      # 12,000 pixels
+    code, out, err = run(capsys, 'predict', fn, big, '--max-pixels', 10_000)
+    assert code == 2 and 'over max_pixels 10,000' in err and '--max-pixels' in err, (code, err)
+    code, out, err = run(capsys, 'predict', fn, big, tmp_path/'export.pkl', '--max-pixels', 10_000)   # the table form
+    assert code == 0 and 'skipped' in out and '--max-pixels' in out, (code, out, err)
+    code, out, err = run(capsys, 'predict', fn, big, '--max-pixels', 20_000)
+    assert code == 0 and len(out.strip().splitlines()) == 3, (code, out, err)      # one line per class
+    code, out, err = run(capsys, 'report', fn, class_folders, '--max-pixels', 100)  # every 32 px picture is over 100 pixels
+    assert code == 2 and 'could be read' in err and '--max-pixels' in err, (code, err)   # and why
+
+
 def test_train_without_a_validation_set_still_exports(capsys, class_folders):
     "--valid-pct 0 trains, skips the validation report with a note and writes export.pkl (it failed at the report, no export)"
     code, out, err = run(capsys, 'train', class_folders, '--arch', 'resnet18', '--no-pretrained', '--size', 32, '--bs', 8,

@@ -284,7 +284,7 @@ def test_reasons_do_not_echo_addresses_or_socket_errors(tmp_path):
 def test_fetch_image_result_and_max_pixels_reason(server, tmp_path):
     "max_pixels is an option of download: the reason names the limit and how to raise it, and raising it keeps the image"
     df = download_images([server.url('bomb', 'mp')], tmp_path/'d', label='a', progress=False, verbose=False)
-    assert 'over max_pixels 89,478,485' in df.reason[0] and 'pass max_pixels= to accept larger images' in df.reason[0]
+    assert 'over max_pixels 89,478,485' in df.reason[0] and 'pass max_pixels= (on the command line: --max-pixels) to accept larger images' in df.reason[0]
     big = download_images([server.img_url('5.jpg')], tmp_path/'e', label='a', max_pixels=100, progress=False, verbose=False)
     assert 'over max_pixels 100' in big.reason[0]
     assert download_images([server.img_url('5.jpg')], tmp_path/'f', label='a', max_pixels=10_000, progress=False, verbose=False).status[0] == 'ok'

@@ -137,7 +137,7 @@ def test_policy_refusals_are_quarantined_with_a_sentence(tmp_path):
     Image.new('RGB', (32, 32)).save(root/'a'/'ok.png')
     df = verify_dataset(root, max_pixels=4000, progress=False, verbose=False, n_workers=0).set_index('file')
     assert df.reason['a/pixel.gif'] == 'too small (1x1 < min_size 8); pass min_size= to accept smaller images'
-    assert df.reason['a/big.png'].endswith('pass max_pixels= to accept larger images') and 'max_pixels 4,000' in df.reason['a/big.png']
+    assert df.reason['a/big.png'].endswith('pass max_pixels= (on the command line: --max-pixels) to accept larger images') and 'max_pixels 4,000' in df.reason['a/big.png']
     assert df.reason['a/layers.psd'].startswith("unsupported format PSD; pass formats=(..., 'psd')")
     assert df.ok['a/ok.png'] and sorted(p.name for p in (root/'a').iterdir()) == ['ok.png']
     for n in ('pixel.gif', 'big.png', 'layers.psd'): shutil.move(str(tmp_path/'ds_quarantine'/'a'/n), str(root/'a'/n))
