@@ -345,6 +345,15 @@ class _Bool(argparse.Action):
 
 def _comma_list(s): return tuple(o.strip() for o in s.split(',') if o.strip())
 
+def _formats(s):
+    "--formats: comma-separated names checked against the formats Pillow reads (`images.check_formats`); 'None' (any case): every format"
+    if s.strip().lower() == 'none': return None
+    from imgclean.images import check_formats   # imported only when --formats is given
+    try: return check_formats(_comma_list(s))
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e).replace(' in formats=', '').replace('formats=', '--formats')) from None
+
+_PARSE = {'formats': _formats}   # options whose value needs more than their type
+
 _ALIASES = {'n_workers': ('--workers',), 'num_workers': ('--workers',), 'cache_dir': ('--cache',), 'img_size': ('--size',)}
 
 def _shown(v): return ','.join(v) if isinstance(v, tuple) else v
@@ -358,7 +367,7 @@ def _add_option(group, o:Option, cmd:Command):
     if o.default is not None: kw['help'] += f" ({'alone: ' if selector else 'default: '}{_shown(o.default)})"
     if o.typ is bool: return group.add_argument(o.flag, dest=o.name, action=_Bool, default=o.default, **kw)
     flags = [o.flag, *(a for a in _ALIASES.get(o.name, ()) if a != o.flag)]
-    kw.update(type=_comma_list if o.typ is tuple else o.typ)
+    kw.update(type=_PARSE.get(o.name) or (_comma_list if o.typ is tuple else o.typ))
     if 'choices' not in kw: kw['metavar'] = o.flag[2:].upper().replace('-', '_')   # with choices, argparse lists them
     if selector: return group.add_argument(*flags, dest=o.name, nargs='?', const=o.default, default=None, **kw)
     return group.add_argument(*flags, dest=o.name, default=o.default, **kw)

@@ -526,3 +526,15 @@ def test_a_misspelt_backbone_is_said_before_the_dataset_is_read(capsys, tmp_path
     assert code == 2 and 'unknown backbone' in err and not read, err
     close = err.split('did you mean ', 1)[1].split('?')[0].split(', ')
     assert close and len(close) == len(set(close)), close
+
+
+def test_formats_none_keeps_every_format_and_a_misspelt_format_is_an_argument_error(capsys, tmp_path, class_folders):
+    "`--formats None` (the help's 'every format Pillow reads') quarantined every image as format 'None'; `--formats bogus` was accepted"
+    Image.new('RGB', (32, 32), 'red').save(class_folders/'circle'/'odd.tga')   # a format outside WEB_FORMATS
+    code, _, err = run(capsys, 'verify', class_folders, '--formats', 'None', '--workers', 0, '--no-progress')
+    assert code == 0, err
+    assert len(list((class_folders/'circle').iterdir())) == 13 and not (tmp_path/'shapes_quarantine').exists()   # the TGA too
+    for args in (('verify', class_folders), ('download', tmp_path/'urls', tmp_path/'dest')):
+        code, _, err = run(capsys, *args, '--formats', 'jpg,bogus', '--no-progress')
+        assert code == 2 and "argument --formats: unknown image format 'bogus'; use names among" in err and 'png' in err, err
+        assert len(err.strip().splitlines()) == 1, err

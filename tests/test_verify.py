@@ -285,3 +285,13 @@ def test_a_read_only_dataset_is_refused_up_front(tmp_path):
         with pytest.raises(PermissionError, match=r"is read-only: verify_images\(folder\) moves"):
             verify_images(ro/'circle', delete=True, max_size=20, progress=False, verbose=False)
         assert (ro/'circle'/'bad.png').is_file()
+
+
+def test_a_misspelt_format_is_a_value_error_before_any_work(class_folders):
+    "formats=('jpg', 'pngg') quarantined every PNG as 'unsupported format PNG' without a word about the typo"
+    for call in (lambda: verify_dataset(class_folders, formats=('jpg', 'pngg'), progress=False, verbose=False),
+                 lambda: verify_images(class_folders/'circle', formats=('pngg',), progress=False, verbose=False),
+                 lambda: check_image(class_folders/'circle'/'000.png', formats=('pngg',))):
+        with pytest.raises(ValueError, match="unknown image format 'pngg' in formats=; use names among .*png"): call()
+    assert len(list((class_folders/'circle').iterdir())) == 12 and not (class_folders.parent/'shapes_quarantine').exists()
+    assert verify_dataset(class_folders, formats=('jpeg', 'PNG'), progress=False, verbose=False).ok.all()   # aliases and any case
