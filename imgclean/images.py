@@ -8,7 +8,7 @@ __all__ = ['WEB_FORMATS', 'MIN_SIZE', 'VERDICTS', 'format_name', 'accepts_format
            'add_to_report', 'quarantine_files', 'read_verdicts', 'write_verdicts']
 
 # %% ../nbs/00_images.ipynb #2
-import functools, hashlib, io, math, re, shutil, struct, warnings, zlib
+import errno, functools, hashlib, io, math, os, re, shutil, struct, warnings, zlib
 from pathlib import Path
 
 import numpy as np
@@ -394,7 +394,9 @@ def check_image(fn:Path|bytes,       # An image file, or the bytes of one
     kept = raw if data is None else data
     r['sha'] = content_hash(kept) if r['ok'] and fix else ''
     if is_bytes: r['data'] = kept if r['ok'] else None
-    elif data is not None: atomic_write(fn, data)
+    elif data is not None:
+        mode = fn.stat().st_mode & 0o7777
+        atomic_write(fn, data); os.chmod(fn, mode)   # the rewritten file keeps its permissions (a read-only file stays read-only)
     return r
 
 # %% ../nbs/00_images.ipynb #60
@@ -414,6 +416,15 @@ def add_to_report(q:Path, rows:pd.DataFrame):
         else: rows = pd.concat([old, rows]).drop_duplicates('quarantined', keep='last')
     write_csv(rows, q/'report.csv')
 
+def _move(src, dst):
+    "Move `src` to the new name `dst`: a rename; across file systems a copy, removed again when `src` cannot be deleted (no copy left behind)"
+    try: return os.rename(src, dst)   # shutil.move copies on any rename error: a read-only folder left a copy in quarantine at every run
+    except OSError as e:
+        if e.errno != errno.EXDEV: raise
+    shutil.copy2(src, dst)
+    try: os.unlink(src)
+    except BaseException: os.unlink(dst); raise
+
 def quarantine_files(root:Path, # Folder the `rows`' files are under
                      q:Path,    # Quarantine folder
                      rows:pd.DataFrame, # file (relative to `root`), label, reason
@@ -425,7 +436,7 @@ def quarantine_files(root:Path, # Folder the `rows`' files are under
     moved = 0
     try:
         for f, d in zip(rows.file, dst):
-            (q/d).parent.mkdir(parents=True, exist_ok=True); shutil.move(str(Path(root)/f), str(q/d)); moved += 1
+            (q/d).parent.mkdir(parents=True, exist_ok=True); _move(Path(root)/f, q/d); moved += 1
     except BaseException:   # an error or Ctrl-C: the rows of files still in place leave the report (a kill leaves them to the rerun, which plans the same names)
         rep = pd.read_csv(q/'report.csv', keep_default_na=False, dtype=str)
         write_csv(rep[~rep.quarantined.isin(dst[moved:])], q/'report.csv'); raise

@@ -152,6 +152,25 @@ def _default_quarantine(path, quarantine):
     q = Path(quarantine)
     return q if q.is_absolute() else ab.parent/q
 
+# %% ../nbs/02_verify.ipynb #e6356681
+def _loose_images(path):
+    "Names of the image files directly in `path`: not in a class folder, so no item of the dataset"
+    return sorted(f.name for f in path.iterdir() if f.is_file() and is_image_name(f))
+
+def _refuse_unwritable(path, items):
+    "Raise `PermissionError` naming the class folders of `path` this process cannot write, before any work"
+    ro = sorted({d for d in {(path/n).parent for n in items.name} if not os.access(d, os.W_OK)}, key=str)
+    if not ro: return
+    raise PermissionError(f"{', '.join(map(str, ro[:3]))}{' ...' if len(ro) > 3 else ''}: {len(ro)} class folder{'s' if len(ro) > 1 else ''} you cannot write. "
+                          "verify_dataset moves the images that fail out of them and rewrites the ones it fixes: make them writable (chmod -R u+w), "
+                          "verify a copy you can write (shutil.copytree(path, 'data')), or only list the failures: verify_images(get_image_files(path))")
+
+def _refuse_flat(path, loose):
+    "Raise `ValueError` for a folder of images without class folders: verify_dataset would check nothing"
+    raise ValueError(f"{path} has no class folders: its {len(loose)} images (e.g. {loose[0]}) are directly in it, and verify_dataset checks only "
+                     f"the images in class folders (the folder's name is the label). Move them into a folder named after their class "
+                     f"({path}/<class>/), or check a flat folder with verify_images({str(path)!r})")
+
 # %% ../nbs/02_verify.ipynb #26
 def verify_dataset(path:Path,           # Dataset root with one folder per class (or split folders holding them)
                    max_size:int=None,    # Longest side after resizing; None keeps sizes
@@ -174,7 +193,9 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
                               "(upright, RGB, resized). Verify a copy you can write (shutil.copytree(path, 'data')), or only list the "
                               "failures: verify_images(get_image_files(path))")
     t0, q = time.monotonic(), _default_quarantine(path, quarantine)
-    items = class_items(path, all_files=True)   # every file in the class folders: a page saved as .jpg is caught too
+    items, loose = class_items(path, all_files=True), _loose_images(path)   # every file in the class folders: a page saved as .jpg is caught too
+    if loose and not len(items): _refuse_flat(path, loose)
+    _refuse_unwritable(path, items)
     for d in {path} | {(path/n).parent for n in items.name}: sweep_tmp(d)   # what a killed run (ours, a click) was writing
     o = dict(max_size=max_size, max_pixels=max_pixels, resample=resample, min_size=min_size, formats=formats)
     df = _verify_files(path, items.name.tolist(), items.label.tolist(), o, q, n_workers, progress, reuse=reuse)
@@ -182,7 +203,8 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
     if manifest and (path/'manifest.csv').is_file(): _update_manifest(path/'manifest.csv', df, q)
     df = df.drop(columns=['key', 'sha', 'digest'])
     df.attrs['seconds'] = time.monotonic() - t0
-    if verbose: print(summarize_downloads(df) + (f" Quarantine: {q}" if (df.quarantined != '').any() else ''))
+    if verbose: print(summarize_downloads(df) + (f" Quarantine: {q}" if (df.quarantined != '').any() else '')
+                      + (f" Not checked: {len(loose)} images directly in {path} (not in a class folder)" if loose else ''))
     return df
 
 # %% ../nbs/02_verify.ipynb #34

@@ -538,3 +538,11 @@ def test_formats_none_keeps_every_format_and_a_misspelt_format_is_an_argument_er
         code, _, err = run(capsys, *args, '--formats', 'jpg,bogus', '--no-progress')
         assert code == 2 and "argument --formats: unknown image format 'bogus'; use names among" in err and 'png' in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_verify_of_a_flat_folder_is_an_error_that_says_where_to_go(capsys, tmp_path):
+    "`imgclean verify` on a folder of images (no class folders) said '0 files checked' and exited 0"
+    (tmp_path/'flat').mkdir()
+    for i in range(2): Image.new('RGB', (32, 32), 'red').save(tmp_path/'flat'/f'{i}.png')
+    code, _, err = run(capsys, 'verify', tmp_path/'flat', '--no-progress')
+    assert code == 2 and 'has no class folders: its 2 images (e.g. 0.png) are directly in it' in err and 'Move them into a folder' in err, err

@@ -209,9 +209,9 @@ def test_a_verify_killed_while_it_quarantines_loses_no_reason(tmp_path):
     "Killed after moving some files and before writing the report: they sat in quarantine with no reason, the manifest said ok"
     import subprocess
     root = _bad_files_dataset(tmp_path/'ds')
-    code = ("import os, shutil, signal, sys\nn = [0]; move = shutil.move\n"
+    code = ("import os, signal, sys\nn = [0]; move = os.rename\n"   # quarantine moves are renames
             "def killing_move(*a):\n    n[0] += 1\n    if n[0] == 3: os.kill(os.getpid(), signal.SIGKILL)\n    return move(*a)\n"
-            "shutil.move = killing_move\nfrom imgclean.verify import verify_dataset\n"
+            "os.rename = killing_move\nfrom imgclean.verify import verify_dataset\n"
             f"verify_dataset({str(root)!r}, progress=False, n_workers=0)\n")
     p = subprocess.run([sys.executable, '-c', code], cwd=Path(__file__).parents[1], timeout=300,
                        env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
@@ -229,14 +229,13 @@ def test_a_verify_killed_while_it_quarantines_loses_no_reason(tmp_path):
 
 
 def test_a_verify_interrupted_while_it_quarantines_reports_only_what_it_moved(tmp_path, monkeypatch):
-    import shutil as sh
     root = _bad_files_dataset(tmp_path/'ds')
-    n, move = [0], sh.move
+    n, move = [0], os.rename   # quarantine moves are renames
     def interrupted(*a):
         n[0] += 1
         if n[0] == 3: raise KeyboardInterrupt
         return move(*a)
-    monkeypatch.setattr(sh, 'move', interrupted)
+    monkeypatch.setattr(os, 'rename', interrupted)
     with pytest.raises(KeyboardInterrupt): verify_dataset(root, progress=False, verbose=False, n_workers=0)
     q = tmp_path/'ds_quarantine'
     assert sorted(_report(q).quarantined) == sorted(f.relative_to(q).as_posix() for f in q.rglob('*.jpg')) and len(_report(q)) == 2
@@ -295,3 +294,53 @@ def test_a_misspelt_format_is_a_value_error_before_any_work(class_folders):
         with pytest.raises(ValueError, match="unknown image format 'pngg' in formats=; use names among .*png"): call()
     assert len(list((class_folders/'circle').iterdir())) == 12 and not (class_folders.parent/'shapes_quarantine').exists()
     assert verify_dataset(class_folders, formats=('jpeg', 'PNG'), progress=False, verbose=False).ok.all()   # aliases and any case
+
+
+def _jpg(fn, size, col=(200, 20, 20)): Image.new('RGB', size, col).save(fn, 'JPEG'); return fn
+
+
+def test_a_read_only_class_folder_is_said_before_any_work(tmp_path):
+    "A class folder the user cannot write: a raw PermissionError at the first move, after a copy was left in quarantine (again at each rerun)"
+    from conftest import read_only
+    d = tmp_path/'data'; (d/'a').mkdir(parents=True); (d/'b').mkdir()
+    big = _jpg(d/'a'/'big.jpg', (300, 200)); _jpg(d/'b'/'ok.jpg', (50, 50))
+    (d/'b'/'bad.jpg').write_bytes(jpeg_bytes((300, 300))[:500])
+    with read_only(d/'b') as ro:   # as root: b_ro is b through a read-only mount; else b renamed b_ro, write bits off
+        for _ in range(2):
+            with pytest.raises(PermissionError, match=f"{ro}: 1 class folder you cannot write. verify_dataset moves"):
+                verify_dataset(d, max_size=100, progress=False, verbose=False)
+        assert (ro/'bad.jpg').exists() and not (tmp_path/'data_quarantine').exists()
+        with Image.open(big) as im: assert im.size == (300, 200)   # nothing done before the error
+
+
+def test_quarantine_leaves_no_copy_when_the_file_cannot_leave_its_folder(tmp_path):
+    "shutil.move fell back to copy + delete on any rename error: the delete failed and the copy stayed in quarantine"
+    from conftest import read_only
+    from imgclean.images import quarantine_files
+    d = tmp_path/'data'; (d/'b').mkdir(parents=True); (d/'b'/'bad.jpg').write_bytes(b'junk')
+    q = tmp_path/'q'
+    with read_only(d/'b') as ro:
+        rows = pd.DataFrame(dict(file=[f'{ro.name}/bad.jpg'], label=[ro.name], reason=['not an image']))
+        with pytest.raises(OSError): quarantine_files(d, q, rows)
+        assert (ro/'bad.jpg').exists() and not (q/ro.name/'bad.jpg').exists()
+        assert len(_report(q)) == 0   # its report row is taken back
+
+
+def test_a_rewritten_file_keeps_its_permissions(tmp_path):
+    "A 0444 image resized in place became 0644"
+    d = tmp_path/'data'; (d/'a').mkdir(parents=True)
+    fn = _jpg(d/'a'/'ro.jpg', (300, 200)); os.chmod(fn, 0o444)
+    df = verify_dataset(d, max_size=100, progress=False, verbose=False)
+    assert df.resized.tolist() == [True]
+    assert oct(fn.stat().st_mode & 0o777) == '0o444'
+
+
+def test_a_flat_folder_of_images_is_no_dataset(tmp_path, capsys):
+    "verify_dataset on images with no class folder checked nothing and said '0 files checked'"
+    d = tmp_path/'flat'; d.mkdir()
+    for i in range(3): _jpg(d/f'{i}.jpg', (40, 40))
+    with pytest.raises(ValueError, match=r"flat has no class folders: its 3 images \(e.g. 0.jpg\) are directly in it.*verify_images\("):
+        verify_dataset(d, progress=False)
+    (d/'cats').mkdir(); _jpg(d/'cats'/'x.jpg', (40, 40))   # a class folder and loose images: the loose ones are named as not checked
+    df = verify_dataset(d, progress=False)
+    assert df.file.tolist() == ['cats/x.jpg'] and f"Not checked: 3 images directly in {d}" in capsys.readouterr().out
