@@ -1,7 +1,7 @@
 """Keep every real image: each mode Pillow produces becomes the right RGB; Pillow's own odd test images are kept, or
 refused by a stated policy, or (when Pillow cannot decode them) refused with the true cause; on the verify path and on
 the download path (bytes checked on arrival)."""
-import io, shutil, sys, warnings
+import io, os, shutil, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +170,20 @@ def test_verify_images_list_form_returns_only_what_fastai_cannot_open(corpus, tm
     assert sorted(f.name for f in failed) == sorted(n for n in FILES if refs[n][0] != 'decodes' and n != 'pillow.ico')
     assert {n: (tmp_path/n).read_bytes() for n in FILES} == before   # nothing moved or rewritten
     assert all(failed.reasons[f] for f in failed)
+
+
+def test_a_transparent_png_near_the_pixel_limit_is_checked_without_extra_full_size_copies(tmp_path):
+    "A 9000x9000 RGBA PNG took ~1.1 GB over its decode (the decoded file, its RGB version, 3 full-size copies in the PNG writer): 6 at once ran a 4 GB machine out of memory"
+    import subprocess
+    w = h = 4000
+    Image.new('RGBA', (w, h), (40, 10, 10, 128)).save(tmp_path/'big.png')
+    code = ("import resource, sys\nfrom pathlib import Path\nfrom imgclean.images import check_image\n"
+            f"data = Path({str(tmp_path/'big.png')!r}).read_bytes()\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "v = check_image(data, min_size=0)\nassert v['ok'] and v['data'][:8] == b'\\x89PNG\\r\\n\\x1a\\n', v\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)*1024)\n")
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
+    assert p.returncode == 0, p.stderr
+    growth = int(p.stdout.split()[-1])
+    assert growth < 1.6*w*h*4, f"{growth/2**20:.0f} MB over the bytes for a {w*h*4/2**20:.0f} MB decoded image"   # the decode, its RGB version, an alpha band

@@ -344,3 +344,13 @@ def test_a_flat_folder_of_images_is_no_dataset(tmp_path, capsys):
     (d/'cats').mkdir(); _jpg(d/'cats'/'x.jpg', (40, 40))   # a class folder and loose images: the loose ones are named as not checked
     df = verify_dataset(d, progress=False)
     assert df.file.tolist() == ['cats/x.jpg'] and f"Not checked: 3 images directly in {d}" in capsys.readouterr().out
+
+
+def test_the_report_notes_a_deep_greyscale_file_rewritten_as_8_bit(tmp_path):
+    "A 16-bit PNG was rewritten in place as 8-bit RGB with an empty note: the report did not say the file lost its depth"
+    d = tmp_path/'data'; (d/'a').mkdir(parents=True)
+    Image.fromarray((np.random.default_rng(1).random((300, 40))*65535).astype(np.uint16)).save(d/'a'/'tall16.png')
+    Image.new('L', (40, 40), 90).save(d/'a'/'grey.png')   # 8-bit greyscale stays as it is: no note
+    df = verify_dataset(d, progress=False, verbose=False).set_index('file')
+    assert df.note.to_dict() == {'a/grey.png': '', 'a/tall16.png': '16-bit greyscale rewritten as 8-bit RGB'}
+    with Image.open(d/'a'/'tall16.png') as im: assert im.mode == 'RGB'
