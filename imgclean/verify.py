@@ -157,12 +157,12 @@ def _loose_images(path):
     "Names of the image files directly in `path`: not in a class folder, so no item of the dataset"
     return sorted(f.name for f in path.iterdir() if f.is_file() and is_image_name(f))
 
-def _refuse_unwritable(path, items):
-    "Raise `PermissionError` naming the class folders of `path` this process cannot write, before any work"
-    ro = sorted({d for d in {(path/n).parent for n in items.name} if not os.access(d, os.W_OK)}, key=str)
+def _refuse_unwritable(dirs, fn='verify_dataset', what='class folder'):
+    "Raise `PermissionError` naming the folders among `dirs` this process cannot write, before any work of `fn`"
+    ro = sorted({d for d in dirs if not os.access(d, os.W_OK)}, key=str)
     if not ro: return
-    raise PermissionError(f"{', '.join(map(str, ro[:3]))}{' ...' if len(ro) > 3 else ''}: {len(ro)} class folder{'s' if len(ro) > 1 else ''} you cannot write. "
-                          "verify_dataset moves the images that fail out of them and rewrites the ones it fixes: make them writable (chmod -R u+w), "
+    raise PermissionError(f"{', '.join(map(str, ro[:3]))}{' ...' if len(ro) > 3 else ''}: {len(ro)} {what}{'s' if len(ro) > 1 else ''} you cannot write. "
+                          f"{fn} moves the images that fail out of them and rewrites the ones it fixes: make them writable (chmod -R u+w), "
                           "verify a copy you can write (shutil.copytree(path, 'data')), or only list the failures: verify_images(get_image_files(path))")
 
 def _refuse_flat(path, loose):
@@ -195,7 +195,7 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
     t0, q = time.monotonic(), _default_quarantine(path, quarantine)
     items, loose = class_items(path, all_files=True), _loose_images(path)   # every file in the class folders: a page saved as .jpg is caught too
     if loose and not len(items): _refuse_flat(path, loose)
-    _refuse_unwritable(path, items)
+    _refuse_unwritable({(path/n).parent for n in items.name})
     for d in {path} | {(path/n).parent for n in items.name}: sweep_tmp(d)   # what a killed run (ours, a click) was writing
     o = dict(max_size=max_size, max_pixels=max_pixels, resample=resample, min_size=min_size, formats=formats)
     df = _verify_files(path, items.name.tolist(), items.label.tolist(), o, q, n_workers, progress, reuse=reuse)
@@ -259,6 +259,7 @@ def verify_images(fns,                  # fastai v2: a list (or `L`) of image fi
         raise PermissionError(f"{path} is read-only: verify_images(folder) moves the images that fail out of it and resizes or fixes the others "
                               "in place. Check a copy you can write (shutil.copytree), or only list the failures: verify_images(get_image_files(path))")
     files = _image_files(path, recurse)
+    _refuse_unwritable({f.parent for f in files}, 'verify_images(folder)', 'folder')   # sub-folders with recurse=True
     if not files and not recurse and any(d.is_dir() for d in path.iterdir()):
         print(f"no images directly in {path}; pass recurse=True for its sub-folders, or use verify_dataset({str(path)!r}) for a dataset root")
     root = Path(os.path.abspath(path)).parent

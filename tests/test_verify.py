@@ -354,3 +354,15 @@ def test_the_report_notes_a_deep_greyscale_file_rewritten_as_8_bit(tmp_path):
     df = verify_dataset(d, progress=False, verbose=False).set_index('file')
     assert df.note.to_dict() == {'a/grey.png': '', 'a/tall16.png': '16-bit greyscale rewritten as 8-bit RGB'}
     with Image.open(d/'a'/'tall16.png') as im: assert im.mode == 'RGB'
+
+
+def test_verify_images_recurse_refuses_a_read_only_sub_folder_before_any_work(tmp_path):
+    "verify_images(folder, recurse=True) checked only the folder itself: a read-only sub-folder failed at the first move"
+    from conftest import read_only
+    d = tmp_path/'data'; (d/'b').mkdir(parents=True)
+    big = _jpg(d/'big.jpg', (300, 200)); (d/'b'/'bad.jpg').write_bytes(jpeg_bytes((300, 300))[:500])
+    with read_only(d/'b') as ro:
+        with pytest.raises(PermissionError, match=f"{ro}: 1 folder you cannot write. verify_images\\(folder\\) moves"):
+            verify_images(d, recurse=True, max_size=100, progress=False, verbose=False)
+        assert (ro/'bad.jpg').exists() and not (tmp_path/'data_quarantine').exists()
+        with Image.open(big) as im: assert im.size == (300, 200)
