@@ -692,12 +692,14 @@ class _Tile:
             self.info.value = (f"<div class='imgclean-info'><b>{html.escape(self.name)}</b><br>no longer in the dataset "
                                "(moved or removed outside this cleaner)</div>")
             self.box.add_class('imgclean-gone'); return
-        self.box.remove_class('imgclean-gone'); self.kp.disabled = self.ok.disabled = False
+        self.box.remove_class('imgclean-gone')
         act = st.action(self.name)
         with cl._quiet():
             if tuple(st.vocab) != self.vocab: self.vocab = tuple(st.vocab); self.dd.options = _label_options(self.vocab)   # a class made since
             self.dl.value, self.dd.value = act == 'delete', st.label(self.name)
         self.dd.disabled, self.dl.button_style = act == 'delete', 'danger' if act == 'delete' else ''
+        self.kp.disabled = act == 'delete'                               # a deleted image comes back by Delete only,
+        self.ok.disabled = act == 'delete' and cl.mode != 'duplicates'   # or by choosing it as its group's keeper
         self.info.value = tile_info(self.r, st, cl.mode)
         for c, on in (('imgclean-deleted', act == 'delete'), ('imgclean-reviewed', act is not None)):
             (self.box.add_class if on else self.box.remove_class)(c)
@@ -980,7 +982,17 @@ def delete(self:ImageCleaner, name:str, on:bool=True):
 
 # %% ../nbs/07_widgets.ipynb #106
 @patch
-def keep(self:ImageCleaner, name:str): "Mark `name` reviewed and kept"; return self._change({name: dict(action='keep')})
+def _still_deleted(self:ImageCleaner, name:str, verb:str)->bool:
+    "True, saying so in the status line, when `name` is deleted: `verb` (Keep, Accept) must not take the deletion back unseen"
+    if not self.state.is_deleted(name): return False
+    self.message.value = f"{html.escape(name)} is deleted: {verb} leaves it deleted; to bring it back, click Delete again (or press d)"
+    return True
+
+@patch
+def keep(self:ImageCleaner, name:str):
+    "Mark `name` reviewed and kept; a deleted `name` stays deleted (take the deletion back with `delete(name, on=False)`)"
+    if self._still_deleted(name, 'Keep'): return False
+    return self._change({name: dict(action='keep')})
 
 # %% ../nbs/07_widgets.ipynb #107
 @patch
@@ -1013,6 +1025,7 @@ def _suggestion(self:ImageCleaner, r)->str:
 @patch
 def accept(self:ImageCleaner, name:str, group=None):
     "Take the model's suggestion for `name`: its label, or in its duplicate group `group` (default its first) the suggested keeper"
+    if self._still_deleted(name, 'Accept'): return False
     r = self._row(name) if group is None or pd.isna(group) else self.rows[(self.rows.file == name) & (self.rows.group == group)].iloc[0]
     if self.mode == 'duplicates' or r.issue in DUPLICATE_ISSUES:
         keeper = r.suggestion if r.suggestion in self.state.label_of else name

@@ -86,7 +86,7 @@ def test_one_click_accepts_the_suggestion_and_keys_do_the_rest(root):
     assert state(root)['decisions']['circle/000.png'] == {'action': 'delete'}
     assert c.cursor == 2; c.press('ArrowLeft'); c.press('1')       # digit = class number: circle
     assert state(root)['decisions']['triangle/002.png'] == {'action': 'relabel', 'label': 'circle'}
-    c.press('k'); assert state(root)['decisions']['circle/000.png'] == {'action': 'keep'}  # cursor had moved to circle/000
+    c.press('k'); assert state(root)['decisions']['circle/000.png'] == {'action': 'delete'} and c.cursor == 2  # on circle/000, deleted: k leaves it so
     c.press('e'); assert 'circle/000.png' in c.preview.children[0].children[0].value
     c.press('Escape'); assert c.preview.children == ()
     c._on_msg(dict(type='enlarge', index=1)); assert c.cursor == 1 and 'triangle/002.png' in c.preview.children[0].children[0].value
@@ -702,6 +702,30 @@ def test_label_key_on_a_deleted_tile_does_nothing(root):
     assert c.cursor == 0 and c.tiles['circle/000.png'].dd.disabled
     c.press('d'); c.press('p'); c.press('2')                    # undeleted: the key labels it
     assert state(root)['decisions'] == {'circle/000.png': {'action': 'relabel', 'label': 'square'}} and c.cursor == 1
+
+
+def test_accept_and_keep_on_a_deleted_tile_leave_it_deleted(root):
+    "A deleted image comes back only when its deletion is taken back: Accept (a, Enter) and Keep (k) on it do nothing and say so"
+    c = ImageCleaner(root, issues=issues_table(), mode='losses', batch_size=4)
+    name = c.order[0]
+    c.press('d'); c.press('p')                                  # delete the first tile, back onto it
+    for key in ('a', 'Enter', 'k'):
+        c.press(key)
+        assert state(root)['decisions'] == {name: {'action': 'delete'}}, key
+        assert 'is deleted' in c.message.value and c.cursor == 0, key
+    t = c.tiles[name]
+    assert t.kp.disabled and t.ok.disabled and t.dd.disabled   # the buttons say it too
+    assert c.keep(name) is False and c.accept(name) is False and state(root)['decisions'] == {name: {'action': 'delete'}}
+    c.press('d'); c.press('p')                                  # the deletion taken back: the buttons work again
+    t = c.tiles[name]
+    assert not (t.kp.disabled or t.ok.disabled)
+    c.press('a'); assert state(root)['decisions'] == {name: {'action': 'relabel', 'label': 'circle'}}
+    dup = ImageCleaner(root, issues=issues_table(), mode='duplicates')   # 'Keep only this' on a deleted copy: an explicit choice
+    dup.keep_only('circle/002.png', 0)
+    t = dup.tiles['circle/001.png']
+    assert t.kp.disabled and not t.ok.disabled
+    t.ok.click()
+    assert (state(root)['decisions']['circle/001.png'], state(root)['decisions']['circle/002.png']) == ({'action': 'keep'}, {'action': 'delete'})
 
 
 def test_second_round_with_a_learner_retrained_on_cleaned_csv(root):
