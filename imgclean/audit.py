@@ -1298,6 +1298,23 @@ def _label_rows(path, names, labs, feats, thorough, k, flag, recall, arch, size,
     out.attrs['self_confidence'] = {} if useless else dict(zip(li.file[ok], li.self_confidence[ok]))
     return out
 
+# %% ../nbs/06_audit.ipynb #ba40dec9
+def _keep_foreign(fn:Path,   # Where an issue table is about to be written
+                 )->Path:    # The copy made; None when `fn` is missing, empty or an issue table
+    "Copy `fn` to `fn.orig` (or `.orig-1`...) when it is a file but not an issue table, so `audit` never overwrites it unseen"
+    fn = Path(fn)
+    if not fn.is_file() or not fn.stat().st_size: return None
+    with open(fn, 'rb') as f: first = f.readline(65536)
+    try: head = [c.strip().strip('"') for c in first.decode('utf-8-sig').strip().split(',')]
+    except UnicodeDecodeError: head = []
+    if set(ISSUE_COLUMNS) - {'note', 'hash'} <= set(head): return None   # ours (older tables lack note, hash)
+    bak, i = fn.with_name(fn.name + '.orig'), 0
+    while bak.exists(): i += 1; bak = fn.with_name(f"{fn.name}.orig-{i}")
+    atomic_write(bak, fn.read_bytes())
+    warnings.warn(f"{fn} is not an issue table (its header is not {','.join(ISSUE_COLUMNS[:3])},...): "
+                  f"kept as {bak.name} before the audit's table is written there")
+    return bak
+
 # %% ../nbs/06_audit.ipynb #417f6048
 def _outputs(path:Path, cache_dir, out)->tuple:
     "(cache folder, issues file or None) of an audit of `path`: under it, or in `side_folder(path)` when it is read-only (said once)"
@@ -1322,7 +1339,7 @@ def audit(path,                  # Dataset root with one folder per class
           learner_kwargs:dict=None, # For `thorough`: passed to `out_of_fold_learner_probs` (epochs, bs, pretrained, ...)
           checks=CHECKS,         # What to run: some of 'label', 'duplicates', 'quality'
           thresholds:dict=None,  # Quality thresholds (see `QUALITY_DEFAULTS`)
-          out='issues.csv',      # CSV the table is written to, atomically (relative to `path`); None: not written
+          out='issues.csv',      # CSV the table is written to, atomically (relative to `path`); a file there that is no issue table is kept as `<out>.orig`; None: not written
           progress:bool=True,    # Progress bars
           engine:str='local',    # Embeddings: 'local' or 'ray' (a Ray cluster, see `embed_images`)
           address:str=None,      # With engine='ray': the cluster's address
@@ -1365,7 +1382,7 @@ def audit(path,                  # Dataset root with one folder per class
     df['label'] = df.file.map(lab_of).fillna('')
     sha = {n: file_hash(path/n) for n in set(df.file) if n and (path/n).is_file()}
     df['hash'] = [sha.get(f, '') for f in df.file]   # the cleaner leaves out the findings about files changed since
-    if out is not None: write_issues(df, out)
+    if out is not None: _keep_foreign(out); write_issues(df, out)
     return df
 
 # %% ../nbs/06_audit.ipynb #37a386c1

@@ -23,7 +23,7 @@ from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, ISSUE_COLUMNS, QUALITY_ISSUES
 from .images import load_rgb
 
 # %% ../nbs/07_widgets.ipynb #5
-STATE_FILE, CLEANED_CSV, TRASH, APPLY_LOG = '.imgclean_cleaner.json', 'cleaned.csv', '_trash', '.imgclean_apply_log.json'
+STATE_FILE, CLEANED_CSV, TRASH, APPLY_LOG = '.imgclean_cleaner.json', 'cleaned.csv', '.imgclean_trash', '.imgclean_apply_log.json'
 ACTIONS = ('keep', 'delete', 'relabel')
 
 def dataset_items(path:Path)->pd.DataFrame:
@@ -692,12 +692,14 @@ class _Tile:
             self.info.value = (f"<div class='imgclean-info'><b>{html.escape(self.name)}</b><br>no longer in the dataset "
                                "(moved or removed outside this cleaner)</div>")
             self.box.add_class('imgclean-gone'); return
-        self.box.remove_class('imgclean-gone'); self.kp.disabled = self.ok.disabled = False
+        self.box.remove_class('imgclean-gone')
         act = st.action(self.name)
         with cl._quiet():
             if tuple(st.vocab) != self.vocab: self.vocab = tuple(st.vocab); self.dd.options = _label_options(self.vocab)   # a class made since
             self.dl.value, self.dd.value = act == 'delete', st.label(self.name)
         self.dd.disabled, self.dl.button_style = act == 'delete', 'danger' if act == 'delete' else ''
+        self.kp.disabled = act == 'delete'                               # a deleted image comes back by Delete only,
+        self.ok.disabled = act == 'delete' and cl.mode != 'duplicates'   # or by choosing it as its group's keeper
         self.info.value = tile_info(self.r, st, cl.mode)
         for c, on in (('imgclean-deleted', act == 'delete'), ('imgclean-reviewed', act is not None)):
             (self.box.add_class if on else self.box.remove_class)(c)
@@ -980,7 +982,17 @@ def delete(self:ImageCleaner, name:str, on:bool=True):
 
 # %% ../nbs/07_widgets.ipynb #106
 @patch
-def keep(self:ImageCleaner, name:str): "Mark `name` reviewed and kept"; return self._change({name: dict(action='keep')})
+def _still_deleted(self:ImageCleaner, name:str, verb:str)->bool:
+    "True, saying so in the status line, when `name` is deleted: `verb` (Keep, Accept) must not take the deletion back unseen"
+    if not self.state.is_deleted(name): return False
+    self.message.value = f"{html.escape(name)} is deleted: {verb} leaves it deleted; to bring it back, click Delete again (or press d)"
+    return True
+
+@patch
+def keep(self:ImageCleaner, name:str):
+    "Mark `name` reviewed and kept; a deleted `name` stays deleted (take the deletion back with `delete(name, on=False)`)"
+    if self._still_deleted(name, 'Keep'): return False
+    return self._change({name: dict(action='keep')})
 
 # %% ../nbs/07_widgets.ipynb #107
 @patch
@@ -1013,6 +1025,7 @@ def _suggestion(self:ImageCleaner, r)->str:
 @patch
 def accept(self:ImageCleaner, name:str, group=None):
     "Take the model's suggestion for `name`: its label, or in its duplicate group `group` (default its first) the suggested keeper"
+    if self._still_deleted(name, 'Accept'): return False
     r = self._row(name) if group is None or pd.isna(group) else self.rows[(self.rows.file == name) & (self.rows.group == group)].iloc[0]
     if self.mode == 'duplicates' or r.issue in DUPLICATE_ISSUES:
         keeper = r.suggestion if r.suggestion in self.state.label_of else name
@@ -1111,14 +1124,21 @@ def _update_summary(self:ImageCleaner):
                           f"{s['relabelled']} relabelled · this view: {len(view & set(st.decisions))} of {len(view)} reviewed · {csv}")
 
 # %% ../nbs/07_widgets.ipynb #141
-def check_trash(trash:str)->str:
-    "`trash` if it is a folder name relative to the root that no stage takes for a class (starts with `_` or `.`)"
+def check_trash(trash:str,      # Folder name relative to the dataset root
+                warn:bool=True, # Warn when fastai's `get_image_files` would walk it (a name not starting with '.')
+               )->str:          # `trash` as a POSIX path
+    "`trash` if it is a folder inside the root that no stage takes for a class; warns about one that fastai walks"
     p = PurePosixPath(str(trash))
     if not str(trash) or p.is_absolute() or '..' in p.parts:
-        raise ValueError(f"trash={trash!r} must be a folder inside the dataset root, such as '_trash'")
+        raise ValueError(f"trash={trash!r} must be a folder inside the dataset root, such as {TRASH!r}")
+    hidden = '.' + p.parts[0].lstrip('_.')
     if not p.parts[0].startswith(('_', '.')):
         raise ValueError(f"trash={trash!r} would be read as a class folder (deleted images would come back as a class); "
-                         f"use a name starting with '_', such as '_{trash}'")
+                         f"use a name starting with '.', such as {hidden!r}")
+    if warn and not p.parts[0].startswith('.'):
+        warnings.warn(f"trash={trash!r}: imgclean never reads it as a class, but fastai's get_image_files (DataBlock, "
+                      f"ImageDataLoaders.from_folder) walks every folder not starting with '.', so deleted images would come "
+                      f"back with their old labels; use a name starting with '.', such as {hidden!r}")
     return str(p)
 
 def _relabel_dst(name:str, given:str, new:str)->str:
@@ -1170,7 +1190,7 @@ class Journal:
         except ValueError as e: raise ValueError(f"{self.fn} is not valid JSON ({e}); nothing was moved") from None
         if not isinstance(rec, dict) or not isinstance(rec.get('moves'), list) or rec.get('status') not in ('moving', 'applied', 'undoing'):
             raise ValueError(f"{self.fn} is not an apply log of imgclean; nothing was moved")
-        trash = check_trash(rec.get('trash', TRASH))
+        trash = check_trash(rec.get('trash', '_trash'), warn=False)   # logs record their trash ('_trash' was the default)
         for i, m in enumerate(rec['moves']): _check_move(root, m, trash, f"{self.fn} move {i}")
         rec['decisions'], rec['generation'] = _dict(rec.get('decisions')), _int(rec.get('generation'))
         return rec
@@ -1265,7 +1285,7 @@ def _run_all(root, moves, back, on_move)->int:
 
 # %% ../nbs/07_widgets.ipynb #155
 def apply_cleaning(path:Path,             # Dataset root
-                   trash:str=TRASH,       # Folder under `path` that receives deleted files (must start with '_' or '.')
+                   trash:str=TRASH,       # Folder under `path` receiving deleted files; starting with '.' keeps fastai's get_image_files out
                    log:str=None,          # Apply log (the journal); default `path/.imgclean_apply_log.json`
                    state:str=STATE_FILE,  # State file under `path`
                    csv:str=CLEANED_CSV,   # cleaned.csv under `path`, rewritten with the new names
@@ -1288,7 +1308,11 @@ def apply_cleaning(path:Path,             # Dataset root
                 print(f"nothing to apply: no deletions or relabels in {st.state_path}; no files moved, no log written")
                 return _moves_table([])
             if rec: os.replace(j.fn, _earlier_logs(j.fn, new=True))
-            rec = dict(version=2, status='moving', trash=check_trash(trash), generation=st.generation, decisions=st.decisions, moves=moves)
+            if trash != '_trash' and (st.path/'_trash').is_dir():   # the old default trash, which fastai reads
+                warnings.warn(f"{st.path/'_trash'} holds images an earlier apply_cleaning deleted, and fastai's get_image_files "
+                              f"(DataBlock, ImageDataLoaders.from_folder) reads them with their old labels; once you no longer "
+                              f"need undo_cleaning for them, move that folder out of the dataset (deletions now go to {trash!r})")
+            rec = dict(version=2, status='moving', trash=check_trash(trash, warn=False), generation=st.generation, decisions=st.decisions, moves=moves)
             j.write(rec)
         else: warnings.warn(f"resuming the apply interrupted in {j.fn}")
         _run_all(st.path, rec['moves'], False, on_move)

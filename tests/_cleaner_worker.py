@@ -36,7 +36,9 @@ def click(c, op):
     elif kind == 'relabel':               # choosing the label a menu shows already is no event
         if t.dd.value == op[2]: return False
         t.dd.value = op[2]
-    elif kind == 'keep': t.kp.click()
+    elif kind == 'keep':                   # a deleted tile's Keep is disabled: no event
+        if t.kp.disabled: return False
+        t.kp.click()
     elif kind == 'keep_only': t.ok.click()
     else: raise ValueError(f"unknown op {op}")
 

@@ -662,3 +662,20 @@ def test_shifted_candidate_search_in_blocks_shows_progress(monkeypatch):
     whole = A._shifted_candidates(x, np.arange(70), 5, 2)
     assert shown == [] and A._shifted_candidates(x, np.arange(70), 5, 2, progress=True, block=16) == whole
     assert shown == [[0, 16, 32, 48, 64]] and all((i, i + 35) in whole for i in range(35))
+
+
+def test_audit_keeps_a_users_own_issues_csv(tmp_path):
+    "A file named issues.csv that is no issue table is copied to issues.csv.orig before audit writes there; its own table is just replaced"
+    root = make_class_folders(tmp_path/'own', classes=('circle', 'square'), n=4)
+    (root/'issues.csv').write_text('my own notes\n')
+    with pytest.warns(UserWarning, match='not an issue table.*kept as issues.csv.orig'):
+        df = audit(root, model=_net(), size=32, checks=('quality',), progress=False)
+    assert (root/'issues.csv.orig').read_text() == 'my own notes\n' and len(read_issues(root/'issues.csv')) == len(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)                       # a second audit: its own table, replaced without a word
+        audit(root, model=_net(), size=32, checks=('quality',), progress=False)
+    assert sorted(p.name for p in root.glob('issues.csv*')) == ['issues.csv', 'issues.csv.orig']
+    (root/'issues.csv').write_text('name,label\ncircle/000.png,circle\n')        # another file of the user's: the first copy stays
+    with pytest.warns(UserWarning, match='kept as issues.csv.orig-1'):
+        audit(root, model=_net(), size=32, checks=('quality',), progress=False)
+    assert (root/'issues.csv.orig').read_text() == 'my own notes\n' and (root/'issues.csv.orig-1').read_text().startswith('name,label')

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from imgclean.core import file_hash
-from imgclean.widgets import APPLY_LOG, CleanerState, apply_cleaning, undo_cleaning
+from imgclean.widgets import APPLY_LOG, TRASH, CleanerState, apply_cleaning, undo_cleaning
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ('black', 'grizzly', 'teddy', 'brown', 'panda')
@@ -23,8 +23,8 @@ def make_dataset(root, n=100):
 
 def hashes(root):
     "{name: hash} of every file outside the trash, plus the files in the trash"
-    out = {p.relative_to(root).as_posix(): file_hash(p) for p in root.rglob('*.jpg') if '_trash' not in p.relative_to(root).parts}
-    return out, sorted(p.name for p in (root/'_trash').rglob('*.jpg')) if (root/'_trash').exists() else []
+    out = {p.relative_to(root).as_posix(): file_hash(p) for p in root.rglob('*.jpg') if TRASH not in p.relative_to(root).parts}
+    return out, sorted(p.name for p in (root/TRASH).rglob('*.jpg')) if (root/TRASH).exists() else []
 
 
 def decide(root):

@@ -57,7 +57,7 @@ def test_readme_cleaning_runs_as_written(tmp_path):
         assert set(found.file) == set(ns['issues'].file) - {''} and list(found.index) == list(range(len(found)))   # findings first (rows with file '' describe the dataset: shown as warnings)
         before = sorted(p.relative_to(path).as_posix() for p in path.rglob('*.png'))
         run_line(lines[4], ns)
-        assert sorted(p.relative_to(path).as_posix() for p in path.rglob('*.png') if '_trash' not in p.parts) == before
+        assert sorted(p.relative_to(path).as_posix() for p in path.rglob('*.png') if '.imgclean_trash' not in p.parts) == before
         run_line(lines[5], ns)
     d = ns['dls']
     assert len(d.train_ds) + len(d.valid_ds) == 19 - 2                     # the two deletions are restored as decisions

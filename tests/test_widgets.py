@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_class_folders, read_only
 from imgclean.core import write_issues
-from imgclean.widgets import (APPLY_LOG, STATE_FILE, CleanerState, DatasetFormatter, FormattedDataset, ImageCleaner,
+from imgclean.widgets import (APPLY_LOG, STATE_FILE, TRASH, CleanerState, DatasetFormatter, FormattedDataset, ImageCleaner,
                               apply_cleaning, dataset_items, losses_table, read_cleaned, review_table, undo_cleaning)
 
 NAN = float('nan')
@@ -21,7 +21,7 @@ def root(tmp_path): return make_class_folders(tmp_path/'shapes', classes=('circl
 
 def cleaned(root): return pd.read_csv(root/'cleaned.csv', dtype=str, keep_default_na=False)
 def state(root): return json.loads((root/STATE_FILE).read_text())
-def files(root): return sorted(p.relative_to(root).as_posix() for p in root.rglob('*.png') if '_trash' not in p.parts)
+def files(root): return sorted(p.relative_to(root).as_posix() for p in root.rglob('*.png') if not {TRASH, '_trash'} & set(p.relative_to(root).parts))
 
 
 def issues_table(warning=None):
@@ -86,7 +86,7 @@ def test_one_click_accepts_the_suggestion_and_keys_do_the_rest(root):
     assert state(root)['decisions']['circle/000.png'] == {'action': 'delete'}
     assert c.cursor == 2; c.press('ArrowLeft'); c.press('1')       # digit = class number: circle
     assert state(root)['decisions']['triangle/002.png'] == {'action': 'relabel', 'label': 'circle'}
-    c.press('k'); assert state(root)['decisions']['circle/000.png'] == {'action': 'keep'}  # cursor had moved to circle/000
+    c.press('k'); assert state(root)['decisions']['circle/000.png'] == {'action': 'delete'} and c.cursor == 2  # on circle/000, deleted: k leaves it so
     c.press('e'); assert 'circle/000.png' in c.preview.children[0].children[0].value
     c.press('Escape'); assert c.preview.children == ()
     c._on_msg(dict(type='enlarge', index=1)); assert c.cursor == 1 and 'triangle/002.png' in c.preview.children[0].children[0].value
@@ -259,7 +259,7 @@ def test_hostile_apply_log_moves_nothing(root, tmp_path):
         with pytest.raises(ValueError): undo_cleaning(root)
         assert files(root) == before and outside.read_bytes() == b'x'
     (root/APPLY_LOG).write_text(json.dumps(dict(status='applied', trash='deleted', moves=[], decisions={})))
-    with pytest.raises(ValueError, match="use a name starting with '_'"): undo_cleaning(root)
+    with pytest.raises(ValueError, match="use a name starting with '.'"): undo_cleaning(root)
     # a well-formed log whose recorded file is not the one on disk: that file is not touched, and the undo says so
     shutil_src = dict(good, ino=good['ino'] + 12345)
     (root/'_trash/T/circle').mkdir(parents=True); os.rename(root/'circle/000.png', root/'_trash/T/circle/000.png')
@@ -291,7 +291,7 @@ def test_undo_after_the_trash_was_emptied_finishes(root):
     "Files deleted from the trash by hand cannot come back; the rest does, with its decisions, and no undo loop follows"
     st = CleanerState(root); st.delete('circle/000.png'); st.relabel('square/001.png', 'triangle')
     apply_cleaning(root)
-    shutil.rmtree(root/'_trash')
+    shutil.rmtree(root/TRASH)
     with pytest.warns(UserWarning, match='1 of 2 files could not be put back'): assert undo_cleaning(root) == 1
     assert (root/'square/001.png').exists() and st.decisions == {'square/001.png': dict(action='relabel', label='triangle')}
     assert not (root/APPLY_LOG).exists() and undo_cleaning(root) == 0
@@ -300,10 +300,11 @@ def test_undo_after_the_trash_was_emptied_finishes(root):
 
 def test_trash_must_stay_outside_the_classes(root):
     CleanerState(root).delete('circle/000.png')
-    with pytest.raises(ValueError, match="use a name starting with '_'"): apply_cleaning(root, trash='deleted')
+    with pytest.raises(ValueError, match="use a name starting with '.'"): apply_cleaning(root, trash='deleted')
     with pytest.raises(ValueError, match='inside the dataset root'): apply_cleaning(root, trash='../bin')
     assert not (root/APPLY_LOG).exists() and (root/'circle/000.png').exists()
-    moves = apply_cleaning(root, trash='_deleted')
+    with pytest.warns(UserWarning, match="fastai's get_image_files .* walks every folder not starting with '.'"):
+        moves = apply_cleaning(root, trash='_deleted')
     assert moves.dst[0].startswith('_deleted/') and 'circle/000.png' not in set(read_cleaned(root).name)
     assert set(dataset_items(root).label) == {'circle', 'square', 'triangle'}
 
@@ -362,7 +363,7 @@ def test_apply_and_undo(root):
     files_before = files(root)
     moves = apply_cleaning(root)
     assert sorted(moves.action) == ['delete', 'relabel']
-    assert not (root/'circle/000.png').exists() and len(list((root/'_trash').rglob('000.png'))) == 1
+    assert not (root/'circle/000.png').exists() and len(list((root/TRASH).rglob('000.png'))) == 1
     relabel_dst = moves.set_index('action').dst['relabel']
     assert relabel_dst == 'triangle/001_1.png' and (root/relabel_dst).exists()
     after = read_cleaned(root)
@@ -473,6 +474,30 @@ def test_cleaned_csv_reads_in_fastai(root):
     assert len(dls.train_ds) + len(dls.valid_ds) == 11 and list(dls.vocab) == ['circle', 'square', 'triangle']
     items = pd.concat([dls.train_ds.items, dls.valid_ds.items])
     assert items.set_index('name').label['square/000.png'] == 'triangle'
+
+
+def test_fastai_never_sees_the_trash_nor_our_files(root):
+    "After apply_cleaning, fastai's get_image_files (DataBlock, from_folder) lists exactly the kept images, in the real classes"
+    from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, ImageDataLoaders, Resize, get_image_files, parent_label
+    st = CleanerState(root); st.delete('circle/000.png'); st.delete('square/001.png'); st.relabel('triangle/000.png', 'circle')
+    apply_cleaning(root)
+    assert (root/'cleaned.csv').exists() and (root/STATE_FILE).exists() and (root/APPLY_LOG).exists()
+    assert sorted(p.relative_to(root).as_posix() for p in get_image_files(root)) == sorted(read_cleaned(root).name)
+    db = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label)
+    dsets = db.datasets(root)
+    assert list(dsets.vocab) == ['circle', 'square', 'triangle'] and len(dsets.train) + len(dsets.valid) == 10
+    dls = ImageDataLoaders.from_folder(root, valid_pct=0.25, seed=0, item_tfms=Resize(16), bs=2, num_workers=0)
+    assert list(dls.vocab) == ['circle', 'square', 'triangle'] and len(dls.train_ds) + len(dls.valid_ds) == 10
+
+
+def test_an_apply_log_of_the_old_underscore_trash_still_undoes_and_the_old_trash_is_reported(root):
+    st = CleanerState(root); st.delete('circle/000.png')
+    with pytest.warns(UserWarning, match='fastai'): apply_cleaning(root, trash='_trash')   # as before the default changed
+    assert (root/'_trash').is_dir() and json.loads((root/APPLY_LOG).read_text())['trash'] == '_trash'
+    st.delete('square/000.png')
+    with pytest.warns(UserWarning, match='holds images an earlier apply_cleaning deleted'): apply_cleaning(root)
+    assert undo_cleaning(root) == 1 and undo_cleaning(root) == 1
+    assert (root/'circle/000.png').exists() and (root/'square/000.png').exists()
 
 
 def test_review_table_contract():
@@ -677,6 +702,30 @@ def test_label_key_on_a_deleted_tile_does_nothing(root):
     assert c.cursor == 0 and c.tiles['circle/000.png'].dd.disabled
     c.press('d'); c.press('p'); c.press('2')                    # undeleted: the key labels it
     assert state(root)['decisions'] == {'circle/000.png': {'action': 'relabel', 'label': 'square'}} and c.cursor == 1
+
+
+def test_accept_and_keep_on_a_deleted_tile_leave_it_deleted(root):
+    "A deleted image comes back only when its deletion is taken back: Accept (a, Enter) and Keep (k) on it do nothing and say so"
+    c = ImageCleaner(root, issues=issues_table(), mode='losses', batch_size=4)
+    name = c.order[0]
+    c.press('d'); c.press('p')                                  # delete the first tile, back onto it
+    for key in ('a', 'Enter', 'k'):
+        c.press(key)
+        assert state(root)['decisions'] == {name: {'action': 'delete'}}, key
+        assert 'is deleted' in c.message.value and c.cursor == 0, key
+    t = c.tiles[name]
+    assert t.kp.disabled and t.ok.disabled and t.dd.disabled   # the buttons say it too
+    assert c.keep(name) is False and c.accept(name) is False and state(root)['decisions'] == {name: {'action': 'delete'}}
+    c.press('d'); c.press('p')                                  # the deletion taken back: the buttons work again
+    t = c.tiles[name]
+    assert not (t.kp.disabled or t.ok.disabled)
+    c.press('a'); assert state(root)['decisions'] == {name: {'action': 'relabel', 'label': 'circle'}}
+    dup = ImageCleaner(root, issues=issues_table(), mode='duplicates')   # 'Keep only this' on a deleted copy: an explicit choice
+    dup.keep_only('circle/002.png', 0)
+    t = dup.tiles['circle/001.png']
+    assert t.kp.disabled and not t.ok.disabled
+    t.ok.click()
+    assert (state(root)['decisions']['circle/001.png'], state(root)['decisions']['circle/002.png']) == ({'action': 'keep'}, {'action': 'delete'})
 
 
 def test_second_round_with_a_learner_retrained_on_cleaned_csv(root):

@@ -140,6 +140,12 @@ def test_two_cleaners_keys_and_apply_in_jupyterlab(tmp_path, artifacts):
             B.locator('small', has_text='keys').click()
             page.keyboard.press('ArrowRight'); page.keyboard.press('d')
             _wait_for(lambda: _state(root).get('circle/002.png') == {'action': 'delete'}, 30, "the key 'd' in the state file")
+            # Enter (accept) and k (keep) on the tile just deleted leave it deleted, say so, and its Keep button is disabled
+            page.keyboard.press('Enter'); page.keyboard.press('k')
+            expect(B.locator('text=Keep leaves it deleted')).to_be_visible(timeout=30_000)
+            assert _state(root).get('circle/002.png') == {'action': 'delete'}
+            for button in (re.compile(r'^\W*Keep$'), 'Accept: square'):   # the Keep button's name starts with its icon
+                expect(tile(B, 'circle/002.png').get_by_role('button', name=button)).to_be_disabled(timeout=30_000)
             # a click on a thumbnail enlarges it
             tile(A, 'square/000.png').locator('img').click()
             expect(A.get_by_role('button', name='Close')).to_be_visible(timeout=30_000)
