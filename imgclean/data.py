@@ -48,6 +48,12 @@ def _check_classes(items, source):
     if n < 2: raise ValueError(f"{source}: found only one class ({items.label.iloc[0]!r}); a classifier needs at least 2")
     return items
 
+def _check_valid_classes(items, valid, train):
+    "Raise when a class has validation items but no training ones (fastai's vocabulary comes from training: it fails after an epoch)"
+    unknown = sorted(set(items.label[items.is_valid]) - set(items.label[~items.is_valid]))
+    if unknown: raise ValueError(f"{valid} has classes with no training images: {unknown}; add them to {train} or remove them")
+    return items
+
 def _split_items(path, train, valid):
     "Items of explicit `train` and `valid` folders under `path` (each holding class folders)"
     parts = []
@@ -55,10 +61,7 @@ def _split_items(path, train, valid):
         if not (path/sub).is_dir(): raise FileNotFoundError(f"{path/sub} does not exist; `{'valid' if v else 'train'}` must name a folder under {path}")
         it = class_items(path/sub)
         parts.append(pd.DataFrame(dict(name=[f'{sub}/{n}' for n in it.name], label=it.label, is_valid=v)))
-    items = pd.concat(parts, ignore_index=True)
-    unknown = sorted(set(items.label[items.is_valid]) - set(items.label[~items.is_valid]))
-    if unknown: raise ValueError(f"{path/valid} has classes with no training images: {unknown}; add them to {path/train} or remove them")
-    return items
+    return _check_valid_classes(pd.concat(parts, ignore_index=True), path/valid, path/train)
 
 def folder_items(path:Path,           # Dataset root
                  valid_pct:float=0.2, # Validation fraction (when the split does not come from folders)
@@ -76,7 +79,9 @@ def folder_items(path:Path,           # Dataset root
     if (items.split == '').all(): return items[['name', 'label']].assign(is_valid=stratified_split(items.label, valid_pct, seed))
     items = items[items.split != 'test']   # a held-out test set is added with `test=`
     if items.split.isin(['valid', 'val']).any():   # the split folders give the split, as fastai's GrandparentSplitter
-        return _check_classes(items[['name', 'label']].assign(is_valid=items.split.isin(['valid', 'val'])).reset_index(drop=True), path)
+        found = items[['name', 'label']].assign(is_valid=items.split.isin(['valid', 'val'])).reset_index(drop=True)
+        valid = ' and '.join(str(path/s) for s in ('valid', 'val') if (items.split == s).any())
+        return _check_valid_classes(_check_classes(found, path), valid, path/'train')
     return items[['name', 'label']].reset_index(drop=True).assign(is_valid=lambda o: stratified_split(o.label, valid_pct, seed))
 
 # %% ../nbs/03_data.ipynb #21

@@ -156,3 +156,16 @@ def test_atomic_write_on_a_read_only_folder_raises_the_write_error(tmp_path):
         with pytest.raises(OSError) as e: atomic_write(ro/'x.csv', 'a')
         assert not list(ro.iterdir())
     assert e.value.__context__ is None, repr(e.value.__context__)
+
+
+def test_a_class_only_in_the_detected_valid_folder_is_refused_before_training(tmp_path):
+    "train/ + valid/ found without train=/valid=: a class only in valid/ was accepted and fastai failed after an epoch (KeyError 'bird')"
+    from imgclean.data import folder_dls
+    root = tmp_path/'ds'
+    make_class_folders(root/'train', classes=('circle', 'square'), n=4)
+    make_class_folders(root/'valid', classes=('circle', 'square', 'triangle'), n=2)
+    with pytest.raises(ValueError, match=r"valid has classes with no training images: \['triangle'\]; add them to .*train or remove them"):
+        folder_items(root)
+    with pytest.raises(ValueError, match='no training images'): folder_dls(root, size=16, num_workers=0)
+    (root/'valid').rename(root/'val')   # the same under val/
+    with pytest.raises(ValueError, match=r"val has classes with no training images: \['triangle'\]"): folder_items(root)
