@@ -154,8 +154,29 @@ def _norm_stats(path, items, stats):
     elif len(stats) == 2: return stats
     raise ValueError(f"stats={stats!r}: use 'imagenet', 'dataset', (mean, std) or None")
 
+_TRUE, _FALSE = ('true', '1', '1.0', 'yes', 'y', 't'), ('false', '0', '0.0', 'no', 'n', 'f')
+
+def _as_bool(col, what):
+    "`col` (bools, 0/1, or strings such as 'True'/'false'/'yes'/'0' from a CSV) as booleans; raise naming other values"
+    if pd.api.types.is_bool_dtype(col): return col.to_numpy(dtype=bool)
+    s = col.astype(str).str.strip().str.lower()
+    if bad := sorted({str(o) for o in col[~s.isin(_TRUE + _FALSE)]}):
+        raise ValueError(f"{what} holds {bad[:5]}{' ...' if len(bad) > 5 else ''}: use True/False (or 1/0, 'yes'/'no') for each row")
+    return s.isin(_TRUE).to_numpy()
+
+def _checked_items(path, items):
+    "`items` with a boolean `is_valid`, once its columns are there and every file exists under `path`"
+    if missing := [c for c in ('name', 'label', 'is_valid') if c not in items.columns]:
+        raise ValueError(f"items have no column {missing}; their columns are {list(items.columns)}. Give name (relative to {path}), "
+                         "label and is_valid (True for validation), e.g. items['is_valid'] = stratified_split(items.label)")
+    items = items.assign(is_valid=_as_bool(items.is_valid, "items' is_valid column"))
+    if gone := [str(n) for n in items.name if not (path/str(n)).is_file()]:
+        raise ValueError(f"{len(gone)} of {len(items)} items name files that do not exist under {path}, e.g. {gone[:3]}; "
+                         f"fix their names (relative to {path}) or drop those rows")
+    return items
+
 def image_dls(path:Path,          # Dataset root the item names are relative to
-              items:pd.DataFrame, # Items: name, label, is_valid
+              items:pd.DataFrame, # Items: name, label, is_valid (bools, 0/1 or 'True'/'False' as a CSV gives them back)
               size:int=224,       # Images are resized (squished) to `size`x`size`
               bs:int=64,          # Batch size (shrunk to the training images when there are fewer, with a note)
               aug:bool=True,      # fastai `aug_transforms` on the training set
@@ -168,6 +189,7 @@ def image_dls(path:Path,          # Dataset root the item names are relative to
         raise ValueError(f"size={size!r}: give the side in pixels (at least 1, e.g. 224) or (height, width)")
     if bs is None or bs < 1: raise ValueError(f"bs={bs!r}: the batch size must be at least 1, e.g. 64")
     path = Path(path).absolute()
+    items = _checked_items(path, items)
     stats = _norm_stats(path, items, stats)
     batch_tfms = (aug_transforms(size=size) if aug else []) + ([Normalize.from_stats(*stats)] if stats is not None else [])
     fns = [path/n for n in items.name]
