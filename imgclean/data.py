@@ -95,9 +95,11 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
               valid_col:str=None,     # Optional boolean column that gives the split instead (else a `split` column does: train/valid/test)
               suffix:str='',          # Appended to file names (for CSVs that omit the extension)
               missing:str='error',    # 'error' or 'skip' rows whose file does not exist
+              header='infer',         # Row of column names; None: no header (give positions); 'infer': the first, unless it is data
+              encoding:str=None,      # Text encoding; None: by the byte-order mark, else UTF-8
              )->pd.DataFrame:         # Columns name (relative to `path`), label, is_valid
     "Items from a labels CSV such as `cleaned.csv`, validated row by row"
-    df = read_labels_csv(path, csv, fn_col, label_col, folder, suffix, missing)
+    df = read_labels_csv(path, csv, fn_col, label_col, folder, suffix, missing, header=header, encoding=encoding)
     items = df[['name', 'label']].copy()
     src = csv if not isinstance(csv, pd.DataFrame) else 'the DataFrame'
     if valid_col is not None:
@@ -251,10 +253,12 @@ def csv_dls(path:Path,            # Dataset root
             folder:str='.',       # Folder the file names are relative to
             valid_pct:float=0.2,  # Validation fraction
             seed:int=42,          # Split seed
+            header='infer',       # Row of column names; None: no header (give positions)
+            encoding:str=None,    # Text encoding; None: by the byte-order mark, else UTF-8
             **kwargs,             # Passed to `image_dls` (size, bs, aug, stats, num_workers)
            ):
     "`DataLoaders` from a labels CSV such as the ImageCleaner's `cleaned.csv`"
-    return image_dls(path, csv_items(path, csv, fn_col, label_col, folder, valid_pct, seed), **kwargs)
+    return image_dls(path, csv_items(path, csv, fn_col, label_col, folder, valid_pct, seed, header=header, encoding=encoding), **kwargs)
 
 # %% ../nbs/03_data.ipynb #62
 _fastai_do_one = ColReader._do_one

@@ -169,3 +169,53 @@ def test_a_class_only_in_the_detected_valid_folder_is_refused_before_training(tm
     with pytest.raises(ValueError, match='no training images'): folder_dls(root, size=16, num_workers=0)
     (root/'valid').rename(root/'val')   # the same under val/
     with pytest.raises(ValueError, match=r"val has classes with no training images: \['triangle'\]"): folder_items(root)
+
+
+def test_a_labels_csv_without_a_header_keeps_its_first_row(tmp_path):
+    "A Kaggle-style CSV of rows only, read by position, lost its first row to pandas' header"
+    import warnings
+    from imgclean.core import read_labels_csv
+    from imgclean.data import csv_items
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 3)
+    rows = [f'{c}/{i:03d}.png,{c}' for c in ('cat', 'dog') for i in range(3)]
+    (root/'labels.csv').write_text('\n'.join(rows) + '\n')
+    with pytest.warns(UserWarning, match=r"first row 'cat/000.png','cat' names an image, so it is read as data.*header=None"):
+        items = csv_items(root, 'labels.csv', fn_col=0, label_col=1, valid_pct=0)
+    assert items.name.tolist() == [r.split(',')[0] for r in rows] and items.label.tolist() == ['cat'] * 3 + ['dog'] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')   # said: no warning
+        assert len(read_labels_csv(root, 'labels.csv', 0, 1, header=None)) == 6
+        assert len(read_labels_csv(root, 'labels.csv', 0, 1, header=0)) == 5   # a header on purpose
+        assert len(read_labels_csv(root, 'labels.csv', '0', '1', header='None')) == 6   # as the command line passes them
+        (root/'named.csv').write_text('file,class\n' + '\n'.join(rows) + '\n')
+        assert len(read_labels_csv(root, 'named.csv', 0, 1)) == 6   # a real header is not data
+    with pytest.warns(UserWarning, match='read as data'): assert len(read_labels_csv(root, 'labels.csv', '0', '1')) == 6
+    with pytest.raises(ValueError, match=r"no column 'name'; its columns are \['cat/000.png', 'cat'\]; its first row looks like data.*header=None.*fn_col=0"):
+        csv_items(root, 'labels.csv')
+    (root/'labels.csv').write_text('\n'.join(rows[:2] + ['cat/404.png,cat']) + '\n')
+    with pytest.raises(ValueError, match=r"row 3: file 'cat/404.png' does not exist"):   # rows counted as the file's lines
+        read_labels_csv(root, 'labels.csv', 0, 1, header=None)
+
+
+@pytest.mark.parametrize('encoding', ['utf-16', 'utf-16-be', 'utf-32', 'utf-8-sig'])
+def test_a_labels_csv_with_a_byte_order_mark_is_read_by_it(tmp_path, encoding):
+    "Excel's 'Unicode text' (UTF-16 with a BOM) was a raw UnicodeDecodeError"
+    import codecs
+    from imgclean.data import csv_items
+    root = _named_folders(tmp_path/'ds', ('chat noir', 'café'), 2)
+    text = 'name,label\n' + ''.join(f'{c}/{i:03d}.png,{c}\n' for c in ('chat noir', 'café') for i in range(2))
+    bom = {'utf-16-be': codecs.BOM_UTF16_BE}.get(encoding, b'')
+    (root/'labels.csv').write_bytes(bom + text.encode(encoding))
+    items = csv_items(root, 'labels.csv', valid_pct=0)
+    assert items.name.tolist() == ['chat noir/000.png', 'chat noir/001.png', 'café/000.png', 'café/001.png']
+    assert items.label.tolist() == ['chat noir'] * 2 + ['café'] * 2
+
+
+def test_a_labels_csv_in_another_encoding_is_an_error_naming_file_and_fix(tmp_path):
+    from imgclean.data import csv_items
+    root = _named_folders(tmp_path/'ds', ('chat', 'café'), 2)
+    text = 'name,label\n' + ''.join(f'{c}/{i:03d}.png,{c}\n' for c in ('chat', 'café') for i in range(2))
+    (root/'labels.csv').write_bytes(text.encode('cp1252'))
+    with pytest.raises(ValueError, match=r"labels.csv is not utf-8 text \(byte b'\\xe9' at position \d+\): save it as UTF-8.*encoding='cp1252'"):
+        csv_items(root, 'labels.csv')
+    assert csv_items(root, 'labels.csv', encoding='cp1252', valid_pct=0).label.tolist() == ['chat'] * 2 + ['café'] * 2
