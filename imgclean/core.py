@@ -303,7 +303,8 @@ def _encoding(src, encoding):
 def _read_csv(src, header, encoding):
     "The CSV file `src` as strings, read in `encoding` (None: by its byte-order mark, else UTF-8)"
     enc = _encoding(src, encoding)
-    try: return pd.read_csv(src, dtype=str, keep_default_na=False, header=header, encoding=enc)
+    sep = '\t' if Path(src).suffix.lower() in ('.tsv', '.tab') else ','
+    try: return pd.read_csv(src, dtype=str, keep_default_na=False, header=header, encoding=enc, sep=sep)
     except UnicodeDecodeError as e:
         raise ValueError(f"{src} is not {enc.removesuffix('-sig')} text (byte {e.object[e.start:e.start+1]!r} at position {e.start}): "
                          "save it as UTF-8 (in Excel: 'CSV UTF-8'), or pass its encoding, e.g. encoding='cp1252'") from None
@@ -313,6 +314,11 @@ def _header_is_data(df, fc, lc, base, suffix)->bool:
     n, l = str(fc).strip(), str(lc).strip()
     if not n or PurePosixPath(n).is_absolute(): return False
     return (base/(n + suffix)).is_file() or is_image_name(n + suffix) and l in set(df[lc].str.strip())
+
+def _as_text(col:pd.Series)->pd.Series:
+    "`col` as strings: a missing value as '', a whole float as the integer it is (pandas reads a number column with a gap as floats)"
+    if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 == 0).all(): col = col.astype('Int64')
+    return col.astype(object).where(col.notna(), '').astype(str)
 
 def _header_row(header):
     "`header` as pandas takes it: 'infer', None or a row number (also as a command line gives them: 'None', '0')"
@@ -324,7 +330,7 @@ def _header_row(header):
 def _labels_table(path, csv, fn_col, label_col, base, suffix, header, encoding):
     "(table, source, column names, file line of the first row) of the labels `csv`; a first row of data read as data"
     if isinstance(csv, pd.DataFrame):
-        df = csv.astype(str).reset_index(drop=True)
+        df = csv.apply(_as_text).reset_index(drop=True)
         return df, 'the DataFrame', (_column(df, fn_col, 'the DataFrame'), _column(df, label_col, 'the DataFrame')), 2   # rows as a CSV's lines
     src = Path(csv) if Path(csv).is_absolute() else path/csv
     if not src.is_file() and src != Path(csv) and not os.access(path, os.W_OK) and (_beside(path)/csv).is_file():

@@ -219,3 +219,22 @@ def test_a_labels_csv_in_another_encoding_is_an_error_naming_file_and_fix(tmp_pa
     with pytest.raises(ValueError, match=r"labels.csv is not utf-8 text \(byte b'\\xe9' at position \d+\): save it as UTF-8.*encoding='cp1252'"):
         csv_items(root, 'labels.csv')
     assert csv_items(root, 'labels.csv', encoding='cp1252', valid_pct=0).label.tolist() == ['chat'] * 2 + ['café'] * 2
+
+
+def test_labels_from_a_dataframe_keep_whole_numbers_and_gaps_are_empty(tmp_path):
+    "A number column with a gap is floats in pandas: class 1 became '1.0' and the gap the label 'nan'"
+    from imgclean.core import read_labels_csv
+    root = _named_folders(tmp_path/'ds', ('1', '2'), 2)
+    df = pd.DataFrame(dict(name=['1/000.png', '1/001.png', '2/000.png', '2/001.png'], label=[1, 1, 2, 2], score=[0.5, 1, 2, None]))
+    gap = df.assign(label=[1, 1, 2, None])   # labels 1.0, 1.0, 2.0, NaN
+    assert read_labels_csv(root, gap.head(3)).label.tolist() == ['1', '1', '2']
+    with pytest.raises(ValueError, match=r"row 5: '2/001.png' has an empty label"): read_labels_csv(root, gap)
+    out = read_labels_csv(root, df)
+    assert out.label.tolist() == ['1', '1', '2', '2'] and out.score.tolist() == ['0.5', '1.0', '2.0', '']
+
+
+def test_a_tsv_labels_file_is_read_by_tabs(tmp_path):
+    from imgclean.core import read_labels_csv
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 1)
+    (root/'labels.tsv').write_text('name\tlabel\ncat/000.png\tcat\ndog/000.png\tdog\n')
+    assert read_labels_csv(root, 'labels.tsv').values.tolist() == [['cat/000.png', 'cat'], ['dog/000.png', 'dog']]
