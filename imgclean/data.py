@@ -37,6 +37,7 @@ def stratified_split(labels,              # One label per item
         rng.shuffle(idx)
         k = int(round(len(idx)*valid_pct))
         if valid_pct > 0 and len(idx) >= 2: k = min(max(k, 1), len(idx) - 1)
+        if len(idx) < 2: k = 0   # a class of one image trains: only in validation, fastai's vocabulary would lack it
         is_valid[idx[:k]] = True
     return is_valid
 
@@ -85,6 +86,16 @@ def folder_items(path:Path,           # Dataset root
     return items[['name', 'label']].reset_index(drop=True).assign(is_valid=lambda o: stratified_split(o.label, valid_pct, seed))
 
 # %% ../nbs/03_data.ipynb #21
+_TRUE, _FALSE = ('true', '1', '1.0', 'yes', 'y', 't', 'valid'), ('false', '0', '0.0', 'no', 'n', 'f', 'train')
+
+def _as_bool(col, what):
+    "`col` (bools, 0/1, or strings such as 'True'/'false'/'yes'/'0'/'valid' from a CSV) as booleans; raise naming other values"
+    if pd.api.types.is_bool_dtype(col): return col.to_numpy(dtype=bool)
+    s = col.astype(str).str.strip().str.lower()
+    if bad := sorted({str(o) for o in col[~s.isin(_TRUE + _FALSE)]}):
+        raise ValueError(f"{what} holds {bad[:5]}{' ...' if len(bad) > 5 else ''}: use True/False (or 1/0, 'yes'/'no') for each row")
+    return s.isin(_TRUE).to_numpy()
+
 def csv_items(path:Path,              # Dataset root; file names in the CSV are relative to `path/folder`
               csv='cleaned.csv',      # CSV file name under `path`, a path, or a DataFrame
               fn_col='name',          # File-name column (name or position)
@@ -92,7 +103,7 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
               folder:str='.',         # Folder under `path` the file names are relative to
               valid_pct:float=0.2,    # Validation fraction for the stratified split
               seed:int=42,            # Split seed
-              valid_col:str=None,     # Optional boolean column that gives the split instead (else a `split` column does: train/valid/test)
+              valid_col:str=None,     # Column of True/False (1/0, yes/no, valid/train) that gives the split (else a `split` column does: train/valid/test)
               suffix:str='',          # Appended to file names (for CSVs that omit the extension)
               missing:str='error',    # 'error' or 'skip' rows whose file does not exist
               header='infer',         # Row of column names; None: no header (give positions); 'infer': the first, unless it is data
@@ -104,7 +115,7 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
     src = csv if not isinstance(csv, pd.DataFrame) else 'the DataFrame'
     if valid_col is not None:
         if valid_col not in df.columns: raise ValueError(f"{src} has no column {valid_col!r}; its columns are {list(df.columns)}")
-        items['is_valid'] = df[valid_col].astype(str).str.lower().isin(['1', 'true', 'yes', 'valid']).values
+        items['is_valid'] = _as_bool(df[valid_col], f"{src} column {valid_col!r}")
     elif 'split' in df.columns:   # the cleaned.csv of a train/valid/test layout: its split holds, the test images stay held out
         split = df.split.fillna('').astype(str).str.lower().values
         if (split == 'test').any():
@@ -113,8 +124,8 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
         items = items[split != 'test'].reset_index(drop=True); split = split[split != 'test']
         if np.isin(split, ('valid', 'val')).any(): items['is_valid'] = np.isin(split, ('valid', 'val'))
     _check_classes(items, src)
-    if 'is_valid' not in items: items['is_valid'] = stratified_split(items.label, valid_pct, seed)
-    return items
+    if 'is_valid' not in items: return items.assign(is_valid=stratified_split(items.label, valid_pct, seed))
+    return _check_valid_classes(items, f"{src} (its validation rows)", 'its training rows')
 
 # %% ../nbs/03_data.ipynb #28
 def dataset_stats(path:Path,          # Dataset root
@@ -155,16 +166,6 @@ def _norm_stats(path, items, stats):
         if stats == 'dataset': return dataset_stats(path, items)
     elif len(stats) == 2: return stats
     raise ValueError(f"stats={stats!r}: use 'imagenet', 'dataset', (mean, std) or None")
-
-_TRUE, _FALSE = ('true', '1', '1.0', 'yes', 'y', 't'), ('false', '0', '0.0', 'no', 'n', 'f')
-
-def _as_bool(col, what):
-    "`col` (bools, 0/1, or strings such as 'True'/'false'/'yes'/'0' from a CSV) as booleans; raise naming other values"
-    if pd.api.types.is_bool_dtype(col): return col.to_numpy(dtype=bool)
-    s = col.astype(str).str.strip().str.lower()
-    if bad := sorted({str(o) for o in col[~s.isin(_TRUE + _FALSE)]}):
-        raise ValueError(f"{what} holds {bad[:5]}{' ...' if len(bad) > 5 else ''}: use True/False (or 1/0, 'yes'/'no') for each row")
-    return s.isin(_TRUE).to_numpy()
 
 def _checked_items(path, items):
     "`items` with a boolean `is_valid`, once its columns are there and every file exists under `path`"

@@ -238,3 +238,21 @@ def test_a_tsv_labels_file_is_read_by_tabs(tmp_path):
     root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 1)
     (root/'labels.tsv').write_text('name\tlabel\ncat/000.png\tcat\ndog/000.png\tdog\n')
     assert read_labels_csv(root, 'labels.tsv').values.tolist() == [['cat/000.png', 'cat'], ['dog/000.png', 'dog']]
+
+
+def test_a_labels_csv_split_is_read_strictly_and_every_validation_class_trains(tmp_path):
+    "valid_col took any value but 1/true/yes/valid for training ('Ture' trained); a CSV split or valid_pct could leave a class in validation only"
+    from imgclean.data import csv_items, folder_items, stratified_split
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog', 'owl'), 2)
+    names = [f'{c}/{i:03d}.png' for c in ('cat', 'dog') for i in range(2)]
+    df = pd.DataFrame(dict(name=names, label=[n[:3] for n in names], v=['False', 'true', 'no', 'valid']))
+    assert csv_items(root, df, valid_col='v').is_valid.tolist() == [False, True, False, True]
+    with pytest.raises(ValueError, match=r"column 'v' holds \['Ture'\]: use True/False"): csv_items(root, df.assign(v=['False', 'Ture', 'no', 'yes']), valid_col='v')
+    owl = pd.DataFrame(dict(name=['owl/000.png'], label=['owl'], v=['1'], split=['valid']))
+    with pytest.raises(ValueError, match=r"\(its validation rows\) has classes with no training images: \['owl'\]"):
+        csv_items(root, pd.concat([df, owl], ignore_index=True), valid_col='v')
+    split = pd.concat([df.assign(split=['train', 'valid'] * 2), owl], ignore_index=True).drop(columns='v')
+    with pytest.raises(ValueError, match=r"no training images: \['owl'\]"): csv_items(root, split)
+    assert not stratified_split(['a', 'a', 'b'], valid_pct=0.9)[2]   # a class of one image trains
+    one_owl = root/'one'; _named_folders(one_owl, ('cat', 'dog'), 3); _named_folders(one_owl, ('owl',), 1)
+    assert folder_items(one_owl, valid_pct=0.6).query("label == 'owl'").is_valid.tolist() == [False]

@@ -238,8 +238,8 @@ def test_items_from_a_csv_or_by_hand_are_checked_before_fastai_sees_them(class_f
     assert (len(dls.train_ds), len(dls.valid_ds)) == ((~items.is_valid).sum(), items.is_valid.sum())
     yes_no = items.assign(is_valid=np.where(items.is_valid, ' Yes', 'no'))
     assert len(image_dls(class_folders, yes_no, size=16, bs=8, num_workers=0).valid_ds) == items.is_valid.sum()
-    with pytest.raises(ValueError, match=r"is_valid column holds \['nan', 'valid'\]: use True/False"):
-        image_dls(class_folders, items.assign(is_valid=['valid', None] * (len(items)//2)), size=16)
+    with pytest.raises(ValueError, match=r"is_valid column holds \['maybe', 'nan'\]: use True/False"):
+        image_dls(class_folders, items.assign(is_valid=['maybe', None] * (len(items)//2)), size=16)
     with pytest.raises(ValueError, match=r"no column \['is_valid'\]; their columns are \['name', 'label'\].*stratified_split"):
         image_dls(class_folders, items[['name', 'label']], size=16)
     with pytest.raises(ValueError, match=r"no column \['name'\]; their columns are \['fname', 'label', 'is_valid'\]"):
