@@ -286,9 +286,12 @@ def _column(df, c, src):
     if isinstance(c, int):
         if not -len(cols) <= c < len(cols): raise ValueError(f"{src} has {len(cols)} columns; column {c} does not exist")
         return cols[c]
+    if c not in cols and [str(o).strip() for o in cols].count(c) == 1: return cols[[str(o).strip() for o in cols].index(c)]   # "name , label"
     if c not in cols:
         hint = "; its first row looks like data, not a header: pass header=None and positions (fn_col=0, label_col=1)" if any(
             is_image_name(str(o).strip()) for o in cols) else ''
+        if len(cols) == 1 and (sep := next((o for o in ';\t|' if o in str(cols[0])), None)):
+            hint = f"; its fields are separated by {sep!r}: save it comma-separated, or name it .tsv when tab-separated"
         raise ValueError(f"{src} has no column {c!r}; its columns are {cols}{hint}")
     return c
 

@@ -256,3 +256,13 @@ def test_a_labels_csv_split_is_read_strictly_and_every_validation_class_trains(t
     assert not stratified_split(['a', 'a', 'b'], valid_pct=0.9)[2]   # a class of one image trains
     one_owl = root/'one'; _named_folders(one_owl, ('cat', 'dog'), 3); _named_folders(one_owl, ('owl',), 1)
     assert folder_items(one_owl, valid_pct=0.6).query("label == 'owl'").is_valid.tolist() == [False]
+
+
+def test_a_labels_csv_header_with_spaces_reads_and_semicolons_are_named(tmp_path):
+    from imgclean.core import read_labels_csv
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 1)
+    (root/'spaced.csv').write_text('name , label\ncat/000.png,cat\n')
+    assert read_labels_csv(root, 'spaced.csv').values.tolist() == [['cat/000.png', 'cat']]
+    (root/'semi.csv').write_text('name;label\ncat/000.png;cat\n')
+    with pytest.raises(ValueError, match=r"no column 'name'; its columns are \['name;label'\]; its fields are separated by ';': save it comma-separated"):
+        read_labels_csv(root, 'semi.csv')
