@@ -9,7 +9,7 @@ __all__ = ['IMAGE_EXTENSIONS', 'SPLITS', 'MAX_PIXELS', 'IMAGE_ERRORS', 'ISSUE_CO
            'ImageTooLarge', 'open_image', 'issue_table', 'read_issues', 'write_issues', 'read_labels_csv']
 
 # %% ../nbs/00_core.ipynb #3
-import csv, hashlib, mimetypes, os, re, secrets, struct, threading, time, warnings
+import codecs, csv, hashlib, mimetypes, os, re, secrets, struct, threading, time, warnings
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -282,11 +282,73 @@ def write_issues(df:pd.DataFrame, fn:Path)->Path:
 def _column(df, c, src):
     "The name of column `c` (a name or a position) of `df`"
     cols = list(df.columns)
+    if isinstance(c, str) and c.isdigit() and c not in cols: c = int(c)   # a position, as a command line gives it
     if isinstance(c, int):
         if not -len(cols) <= c < len(cols): raise ValueError(f"{src} has {len(cols)} columns; column {c} does not exist")
         return cols[c]
-    if c not in cols: raise ValueError(f"{src} has no column {c!r}; its columns are {cols}")
+    if c not in cols and [str(o).strip() for o in cols].count(c) == 1: return cols[[str(o).strip() for o in cols].index(c)]   # "name , label"
+    if c not in cols:
+        hint = "; its first row looks like data, not a header: pass header=None and positions (fn_col=0, label_col=1)" if any(
+            is_image_name(str(o).strip()) for o in cols) else ''
+        if len(cols) == 1 and (sep := next((o for o in ';\t|' if o in str(cols[0])), None)):
+            hint = f"; its fields are separated by {sep!r}: save it comma-separated, or name it .tsv when tab-separated"
+        raise ValueError(f"{src} has no column {c!r}; its columns are {cols}{hint}")
     return c
+
+def _encoding(src, encoding):
+    "`encoding`, else the one the byte-order mark of `src` names (Excel's 'Unicode text' is UTF-16), else UTF-8"
+    if encoding is not None: return encoding
+    with open(src, 'rb') as f: head = f.read(4)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)): return 'utf-32'
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)): return 'utf-16'
+    return 'utf-8-sig'   # UTF-8, its mark (if any) dropped
+
+def _read_csv(src, header, encoding):
+    "The CSV file `src` as strings, read in `encoding` (None: by its byte-order mark, else UTF-8)"
+    enc = _encoding(src, encoding)
+    sep = '\t' if Path(src).suffix.lower() in ('.tsv', '.tab') else ','
+    try: return pd.read_csv(src, dtype=str, keep_default_na=False, header=header, encoding=enc, sep=sep)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{src} is not {enc.removesuffix('-sig')} text (byte {e.object[e.start:e.start+1]!r} at position {e.start}): "
+                         "save it as UTF-8 (in Excel: 'CSV UTF-8'), or pass its encoding, e.g. encoding='cp1252'") from None
+
+def _header_is_data(df, fc, lc, base, suffix)->bool:
+    "Is the header `fc`,`lc` of `df` a row of data: a file under `base`, or an image name next to a label the rows use?"
+    n, l = str(fc).strip(), str(lc).strip()
+    if not n or PurePosixPath(n).is_absolute(): return False
+    return (base/(n + suffix)).is_file() or is_image_name(n + suffix) and l in set(df[lc].str.strip())
+
+def _as_text(col:pd.Series)->pd.Series:
+    "`col` as strings: a missing value as '', a whole float as the integer it is (pandas reads a number column with a gap as floats)"
+    if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 == 0).all(): col = col.astype('Int64')
+    return col.astype(object).where(col.notna(), '').astype(str)
+
+def _header_row(header):
+    "`header` as pandas takes it: 'infer', None or a row number (also as a command line gives them: 'None', '0')"
+    if header is None or header == 'infer' or isinstance(header, int) and not isinstance(header, bool) and header >= 0: return header
+    if str(header).strip().lower() == 'none': return None
+    if str(header).strip().isdigit(): return int(header)
+    raise ValueError(f"header={header!r}: use 'infer', None (no header row) or the row number of the column names (e.g. 0)")
+
+def _labels_table(path, csv, fn_col, label_col, base, suffix, header, encoding):
+    "(table, source, column names, file line of the first row) of the labels `csv`; a first row of data read as data"
+    if isinstance(csv, pd.DataFrame):
+        df = csv.apply(_as_text).reset_index(drop=True)
+        return df, 'the DataFrame', (_column(df, fn_col, 'the DataFrame'), _column(df, label_col, 'the DataFrame')), 2   # rows as a CSV's lines
+    src = Path(csv) if Path(csv).is_absolute() else path/csv
+    if not src.is_file() and src != Path(csv) and not os.access(path, os.W_OK) and (_beside(path)/csv).is_file():
+        src = _beside(path)/csv   # a read-only dataset's cleaned.csv, written beside it (`side_folder`)
+    if not src.is_file(): raise FileNotFoundError(f"{src} not found; pass csv= the labels file (e.g. cleaned.csv from the ImageCleaner)")
+    header = _header_row(header)
+    row = 0 if header == 'infer' else header   # pandas' 'infer' reads the first row as the header too
+    df = _read_csv(src, row, encoding)
+    cols = _column(df, fn_col, src), _column(df, label_col, src)
+    by_position = all(isinstance(c, int) or str(c).isdigit() and c not in df.columns for c in (fn_col, label_col))
+    if header == 'infer' and by_position and _header_is_data(df, *cols, base, suffix):
+        warnings.warn(f"{src}: its first row {cols[0]!r},{cols[1]!r} names an image, so it is read as data, not a header; "
+                      "pass header=None to say so, or header=0 to read it as a header", stacklevel=3)
+        return _labels_table(path, csv, fn_col, label_col, base, suffix, None, encoding)
+    return df, src, cols, 1 if row is None else row + 2
 
 def _row_problem(root, base, name, label, vocab, check_files):
     "What is wrong with one row, and its name relative to `root` (None when it leaves the root)"
@@ -309,27 +371,22 @@ def read_labels_csv(path:Path,          # Dataset root: the names returned are r
                     missing:str='error',# Rows whose file does not exist: 'error' or 'skip' (with a warning)
                     vocab=None,         # Allowed labels; None accepts any non-empty label
                     check_files:bool=True, # Check that each file exists
+                    header='infer',     # Row holding the column names; None: no header row; 'infer': the first, unless it is data
+                    encoding:str=None,  # Text encoding; None: by the byte-order mark (UTF-16 as Excel's 'Unicode text'), else UTF-8
                    )->pd.DataFrame:     # name (relative to `path`), label, then the CSV's other columns
     "Read and check a labels CSV (such as `cleaned.csv`) row by row; every problem is reported with its row number"
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder; pass the dataset root the CSV's names are relative to")
     if missing not in ('error', 'skip'): raise ValueError(f"missing={missing!r}: use 'error' or 'skip'")
-    if isinstance(csv, pd.DataFrame): df, src = csv.astype(str).reset_index(drop=True), 'the DataFrame'
-    else:
-        src = Path(csv) if Path(csv).is_absolute() else path/csv
-        if not src.is_file() and src != Path(csv) and not os.access(path, os.W_OK) and (_beside(path)/csv).is_file():
-            src = _beside(path)/csv   # a read-only dataset's cleaned.csv, written beside it (`side_folder`)
-        if not src.is_file(): raise FileNotFoundError(f"{src} not found; pass csv= the labels file (e.g. cleaned.csv from the ImageCleaner)")
-        df = pd.read_csv(src, dtype=str, keep_default_na=False)
-    fc, lc = _column(df, fn_col, src), _column(df, label_col, src)
     root, base = path.resolve(), (path/folder).resolve()
+    df, src, (fc, lc), first = _labels_table(path, csv, fn_col, label_col, base, suffix, header, encoding)
     # spaces around a value are dropped (a hand-written "a.jpg, cat"), unless the value as written is a file or a class
     names = [n + suffix if n == n.strip() or check_files and (base/(n + suffix)).exists() else n.strip() + suffix for n in df[fc]]
     labels = pd.Series([l if vocab is not None and l in vocab else l.strip() for l in df[lc]], dtype=object)
     probs = [_row_problem(root, base, n, l, vocab, check_files) for n, l in zip(names, labels)]
-    bad = [f"row {i+2}: {p}" for i, (p, _) in enumerate(probs) if p and p != 'missing']
+    bad = [f"row {i+first}: {p}" for i, (p, _) in enumerate(probs) if p and p != 'missing']
     gone = [i for i, (p, _) in enumerate(probs) if p == 'missing']
-    if missing == 'error': bad += [f"row {i+2}: file {names[i]!r} does not exist under {base} (pass missing='skip' to drop such rows)" for i in gone]
+    if missing == 'error': bad += [f"row {i+first}: file {names[i]!r} does not exist under {base} (pass missing='skip' to drop such rows)" for i in gone]
     rel = pd.Series([r for _, r in probs], dtype=object)
     dup = rel[rel.notna() & rel.duplicated()]
     bad += [f"{n!r} is listed more than once; keep one row per file" for n in dup.unique()]

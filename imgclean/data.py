@@ -37,6 +37,7 @@ def stratified_split(labels,              # One label per item
         rng.shuffle(idx)
         k = int(round(len(idx)*valid_pct))
         if valid_pct > 0 and len(idx) >= 2: k = min(max(k, 1), len(idx) - 1)
+        if len(idx) < 2: k = 0   # a class of one image trains: only in validation, fastai's vocabulary would lack it
         is_valid[idx[:k]] = True
     return is_valid
 
@@ -48,6 +49,12 @@ def _check_classes(items, source):
     if n < 2: raise ValueError(f"{source}: found only one class ({items.label.iloc[0]!r}); a classifier needs at least 2")
     return items
 
+def _check_valid_classes(items, valid, train):
+    "Raise when a class has validation items but no training ones (fastai's vocabulary comes from training: it fails after an epoch)"
+    unknown = sorted(set(items.label[items.is_valid]) - set(items.label[~items.is_valid]))
+    if unknown: raise ValueError(f"{valid} has classes with no training images: {unknown}; add them to {train} or remove them")
+    return items
+
 def _split_items(path, train, valid):
     "Items of explicit `train` and `valid` folders under `path` (each holding class folders)"
     parts = []
@@ -55,10 +62,7 @@ def _split_items(path, train, valid):
         if not (path/sub).is_dir(): raise FileNotFoundError(f"{path/sub} does not exist; `{'valid' if v else 'train'}` must name a folder under {path}")
         it = class_items(path/sub)
         parts.append(pd.DataFrame(dict(name=[f'{sub}/{n}' for n in it.name], label=it.label, is_valid=v)))
-    items = pd.concat(parts, ignore_index=True)
-    unknown = sorted(set(items.label[items.is_valid]) - set(items.label[~items.is_valid]))
-    if unknown: raise ValueError(f"{path/valid} has classes with no training images: {unknown}; add them to {path/train} or remove them")
-    return items
+    return _check_valid_classes(pd.concat(parts, ignore_index=True), path/valid, path/train)
 
 def folder_items(path:Path,           # Dataset root
                  valid_pct:float=0.2, # Validation fraction (when the split does not come from folders)
@@ -76,10 +80,22 @@ def folder_items(path:Path,           # Dataset root
     if (items.split == '').all(): return items[['name', 'label']].assign(is_valid=stratified_split(items.label, valid_pct, seed))
     items = items[items.split != 'test']   # a held-out test set is added with `test=`
     if items.split.isin(['valid', 'val']).any():   # the split folders give the split, as fastai's GrandparentSplitter
-        return _check_classes(items[['name', 'label']].assign(is_valid=items.split.isin(['valid', 'val'])).reset_index(drop=True), path)
+        found = items[['name', 'label']].assign(is_valid=items.split.isin(['valid', 'val'])).reset_index(drop=True)
+        valid = ' and '.join(str(path/s) for s in ('valid', 'val') if (items.split == s).any())
+        return _check_valid_classes(_check_classes(found, path), valid, path/'train')
     return items[['name', 'label']].reset_index(drop=True).assign(is_valid=lambda o: stratified_split(o.label, valid_pct, seed))
 
 # %% ../nbs/03_data.ipynb #21
+_TRUE, _FALSE = ('true', '1', '1.0', 'yes', 'y', 't', 'valid'), ('false', '0', '0.0', 'no', 'n', 'f', 'train')
+
+def _as_bool(col, what):
+    "`col` (bools, 0/1, or strings such as 'True'/'false'/'yes'/'0'/'valid' from a CSV) as booleans; raise naming other values"
+    if pd.api.types.is_bool_dtype(col): return col.to_numpy(dtype=bool)
+    s = col.astype(str).str.strip().str.lower()
+    if bad := sorted({str(o) for o in col[~s.isin(_TRUE + _FALSE)]}):
+        raise ValueError(f"{what} holds {bad[:5]}{' ...' if len(bad) > 5 else ''}: use True/False (or 1/0, 'yes'/'no') for each row")
+    return s.isin(_TRUE).to_numpy()
+
 def csv_items(path:Path,              # Dataset root; file names in the CSV are relative to `path/folder`
               csv='cleaned.csv',      # CSV file name under `path`, a path, or a DataFrame
               fn_col='name',          # File-name column (name or position)
@@ -87,17 +103,19 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
               folder:str='.',         # Folder under `path` the file names are relative to
               valid_pct:float=0.2,    # Validation fraction for the stratified split
               seed:int=42,            # Split seed
-              valid_col:str=None,     # Optional boolean column that gives the split instead (else a `split` column does: train/valid/test)
+              valid_col:str=None,     # Column of True/False (1/0, yes/no, valid/train) that gives the split (else a `split` column does: train/valid/test)
               suffix:str='',          # Appended to file names (for CSVs that omit the extension)
               missing:str='error',    # 'error' or 'skip' rows whose file does not exist
+              header='infer',         # Row of column names; None: no header (give positions); 'infer': the first, unless it is data
+              encoding:str=None,      # Text encoding; None: by the byte-order mark, else UTF-8
              )->pd.DataFrame:         # Columns name (relative to `path`), label, is_valid
     "Items from a labels CSV such as `cleaned.csv`, validated row by row"
-    df = read_labels_csv(path, csv, fn_col, label_col, folder, suffix, missing)
+    df = read_labels_csv(path, csv, fn_col, label_col, folder, suffix, missing, header=header, encoding=encoding)
     items = df[['name', 'label']].copy()
     src = csv if not isinstance(csv, pd.DataFrame) else 'the DataFrame'
     if valid_col is not None:
         if valid_col not in df.columns: raise ValueError(f"{src} has no column {valid_col!r}; its columns are {list(df.columns)}")
-        items['is_valid'] = df[valid_col].astype(str).str.lower().isin(['1', 'true', 'yes', 'valid']).values
+        items['is_valid'] = _as_bool(df[valid_col], f"{src} column {valid_col!r}")
     elif 'split' in df.columns:   # the cleaned.csv of a train/valid/test layout: its split holds, the test images stay held out
         split = df.split.fillna('').astype(str).str.lower().values
         if (split == 'test').any():
@@ -106,8 +124,8 @@ def csv_items(path:Path,              # Dataset root; file names in the CSV are 
         items = items[split != 'test'].reset_index(drop=True); split = split[split != 'test']
         if np.isin(split, ('valid', 'val')).any(): items['is_valid'] = np.isin(split, ('valid', 'val'))
     _check_classes(items, src)
-    if 'is_valid' not in items: items['is_valid'] = stratified_split(items.label, valid_pct, seed)
-    return items
+    if 'is_valid' not in items: return items.assign(is_valid=stratified_split(items.label, valid_pct, seed))
+    return _check_valid_classes(items, f"{src} (its validation rows)", 'its training rows')
 
 # %% ../nbs/03_data.ipynb #28
 def dataset_stats(path:Path,          # Dataset root
@@ -149,8 +167,19 @@ def _norm_stats(path, items, stats):
     elif len(stats) == 2: return stats
     raise ValueError(f"stats={stats!r}: use 'imagenet', 'dataset', (mean, std) or None")
 
+def _checked_items(path, items):
+    "`items` with a boolean `is_valid`, once its columns are there and every file exists under `path`"
+    if missing := [c for c in ('name', 'label', 'is_valid') if c not in items.columns]:
+        raise ValueError(f"items have no column {missing}; their columns are {list(items.columns)}. Give name (relative to {path}), "
+                         "label and is_valid (True for validation), e.g. items['is_valid'] = stratified_split(items.label)")
+    items = items.assign(is_valid=_as_bool(items.is_valid, "items' is_valid column"))
+    if gone := [str(n) for n in items.name if not (path/str(n)).is_file()]:
+        raise ValueError(f"{len(gone)} of {len(items)} items name files that do not exist under {path}, e.g. {gone[:3]}; "
+                         f"fix their names (relative to {path}) or drop those rows")
+    return items
+
 def image_dls(path:Path,          # Dataset root the item names are relative to
-              items:pd.DataFrame, # Items: name, label, is_valid
+              items:pd.DataFrame, # Items: name, label, is_valid (bools, 0/1 or 'True'/'False' as a CSV gives them back)
               size:int=224,       # Images are resized (squished) to `size`x`size`
               bs:int=64,          # Batch size (shrunk to the training images when there are fewer, with a note)
               aug:bool=True,      # fastai `aug_transforms` on the training set
@@ -163,6 +192,7 @@ def image_dls(path:Path,          # Dataset root the item names are relative to
         raise ValueError(f"size={size!r}: give the side in pixels (at least 1, e.g. 224) or (height, width)")
     if bs is None or bs < 1: raise ValueError(f"bs={bs!r}: the batch size must be at least 1, e.g. 64")
     path = Path(path).absolute()
+    items = _checked_items(path, items)
     stats = _norm_stats(path, items, stats)
     batch_tfms = (aug_transforms(size=size) if aug else []) + ([Normalize.from_stats(*stats)] if stats is not None else [])
     fns = [path/n for n in items.name]
@@ -224,10 +254,12 @@ def csv_dls(path:Path,            # Dataset root
             folder:str='.',       # Folder the file names are relative to
             valid_pct:float=0.2,  # Validation fraction
             seed:int=42,          # Split seed
+            header='infer',       # Row of column names; None: no header (give positions)
+            encoding:str=None,    # Text encoding; None: by the byte-order mark, else UTF-8
             **kwargs,             # Passed to `image_dls` (size, bs, aug, stats, num_workers)
            ):
     "`DataLoaders` from a labels CSV such as the ImageCleaner's `cleaned.csv`"
-    return image_dls(path, csv_items(path, csv, fn_col, label_col, folder, valid_pct, seed), **kwargs)
+    return image_dls(path, csv_items(path, csv, fn_col, label_col, folder, valid_pct, seed, header=header, encoding=encoding), **kwargs)
 
 # %% ../nbs/03_data.ipynb #62
 _fastai_do_one = ColReader._do_one

@@ -156,3 +156,113 @@ def test_atomic_write_on_a_read_only_folder_raises_the_write_error(tmp_path):
         with pytest.raises(OSError) as e: atomic_write(ro/'x.csv', 'a')
         assert not list(ro.iterdir())
     assert e.value.__context__ is None, repr(e.value.__context__)
+
+
+def test_a_class_only_in_the_detected_valid_folder_is_refused_before_training(tmp_path):
+    "train/ + valid/ found without train=/valid=: a class only in valid/ was accepted and fastai failed after an epoch (KeyError 'bird')"
+    from imgclean.data import folder_dls
+    root = tmp_path/'ds'
+    make_class_folders(root/'train', classes=('circle', 'square'), n=4)
+    make_class_folders(root/'valid', classes=('circle', 'square', 'triangle'), n=2)
+    with pytest.raises(ValueError, match=r"valid has classes with no training images: \['triangle'\]; add them to .*train or remove them"):
+        folder_items(root)
+    with pytest.raises(ValueError, match='no training images'): folder_dls(root, size=16, num_workers=0)
+    (root/'valid').rename(root/'val')   # the same under val/
+    with pytest.raises(ValueError, match=r"val has classes with no training images: \['triangle'\]"): folder_items(root)
+
+
+def test_a_labels_csv_without_a_header_keeps_its_first_row(tmp_path):
+    "A Kaggle-style CSV of rows only, read by position, lost its first row to pandas' header"
+    import warnings
+    from imgclean.core import read_labels_csv
+    from imgclean.data import csv_items
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 3)
+    rows = [f'{c}/{i:03d}.png,{c}' for c in ('cat', 'dog') for i in range(3)]
+    (root/'labels.csv').write_text('\n'.join(rows) + '\n')
+    with pytest.warns(UserWarning, match=r"first row 'cat/000.png','cat' names an image, so it is read as data.*header=None"):
+        items = csv_items(root, 'labels.csv', fn_col=0, label_col=1, valid_pct=0)
+    assert items.name.tolist() == [r.split(',')[0] for r in rows] and items.label.tolist() == ['cat'] * 3 + ['dog'] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')   # said: no warning
+        assert len(read_labels_csv(root, 'labels.csv', 0, 1, header=None)) == 6
+        assert len(read_labels_csv(root, 'labels.csv', 0, 1, header=0)) == 5   # a header on purpose
+        assert len(read_labels_csv(root, 'labels.csv', '0', '1', header='None')) == 6   # as the command line passes them
+        (root/'named.csv').write_text('file,class\n' + '\n'.join(rows) + '\n')
+        assert len(read_labels_csv(root, 'named.csv', 0, 1)) == 6   # a real header is not data
+    with pytest.warns(UserWarning, match='read as data'): assert len(read_labels_csv(root, 'labels.csv', '0', '1')) == 6
+    with pytest.raises(ValueError, match=r"no column 'name'; its columns are \['cat/000.png', 'cat'\]; its first row looks like data.*header=None.*fn_col=0"):
+        csv_items(root, 'labels.csv')
+    (root/'labels.csv').write_text('\n'.join(rows[:2] + ['cat/404.png,cat']) + '\n')
+    with pytest.raises(ValueError, match=r"row 3: file 'cat/404.png' does not exist"):   # rows counted as the file's lines
+        read_labels_csv(root, 'labels.csv', 0, 1, header=None)
+
+
+@pytest.mark.parametrize('encoding', ['utf-16', 'utf-16-be', 'utf-32', 'utf-8-sig'])
+def test_a_labels_csv_with_a_byte_order_mark_is_read_by_it(tmp_path, encoding):
+    "Excel's 'Unicode text' (UTF-16 with a BOM) was a raw UnicodeDecodeError"
+    import codecs
+    from imgclean.data import csv_items
+    root = _named_folders(tmp_path/'ds', ('chat noir', 'café'), 2)
+    text = 'name,label\n' + ''.join(f'{c}/{i:03d}.png,{c}\n' for c in ('chat noir', 'café') for i in range(2))
+    bom = {'utf-16-be': codecs.BOM_UTF16_BE}.get(encoding, b'')
+    (root/'labels.csv').write_bytes(bom + text.encode(encoding))
+    items = csv_items(root, 'labels.csv', valid_pct=0)
+    assert items.name.tolist() == ['chat noir/000.png', 'chat noir/001.png', 'café/000.png', 'café/001.png']
+    assert items.label.tolist() == ['chat noir'] * 2 + ['café'] * 2
+
+
+def test_a_labels_csv_in_another_encoding_is_an_error_naming_file_and_fix(tmp_path):
+    from imgclean.data import csv_items
+    root = _named_folders(tmp_path/'ds', ('chat', 'café'), 2)
+    text = 'name,label\n' + ''.join(f'{c}/{i:03d}.png,{c}\n' for c in ('chat', 'café') for i in range(2))
+    (root/'labels.csv').write_bytes(text.encode('cp1252'))
+    with pytest.raises(ValueError, match=r"labels.csv is not utf-8 text \(byte b'\\xe9' at position \d+\): save it as UTF-8.*encoding='cp1252'"):
+        csv_items(root, 'labels.csv')
+    assert csv_items(root, 'labels.csv', encoding='cp1252', valid_pct=0).label.tolist() == ['chat'] * 2 + ['café'] * 2
+
+
+def test_labels_from_a_dataframe_keep_whole_numbers_and_gaps_are_empty(tmp_path):
+    "A number column with a gap is floats in pandas: class 1 became '1.0' and the gap the label 'nan'"
+    from imgclean.core import read_labels_csv
+    root = _named_folders(tmp_path/'ds', ('1', '2'), 2)
+    df = pd.DataFrame(dict(name=['1/000.png', '1/001.png', '2/000.png', '2/001.png'], label=[1, 1, 2, 2], score=[0.5, 1, 2, None]))
+    gap = df.assign(label=[1, 1, 2, None])   # labels 1.0, 1.0, 2.0, NaN
+    assert read_labels_csv(root, gap.head(3)).label.tolist() == ['1', '1', '2']
+    with pytest.raises(ValueError, match=r"row 5: '2/001.png' has an empty label"): read_labels_csv(root, gap)
+    out = read_labels_csv(root, df)
+    assert out.label.tolist() == ['1', '1', '2', '2'] and out.score.tolist() == ['0.5', '1.0', '2.0', '']
+
+
+def test_a_tsv_labels_file_is_read_by_tabs(tmp_path):
+    from imgclean.core import read_labels_csv
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 1)
+    (root/'labels.tsv').write_text('name\tlabel\ncat/000.png\tcat\ndog/000.png\tdog\n')
+    assert read_labels_csv(root, 'labels.tsv').values.tolist() == [['cat/000.png', 'cat'], ['dog/000.png', 'dog']]
+
+
+def test_a_labels_csv_split_is_read_strictly_and_every_validation_class_trains(tmp_path):
+    "valid_col took any value but 1/true/yes/valid for training ('Ture' trained); a CSV split or valid_pct could leave a class in validation only"
+    from imgclean.data import csv_items, folder_items, stratified_split
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog', 'owl'), 2)
+    names = [f'{c}/{i:03d}.png' for c in ('cat', 'dog') for i in range(2)]
+    df = pd.DataFrame(dict(name=names, label=[n[:3] for n in names], v=['False', 'true', 'no', 'valid']))
+    assert csv_items(root, df, valid_col='v').is_valid.tolist() == [False, True, False, True]
+    with pytest.raises(ValueError, match=r"column 'v' holds \['Ture'\]: use True/False"): csv_items(root, df.assign(v=['False', 'Ture', 'no', 'yes']), valid_col='v')
+    owl = pd.DataFrame(dict(name=['owl/000.png'], label=['owl'], v=['1'], split=['valid']))
+    with pytest.raises(ValueError, match=r"\(its validation rows\) has classes with no training images: \['owl'\]"):
+        csv_items(root, pd.concat([df, owl], ignore_index=True), valid_col='v')
+    split = pd.concat([df.assign(split=['train', 'valid'] * 2), owl], ignore_index=True).drop(columns='v')
+    with pytest.raises(ValueError, match=r"no training images: \['owl'\]"): csv_items(root, split)
+    assert not stratified_split(['a', 'a', 'b'], valid_pct=0.9)[2]   # a class of one image trains
+    one_owl = root/'one'; _named_folders(one_owl, ('cat', 'dog'), 3); _named_folders(one_owl, ('owl',), 1)
+    assert folder_items(one_owl, valid_pct=0.6).query("label == 'owl'").is_valid.tolist() == [False]
+
+
+def test_a_labels_csv_header_with_spaces_reads_and_semicolons_are_named(tmp_path):
+    from imgclean.core import read_labels_csv
+    root = _named_folders(tmp_path/'ds', ('cat', 'dog'), 1)
+    (root/'spaced.csv').write_text('name , label\ncat/000.png,cat\n')
+    assert read_labels_csv(root, 'spaced.csv').values.tolist() == [['cat/000.png', 'cat']]
+    (root/'semi.csv').write_text('name;label\ncat/000.png;cat\n')
+    with pytest.raises(ValueError, match=r"no column 'name'; its columns are \['name;label'\]; its fields are separated by ';': save it comma-separated"):
+        read_labels_csv(root, 'semi.csv')

@@ -225,3 +225,25 @@ def test_a_learner_on_a_read_only_dataset_saves_beside_it(tmp_path, monkeypatch)
         with pytest.warns(UserWarning, match=f"{ro} is read-only: the export goes to {side/'fastai.pkl'}"):
             assert export_learner(theirs, 'fastai.pkl') == side/'fastai.pkl'
         assert sorted(p.name for p in ro.rglob('*') if p.is_dir()) == ['circle', 'square', 'triangle']
+
+
+def test_items_from_a_csv_or_by_hand_are_checked_before_fastai_sees_them(class_folders, tmp_path):
+    "is_valid read back as 'True'/'False' was an IndexError, no is_valid an AttributeError, a missing file was accepted"
+    import pandas as pd
+    from imgclean.data import folder_items, image_dls
+    items = folder_items(class_folders)
+    items.to_csv(tmp_path/'items.csv', index=False)
+    as_text = pd.read_csv(tmp_path/'items.csv', dtype=str)
+    dls = image_dls(class_folders, as_text, size=16, bs=8, num_workers=0)
+    assert (len(dls.train_ds), len(dls.valid_ds)) == ((~items.is_valid).sum(), items.is_valid.sum())
+    yes_no = items.assign(is_valid=np.where(items.is_valid, ' Yes', 'no'))
+    assert len(image_dls(class_folders, yes_no, size=16, bs=8, num_workers=0).valid_ds) == items.is_valid.sum()
+    with pytest.raises(ValueError, match=r"is_valid column holds \['maybe', 'nan'\]: use True/False"):
+        image_dls(class_folders, items.assign(is_valid=['maybe', None] * (len(items)//2)), size=16)
+    with pytest.raises(ValueError, match=r"no column \['is_valid'\]; their columns are \['name', 'label'\].*stratified_split"):
+        image_dls(class_folders, items[['name', 'label']], size=16)
+    with pytest.raises(ValueError, match=r"no column \['name'\]; their columns are \['fname', 'label', 'is_valid'\]"):
+        image_dls(class_folders, items.rename(columns=dict(name='fname')), size=16)
+    extra = pd.DataFrame(dict(name=[f'circle/gone{i}.png' for i in range(5)], label='circle', is_valid=False))
+    with pytest.raises(ValueError, match=r"5 of 41 items name files that do not exist under .*shapes, e\.g\. \['circle/gone0.png', 'circle/gone1.png', 'circle/gone2.png'\]; fix"):
+        image_dls(class_folders, pd.concat([items, extra], ignore_index=True), size=16)
