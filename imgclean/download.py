@@ -577,16 +577,33 @@ def _listing(root, classes)->tuple:
         for n in names: files.add(f'{c}/{n}'); stems.setdefault((c, n.split('.', 1)[0]), f'{c}/{n}')
     return files, stems
 
-def _resume(jobs, root, old):
-    "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL); return the rest, kept counts and `{hash: [files]}`"
-    prev = {(o['class'], o['url']): o for o in old[old.status == 'ok'].to_dict('records')}
-    kept, hashes, todo = Counter(), {}, []
+_REMOVED = 'removed earlier'   # the reason of a URL whose file was removed after it was downloaded: not fetched again
+
+def _removed(o, files, names)->str:
+    "Why the URL of the earlier manifest row `o` is not fetched again (its file was removed since: by you, a cleaning or verify), or ''"
+    if o['status'] == 'ok' and o['file'] not in files:
+        to = names.get(o['file'].rsplit('/', 1)[-1])   # relabelled: moved to another class folder
+        return f"{_REMOVED} ({o['file']} " + (f"moved to {to})" if to else "deleted or moved since it was downloaded)")
+    if o['status'] == 'failed' and re.match(r'verify: .* \(moved to quarantine/', o['reason']): return f"{_REMOVED} ({o['reason']})"   # verify_dataset's
+    return o['reason'] if o['status'] == 'skipped' and o['reason'].startswith(_REMOVED) else ''
+
+def _earlier(old)->dict:
+    "`{(class, url): row}` of the manifest `old`: a URL's row that stored a file first, then one saying it was removed"
+    rank = lambda o: (o['status'] == 'ok', o['reason'].startswith((_REMOVED, 'verify: ')))
+    return {(o['class'], o['url']): o for o in sorted(old.to_dict('records'), key=rank)}
+
+def _resume(jobs, root, old, refetch_removed=False):
+    "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL) or whose file was removed since (unless `refetch_removed`); return the rest, kept counts and `{hash: [files]}`"
+    prev, kept, hashes, todo = _earlier(old), Counter(), {}, []
     files, stems = _listing(root, {r['class'] for r in jobs})
+    names = {f.rsplit('/', 1)[-1]: f for f in files}
     for r in jobs:
         o = prev.get((r['class'], r['url']))
         found = stems.get((r['class'], _file_stem(r['url'], r['class']))) or stems.get((r['class'], _file_stem(r['url'])))   # or named by an older version
-        if o and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
+        if o and o['status'] == 'ok' and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found, root)
+        elif o and not refetch_removed and (why := _removed(o, files, names)):
+            r.update({k: o[k] for k in ('bytes', 'width', 'height', 'hash')}, status='skipped', reason=why, file=''); continue
         else: todo.append(r); continue
         same = [f for f in hashes.get(r['hash'], []) if f.split('/')[0] == r['class'] and f != r['file']]
         if same:   # a killed run's download processes kept the same bytes twice: our second copy goes, as `_dedupe` would have done
@@ -1236,7 +1253,7 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     startup = time.monotonic() - t0   # a new local cluster takes seconds: the summary's rate leaves them out
     old = _merge_shards(st.dest, _read_manifest(st.dest/'manifest.csv'))
     rows, jobs = _plan(lists, verbose)
-    todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
+    todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))], o['refetch_removed'])
     res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
     if o['verify'] and not isinstance(st.dest, _FsPath): _check_stored(jobs, st.dest, o, kept, hashes, res)   # stored by a run with verify=False, or a larger max_size
     if o['preserve_filename'] and isinstance(st.dest, _FsPath):   # names from URLs can clash with files at the destination, which staging does not see
@@ -1298,6 +1315,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     engine:str='local',      # 'local' (this machine: threads, in `processes` processes) or 'ray' (tasks on a Ray cluster; `pip install imgclean[ray]`)
                     address:str=None,        # With engine='ray': the cluster's address ('auto': the one running here); None starts a local one
                     processes:int=None,      # Local engine: download processes, each host's URLs in one; None: one per core for 100+ URLs; 1: threads in this process only
+                    refetch_removed:bool=False, # Fetch again the URLs whose file an earlier run stored and you (a cleaning, `verify_dataset`) removed since; else a rerun skips them
                    )->pd.DataFrame:          # The manifest: one row per input URL (fastai returns None)
     "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
     form, lists, root = _call_form(source, dest, urls, url_file, label)
@@ -1305,7 +1323,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or max_workers, timeout=timeout, total_timeout=total_timeout,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
-                            processes=processes, preserve_filename=preserve_filename))
+                            processes=processes, preserve_filename=preserve_filename, refetch_removed=refetch_removed))
     st, t0 = _staging(root, quarantine, engine, o['verify'], verbose), time.monotonic()
     o['quarantine'] = st.q
     try:
@@ -1330,8 +1348,11 @@ def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or 
         new = int(((df.status == 'ok') & (df.reason != 'already downloaded')).sum())
         s = f"{len(df)} URLs: " + ', '.join(f"{int(st.get(k, 0))} {k}" for k in ('ok', 'skipped', 'failed'))
         s += f" ({new} downloaded now, {int((df.reason == 'already downloaded').sum())} already there)"
-        why = df[df.status != 'ok'].reason.str.replace(short, '', regex=True).value_counts()
+        gone = df.reason.str.startswith(_REMOVED)   # said apart, with what to do
+        why = df[(df.status != 'ok') & ~gone].reason.str.replace(short, '', regex=True).value_counts()
         if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
+        if gone.any(): s += (f". {int(gone.sum())} URLs skipped: {_REMOVED} (deleted, relabelled or quarantined after they were downloaded; "
+                             "refetch_removed=True, or --refetch-removed, fetches them again)")
         up = df.attrs.get('startup', 0) if secs and df.attrs.get('startup', 0) >= 1 else 0   # starting Ray
         if secs and new: s += f". {new/(secs - up):.1f} files/s over {secs - up:.1f}s"
         elif secs: s += f" in {secs - up:.1f}s"

@@ -815,3 +815,27 @@ def test_a_read_only_destination_fails_before_any_download(server, tmp_path):
             download_images([server.img_url(f'{i}.jpg') for i in range(6)], ro, label='a', quarantine=tmp_path/'q', **FAST)
         assert not list(ro.iterdir())
     assert sum(server.hits.values()) == before   # nothing was fetched
+
+
+def test_a_rerun_does_not_fetch_again_what_was_removed_relabelled_or_quarantined(server, tmp_path):
+    "Download, then delete one file, relabel one (moved to the other class folder), quarantine one with verify: a top-up run fetches only the new URL"
+    q = server.url('ok_query', 'rm') + '?x=1'   # a 20x10 PNG
+    urls = {'a': [server.img_url('0.jpg'), server.img_url('1.jpg'), q, server.img_url('2.jpg')], 'b': [server.img_url('4.jpg')]}
+    d = tmp_path/'d'
+    df = download_images(urls, d, **FAST).set_index('url')
+    assert (df.status == 'ok').all(), list(df.reason)
+    (d/df.file[urls['a'][0]]).unlink()                                             # deleted (a cleaning moves it to its trash)
+    moved = df.file[urls['a'][1]]; (d/moved).replace(d/'b'/Path(moved).name)        # relabelled a -> b
+    verify_dataset(d, min_size=11, progress=False, n_workers=0, verbose=False)     # the 20x10 PNG: quarantined by verify
+    before = dict(server.hits)
+    urls['a'].append(server.img_url('5.jpg'))
+    df2 = download_images(urls, d, **FAST).set_index('url')
+    assert {k: v for k, v in server.hits.items() if before.get(k) != v} == {'/img/5.jpg': 1}   # only the new URL was fetched
+    assert list(df2.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'], list(df2.reason)
+    assert df2.reason[urls['a'][1]] == f"removed earlier ({moved} moved to b/{Path(moved).name})"
+    assert df2.reason[q].startswith('removed earlier (verify: too small'), df2.reason[q]
+    assert '3 URLs skipped: removed earlier' in summarize_downloads(df2.reset_index())
+    df3 = download_images(urls, d, **FAST).set_index('url')    # a third run still remembers
+    assert list(df3.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'] and server.hits['/img/5.jpg'] == 1
+    df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: fetched again
+    assert list(df4.status[urls['a']]) == ['ok']*5 and list(df4.reason[urls['a'][:3]]) == ['']*3, list(df4.reason)
