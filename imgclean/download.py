@@ -1206,12 +1206,30 @@ def _n_procs(o:dict, todo:list)->int:
         n = cores if len(todo) >= 100 else 1   # below ~100 URLs the ~1 s start of a process costs more than it saves
     return max(1, min(n, len({(urlsplit(r['url']).hostname or '').lower() for r in todo}) if n > 1 else 1))
 
+# %% ../nbs/01_download.ipynb #946d91f3
+_AT_LEAST = dict(max_pics=(1, 'images kept per class; None for no limit'), n_workers=(1, 'concurrent downloads in all'),
+                 per_host=(1, 'concurrent downloads per host'), retries=(0, 'tries after the first; 0 for none'),
+                 max_redirects=(0, 'redirects followed'), max_bytes=(1, 'bytes a file may have'), backoff=(0, 'seconds before the first retry'))
+_SECONDS = ('timeout', 'total_timeout', 'idle_timeout')   # above 0 (None: the default)
+
+def _check_numbers(o:dict):
+    "Raise `ValueError` for an option of `o` out of range (`per_host=0` would wait for ever), saying what to pass"
+    for k, (lo, what) in _AT_LEAST.items():
+        v = o.get(k)
+        if v is None and k == 'max_pics': continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo: raise ValueError(f"{k}={v!r}: pass a number, at least {lo} ({what})")
+    for k in _SECONDS:
+        v = o.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise ValueError(f"{k}={v!r}: pass a number of seconds above 0 (or leave it out for the default)")
+
 # %% ../nbs/01_download.ipynb #77
 def _options(form, kw):
     "The run's options: the given ones, and for the rest the defaults of the call form"
     o = dict(kw)
     for k, v in (_FASTAI_DEFAULTS if form == 'fastai' else _OUR_DEFAULTS).items():
         if o.get(k) is None: o[k] = v
+    _check_numbers(o)
     if o.get('processes') is not None and o['processes'] < 1: raise ValueError(f"processes={o['processes']}: pass 1 for threads in this process only, more for download processes, or None for one per core")
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o

@@ -839,3 +839,22 @@ def test_a_rerun_does_not_fetch_again_what_was_removed_relabelled_or_quarantined
     assert list(df3.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'] and server.hits['/img/5.jpg'] == 1
     df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: fetched again
     assert list(df4.status[urls['a']]) == ['ok']*5 and list(df4.reason[urls['a'][:3]]) == ['']*3, list(df4.reason)
+
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(per_host=0), r'per_host=0: pass a number, at least 1'), (dict(retries=-1), r'retries=-1: pass a number, at least 0'),
+    (dict(timeout=0), r'timeout=0: pass a number of seconds above 0'), (dict(timeout=-2), r'timeout=-2: pass a number of seconds above 0'),
+    (dict(max_pics=-1), r'max_pics=-1: pass a number, at least 1 \(images kept per class; None for no limit\)'),
+    (dict(n_workers=-3), 'n_workers=-3'), (dict(idle_timeout=0), 'idle_timeout=0'), (dict(per_host='4'), "per_host='4': pass a number"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work(server, tmp_path, kw, msg):
+    "per_host=0 used to wait for a slot for ever; the others were taken as they came. Refused before a folder is made or a URL fetched"
+    import re, threading
+    got, before = [], dict(server.hits)
+    def run():
+        try: download_images([server.img_url('0.jpg')], tmp_path/'d', label='a', progress=False, verbose=False, **kw); got.append(None)
+        except Exception as e: got.append(e)
+    t = threading.Thread(target=run, daemon=True); t.start(); t.join(20)
+    assert got, f"download_images(..., {kw}) still running after 20 s"
+    assert isinstance(got[0], ValueError) and re.search(msg, str(got[0])), got[0]
+    assert not (tmp_path/'d').exists() and server.hits == before
