@@ -678,8 +678,6 @@ def _preserved_stem(url):
     stem = Path(unquote(urlsplit(url).path)).stem
     return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 
-_MAX_RETRY_AFTER = 60   # longest wait a `Retry-After` gets before the next try
-
 class _Downloader:
     "One download run: its fetch threads share what is kept per class, the hashes and the names taken"
     def __init__(self, root, o, kept, hashes):
@@ -749,8 +747,9 @@ class _Downloader:
             except FetchError as e:
                 if not e.retry or attempt == o['retries']:
                     r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
-                wait = o['backoff'] * 2**attempt * (0.5 + random.random())
-                if e.wait is not None: wait = max(wait, min(e.wait, _MAX_RETRY_AFTER))   # the server's Retry-After (429, 503), within reason
+                if e.wait is not None and e.wait > o['max_retry_wait']:   # waiting less would be refused again
+                    r.update(status='failed', reason=f"{e.reason} (the server asks to wait {e.wait}s, over max_retry_wait {o['max_retry_wait']:g}s; rerun later to try again)"); return None
+                wait = max(o['backoff'] * 2**attempt * (0.5 + random.random()), e.wait or 0)   # the server's Retry-After (429, 503)
             finally: self._free(host)
             if self.stop.wait(wait): return None
 
@@ -1209,14 +1208,15 @@ def _n_procs(o:dict, todo:list)->int:
 # %% ../nbs/01_download.ipynb #946d91f3
 _AT_LEAST = dict(max_pics=(1, 'images kept per class; None for no limit'), n_workers=(1, 'concurrent downloads in all'),
                  per_host=(1, 'concurrent downloads per host'), retries=(0, 'tries after the first; 0 for none'),
-                 max_redirects=(0, 'redirects followed'), max_bytes=(1, 'bytes a file may have'), backoff=(0, 'seconds before the first retry'))
+                 max_redirects=(0, 'redirects followed'), max_bytes=(1, 'bytes a file may have'), backoff=(0, 'seconds before the first retry'),
+                 max_retry_wait=(0, "seconds a server's Retry-After is waited for; None: `timeout`"))
 _SECONDS = ('timeout', 'total_timeout', 'idle_timeout')   # above 0 (None: the default)
 
 def _check_numbers(o:dict):
     "Raise `ValueError` for an option of `o` out of range (`per_host=0` would wait for ever), saying what to pass"
     for k, (lo, what) in _AT_LEAST.items():
         v = o.get(k)
-        if v is None and k == 'max_pics': continue
+        if v is None and k in ('max_pics', 'max_retry_wait'): continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo: raise ValueError(f"{k}={v!r}: pass a number, at least {lo} ({what})")
     for k in _SECONDS:
         v = o.get(k)
@@ -1230,6 +1230,7 @@ def _options(form, kw):
     for k, v in (_FASTAI_DEFAULTS if form == 'fastai' else _OUR_DEFAULTS).items():
         if o.get(k) is None: o[k] = v
     _check_numbers(o)
+    if o.get('max_retry_wait') is None: o['max_retry_wait'] = o.get('total_timeout') or o['timeout']   # a Retry-After as long as a fetch may take
     if o.get('processes') is not None and o['processes'] < 1: raise ValueError(f"processes={o['processes']}: pass 1 for threads in this process only, more for download processes, or None for one per core")
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
@@ -1333,6 +1334,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     engine:str='local',      # 'local' (this machine: threads, in `processes` processes) or 'ray' (tasks on a Ray cluster; `pip install imgclean[ray]`)
                     address:str=None,        # With engine='ray': the cluster's address ('auto': the one running here); None starts a local one
                     processes:int=None,      # Local engine: download processes, each host's URLs in one; None: one per core for 100+ URLs; 1: threads in this process only
+                    max_retry_wait:float=None, # Longest wait a server's Retry-After (429, 503) gets before a retry; a longer ask fails the URL at once (a rerun tries again). None: the whole-fetch `timeout`
                     refetch_removed:bool=False, # Fetch again the URLs whose file an earlier run stored and you (a cleaning, `verify_dataset`) removed since; else a rerun skips them
                    )->pd.DataFrame:          # The manifest: one row per input URL (fastai returns None)
     "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
@@ -1341,7 +1343,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or max_workers, timeout=timeout, total_timeout=total_timeout,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
-                            processes=processes, preserve_filename=preserve_filename, refetch_removed=refetch_removed))
+                            processes=processes, preserve_filename=preserve_filename, refetch_removed=refetch_removed, max_retry_wait=max_retry_wait))
     st, t0 = _staging(root, quarantine, engine, o['verify'], verbose), time.monotonic()
     o['quarantine'] = st.q
     try:

@@ -858,3 +858,26 @@ def test_numbers_out_of_range_are_refused_before_any_work(server, tmp_path, kw, 
     assert got, f"download_images(..., {kw}) still running after 20 s"
     assert isinstance(got[0], ValueError) and re.search(msg, str(got[0])), got[0]
     assert not (tmp_path/'d').exists() and server.hits == before
+
+
+def test_a_retry_after_longer_than_max_retry_wait_fails_the_url_at_once(tmp_path):
+    "Retry-After: 3600 used to hold the URL 60 s a retry whatever the timeout; now a longer ask than max_retry_wait (default: timeout) fails it at once"
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    hits = []
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            hits.append(1); self.send_response(429 if 'a' in self.path else 503); self.send_header('Retry-After', '3600' if 'a' in self.path else '100')
+            self.send_header('Content-Length', '0'); self.end_headers()
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    got, base = [], f'http://127.0.0.1:{srv.server_address[1]}'
+    run = lambda: got.append(download_images([f'{base}/a.jpg', f'{base}/b.jpg'], tmp_path/'d', label='a', retries=2, backoff=0.05, timeout=3, progress=False, verbose=False))
+    t = threading.Thread(target=run, daemon=True); t0 = time.monotonic(); t.start(); t.join(20)
+    try:
+        assert got, 'still waiting after 20 s'
+        assert time.monotonic() - t0 < 5 and len(hits) == 2
+        assert list(got[0].reason) == ['http 429 (the server asks to wait 3600s, over max_retry_wait 3s; rerun later to try again)',
+                                       'http 503 (the server asks to wait 100s, over max_retry_wait 3s; rerun later to try again)']
+        assert 'Reasons: http 429 1, http 503 1' in summarize_downloads(got[0])
+    finally: srv.shutdown(); srv.server_close()
