@@ -42,13 +42,25 @@ def _clean_url(s):
             if re.match(r'https?://', f, re.I): s = f; break
     return quote(s, safe=":/?#[]@!$&'()*+,;=%~-._")
 
-def read_urls(fn:Path,       # A text/CSV file with one URL a line
+_BOMS = ((b'\xff\xfe\x00\x00', 'utf-32'), (b'\x00\x00\xfe\xff', 'utf-32'), (b'\xff\xfe', 'utf-16'), (b'\xfe\xff', 'utf-16'))   # longest first
+
+def _url_bytes(fn, data:bytes)->bytes:
+    "The bytes of the URL file `fn` as UTF-8 (a UTF-8 line may still hold stray bytes): its BOM says UTF-8, UTF-16 or UTF-32; a text without BOM and full of NUL bytes is refused"
+    if data.startswith(b'\xef\xbb\xbf'): return data[3:]
+    enc = next((e for bom, e in _BOMS if data.startswith(bom)), None)
+    if enc:   # Excel's and Notepad's "Unicode text"
+        try: return data.decode(enc).lstrip('\ufeff').encode('utf-8')
+        except UnicodeDecodeError: raise ValueError(f"{fn} starts with a {enc.upper()} byte-order mark but does not decode as {enc.upper()}; save it as UTF-8 text, one URL a line") from None
+    if data.count(0) > len(data)//4:
+        raise ValueError(f"{fn} is not a text file of URLs (it is full of NUL bytes: UTF-16 without a byte-order mark, or a binary file); save it as UTF-8 text, one URL a line")
+    return data
+
+def read_urls(fn:Path,       # A text/CSV file with one URL a line (UTF-8; UTF-16 or UTF-32 with a byte-order mark)
              )->list:        # URLs in file order (blank lines, `#` comment lines and a header line dropped)
     "Read the URLs in `fn`, tolerating BOM, CRLF, quotes, a header line, `#` comments and non-UTF-8 bytes"
     fn = Path(fn)
     if not fn.is_file(): raise FileNotFoundError(f"{fn} does not exist; pass a text file with one URL a line")
-    data = fn.read_bytes()
-    if data.startswith(b'\xef\xbb\xbf'): data = data[3:]
+    data = _url_bytes(fn, fn.read_bytes())
     lines = [l for l in (_decode_line(b).strip() for b in re.split(rb'\r\n|\r|\n', data)) if l]
     cols = [f.strip('#"\' ').lower() for f in next(csv.reader(lines[:1]), [])] if lines and ':' not in lines[0] else []
     if len(cols) > 1 and set(cols).intersection(_HEADERS):   # a CSV with named columns: each row's URL column
@@ -392,8 +404,10 @@ def _url_lists(urls, label):
     if p.is_dir():
         fns = sorted(p.glob('urls_*.csv')) + sorted(p.glob('urls_*.txt'))
         if not fns: raise FileNotFoundError(f"{p} holds no urls_<class>.csv files; put one file per class there (one URL a line)")
-        lists = {}
-        for fn in fns: lists.setdefault(fn.stem[5:].strip(), []).extend(read_urls(fn))   # "urls_ Dog .csv" is class "Dog"; same-named files add up
+        lists, of = {}, defaultdict(list)
+        for fn in fns: c = fn.stem[5:].strip(); lists.setdefault(c, []).extend(read_urls(fn)); of[c].append(fn)   # "urls_ Dog .csv" is class "Dog"; same-named files add up
+        for c in (c for c, us in lists.items() if not us and any(lists.values())):   # all empty: `_check_classes` says so
+            warnings.warn(f"{' and '.join(map(str, of[c]))} has no URLs, so class {c!r} gets no images; put one URL a line in it (or remove it)", stacklevel=4)   # at the call of download_images
         return lists
     if p.is_file(): return {label: read_urls(p)}
     raise FileNotFoundError(f"{p} does not exist; pass a folder of urls_<class>.csv files, a file of URLs, a dict or a list")

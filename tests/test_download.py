@@ -881,3 +881,25 @@ def test_a_retry_after_longer_than_max_retry_wait_fails_the_url_at_once(tmp_path
                                        'http 503 (the server asks to wait 100s, over max_retry_wait 3s; rerun later to try again)']
         assert 'Reasons: http 429 1, http 503 1' in summarize_downloads(got[0])
     finally: srv.shutdown(); srv.server_close()
+
+
+def test_a_utf16_url_file_is_read_and_one_without_a_byte_order_mark_is_refused_by_name(server, tmp_path):
+    "Excel's and Notepad's 'Unicode text' (UTF-16 with a BOM) used to give URLs full of %00; without a BOM: an error naming the file, not garbage"
+    (tmp_path/'urls').mkdir()
+    text = 'url\r\n' + server.img_url('0.jpg') + '\r\n' + server.img_url('caf\xe9.jpg') + '\r\n'
+    for enc in ('utf-16', 'utf-16-be', 'utf-32'):
+        fn = tmp_path/('urls' if enc == 'utf-16' else '.')/f'urls_{enc}.txt'; fn.write_bytes((text if enc != 'utf-16-be' else '\ufeff' + text).encode(enc))
+        assert read_urls(fn) == [server.img_url('0.jpg'), server.img_url('caf%C3%A9.jpg')], enc
+    df = download_images(tmp_path/'urls', tmp_path/'d', **FAST)
+    assert list(df.status) == ['ok', 'failed'] and list(df.reason) == ['', 'http 404']   # 'café.jpg' is not on the server
+    (tmp_path/'bad.txt').write_bytes(text.encode('utf-16-le'))
+    with pytest.raises(ValueError, match=r'bad\.txt is not a text file of URLs .*UTF-16 without a byte-order mark.*save it as UTF-8'): read_urls(tmp_path/'bad.txt')
+
+
+def test_an_empty_url_file_among_others_is_warned_about(server, tmp_path):
+    "urls_x.csv with no URL used to be dropped without a word; class x gets no images: said, naming the file"
+    (tmp_path/'urls').mkdir()
+    (tmp_path/'urls'/'urls_a.csv').write_text(server.img_url('0.jpg') + '\n'); (tmp_path/'urls'/'urls_x.csv').write_text('url\n')
+    with pytest.warns(UserWarning, match=r"urls_x\.csv has no URLs, so class 'x' gets no images; put one URL a line in it"):
+        df = download_images(tmp_path/'urls', tmp_path/'d', **FAST)
+    assert list(df['class']) == ['a']
