@@ -930,12 +930,12 @@ class _Staging:
 
 # %% ../nbs/01_download.ipynb #71
 def _by_host(rows, n_shards:int)->list:
-    "`rows` in at most `n_shards` shards, each host's rows in one shard (so per-host limits hold), sizes balanced"
+    "`rows` in at most `n_shards` shards, each host's rows in one shard (so per-host limits hold), sizes balanced, classes in turn in each"
     hosts = defaultdict(list)
     for r in rows: hosts[(urlsplit(r['url']).hostname or '').lower()].append(r)
     shards = [[] for _ in range(max(1, min(n_shards, len(hosts))))]
     for h in sorted(hosts, key=lambda h: -len(hosts[h])): min(shards, key=len).extend(hosts[h])
-    return [sh for sh in shards if sh]
+    return [_interleave(sh) for sh in shards if sh]   # as in one process: an interrupted run has some images of each class
 
 def _quota_rounds(todo, kept, max_pics):
     "Rounds of rows: each class's next rows, as many as `max_pics` still allows (the caller updates `kept` in between)"

@@ -828,15 +828,15 @@ def test_a_rerun_does_not_fetch_again_what_was_removed_relabelled_or_quarantined
     moved = df.file[urls['a'][1]]; (d/moved).replace(d/'b'/Path(moved).name)        # relabelled a -> b
     verify_dataset(d, min_size=11, progress=False, n_workers=0, verbose=False)     # the 20x10 PNG: quarantined by verify
     before = dict(server.hits)
-    urls['a'].append(server.img_url('5.jpg'))
+    urls['a'].append(server.img_url('5.jpg') + '?removed-test')   # a path no other test asks for
     df2 = download_images(urls, d, **FAST).set_index('url')
-    assert {k: v for k, v in server.hits.items() if before.get(k) != v} == {'/img/5.jpg': 1}   # only the new URL was fetched
+    assert {k: v for k, v in server.hits.items() if before.get(k) != v} == {'/img/5.jpg?removed-test': 1}   # only the new URL was fetched
     assert list(df2.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'], list(df2.reason)
     assert df2.reason[urls['a'][1]] == f"removed earlier ({moved} moved to b/{Path(moved).name})"
     assert df2.reason[q].startswith('removed earlier (verify: too small'), df2.reason[q]
     assert '3 URLs skipped: removed earlier' in summarize_downloads(df2.reset_index())
     df3 = download_images(urls, d, **FAST).set_index('url')    # a third run still remembers
-    assert list(df3.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'] and server.hits['/img/5.jpg'] == 1
+    assert list(df3.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'] and server.hits['/img/5.jpg?removed-test'] == 1
     df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: fetched again
     assert list(df4.status[urls['a']]) == ['ok']*5 and list(df4.reason[urls['a'][:3]]) == ['']*3, list(df4.reason)
 
@@ -903,3 +903,22 @@ def test_an_empty_url_file_among_others_is_warned_about(server, tmp_path):
     with pytest.warns(UserWarning, match=r"urls_x\.csv has no URLs, so class 'x' gets no images; put one URL a line in it"):
         df = download_images(tmp_path/'urls', tmp_path/'d', **FAST)
     assert list(df['class']) == ['a']
+
+
+def test_download_processes_fetch_the_classes_in_turn(tmp_path):
+    "In download processes as in threads, each host's URLs go class by class in turn (they went a whole class first), so an interrupted run has some of each"
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    seen, data = [], jpeg_bytes((40, 30))
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            seen.append((self.headers['Host'].split(':')[0], self.path[1])); self.send_response(200); self.send_header('Content-Type', 'image/jpeg')
+            self.send_header('Content-Length', str(len(data))); self.end_headers(); self.wfile.write(data)
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    urls = {c: [f'http://{h}:{port}/{c}{i}.jpg' for i in range(4) for h in ('127.0.0.1', 'localhost')] for c in 'ab'}
+    try: download_images(urls, tmp_path/'d', processes=2, n_workers=2, progress=False, verbose=False, verify=False)
+    finally: srv.shutdown(); srv.server_close()
+    for h in ('127.0.0.1', 'localhost'):   # one fetch at a time per process: the server sees the order of the shard
+        assert [c for host, c in seen if host == h] == list('ab'*4), seen
