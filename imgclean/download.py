@@ -1307,6 +1307,19 @@ def _stopped_note(dest, lists)->str:
     return (f"stopped: {len(m) - todo} of {len(m)} URLs done, in {dest/'manifest.csv'}; run the same command again to resume" if len(m)
             else "stopped before any URL was done; run the same command again to start over")
 
+class _Terminated(KeyboardInterrupt):
+    "SIGTERM (`kill`, a job scheduler, a container stop) while `download_images` runs: it stops as on Ctrl-C, so the manifest is written"
+
+@contextlib.contextmanager
+def _term_stops():
+    "While the body runs in the main thread, SIGTERM raises `_Terminated` there (unless a handler of the program's own is set)"
+    mine = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    def stop(*_): raise _Terminated('SIGTERM')
+    if mine: signal.signal(signal.SIGTERM, stop)
+    try: yield
+    finally:
+        if mine: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 _RESERVED = ('manifest.csv', 'report.csv')   # the manifest in the dataset root, the quarantine's report beside its class folders
 
 def _check_classes(lists):
@@ -1361,7 +1374,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     st, t0 = _staging(root, quarantine, engine, o['verify'], verbose), time.monotonic()
     o['quarantine'] = st.q
     try:
-        with _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)
+        with _term_stops(), _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)
     except KeyboardInterrupt:
         if verbose: print(_stopped_note(st.dest, lists), file=sys.stderr)
         raise

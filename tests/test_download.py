@@ -336,7 +336,9 @@ def test_fastai_form_bad_arguments(tmp_path, kw, msg):
 
 # ---- a run interrupted by Ctrl-C, through the public API in a separate process ----
 
-def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path, sig):
+    "Ctrl-C, or SIGTERM (which used to end the run with no manifest), in the threads of one process"
     files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(12)}
     with FaultServer(files, latency=0.25) as s:
         urls = [s.img_url(f'{i}.jpg') for i in range(12)]
@@ -349,7 +351,7 @@ def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path):
         t0 = time.monotonic()
         while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').iterdir())) < 2:
             assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
-        p.send_signal(signal.SIGINT); p.wait(30)
+        p.send_signal(sig); p.wait(30)
         man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
         assert len(man) == 12 and man.reason.str.startswith('interrupted (rerun to resume)').sum() >= 1
         assert not [q for q in (tmp_path/'d').rglob('*') if q.name.endswith('.tmp')]   # no half-written file
@@ -435,9 +437,9 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(tmp_path, sig):
-    "Ctrl-C stops the download processes (manifest written, rerun resumes); a killed run's processes end on their own"
+    "Ctrl-C or SIGTERM stops the download processes (manifest written, rerun resumes; SIGTERM used to end the run with no manifest); a killed run's processes end on their own"
     files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
     with FaultServer(files, latency=0.25) as s:
         urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
@@ -455,14 +457,14 @@ def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(
         p.send_signal(sig); p.wait(30)
         t0 = time.monotonic()
         while any(_alive(k) for k in kids): assert time.monotonic() - t0 < 15, 'a download process outlived its run'; time.sleep(0.1)
-        if sig == signal.SIGINT:
+        if sig != signal.SIGKILL:
             man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
             assert len(man) == 16 and man.reason.str.startswith('interrupted (rerun to resume)').sum() >= 1 and (man.status == 'ok').sum() >= 2
             assert not [q for q in (tmp_path/'d').rglob('*') if q.name.endswith('.tmp')]
             done = set(man.url[man.status == 'ok'])
         df = download_images(urls, tmp_path/'d', label='a', processes=2, progress=False, verbose=False)
     assert (df.status == 'ok').sum() == 8 and (df.status == 'skipped').sum() == 8   # the localhost copies are the same bytes
-    if sig == signal.SIGINT: assert done <= set(df.url[df.reason == 'already downloaded'])
+    if sig != signal.SIGKILL: assert done <= set(df.url[df.reason == 'already downloaded'])
 
 
 # ---- destinations at fsspec URLs (memory://, file://, s3://...): staged here, then uploaded ----
