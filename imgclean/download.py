@@ -1129,13 +1129,14 @@ def _serve_shard():
         state['n'] += 1
         if time.monotonic() - state['t'] > 0.1: say('tick', state['n']); state.update(n=0, t=time.monotonic())
     root, o, rows, shard_fn = pickle.loads(_recv(sys.stdin.buffer))
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # `_stop_on_eof` stops us through it
-    threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), state), daemon=True).start()
     dl = _Downloader(Path(root), o, Counter(), {})
-    try: dl.run(rows, progress=tick)
+    try:   # from here a Ctrl-C (the terminal's reaches us too) only stops the run: never a traceback
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # `_stop_on_eof` stops us through it
+        threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), state), daemon=True).start()
+        dl.run(rows, progress=tick)
     except KeyboardInterrupt: pass   # stopped: what is done is reported
     finally:
-        state['done'] = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN); state['done'] = True   # a second Ctrl-C cannot cut the report short
         for r in rows:
             if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
         write_csv(pd.DataFrame(rows, columns=MANIFEST_COLS), Path(shard_fn))

@@ -924,3 +924,35 @@ def test_download_processes_fetch_the_classes_in_turn(tmp_path):
     finally: srv.shutdown(); srv.server_close()
     for h in ('127.0.0.1', 'localhost'):   # one fetch at a time per process: the server sees the order of the shard
         assert [c for host, c in seen if host == h] == list('ab'*4), seen
+
+
+def test_a_ctrl_c_as_a_download_process_starts_ends_it_without_a_traceback(server, tmp_path):
+    "The terminal's Ctrl-C reaches the download processes too; one landing as a process started its stdin watcher printed a traceback"
+    import pickle
+    from imgclean import download as dl
+    from imgclean.core import MAX_PIXELS
+    from imgclean.images import MIN_SIZE, WEB_FORMATS
+    o = dl._options('ours', dict(max_pics=None, n_workers=1, timeout=2, total_timeout=None, idle_timeout=None, per_host=1, max_bytes=10**6,
+                                 max_redirects=2, retries=0, backoff=0, verify=False, max_size=None, max_pixels=MAX_PIXELS, min_size=MIN_SIZE,
+                                 formats=WEB_FORMATS, processes=None, preserve_filename=False, refetch_removed=False, max_retry_wait=None))
+    rows = [dict(zip(dl.MANIFEST_COLS, ['a', server.img_url('0.jpg'), '', '', '', None, None, None, '']))]
+    code = textwrap.dedent("""
+        import os, signal, threading
+        _start = threading.Thread.start
+        def start(self):   # Ctrl-C lands just as the process starts the thread that watches its stdin
+            if getattr(self._target, '__name__', '') == '_stop_on_eof': os.kill(os.getpid(), signal.SIGINT)
+            return _start(self)
+        threading.Thread.start = start
+        from imgclean.download import _serve_shard; _serve_shard()
+    """)
+    p = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
+    dl._send(p.stdin, pickle.dumps((str(tmp_path/'d'), {**o, 'quarantine': tmp_path/'q'}, rows, str(tmp_path/'shard.csv'))))
+    msgs = []
+    try:
+        while True: msgs.append(pickle.loads(dl._recv(p.stdout)))
+    except EOFError: pass
+    code, err = p.wait(30), p.stderr.read().decode(); p.stdin.close()
+    assert 'Traceback' not in err and code == 0, err
+    assert msgs[-1][0] == 'done' and msgs[-1][1][0]['reason'] == 'interrupted (rerun to resume)'
+    assert pd.read_csv(tmp_path/'shard.csv', keep_default_na=False).reason.tolist() == ['interrupted (rerun to resume)']
