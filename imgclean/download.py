@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
+import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, numbers, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
@@ -1232,10 +1232,10 @@ def _check_numbers(o:dict):
     for k, (lo, what) in _AT_LEAST.items():
         v = o.get(k)
         if v is None and k in ('max_pics', 'max_retry_wait'): continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo: raise ValueError(f"{k}={v!r}: pass a number, at least {lo} ({what})")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < lo: raise ValueError(f"{k}={v!r}: pass a number, at least {lo} ({what})")
     for k in _SECONDS:
         v = o.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0):
             raise ValueError(f"{k}={v!r}: pass a number of seconds above 0 (or leave it out for the default)")
 
 # %% ../nbs/01_download.ipynb #77
