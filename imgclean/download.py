@@ -7,7 +7,7 @@ __all__ = ['MANIFEST_COLS', 'SHARDS', 'read_urls', 'FetchError', 'AddressRefused
            'summarize_downloads']
 
 # %% ../nbs/01_download.ipynb #2
-import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
+import _thread, base64, binascii, contextlib, csv, errno, functools, hashlib, heapq, http.client, io, ipaddress, math, numbers, os, pickle, queue, random, re, secrets, select, shutil, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from itertools import zip_longest
@@ -42,13 +42,25 @@ def _clean_url(s):
             if re.match(r'https?://', f, re.I): s = f; break
     return quote(s, safe=":/?#[]@!$&'()*+,;=%~-._")
 
-def read_urls(fn:Path,       # A text/CSV file with one URL a line
+_BOMS = ((b'\xff\xfe\x00\x00', 'utf-32'), (b'\x00\x00\xfe\xff', 'utf-32'), (b'\xff\xfe', 'utf-16'), (b'\xfe\xff', 'utf-16'))   # longest first
+
+def _url_bytes(fn, data:bytes)->bytes:
+    "The bytes of the URL file `fn` as UTF-8 (a UTF-8 line may still hold stray bytes): its BOM says UTF-8, UTF-16 or UTF-32; a text without BOM and full of NUL bytes is refused"
+    if data.startswith(b'\xef\xbb\xbf'): return data[3:]
+    enc = next((e for bom, e in _BOMS if data.startswith(bom)), None)
+    if enc:   # Excel's and Notepad's "Unicode text"
+        try: return data.decode(enc).lstrip('\ufeff').encode('utf-8')
+        except UnicodeDecodeError: raise ValueError(f"{fn} starts with a {enc.upper()} byte-order mark but does not decode as {enc.upper()}; save it as UTF-8 text, one URL a line") from None
+    if data.count(0) > len(data)//4:
+        raise ValueError(f"{fn} is not a text file of URLs (it is full of NUL bytes: UTF-16 without a byte-order mark, or a binary file); save it as UTF-8 text, one URL a line")
+    return data
+
+def read_urls(fn:Path,       # A text/CSV file with one URL a line (UTF-8; UTF-16 or UTF-32 with a byte-order mark)
              )->list:        # URLs in file order (blank lines, `#` comment lines and a header line dropped)
     "Read the URLs in `fn`, tolerating BOM, CRLF, quotes, a header line, `#` comments and non-UTF-8 bytes"
     fn = Path(fn)
     if not fn.is_file(): raise FileNotFoundError(f"{fn} does not exist; pass a text file with one URL a line")
-    data = fn.read_bytes()
-    if data.startswith(b'\xef\xbb\xbf'): data = data[3:]
+    data = _url_bytes(fn, fn.read_bytes())
     lines = [l for l in (_decode_line(b).strip() for b in re.split(rb'\r\n|\r|\n', data)) if l]
     cols = [f.strip('#"\' ').lower() for f in next(csv.reader(lines[:1]), [])] if lines and ':' not in lines[0] else []
     if len(cols) > 1 and set(cols).intersection(_HEADERS):   # a CSV with named columns: each row's URL column
@@ -392,8 +404,10 @@ def _url_lists(urls, label):
     if p.is_dir():
         fns = sorted(p.glob('urls_*.csv')) + sorted(p.glob('urls_*.txt'))
         if not fns: raise FileNotFoundError(f"{p} holds no urls_<class>.csv files; put one file per class there (one URL a line)")
-        lists = {}
-        for fn in fns: lists.setdefault(fn.stem[5:].strip(), []).extend(read_urls(fn))   # "urls_ Dog .csv" is class "Dog"; same-named files add up
+        lists, of = {}, defaultdict(list)
+        for fn in fns: c = fn.stem[5:].strip(); lists.setdefault(c, []).extend(read_urls(fn)); of[c].append(fn)   # "urls_ Dog .csv" is class "Dog"; same-named files add up
+        for c in (c for c, us in lists.items() if not us and any(lists.values())):   # all empty: `_check_classes` says so
+            warnings.warn(f"{' and '.join(map(str, of[c]))} has no URLs, so class {c!r} gets no images; put one URL a line in it (or remove it)", stacklevel=4)   # at the call of download_images
         return lists
     if p.is_file(): return {label: read_urls(p)}
     raise FileNotFoundError(f"{p} does not exist; pass a folder of urls_<class>.csv files, a file of URLs, a dict or a list")
@@ -577,16 +591,33 @@ def _listing(root, classes)->tuple:
         for n in names: files.add(f'{c}/{n}'); stems.setdefault((c, n.split('.', 1)[0]), f'{c}/{n}')
     return files, stems
 
-def _resume(jobs, root, old):
-    "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL); return the rest, kept counts and `{hash: [files]}`"
-    prev = {(o['class'], o['url']): o for o in old[old.status == 'ok'].to_dict('records')}
-    kept, hashes, todo = Counter(), {}, []
+_REMOVED = 'removed earlier'   # the reason of a URL whose file was removed after it was downloaded: not fetched again
+
+def _removed(o, files, names)->str:
+    "Why the URL of the earlier manifest row `o` is not fetched again (its file was removed since: by you, a cleaning or verify), or ''"
+    if o['status'] == 'ok' and o['file'] not in files:
+        to = names.get(o['file'].rsplit('/', 1)[-1])   # relabelled: moved to another class folder
+        return f"{_REMOVED} ({o['file']} " + (f"moved to {to})" if to else "deleted or moved since it was downloaded)")
+    if o['status'] == 'failed' and re.match(r'verify: .* \(moved to quarantine/', o['reason']): return f"{_REMOVED} ({o['reason']})"   # verify_dataset's
+    return o['reason'] if o['status'] == 'skipped' and o['reason'].startswith(_REMOVED) else ''
+
+def _earlier(old)->dict:
+    "`{(class, url): row}` of the manifest `old`: a URL's row that stored a file first, then one saying it was removed"
+    rank = lambda o: (o['status'] == 'ok', o['reason'].startswith((_REMOVED, 'verify: ')))
+    return {(o['class'], o['url']): o for o in sorted(old.to_dict('records'), key=rank)}
+
+def _resume(jobs, root, old, refetch_removed=False):
+    "Settle the `jobs` an earlier run stored (its manifest `old`, or files named after their URL) or whose file was removed since (unless `refetch_removed`); return the rest, kept counts and `{hash: [files]}`"
+    prev, kept, hashes, todo = _earlier(old), Counter(), {}, []
     files, stems = _listing(root, {r['class'] for r in jobs})
+    names = {f.rsplit('/', 1)[-1]: f for f in files}
     for r in jobs:
         o = prev.get((r['class'], r['url']))
         found = stems.get((r['class'], _file_stem(r['url'], r['class']))) or stems.get((r['class'], _file_stem(r['url'])))   # or named by an older version
-        if o and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
+        if o and o['status'] == 'ok' and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found, root)
+        elif o and not refetch_removed and (why := _removed(o, files, names)):
+            r.update({k: o[k] for k in ('bytes', 'width', 'height', 'hash')}, status='skipped', reason=why, file=''); continue
         else: todo.append(r); continue
         same = [f for f in hashes.get(r['hash'], []) if f.split('/')[0] == r['class'] and f != r['file']]
         if same:   # a killed run's download processes kept the same bytes twice: our second copy goes, as `_dedupe` would have done
@@ -661,8 +692,6 @@ def _preserved_stem(url):
     stem = Path(unquote(urlsplit(url).path)).stem
     return re.sub(r'[^\w.-]+', '_', stem)[:80].strip('._') or _file_stem(url)
 
-_MAX_RETRY_AFTER = 60   # longest wait a `Retry-After` gets before the next try
-
 class _Downloader:
     "One download run: its fetch threads share what is kept per class, the hashes and the names taken"
     def __init__(self, root, o, kept, hashes):
@@ -732,8 +761,9 @@ class _Downloader:
             except FetchError as e:
                 if not e.retry or attempt == o['retries']:
                     r.update(status='failed', reason=e.reason + (f' after {attempt+1} tries' if attempt else '')); return None
-                wait = o['backoff'] * 2**attempt * (0.5 + random.random())
-                if e.wait is not None: wait = max(wait, min(e.wait, _MAX_RETRY_AFTER))   # the server's Retry-After (429, 503), within reason
+                if e.wait is not None and e.wait > o['max_retry_wait']:   # waiting less would be refused again
+                    r.update(status='failed', reason=f"{e.reason} (the server asks to wait {e.wait}s, over max_retry_wait {o['max_retry_wait']:g}s; rerun later to try again)"); return None
+                wait = max(o['backoff'] * 2**attempt * (0.5 + random.random()), e.wait or 0)   # the server's Retry-After (429, 503)
             finally: self._free(host)
             if self.stop.wait(wait): return None
 
@@ -900,12 +930,12 @@ class _Staging:
 
 # %% ../nbs/01_download.ipynb #71
 def _by_host(rows, n_shards:int)->list:
-    "`rows` in at most `n_shards` shards, each host's rows in one shard (so per-host limits hold), sizes balanced"
+    "`rows` in at most `n_shards` shards, each host's rows in one shard (so per-host limits hold), sizes balanced, classes in turn in each"
     hosts = defaultdict(list)
     for r in rows: hosts[(urlsplit(r['url']).hostname or '').lower()].append(r)
     shards = [[] for _ in range(max(1, min(n_shards, len(hosts))))]
     for h in sorted(hosts, key=lambda h: -len(hosts[h])): min(shards, key=len).extend(hosts[h])
-    return [sh for sh in shards if sh]
+    return [_interleave(sh) for sh in shards if sh]   # as in one process: an interrupted run has some images of each class
 
 def _quota_rounds(todo, kept, max_pics):
     "Rounds of rows: each class's next rows, as many as `max_pics` still allows (the caller updates `kept` in between)"
@@ -1099,13 +1129,14 @@ def _serve_shard():
         state['n'] += 1
         if time.monotonic() - state['t'] > 0.1: say('tick', state['n']); state.update(n=0, t=time.monotonic())
     root, o, rows, shard_fn = pickle.loads(_recv(sys.stdin.buffer))
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # `_stop_on_eof` stops us through it
-    threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), state), daemon=True).start()
     dl = _Downloader(Path(root), o, Counter(), {})
-    try: dl.run(rows, progress=tick)
+    try:   # from here a Ctrl-C (the terminal's reaches us too) only stops the run: never a traceback
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # `_stop_on_eof` stops us through it
+        threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), state), daemon=True).start()
+        dl.run(rows, progress=tick)
     except KeyboardInterrupt: pass   # stopped: what is done is reported
     finally:
-        state['done'] = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN); state['done'] = True   # a second Ctrl-C cannot cut the report short
         for r in rows:
             if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
         write_csv(pd.DataFrame(rows, columns=MANIFEST_COLS), Path(shard_fn))
@@ -1189,12 +1220,32 @@ def _n_procs(o:dict, todo:list)->int:
         n = cores if len(todo) >= 100 else 1   # below ~100 URLs the ~1 s start of a process costs more than it saves
     return max(1, min(n, len({(urlsplit(r['url']).hostname or '').lower() for r in todo}) if n > 1 else 1))
 
+# %% ../nbs/01_download.ipynb #946d91f3
+_AT_LEAST = dict(max_pics=(1, 'images kept per class; None for no limit'), n_workers=(1, 'concurrent downloads in all'),
+                 per_host=(1, 'concurrent downloads per host'), retries=(0, 'tries after the first; 0 for none'),
+                 max_redirects=(0, 'redirects followed'), max_bytes=(1, 'bytes a file may have'), backoff=(0, 'seconds before the first retry'),
+                 max_retry_wait=(0, "seconds a server's Retry-After is waited for; None: `timeout`"))
+_SECONDS = ('timeout', 'total_timeout', 'idle_timeout')   # above 0 (None: the default)
+
+def _check_numbers(o:dict):
+    "Raise `ValueError` for an option of `o` out of range (`per_host=0` would wait for ever), saying what to pass"
+    for k, (lo, what) in _AT_LEAST.items():
+        v = o.get(k)
+        if v is None and k in ('max_pics', 'max_retry_wait'): continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < lo: raise ValueError(f"{k}={v!r}: pass a number, at least {lo} ({what})")
+    for k in _SECONDS:
+        v = o.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0):
+            raise ValueError(f"{k}={v!r}: pass a number of seconds above 0 (or leave it out for the default)")
+
 # %% ../nbs/01_download.ipynb #77
 def _options(form, kw):
     "The run's options: the given ones, and for the rest the defaults of the call form"
     o = dict(kw)
     for k, v in (_FASTAI_DEFAULTS if form == 'fastai' else _OUR_DEFAULTS).items():
         if o.get(k) is None: o[k] = v
+    _check_numbers(o)
+    if o.get('max_retry_wait') is None: o['max_retry_wait'] = o.get('total_timeout') or o['timeout']   # a Retry-After as long as a fetch may take
     if o.get('processes') is not None and o['processes'] < 1: raise ValueError(f"processes={o['processes']}: pass 1 for threads in this process only, more for download processes, or None for one per core")
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
@@ -1236,7 +1287,7 @@ def _run(lists:dict, st:_Staging, o:dict, engine, address, progress, verbose)->p
     startup = time.monotonic() - t0   # a new local cluster takes seconds: the summary's rate leaves them out
     old = _merge_shards(st.dest, _read_manifest(st.dest/'manifest.csv'))
     rows, jobs = _plan(lists, verbose)
-    todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))])
+    todo, kept, hashes = _resume(jobs, st.dest, old[old['class'].isin(set(lists))], o['refetch_removed'])
     res = dict(verdicts={}, rejected=[])   # filled as the run goes: an interrupted run records what it did
     if o['verify'] and not isinstance(st.dest, _FsPath): _check_stored(jobs, st.dest, o, kept, hashes, res)   # stored by a run with verify=False, or a larger max_size
     if o['preserve_filename'] and isinstance(st.dest, _FsPath):   # names from URLs can clash with files at the destination, which staging does not see
@@ -1256,6 +1307,19 @@ def _stopped_note(dest, lists)->str:
     todo = int(m.reason.str.startswith('interrupted').sum())
     return (f"stopped: {len(m) - todo} of {len(m)} URLs done, in {dest/'manifest.csv'}; run the same command again to resume" if len(m)
             else "stopped before any URL was done; run the same command again to start over")
+
+class _Terminated(KeyboardInterrupt):
+    "SIGTERM (`kill`, a job scheduler, a container stop) while `download_images` runs: it stops as on Ctrl-C, so the manifest is written"
+
+@contextlib.contextmanager
+def _term_stops():
+    "While the body runs in the main thread, SIGTERM raises `_Terminated` there (unless a handler of the program's own is set)"
+    mine = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    def stop(*_): raise _Terminated('SIGTERM')
+    if mine: signal.signal(signal.SIGTERM, stop)
+    try: yield
+    finally:
+        if mine: signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 _RESERVED = ('manifest.csv', 'report.csv')   # the manifest in the dataset root, the quarantine's report beside its class folders
 
@@ -1298,6 +1362,8 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     engine:str='local',      # 'local' (this machine: threads, in `processes` processes) or 'ray' (tasks on a Ray cluster; `pip install imgclean[ray]`)
                     address:str=None,        # With engine='ray': the cluster's address ('auto': the one running here); None starts a local one
                     processes:int=None,      # Local engine: download processes, each host's URLs in one; None: one per core for 100+ URLs; 1: threads in this process only
+                    max_retry_wait:float=None, # Longest wait a server's Retry-After (429, 503) gets before a retry; a longer ask fails the URL at once (a rerun tries again). None: the whole-fetch `timeout`
+                    refetch_removed:bool=False, # Fetch again the URLs whose file an earlier run stored and you (a cleaning, `verify_dataset`) removed since; else a rerun skips them
                    )->pd.DataFrame:          # The manifest: one row per input URL (fastai returns None)
     "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
     form, lists, root = _call_form(source, dest, urls, url_file, label)
@@ -1305,11 +1371,11 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or max_workers, timeout=timeout, total_timeout=total_timeout,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
-                            processes=processes, preserve_filename=preserve_filename))
+                            processes=processes, preserve_filename=preserve_filename, refetch_removed=refetch_removed, max_retry_wait=max_retry_wait))
     st, t0 = _staging(root, quarantine, engine, o['verify'], verbose), time.monotonic()
     o['quarantine'] = st.q
     try:
-        with _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)
+        with _term_stops(), _in_use(st.dest, lists): df = _run(lists, st, o, engine, address, progress, verbose)
     except KeyboardInterrupt:
         if verbose: print(_stopped_note(st.dest, lists), file=sys.stderr)
         raise
@@ -1330,8 +1396,11 @@ def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or 
         new = int(((df.status == 'ok') & (df.reason != 'already downloaded')).sum())
         s = f"{len(df)} URLs: " + ', '.join(f"{int(st.get(k, 0))} {k}" for k in ('ok', 'skipped', 'failed'))
         s += f" ({new} downloaded now, {int((df.reason == 'already downloaded').sum())} already there)"
-        why = df[df.status != 'ok'].reason.str.replace(short, '', regex=True).value_counts()
+        gone = df.reason.str.startswith(_REMOVED)   # said apart, with what to do
+        why = df[(df.status != 'ok') & ~gone].reason.str.replace(short, '', regex=True).value_counts()
         if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
+        if gone.any(): s += (f". {int(gone.sum())} URLs skipped: {_REMOVED} (deleted, relabelled or quarantined after they were downloaded; "
+                             "refetch_removed=True, or --refetch-removed, fetches them again)")
         up = df.attrs.get('startup', 0) if secs and df.attrs.get('startup', 0) >= 1 else 0   # starting Ray
         if secs and new: s += f". {new/(secs - up):.1f} files/s over {secs - up:.1f}s"
         elif secs: s += f" in {secs - up:.1f}s"

@@ -336,7 +336,9 @@ def test_fastai_form_bad_arguments(tmp_path, kw, msg):
 
 # ---- a run interrupted by Ctrl-C, through the public API in a separate process ----
 
-def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path, sig):
+    "Ctrl-C, or SIGTERM (which used to end the run with no manifest), in the threads of one process"
     files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(12)}
     with FaultServer(files, latency=0.25) as s:
         urls = [s.img_url(f'{i}.jpg') for i in range(12)]
@@ -349,7 +351,7 @@ def test_ctrl_c_leaves_a_manifest_and_a_rerun_resumes(tmp_path):
         t0 = time.monotonic()
         while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').iterdir())) < 2:
             assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
-        p.send_signal(signal.SIGINT); p.wait(30)
+        p.send_signal(sig); p.wait(30)
         man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
         assert len(man) == 12 and man.reason.str.startswith('interrupted (rerun to resume)').sum() >= 1
         assert not [q for q in (tmp_path/'d').rglob('*') if q.name.endswith('.tmp')]   # no half-written file
@@ -435,9 +437,9 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(tmp_path, sig):
-    "Ctrl-C stops the download processes (manifest written, rerun resumes); a killed run's processes end on their own"
+    "Ctrl-C or SIGTERM stops the download processes (manifest written, rerun resumes; SIGTERM used to end the run with no manifest); a killed run's processes end on their own"
     files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
     with FaultServer(files, latency=0.25) as s:
         urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
@@ -455,14 +457,14 @@ def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(
         p.send_signal(sig); p.wait(30)
         t0 = time.monotonic()
         while any(_alive(k) for k in kids): assert time.monotonic() - t0 < 15, 'a download process outlived its run'; time.sleep(0.1)
-        if sig == signal.SIGINT:
+        if sig != signal.SIGKILL:
             man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
             assert len(man) == 16 and man.reason.str.startswith('interrupted (rerun to resume)').sum() >= 1 and (man.status == 'ok').sum() >= 2
             assert not [q for q in (tmp_path/'d').rglob('*') if q.name.endswith('.tmp')]
             done = set(man.url[man.status == 'ok'])
         df = download_images(urls, tmp_path/'d', label='a', processes=2, progress=False, verbose=False)
     assert (df.status == 'ok').sum() == 8 and (df.status == 'skipped').sum() == 8   # the localhost copies are the same bytes
-    if sig == signal.SIGINT: assert done <= set(df.url[df.reason == 'already downloaded'])
+    if sig != signal.SIGKILL: assert done <= set(df.url[df.reason == 'already downloaded'])
 
 
 # ---- destinations at fsspec URLs (memory://, file://, s3://...): staged here, then uploaded ----
@@ -815,3 +817,142 @@ def test_a_read_only_destination_fails_before_any_download(server, tmp_path):
             download_images([server.img_url(f'{i}.jpg') for i in range(6)], ro, label='a', quarantine=tmp_path/'q', **FAST)
         assert not list(ro.iterdir())
     assert sum(server.hits.values()) == before   # nothing was fetched
+
+
+def test_a_rerun_does_not_fetch_again_what_was_removed_relabelled_or_quarantined(server, tmp_path):
+    "Download, then delete one file, relabel one (moved to the other class folder), quarantine one with verify: a top-up run fetches only the new URL"
+    q = server.url('ok_query', 'rm') + '?x=1'   # a 20x10 PNG
+    urls = {'a': [server.img_url('0.jpg'), server.img_url('1.jpg'), q, server.img_url('2.jpg')], 'b': [server.img_url('4.jpg')]}
+    d = tmp_path/'d'
+    df = download_images(urls, d, **FAST).set_index('url')
+    assert (df.status == 'ok').all(), list(df.reason)
+    (d/df.file[urls['a'][0]]).unlink()                                             # deleted (a cleaning moves it to its trash)
+    moved = df.file[urls['a'][1]]; (d/moved).replace(d/'b'/Path(moved).name)        # relabelled a -> b
+    verify_dataset(d, min_size=11, progress=False, n_workers=0, verbose=False)     # the 20x10 PNG: quarantined by verify
+    before = dict(server.hits)
+    urls['a'].append(server.img_url('5.jpg') + '?removed-test')   # a path no other test asks for
+    df2 = download_images(urls, d, **FAST).set_index('url')
+    assert {k: v for k, v in server.hits.items() if before.get(k) != v} == {'/img/5.jpg?removed-test': 1}   # only the new URL was fetched
+    assert list(df2.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'], list(df2.reason)
+    assert df2.reason[urls['a'][1]] == f"removed earlier ({moved} moved to b/{Path(moved).name})"
+    assert df2.reason[q].startswith('removed earlier (verify: too small'), df2.reason[q]
+    assert '3 URLs skipped: removed earlier' in summarize_downloads(df2.reset_index())
+    df3 = download_images(urls, d, **FAST).set_index('url')    # a third run still remembers
+    assert list(df3.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'] and server.hits['/img/5.jpg?removed-test'] == 1
+    df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: fetched again
+    assert list(df4.status[urls['a']]) == ['ok']*5 and list(df4.reason[urls['a'][:3]]) == ['']*3, list(df4.reason)
+
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(per_host=0), r'per_host=0: pass a number, at least 1'), (dict(retries=-1), r'retries=-1: pass a number, at least 0'),
+    (dict(timeout=0), r'timeout=0: pass a number of seconds above 0'), (dict(timeout=-2), r'timeout=-2: pass a number of seconds above 0'),
+    (dict(max_pics=-1), r'max_pics=-1: pass a number, at least 1 \(images kept per class; None for no limit\)'),
+    (dict(n_workers=-3), 'n_workers=-3'), (dict(idle_timeout=0), 'idle_timeout=0'), (dict(per_host='4'), "per_host='4': pass a number"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work(server, tmp_path, kw, msg):
+    "per_host=0 used to wait for a slot for ever; the others were taken as they came. Refused before a folder is made or a URL fetched"
+    import re, threading
+    got, before = [], dict(server.hits)
+    def run():
+        try: download_images([server.img_url('0.jpg')], tmp_path/'d', label='a', progress=False, verbose=False, **kw); got.append(None)
+        except Exception as e: got.append(e)
+    t = threading.Thread(target=run, daemon=True); t.start(); t.join(20)
+    assert got, f"download_images(..., {kw}) still running after 20 s"
+    assert isinstance(got[0], ValueError) and re.search(msg, str(got[0])), got[0]
+    assert not (tmp_path/'d').exists() and server.hits == before
+
+
+def test_a_retry_after_longer_than_max_retry_wait_fails_the_url_at_once(tmp_path):
+    "Retry-After: 3600 used to hold the URL 60 s a retry whatever the timeout; now a longer ask than max_retry_wait (default: timeout) fails it at once"
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    hits = []
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            hits.append(1); self.send_response(429 if 'a' in self.path else 503); self.send_header('Retry-After', '3600' if 'a' in self.path else '100')
+            self.send_header('Content-Length', '0'); self.end_headers()
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    got, base = [], f'http://127.0.0.1:{srv.server_address[1]}'
+    run = lambda: got.append(download_images([f'{base}/a.jpg', f'{base}/b.jpg'], tmp_path/'d', label='a', retries=2, backoff=0.05, timeout=3, progress=False, verbose=False))
+    t = threading.Thread(target=run, daemon=True); t0 = time.monotonic(); t.start(); t.join(20)
+    try:
+        assert got, 'still waiting after 20 s'
+        assert time.monotonic() - t0 < 5 and len(hits) == 2
+        assert list(got[0].reason) == ['http 429 (the server asks to wait 3600s, over max_retry_wait 3s; rerun later to try again)',
+                                       'http 503 (the server asks to wait 100s, over max_retry_wait 3s; rerun later to try again)']
+        assert 'Reasons: http 429 1, http 503 1' in summarize_downloads(got[0])
+    finally: srv.shutdown(); srv.server_close()
+
+
+def test_a_utf16_url_file_is_read_and_one_without_a_byte_order_mark_is_refused_by_name(server, tmp_path):
+    "Excel's and Notepad's 'Unicode text' (UTF-16 with a BOM) used to give URLs full of %00; without a BOM: an error naming the file, not garbage"
+    (tmp_path/'urls').mkdir()
+    text = 'url\r\n' + server.img_url('0.jpg') + '\r\n' + server.img_url('caf\xe9.jpg') + '\r\n'
+    for enc in ('utf-16', 'utf-16-be', 'utf-32'):
+        fn = tmp_path/('urls' if enc == 'utf-16' else '.')/f'urls_{enc}.txt'; fn.write_bytes((text if enc != 'utf-16-be' else '\ufeff' + text).encode(enc))
+        assert read_urls(fn) == [server.img_url('0.jpg'), server.img_url('caf%C3%A9.jpg')], enc
+    df = download_images(tmp_path/'urls', tmp_path/'d', **FAST)
+    assert list(df.status) == ['ok', 'failed'] and list(df.reason) == ['', 'http 404']   # 'café.jpg' is not on the server
+    (tmp_path/'bad.txt').write_bytes(text.encode('utf-16-le'))
+    with pytest.raises(ValueError, match=r'bad\.txt is not a text file of URLs .*UTF-16 without a byte-order mark.*save it as UTF-8'): read_urls(tmp_path/'bad.txt')
+
+
+def test_an_empty_url_file_among_others_is_warned_about(server, tmp_path):
+    "urls_x.csv with no URL used to be dropped without a word; class x gets no images: said, naming the file"
+    (tmp_path/'urls').mkdir()
+    (tmp_path/'urls'/'urls_a.csv').write_text(server.img_url('0.jpg') + '\n'); (tmp_path/'urls'/'urls_x.csv').write_text('url\n')
+    with pytest.warns(UserWarning, match=r"urls_x\.csv has no URLs, so class 'x' gets no images; put one URL a line in it"):
+        df = download_images(tmp_path/'urls', tmp_path/'d', **FAST)
+    assert list(df['class']) == ['a']
+
+
+def test_download_processes_fetch_the_classes_in_turn(tmp_path):
+    "In download processes as in threads, each host's URLs go class by class in turn (they went a whole class first), so an interrupted run has some of each"
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    seen, data = [], jpeg_bytes((40, 30))
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            seen.append((self.headers['Host'].split(':')[0], self.path[1])); self.send_response(200); self.send_header('Content-Type', 'image/jpeg')
+            self.send_header('Content-Length', str(len(data))); self.end_headers(); self.wfile.write(data)
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    urls = {c: [f'http://{h}:{port}/{c}{i}.jpg' for i in range(4) for h in ('127.0.0.1', 'localhost')] for c in 'ab'}
+    try: download_images(urls, tmp_path/'d', processes=2, n_workers=2, progress=False, verbose=False, verify=False)
+    finally: srv.shutdown(); srv.server_close()
+    for h in ('127.0.0.1', 'localhost'):   # one fetch at a time per process: the server sees the order of the shard
+        assert [c for host, c in seen if host == h] == list('ab'*4), seen
+
+
+def test_a_ctrl_c_as_a_download_process_starts_ends_it_without_a_traceback(server, tmp_path):
+    "The terminal's Ctrl-C reaches the download processes too; one landing as a process started its stdin watcher printed a traceback"
+    import pickle
+    from imgclean import download as dl
+    from imgclean.core import MAX_PIXELS
+    from imgclean.images import MIN_SIZE, WEB_FORMATS
+    o = dl._options('ours', dict(max_pics=None, n_workers=1, timeout=2, total_timeout=None, idle_timeout=None, per_host=1, max_bytes=10**6,
+                                 max_redirects=2, retries=0, backoff=0, verify=False, max_size=None, max_pixels=MAX_PIXELS, min_size=MIN_SIZE,
+                                 formats=WEB_FORMATS, processes=None, preserve_filename=False, refetch_removed=False, max_retry_wait=None))
+    rows = [dict(zip(dl.MANIFEST_COLS, ['a', server.img_url('0.jpg'), '', '', '', None, None, None, '']))]
+    code = textwrap.dedent("""
+        import os, signal, threading
+        _start = threading.Thread.start
+        def start(self):   # Ctrl-C lands just as the process starts the thread that watches its stdin
+            if getattr(self._target, '__name__', '') == '_stop_on_eof': os.kill(os.getpid(), signal.SIGINT)
+            return _start(self)
+        threading.Thread.start = start
+        from imgclean.download import _serve_shard; _serve_shard()
+    """)
+    p = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
+    dl._send(p.stdin, pickle.dumps((str(tmp_path/'d'), {**o, 'quarantine': tmp_path/'q'}, rows, str(tmp_path/'shard.csv'))))
+    msgs = []
+    try:
+        while True: msgs.append(pickle.loads(dl._recv(p.stdout)))
+    except EOFError: pass
+    code, err = p.wait(30), p.stderr.read().decode(); p.stdin.close()
+    assert 'Traceback' not in err and code == 0, err
+    assert msgs[-1][0] == 'done' and msgs[-1][1][0]['reason'] == 'interrupted (rerun to resume)'
+    assert pd.read_csv(tmp_path/'shard.csv', keep_default_na=False).reason.tolist() == ['interrupted (rerun to resume)']
