@@ -338,6 +338,7 @@ def test_train_on_fewer_images_than_a_batch(capsys, tmp_path):
 
 
 def test_train_on_one_training_image_is_a_one_line_error(capsys, tmp_path):
+    "With one training image of two classes, the other class is only in validation: that is the error, on one line"
     from conftest import make_class_folders
     import pandas as pd
     root = make_class_folders(tmp_path/'one', n=2, size=24)
@@ -345,7 +346,7 @@ def test_train_on_one_training_image_is_a_one_line_error(capsys, tmp_path):
                       split=['train', 'valid', 'valid'])).to_csv(root/'labels.csv', index=False)
     code, _, err = run(capsys, 'train', root, '--csv', 'labels.csv', '--valid-col', 'split', '--arch', 'resnet18', '--no-pretrained')
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith('imgclean train: error: 1 training image: training needs at least 2')
+    assert err.startswith("imgclean train: error: labels.csv (its validation rows) has classes with no training images: ['square']")
 
 
 def test_csv_alone_means_cleaned_csv(capsys, class_folders):
