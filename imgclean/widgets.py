@@ -652,7 +652,7 @@ _CSS = """<style>
 .imgclean-new { color: #1a73e8; } .imgclean-mark { color: #2e7d32; }
 .imgclean-score { cursor: help; } .imgclean-warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 4px 8px; }
 </style>"""
-KEY_HELP = ("keys (click the cleaner first): ←/→ previous/next · a or Enter accept the suggestion · k keep · d delete · "
+KEY_HELP = ("keys (click the cleaner first): ←/→ previous/next · a or Enter accept the suggestion · k keep · d delete (again: restore) · "
             "1-9 label · e enlarge · Esc close · PgUp/PgDn page")
 _ALL, _ANY = '(all)', '(any issue)'
 
