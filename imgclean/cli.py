@@ -239,7 +239,7 @@ def _predict(a):
         df = predict_files(learn, items, **kw)
         if not a.out: print(df.to_string(index=False))
     else:
-        for c, p in predict_image(learn, items[0], max_pixels=kw['max_pixels'])[:a.top]: print(f"{c}\t{p:.4f}")
+        for c, p in predict_image(learn, items[0], **{k: v for k, v in kw.items() if k == 'max_pixels'})[:a.top]: print(f"{c}\t{p:.4f}")
 
 def _report(a):
     from imgclean.data import csv_items, folder_items

@@ -1227,6 +1227,10 @@ _AT_LEAST = dict(max_pics=(1, 'images kept per class; None for no limit'), n_wor
                  max_retry_wait=(0, "seconds a server's Retry-After is waited for; None: `timeout`"))
 _SECONDS = ('timeout', 'total_timeout', 'idle_timeout')   # above 0 (None: the default)
 
+def _v1_workers(n):
+    "fastai v1's `max_workers`: 0 (or 1) fetched one URL at a time, so that is 1 worker; None: our default"
+    return None if n is None else max(int(n), 1) if isinstance(n, numbers.Real) and not isinstance(n, bool) else n
+
 def _check_numbers(o:dict):
     "Raise `ValueError` for an option of `o` out of range (`per_host=0` would wait for ever), saying what to pass"
     for k, (lo, what) in _AT_LEAST.items():
@@ -1357,7 +1361,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                     url_file:Path=None,      # fastai v2: a file with one URL a line (then `source` is the folder to download into)
                     urls=None,               # fastai v2: a list of URLs (then `source` is the folder to download into)
                     preserve_filename:bool=False, # fastai v2: name files after the URL's file name (else after a hash of the class and URL: stable across reruns)
-                    max_workers:int=None,    # fastai v1's name for `n_workers`
+                    max_workers:int=None,    # fastai v1's name for `n_workers`; its 0 (one at a time) is 1
                     idle_timeout:float=None, # Longest wait for the next bytes within a fetch (default: `timeout`)
                     engine:str='local',      # 'local' (this machine: threads, in `processes` processes) or 'ray' (tasks on a Ray cluster; `pip install imgclean[ray]`)
                     address:str=None,        # With engine='ray': the cluster's address ('auto': the one running here); None starts a local one
@@ -1368,7 +1372,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
     form, lists, root = _call_form(source, dest, urls, url_file, label)
     _check_classes(lists)
-    o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or max_workers, timeout=timeout, total_timeout=total_timeout,
+    o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or _v1_workers(max_workers), timeout=timeout, total_timeout=total_timeout,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,
                             processes=processes, preserve_filename=preserve_filename, refetch_removed=refetch_removed, max_retry_wait=max_retry_wait))

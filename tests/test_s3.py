@@ -125,16 +125,19 @@ def test_refused_downloads_land_in_the_quarantine_bucket_folder_with_their_repor
     assert df.set_index('url').loc[lists['cat'][-1], 'reason'] == 'http 404'
 
 
-def test_files_deleted_from_the_bucket_are_fetched_again_in_the_same_process(sites, lists, url):
+def test_files_deleted_from_the_bucket_are_seen_gone_in_the_same_process(sites, lists, url):
     "The listing a rerun resumes from is the bucket's now, not one this process cached on an earlier run"
     first = download_images(lists, url, **KW)
     download_images(lists, url, **KW)   # lists the class folders: s3fs caches those listings
     gone = first.file[first.status == 'ok'].tolist()[:3]
     p = url.split('://', 1)[1]
     fresh_fs().rm([f'{p}/{f}' for f in gone])   # as another process, the console or a cleaning step would
-    again = download_images(lists, url, **KW)
-    assert again.set_index('file').loc[gone, 'reason'].tolist() == [''] * 3, again[again.file.isin(gone)]
-    assert set(gone) <= set(bucket_files(url))
+    again = download_images(lists, url, **KW)   # removed by the user: not fetched again, and said so
+    why = again.set_index('url').loc[first.set_index('file').loc[gone, 'url'], 'reason'].tolist()
+    assert all(r.startswith('removed earlier') for r in why), why
+    assert not set(gone) & set(bucket_files(url))
+    back = download_images(lists, url, refetch_removed=True, **KW)
+    assert set(gone) <= set(bucket_files(url)), back[back.file.isin(gone)]
 
 
 def test_download_processes_to_s3(sites, lists, url, tmp_path):
