@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['WEB_FORMATS', 'MIN_SIZE', 'VERDICTS', 'format_name', 'accepts_format', 'readable_formats', 'check_formats',
-           'sniff_image', 'needs_rgb', 'to_rgb', 'load_rgb', 'pixel_digest', 'check_image', 'free_name',
+           'check_policy', 'sniff_image', 'needs_rgb', 'to_rgb', 'load_rgb', 'pixel_digest', 'check_image', 'free_name',
            'add_to_report', 'quarantine_files', 'read_verdicts', 'write_verdicts']
 
 # %% ../nbs/00_images.ipynb #2
-import errno, functools, hashlib, io, math, os, re, shutil, struct, warnings, zlib
+import errno, functools, hashlib, io, math, numbers, os, re, shutil, struct, warnings, zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,22 @@ def check_formats(formats, # A `formats` policy: names of formats (or one comma-
                              f"use names among {', '.join(readable_formats())} (aliases such as 'jpeg' or 'tiff' work too), "
                              "or None for every format Pillow reads")
     return fs
+
+# %% ../nbs/00_images.ipynb #cccbc210
+def check_policy(max_size=None,       # Longest side after resizing; None keeps sizes
+                 max_pixels=MAX_PIXELS, # Most pixels an image may have; None: no limit
+                 min_size=0,          # Shortest side an image must have; 0 keeps all
+                ):                    # None, or a `ValueError` saying which value to change
+    "Raise a `ValueError` when `max_size`, `max_pixels` or `min_size` would refuse or wreck every image"
+    def _num(k, v, lo):
+        if v is None and k != 'min_size': return
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= lo:   # `not >=`: NaN is refused too
+            flag = '--' + k.replace('_', '-')
+            raise ValueError(f"{k}={v!r} ({flag} {v}): pass a whole number, at least {lo}" + ('' if k == 'min_size' else ', or None for no limit'))
+    _num('max_size', max_size, 1); _num('max_pixels', max_pixels, 1); _num('min_size', min_size, 0)
+    if max_size is not None and min_size and max_size < min_size:
+        raise ValueError(f"max_size={max_size} is under min_size={min_size} (--max-size, --min-size): every image would be shrunk below the "
+                         f"size it must keep; pass a max_size of at least {min_size}, or a smaller min_size")
 
 # %% ../nbs/00_images.ipynb #12
 _MAGIC = [(b'\xff\xd8\xff', 'jpg'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'GIF87a', 'gif'), (b'GIF89a', 'gif'), (b'BM', 'bmp'),
@@ -201,6 +217,7 @@ _WEAK = ('bmp', 'ico', 'cur', 'sgi', 'fli', 'pcx', 'ppm')   # short signatures t
 def _pillow_open(raw, kind, max_pixels):
     "Open `raw` with the plugin of its sniffed `kind` (no other plugin parses bytes that carry a strong signature); else with any"
     ids = _PIL_IDS.get(kind)
+    if ids: Image.init(); ids = tuple(i for i in ids if i in Image.OPEN)   # a Pillow without a plugin (13 has no MPO opener) is no KeyError
     if ids:
         try: return open_image(io.BytesIO(raw), max_pixels, formats=ids)
         except Image.UnidentifiedImageError:

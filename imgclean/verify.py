@@ -17,7 +17,7 @@ from PIL import Image
 
 from .core import IMAGE_ERRORS, MAX_PIXELS, class_items, file_hash, is_image_name, open_image, rel_name, sweep_tmp, write_csv
 from .download import _lock, summarize_downloads
-from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, check_formats, check_image, pixel_digest, quarantine_files,
+from .images import (MIN_SIZE, WEB_FORMATS, accepts_format, check_formats, check_image, check_policy, pixel_digest, quarantine_files,
                              read_verdicts, write_verdicts)
 
 # %% ../nbs/02_verify.ipynb #5
@@ -150,7 +150,13 @@ def _default_quarantine(path, quarantine):
     ab = Path(os.path.abspath(path))
     if not quarantine: return ab.parent/f'{ab.name}_quarantine'
     q = Path(quarantine)
-    return q if q.is_absolute() else ab.parent/q
+    q = Path(os.path.abspath(q if q.is_absolute() else ab.parent/q))
+    inside = q.relative_to(ab).parts if q.is_relative_to(ab) else None
+    if inside is not None and not (inside and inside[0].startswith('.')):   # in a class folder (or the root, or fastai's walk of '_' folders) they stay items
+        raise ValueError(f"quarantine={str(quarantine)!r} is {'the dataset root' if not inside else 'inside the dataset'} ({q}): the files "
+                         "moved there would still be read as images of a class. Pass a folder outside it (the default is "
+                         f"{ab.parent/(ab.name + '_quarantine')})")
+    return q
 
 # %% ../nbs/02_verify.ipynb #e6356681
 def _loose_images(path):
@@ -187,6 +193,7 @@ def verify_dataset(path:Path,           # Dataset root with one folder per class
                   )->pd.DataFrame:       # One row per file: file, label, ok, reason, width, height, resized, format, note, reused, dup_of, quarantined
     "Decode every file in the class folders of `path` under the policy, make it upright RGB within `max_size`, move the rest to `quarantine`"
     path, formats = Path(path), check_formats(formats)   # a misspelt format said before any work
+    check_policy(max_size, max_pixels, min_size)          # so is a size that would quarantine or shrink every image
     if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder; pass the dataset root holding one folder per class")
     if not os.access(path, os.W_OK):   # found before any work, not at the first file to move
         raise PermissionError(f"{path} is read-only: verify_dataset moves the images that fail out of it and rewrites the ones it fixes "
@@ -246,7 +253,7 @@ def verify_images(fns,                  # fastai v2: a list (or `L`) of image fi
                   verbose:bool=True,    # Folder form: print a summary
                  ):                     # List: an `L` of the files that fail (`.reasons` maps each to why); folder: the report
     "fastai's `verify_images`: with a list of files, the `L` of those that fail (left in place); with a folder, v1's check, resize and delete (moved to quarantine)"
-    o = dict(max_pixels=max_pixels, min_size=min_size, formats=check_formats(formats))
+    o = dict(max_pixels=max_pixels, min_size=min_size, formats=check_formats(formats)); check_policy(max_size, max_pixels, min_size)
     if not isinstance(fns, (str, os.PathLike)):
         if delete: raise ValueError("with a list of files, verify_images returns the failures and leaves them in place (fastai's contract): "
                                     "unlink them yourself (failed.map(Path.unlink)), or pass a folder to move them to quarantine")

@@ -187,3 +187,11 @@ def test_a_transparent_png_near_the_pixel_limit_is_checked_without_extra_full_si
     assert p.returncode == 0, p.stderr
     growth = int(p.stdout.split()[-1])
     assert growth < 1.6*w*h*4, f"{growth/2**20:.0f} MB over the bytes for a {w*h*4/2**20:.0f} MB decoded image"   # the decode, its RGB version, an alpha band
+
+
+def test_a_jpeg_cut_inside_its_header_is_damaged_not_our_bug():
+    "Pillow 13 has no MPO opener: asking for it raised KeyError('MPO'), reported as 'internal error ... please report it'"
+    b = io.BytesIO(); Image.new('RGB', (32, 32), 'red').save(b, 'JPEG'); jpg = b.getvalue()
+    reasons = [check_image(jpg[:n])['reason'] for n in (4, 10, 24, 100, len(jpg) // 2)]
+    assert not [r for r in reasons if 'internal error' in r], reasons
+    assert all(r in ('truncated image', 'cannot decode (damaged or unsupported JPG header)') for r in reasons), reasons

@@ -1,5 +1,5 @@
 "Verifier: full decode, bombs as reasons, EXIF/mode fixes, resize, quarantine (moved, never deleted), duplicates, manifest; fastai's verify_images forms."
-import io, os, sys, warnings
+import io, os, re, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -366,3 +366,23 @@ def test_verify_images_recurse_refuses_a_read_only_sub_folder_before_any_work(tm
             verify_images(d, recurse=True, max_size=100, progress=False, verbose=False)
         assert (ro/'bad.jpg').exists() and not (tmp_path/'data_quarantine').exists()
         with Image.open(big) as im: assert im.size == (300, 200)
+
+
+def _files(root): return sorted((str(f.relative_to(root)), f.stat().st_size) for f in root.rglob('*') if f.is_file())
+
+@pytest.mark.parametrize('kw, says', [(dict(max_size=-1), 'max_size=-1 (--max-size -1): pass a whole number, at least 1'),
+                                      (dict(max_pixels=0), 'max_pixels=0 (--max-pixels 0)'),
+                                      (dict(max_size=1), 'max_size=1 is under min_size=8'),
+                                      (dict(quarantine='circle'), 'inside the dataset'),
+                                      (dict(quarantine='q'), 'inside the dataset')])
+def test_a_policy_that_would_wreck_every_image_is_refused_before_any_work(tmp_path, class_folders, kw, says):
+    "max_size=-1 quarantined every image ('internal error'), max_pixels=0 every image as a bomb, max_size=1 shrank all to 1x1, a quarantine in a class kept the failures as items"
+    (class_folders/'circle'/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\nbroken')
+    kw = dict(kw, quarantine=class_folders/kw['quarantine']) if 'quarantine' in kw else kw
+    before = _files(class_folders)
+    with pytest.raises(ValueError, match=re.escape(says)): verify_dataset(class_folders, progress=False, n_workers=0, verbose=False, **kw)
+    assert _files(class_folders) == before
+    if 'quarantine' not in kw and 'min_size' not in says:   # verify_images keeps any size by default, as fastai
+        with pytest.raises(ValueError, match=re.escape(says)): verify_images(class_folders/'circle', progress=False, verbose=False, **kw)
+    hidden = verify_dataset(class_folders, quarantine=class_folders/'.q', progress=False, n_workers=0, verbose=False)
+    assert (class_folders/'.q'/'circle'/'bad.png').exists() and hidden.ok.sum() == len(hidden) - 1
