@@ -7,7 +7,7 @@ __all__ = ['export_learner', 'load_export', 'predict_image', 'image_paths', 'pre
            'url_collector_js']
 
 # %% ../nbs/08_export.ipynb #2
-import builtins, functools, io, os, pickle, types, warnings
+import builtins, functools, io, numbers, os, pickle, types, warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files as _pkg_files
 from pathlib import Path
@@ -156,15 +156,30 @@ def image_paths(items,  # Files and/or folders (searched recursively; hidden fil
     return todo, skip
 
 # %% ../nbs/08_export.ipynb #26
+_PRED_HEAD = 'file_name,prediction,probability'
+
+def _check_predict_args(out, bs):
+    "Refuse a batch size below 1, and an `out` that is a folder or an existing file that is no predictions table (never overwritten)"
+    if isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1: raise ValueError(f"bs={bs!r} (--bs): pass a whole number, at least 1")
+    if out is None: return
+    out = Path(out)
+    if out.is_dir(): raise IsADirectoryError(f"out={out} is a folder; pass a CSV file name such as {out/'predictions.csv'}")
+    if out.is_file():
+        with open(out, 'rb') as f: head = f.read(len(_PRED_HEAD) + 3).decode('utf-8', 'replace').lstrip('\ufeff')
+        if not head.startswith(_PRED_HEAD):
+            raise FileExistsError(f"out={out} exists and is not a predictions table (it does not start with '{_PRED_HEAD}'): it is "
+                                  "never overwritten. Pass another file name, or move that file away first")
+
 def predict_files(learn,              # A `Learner` or an export.pkl path
                   files_or_folder,    # A folder, a file, or a list of them
-                  out=None,           # Write the table to this CSV (atomically)
+                  out=None,           # Write the table to this CSV (atomically); an existing file must be a table of ours
                   probs:bool=False,   # Add one probability column per class
                   bs:int=64,          # Batch size
                   progress:bool=True, # Show a progress bar
                   max_pixels:int=MAX_PIXELS, # Images with more pixels are skipped (a decompression-bomb guard; raise it for huge real photos)
                  )->pd.DataFrame:     # file_name, prediction, probability, [classes], status, reason
     "Predict every image in `files_or_folder` in batches; unreadable files become `skipped` rows"
+    _check_predict_args(out, bs)   # before the work: a typo in `out` would overwrite a model or an image
     learn = load_export(learn)
     todo, skip = image_paths(files_or_folder)
     if not todo:
@@ -186,9 +201,7 @@ def predict_files(learn,              # A `Learner` or an export.pkl path
     n_skip = int((df.status == 'skipped').sum())
     if n_skip: print(f"{len(df) - n_skip} files predicted, {n_skip} skipped (see the status/reason columns)")
     if out is not None:
-        out = Path(out)
-        if out.is_dir(): raise IsADirectoryError(f"out={out} is a folder; pass a CSV file name such as {out/'predictions.csv'}")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
         write_csv(df, out)
     return df
 

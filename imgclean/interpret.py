@@ -242,6 +242,7 @@ def predict_probs(learn:Learner,     # A trained (or loaded) `Learner`
                   max_pixels:int=MAX_PIXELS, # Images with more pixels are skipped (a decompression-bomb guard; raise it for huge real photos)
                  )->tuple:           # (probabilities [n, n_classes] with NaN rows for skipped items, reasons ('' when ok))
     "Class probabilities of `learn` for every item, each decoded by `load_input` (as the server decodes uploads), with a reason instead of a crash for undecodable ones"
+    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1: raise ValueError(f"bs={bs!r} (--bs): pass a whole number, at least 1")
     items, cls = list(items), input_class(learn)
     probs = np.full((len(items), len(learn.dls.vocab)), np.nan, dtype=np.float32)
     reasons, chunk = [''] * len(items), max(1, 4*bs)

@@ -547,3 +547,24 @@ def test_verify_of_a_flat_folder_is_an_error_that_says_where_to_go(capsys, tmp_p
     for i in range(2): Image.new('RGB', (32, 32), 'red').save(tmp_path/'flat'/f'{i}.png')
     code, _, err = run(capsys, 'verify', tmp_path/'flat', '--no-progress')
     assert code == 2 and 'has no class folders: its 2 images (e.g. 0.png) are directly in it' in err and 'Move them into a folder' in err, err
+
+def test_predict_out_never_overwrites_a_file_that_is_no_predictions_table(capsys, tmp_path, class_folders):
+    "`imgclean predict --out export.pkl` replaced the model with a CSV (and --out an image turned it into text); --bs 0 was a ZeroDivisionError"
+    from imgclean.data import folder_dls
+    from imgclean.export import export_learner
+    learn = train.make_learner(folder_dls(class_folders, size=32, bs=8, num_workers=0), 'resnet18', pretrained=False)
+    fn = export_learner(learn, tmp_path/'export.pkl')
+    model, img = fn.read_bytes(), next((class_folders/'circle').iterdir())
+    for target in (fn, img):
+        before = target.read_bytes()
+        code, out, err = run(capsys, 'predict', fn, class_folders, '--out', target)
+        assert code == 2 and 'is not a predictions table' in err and len(err.strip().splitlines()) == 1, (code, err)
+        assert target.read_bytes() == before
+    code, out, err = run(capsys, 'predict', fn, class_folders, '--out', tmp_path/'p.csv')
+    assert code == 0 and (tmp_path/'p.csv').read_text().startswith('file_name,prediction,probability'), (code, err)
+    code, out, err = run(capsys, 'predict', fn, img, '--out', tmp_path/'p.csv')   # a table of ours is replaced
+    assert code == 0 and len((tmp_path/'p.csv').read_text().splitlines()) == 2, (code, err)
+    for cmd in ('predict', 'report'):
+        code, out, err = run(capsys, cmd, fn, class_folders, '--bs', 0)
+        assert code == 2 and 'bs=0 (--bs): pass a whole number, at least 1' in err and len(err.strip().splitlines()) == 1, (cmd, code, err)
+    assert fn.read_bytes() == model
