@@ -7,7 +7,7 @@ __all__ = ['stratified_split', 'folder_items', 'csv_items', 'dataset_stats', 'fi
            'add_test_folder', 'folder_dls', 'csv_dls', 'show_samples']
 
 # %% ../nbs/03_data.ipynb #2
-import operator
+import operator, os
 from functools import partial
 from pathlib import Path
 
@@ -228,6 +228,10 @@ def add_test_folder(dls,         # `DataLoaders` from `image_dls`/`folder_dls`/`
     unknown = sorted(set(ti.label) - set(dls.vocab)) if labelled else []
     if unknown: raise ValueError(f"{Path(path)/test} has classes the training set lacks: {unknown}; rename or remove them")
     fns = [Path(path).absolute()/n for n in ti.name]
+    seen = {os.path.realpath(o) for o in [*dls.train_ds.items, *dls.valid_ds.items]}
+    if both := [n for n, f in zip(ti.name, fns) if os.path.realpath(f) in seen]:
+        raise ValueError(f"{len(both)} images of the test folder {Path(path)/test} are training or validation items too (e.g. {both[0]}): "
+                         "a test set must be held out; leave them out of the training items (or of the test folder)")
     if labelled and hasattr(dls, 'label_of'): dls.label_of.update(zip(fns, ti.label))
     dls.loaders.append(dls.test_dl(fns, with_labels=labelled))
     dls.test_labelled = labelled
@@ -239,11 +243,15 @@ def folder_dls(path:Path,           # Dataset root with one folder per class (or
                seed:int=42,         # Split seed
                train:str=None,      # Explicit training folder under `path`
                valid:str=None,      # Explicit validation folder under `path`
-               test:str=None,       # Held-out folder under `path`, added as `dls[2]` (`learn.get_preds(ds_idx=2)`)
+               test:str=None,       # Held-out folder under `path`, added as `dls[2]` (`learn.get_preds(ds_idx=2)`); its images are never training items
                **kwargs,            # Passed to `image_dls` (size, bs, aug, stats, num_workers)
               ):
     "`DataLoaders` from class folders, split by `valid_pct` or by `train`/`valid` folders, with an optional `test` set"
-    dls = image_dls(path, folder_items(path, valid_pct, seed, train, valid), **kwargs)
+    items = folder_items(path, valid_pct, seed, train, valid)
+    if test is not None:   # its class folders are class folders of the root's walk too: held out means never trained on
+        under = Path(os.path.relpath(Path(path)/test, path)).as_posix().strip('/') + '/'
+        items = items[~items.name.str.startswith(under)].reset_index(drop=True)
+    dls = image_dls(path, items, **kwargs)
     return add_test_folder(dls, path, test) if test is not None else dls
 
 # %% ../nbs/03_data.ipynb #58

@@ -247,3 +247,18 @@ def test_items_from_a_csv_or_by_hand_are_checked_before_fastai_sees_them(class_f
     extra = pd.DataFrame(dict(name=[f'circle/gone{i}.png' for i in range(5)], label='circle', is_valid=False))
     with pytest.raises(ValueError, match=r"5 of 41 items name files that do not exist under .*shapes, e\.g\. \['circle/gone0.png', 'circle/gone1.png', 'circle/gone2.png'\]; fix"):
         image_dls(class_folders, pd.concat([items, extra], ignore_index=True), size=16)
+
+
+def test_a_held_out_test_folder_is_never_trained_on(tmp_path):
+    "A test folder named other than 'test' (here 'holdout') holding class folders: its images were training and validation items too"
+    import pandas as pd
+    from imgclean.data import add_test_folder, folder_dls, image_dls
+    root = make_class_folders(tmp_path/'ds', n=4, size=24)
+    make_class_folders(root/'holdout', n=3, size=24)
+    dls = folder_dls(root, test='holdout', size=24, bs=4, num_workers=0)
+    names = [str(p) for p in [*dls.train_ds.items, *dls.valid_ds.items]]
+    assert len(names) == len(list(root.glob('*/*.png'))) and not [n for n in names if '/holdout/' in n], names
+    assert len(dls[2].dataset) == len(list((root/'holdout').glob('*/*.png')))
+    items = pd.DataFrame(dict(name=[str(p.relative_to(root)) for p in sorted(root.rglob('*.png'))]))   # a CSV naming the holdout's files too
+    items['label'] = [n.split('/')[-2] for n in items.name]; items['is_valid'] = [i % 4 == 0 for i in range(len(items))]
+    with pytest.raises(ValueError, match='test set must be held out'): add_test_folder(image_dls(root, items, size=24, bs=4, num_workers=0), root, 'holdout')
