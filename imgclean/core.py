@@ -298,19 +298,33 @@ def _column(df, c, src):
 def _encoding(src, encoding):
     "`encoding`, else the one the byte-order mark of `src` names (Excel's 'Unicode text' is UTF-16), else UTF-8"
     if encoding is not None: return encoding
-    with open(src, 'rb') as f: head = f.read(4)
-    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)): return 'utf-32'
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)): return 'utf-16'
+    with open(src, 'rb') as f: data = f.read()
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)): return 'utf-32'
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)): return 'utf-16'
+    if b'\x00' in data:   # no text file holds NUL bytes: UTF-16 saved without its mark, or a binary file
+        utf16 = data[:200].count(b'\x00') * 3 > min(len(data), 200)
+        raise ValueError(f"{src} holds NUL bytes, so it is no UTF-8 text: " + ("it looks like UTF-16 without a byte-order mark; pass "
+                         "encoding='utf-16-le' (or save it as UTF-8)" if utf16 else "is it a CSV file? Save it as UTF-8 text"))
     return 'utf-8-sig'   # UTF-8, its mark (if any) dropped
 
 def _read_csv(src, header, encoding):
     "The CSV file `src` as strings, read in `encoding` (None: by its byte-order mark, else UTF-8)"
     enc = _encoding(src, encoding)
     sep = '\t' if Path(src).suffix.lower() in ('.tsv', '.tab') else ','
-    try: return pd.read_csv(src, dtype=str, keep_default_na=False, header=header, encoding=enc, sep=sep)
+    try: df = pd.read_csv(src, dtype=str, keep_default_na=False, header=header, encoding=enc, sep=sep)
     except UnicodeDecodeError as e:
         raise ValueError(f"{src} is not {enc.removesuffix('-sig')} text (byte {e.object[e.start:e.start+1]!r} at position {e.start}): "
                          "save it as UTF-8 (in Excel: 'CSV UTF-8'), or pass its encoding, e.g. encoding='cp1252'") from None
+    except LookupError: raise ValueError(f"encoding={encoding!r} (--encoding) is no encoding Python knows; use e.g. 'utf-8', 'utf-16' or 'cp1252'") from None
+    except pd.errors.EmptyDataError: raise ValueError(f"{src} is empty: write one row per image, its name and label (e.g. cat/1.jpg,cat)") from None
+    except (ValueError, UnicodeError) as e:   # pandas' own words ('embedded null byte', a UTF-16 file that lacks its mark...)
+        raise ValueError(f"{src} cannot be read as {enc.removesuffix('-sig')} CSV text ({e}): save it as UTF-8 (in Excel: 'CSV UTF-8'), "
+                         "or pass its encoding, e.g. encoding='utf-16-le' for UTF-16 without a byte-order mark") from None
+    if not isinstance(df.index, pd.RangeIndex):   # pandas makes the first column an index when rows have one field more than the header
+        raise ValueError(f"{src}: its rows have more fields than its header {list(df.columns)}: quote names that hold commas "
+                         "(\"a, b.jpg\"), or name every column in the header")
+    if not len(df): raise ValueError(f"{src} has no rows{' under its header' if header is not None else ''}: write one row per image, its name and label")
+    return df
 
 def _header_is_data(df, fc, lc, base, suffix)->bool:
     "Is the header `fc`,`lc` of `df` a row of data: a file under `base`, or an image name next to a label the rows use?"

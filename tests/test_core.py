@@ -1,5 +1,5 @@
 "One dataset model: every stage lists the same items with the same labels, in plain and split layouts."
-import subprocess, sys
+import re, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
@@ -266,3 +266,19 @@ def test_a_labels_csv_header_with_spaces_reads_and_semicolons_are_named(tmp_path
     (root/'semi.csv').write_text('name;label\ncat/000.png;cat\n')
     with pytest.raises(ValueError, match=r"no column 'name'; its columns are \['name;label'\]; its fields are separated by ';': save it comma-separated"):
         read_labels_csv(root, 'semi.csv')
+
+
+@pytest.mark.parametrize('data, says', [(b'', 'labels.csv is empty: write one row per image'),
+                                        (b'name,label\n', 'labels.csv has no rows under its header'),
+                                        (b'name,label\na/000.png,a,x\nb/000.png,b,y\n', 'its rows have more fields than its header'),
+                                        ('name,label\na/000.png,a\n'.encode('utf-16-le'), "UTF-16 without a byte-order mark; pass encoding='utf-16-le'"),
+                                        (b'name,label\na/000.png,a\n\x00\x00', 'holds NUL bytes, so it is no UTF-8 text')])
+def test_an_odd_labels_csv_is_an_error_naming_the_file_and_the_fix(tmp_path, data, says):
+    "Before: pandas' 'No columns to parse from file', 'no images found ... one folder per class', 'file a/000.png does not exist' (a row's "
+    "first field taken as index), garbled column names, 'embedded null byte'; none named the file"
+    from imgclean.data import csv_items
+    root = _named_folders(tmp_path/'ds', ('a', 'b'), 2)
+    (root/'labels.csv').write_bytes(data)
+    with pytest.raises(ValueError, match=re.escape(says)): csv_items(root, 'labels.csv')
+    (root/'labels.csv').write_text('name,label\na/000.png,a\nb/000.png,b\n')
+    with pytest.raises(ValueError, match=re.escape("encoding='bogus' (--encoding) is no encoding Python knows")): csv_items(root, 'labels.csv', encoding='bogus')
