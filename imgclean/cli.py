@@ -354,6 +354,12 @@ def _formats(s):
 
 _PARSE = {'formats': _formats}   # options whose value needs more than their type
 
+def _or_none(typ):
+    "`typ`, and 'None' (any case) as None: for a number option whose help says what None means (--max-size None keeps sizes)"
+    def parse(s): return None if s.strip().lower() == 'none' else typ(s)
+    parse.__name__ = typ.__name__   # argparse's "invalid int value"
+    return parse
+
 _ALIASES = {'n_workers': ('--workers',), 'num_workers': ('--workers',), 'cache_dir': ('--cache',), 'img_size': ('--size',)}
 
 def _shown(v): return ','.join(v) if isinstance(v, tuple) else v
@@ -367,7 +373,8 @@ def _add_option(group, o:Option, cmd:Command):
     if o.default is not None: kw['help'] += f" ({'alone: ' if selector else 'default: '}{_shown(o.default)})"
     if o.typ is bool: return group.add_argument(o.flag, dest=o.name, action=_Bool, default=o.default, **kw)
     flags = [o.flag, *(a for a in _ALIASES.get(o.name, ()) if a != o.flag)]
-    kw.update(type=_PARSE.get(o.name) or (_comma_list if o.typ is tuple else o.typ))
+    typ = _or_none(o.typ) if o.typ in (int, float) and 'None' in o.doc else o.typ
+    kw.update(type=_PARSE.get(o.name) or (_comma_list if o.typ is tuple else typ))
     if 'choices' not in kw: kw['metavar'] = o.flag[2:].upper().replace('-', '_')   # with choices, argparse lists them
     if selector: return group.add_argument(*flags, dest=o.name, nargs='?', const=o.default, default=None, **kw)
     return group.add_argument(*flags, dest=o.name, default=o.default, **kw)

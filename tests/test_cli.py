@@ -568,3 +568,13 @@ def test_predict_out_never_overwrites_a_file_that_is_no_predictions_table(capsys
         code, out, err = run(capsys, cmd, fn, class_folders, '--bs', 0)
         assert code == 2 and 'bs=0 (--bs): pass a whole number, at least 1' in err and len(err.strip().splitlines()) == 1, (cmd, code, err)
     assert fn.read_bytes() == model
+
+
+def test_none_is_a_value_where_the_help_says_what_none_means(capsys, tmp_path, class_folders):
+    "`--max-size None` (help: 'None keeps sizes') was 'invalid int value'; an option whose help gives None no meaning still refuses it"
+    code, out, err = run(capsys, 'verify', class_folders, '--max-size', 'None', '--no-progress')
+    assert code == 0 and 'files checked' in out and 'resized' in out, (code, err)
+    code, out, err = run(capsys, 'verify', class_folders, '--max-size', 'abc', '--no-progress')
+    assert code == 2 and "invalid int value: 'abc'" in err, err
+    code, out, err = run(capsys, 'verify', class_folders, '--min-size', 'None', '--no-progress')
+    assert code == 2 and "invalid int value: 'None'" in err, err
