@@ -156,6 +156,7 @@ def _default_quarantine(path, quarantine):
         raise ValueError(f"quarantine={str(quarantine)!r} is {'the dataset root' if not inside else 'inside the dataset'} ({q}): the files "
                          "moved there would still be read as images of a class. Pass a folder outside it (the default is "
                          f"{ab.parent/(ab.name + '_quarantine')})")
+    if q.exists() and not q.is_dir(): raise NotADirectoryError(f"quarantine={str(quarantine)!r} is a file ({q}); pass a folder (made if missing)")
     return q
 
 # %% ../nbs/02_verify.ipynb #e6356681

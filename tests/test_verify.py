@@ -386,3 +386,11 @@ def test_a_policy_that_would_wreck_every_image_is_refused_before_any_work(tmp_pa
         with pytest.raises(ValueError, match=re.escape(says)): verify_images(class_folders/'circle', progress=False, verbose=False, **kw)
     hidden = verify_dataset(class_folders, quarantine=class_folders/'.q', progress=False, n_workers=0, verbose=False)
     assert (class_folders/'.q'/'circle'/'bad.png').exists() and hidden.ok.sum() == len(hidden) - 1
+
+
+def test_a_quarantine_that_is_a_file_is_said_plainly(tmp_path, class_folders):
+    "Before: '[Errno 17] File exists' from deep inside the first move"
+    (tmp_path/'q.txt').write_text('notes')
+    with pytest.raises(NotADirectoryError, match=r"quarantine=.*q.txt' is a file .*pass a folder"):
+        verify_dataset(class_folders, quarantine=tmp_path/'q.txt', progress=False, n_workers=0, verbose=False)
+    assert (tmp_path/'q.txt').read_text() == 'notes'
