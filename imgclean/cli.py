@@ -354,6 +354,13 @@ def _formats(s):
 
 _PARSE = {'formats': _formats}   # options whose value needs more than their type
 
+def _not_empty(meta):
+    "The text, refusing an empty argument: `imgclean train \"$DATA\"` with DATA unset would train on the working folder"
+    def parse(s):
+        if not s.strip(): raise argparse.ArgumentTypeError(f"{meta} is empty; pass a path")
+        return s
+    return parse
+
 def _or_none(typ):
     "`typ`, and 'None' (any case) as None: for a number option whose help says what None means (--max-size None keeps sizes)"
     def parse(s): return None if s.strip().lower() == 'none' else typ(s)
@@ -368,7 +375,9 @@ def _add_option(group, o:Option, cmd:Command):
     "Add option `o` to the argparse `group`"
     kw = dict(help=o.doc.replace('%', '%%'))
     if o.name in cmd.choices: kw['choices'] = cmd.choices[o.name]
-    if o.positional: return group.add_argument(o.name, metavar=o.flag[2:].upper().replace('-', '_'), nargs=cmd.nargs.get(o.name), **kw)
+    if o.positional:   # an empty one ('' from an unset shell variable) would mean the working folder: refused
+        meta = o.flag[2:].upper().replace('-', '_')
+        return group.add_argument(o.name, metavar=meta, nargs=cmd.nargs.get(o.name), type=_not_empty(meta), **kw)
     selector = cmd.when.get(o.sources[0]) == o.name   # `--csv` switches csv_items on; alone it means the default file
     if o.default is not None: kw['help'] += f" ({'alone: ' if selector else 'default: '}{_shown(o.default)})"
     if o.typ is bool: return group.add_argument(o.flag, dest=o.name, action=_Bool, default=o.default, **kw)

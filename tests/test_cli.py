@@ -578,3 +578,10 @@ def test_none_is_a_value_where_the_help_says_what_none_means(capsys, tmp_path, c
     assert code == 2 and "invalid int value: 'abc'" in err, err
     code, out, err = run(capsys, 'verify', class_folders, '--min-size', 'None', '--no-progress')
     assert code == 2 and "invalid int value: 'None'" in err, err
+
+
+def test_an_empty_path_argument_is_refused(capsys, tmp_path):
+    "`imgclean train \"$DATA\"` with DATA unset trained on the working folder; `download urls ''` said 'see /manifest.csv'"
+    for args in (('train', ''), ('verify', ' '), ('download', tmp_path, ''), ('predict', tmp_path/'export.pkl', '')):
+        code, out, err = run(capsys, *args)
+        assert code == 2 and 'is empty; pass a path' in err and len(err.strip().splitlines()) <= 3, (args, code, err)
