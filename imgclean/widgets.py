@@ -10,7 +10,7 @@ __all__ = ['STATE_FILE', 'CLEANED_CSV', 'TRASH', 'APPLY_LOG', 'ACTIONS', 'UNDELE
            'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
 
 # %% ../nbs/07_widgets.ipynb #2
-import contextlib, errno, glob, html, io, json, os, time, warnings, weakref
+import contextlib, errno, filecmp, glob, html, io, json, os, time, warnings, weakref
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -1235,6 +1235,14 @@ def _link_text(m, at:Path, root:Path, back:bool)->str:
     return m['link'] if os.path.isabs(m['link']) else os.path.relpath(root/m['target'], at.parent)
 
 # %% ../nbs/07_widgets.ipynb #150
+def _rewritten(fn:Path, m:dict)->bool:
+    "Is `fn` a plain file at the place move `m` put its file, rewritten in place since (a resize by `verify_dataset`: new inode)?"
+    return 'link' not in m and fn.is_file() and not fn.is_symlink()
+
+def _same_bytes(a:Path, b:Path, m:dict)->bool:
+    "Do the plain files `a` and `b` hold the same bytes (a refetch put the file back already)?"
+    return 'link' not in m and _rewritten(b, m) and filecmp.cmp(a, b, shallow=False)
+
 def run_move(root:Path,       # Dataset root
              m:dict,          # A move from `plan_moves` or a journal
              back:bool=False, # Undo it
@@ -1246,10 +1254,14 @@ def run_move(root:Path,       # Dataset root
     if at_b and at_a:   # killed between link and unlink: the same file at both ends
         os.unlink(a); return False
     if at_b: return False
-    if not at_a:
+    if not at_a and not (back and _rewritten(a, m)):   # going back, the file at the place apply put it is the user's, even rewritten
         raise FileNotFoundError(f"{a.relative_to(root)} is not the file this move recorded (moved or replaced by hand?); "
                                 "put it back or move the log away")
-    if os.path.lexists(b): raise FileExistsError(f"{b.relative_to(root)} exists and is another file; move it away, then run again")
+    if os.path.lexists(b):
+        if back and _same_bytes(a, b, m): os.unlink(a); return False   # back already (a refetch): `b` is a second copy, so `a` is not the only one
+        what = 'undo_cleaning(path)' if back else 'apply_cleaning(path)'
+        raise FileExistsError(f"{b.relative_to(root)} exists and is a different file from {a.relative_to(root)}, which it would "
+                              f"replace: move {b.relative_to(root)} out of the dataset (or delete it if you do not need it), then run {what} again")
     _place(a, b, m, root, _link_text(m, b, root, back))
     return True
 
