@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['STATE_FILE', 'CLEANED_CSV', 'TRASH', 'APPLY_LOG', 'ACTIONS', 'UNDELETE', 'KEEP_WITH_LABEL', 'MODES', 'SCORE_HELP',
            'KEYS', 'KEY_HELP', 'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'CleanerState',
-           'StaleView', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size',
-           'breakable', 'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner', 'check_trash', 'plan_moves',
-           'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
+           'StaleView', 'Decided', 'unless', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings',
+           'filter_rows', 'auto_size', 'breakable', 'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner',
+           'check_trash', 'plan_moves', 'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
 
 # %% ../nbs/07_widgets.ipynb #2
 import contextlib, errno, filecmp, glob, html, io, json, os, time, warnings, weakref
@@ -270,6 +270,27 @@ def cleaned(self:CleanerState, decisions:dict=None)->pd.DataFrame:
 class StaleView(RuntimeError):
     "A change based on names that `apply_cleaning`/`undo_cleaning` has changed since"
 
+class Decided(ValueError):
+    "A change refused because the state file holds a decision it must not override (made here, in another cleaner or another kernel)"
+
+def unless(d:dict,       # A decision (or `KEEP_WITH_LABEL`)
+           actions:tuple, # Decisions in the state file it must not override, e.g. ('delete',)
+           verb:str,     # What the user did ('Keep', 'Accept'), for the message
+          )->dict:
+    "`d`, made only if the state file (read under the lock) holds none of `actions` for the image"
+    return dict(d, unless=tuple(actions), verb=verb)
+
+def _refusal(name, a, verb)->str:
+    if a == 'delete': return f"{name} is deleted: {verb} leaves it deleted; to bring it back, click Delete again (or press d)"
+    return f"{name} is {dict(keep='kept', relabel='relabelled').get(a, a)} by your choice: {verb} leaves it so (Keep only or Delete change it)"
+
+def _conditions(disk:dict, updates:dict)->dict:
+    "`updates` without their `unless` conditions; `Decided` when the state file's decisions fail one"
+    for name, d in updates.items():
+        a = disk['decisions'].get(name, {}).get('action')
+        if isinstance(d, dict) and a in d.get('unless', ()): raise Decided(_refusal(name, a, d.get('verb', 'this')))
+    return {n: {k: v for k, v in d.items() if k not in ('unless', 'verb')} if isinstance(d, dict) else d for n, d in updates.items()}
+
 @patch
 def _check_change(self:CleanerState, updates:dict):
     for name, d in updates.items():
@@ -318,6 +339,8 @@ def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `l
         if generation is not None and disk['generation'] != generation:
             self._adopt(disk)
             raise StaleView("files were moved by apply_cleaning or undo_cleaning since this view was built")
+        try: updates = _conditions(disk, updates)
+        except Decided: self._adopt(disk); raise
         self._check_change(updates)
         for name, d in updates.items():
             if d == UNDELETE: d = None if disk['decisions'].get(name, {}).get('action') == 'delete' else disk['decisions'].get(name)
@@ -967,6 +990,7 @@ def _change(self:ImageCleaner, updates:dict)->bool:
     try: self.state.change(updates, generation=self.generation, timeout=5)
     except StaleView as e:
         self.message.value = f"<b>Not saved:</b> {html.escape(str(e))}; the view now shows the new names, click again"; return False
+    except Decided as e: self.message.value = html.escape(str(e)); return False   # the state file's decision, read under the lock
     except (Timeout, ValueError, KeyError, OSError) as e:   # locked by an apply, a state file that cannot be read, a disk error
         for n in updates:   # the buttons go back to what the state says
             if n in self.tiles: self.tiles[n].update()
@@ -982,24 +1006,17 @@ def delete(self:ImageCleaner, name:str, on:bool=True):
 
 # %% ../nbs/07_widgets.ipynb #106
 @patch
-def _still_deleted(self:ImageCleaner, name:str, verb:str)->bool:
-    "True, saying so in the status line, when `name` is deleted: `verb` (Keep, Accept) must not take the deletion back unseen"
-    if not self.state.is_deleted(name): return False
-    self.message.value = f"{html.escape(name)} is deleted: {verb} leaves it deleted; to bring it back, click Delete again (or press d)"
-    return True
-
-@patch
 def keep(self:ImageCleaner, name:str):
     "Mark `name` reviewed and kept; a deleted `name` stays deleted (take the deletion back with `delete(name, on=False)`)"
-    if self._still_deleted(name, 'Keep'): return False
-    return self._change({name: dict(action='keep')})
+    return self._change({name: unless(dict(action='keep'), ('delete',), 'Keep')})   # deleted or not: the state file says, under the lock
 
 # %% ../nbs/07_widgets.ipynb #107
 @patch
-def relabel(self:ImageCleaner, name:str, label:str):
-    "Give `name` the label `label`"
+def relabel(self:ImageCleaner, name:str, label:str, unless_deleted:str=None):
+    "Give `name` the label `label`; with `unless_deleted` (the verb, e.g. 'Accept') not when it is deleted"
     own = label == self.state.label_of.get(name)
-    return self._change({name: dict(action='keep') if own else dict(action='relabel', label=label)})
+    d = dict(action='keep') if own else dict(action='relabel', label=label)
+    return self._change({name: unless(d, ('delete',), unless_deleted) if unless_deleted else d})
 
 # %% ../nbs/07_widgets.ipynb #108
 @patch
@@ -1009,11 +1026,13 @@ def _row(self:ImageCleaner, name):
     return r.iloc[0]
 
 @patch
-def keep_only(self:ImageCleaner, name:str, group=None):
-    "Keep `name` and delete the other images of its duplicate group `group` (default its first group; one click)"
+def keep_only(self:ImageCleaner, name:str, group=None, verb:str=None):
+    "Keep `name` and delete the other images of its duplicate group `group` (default its first); with `verb` ('Accept') only where that overrides no decision"
     group = self._row(name).group if group is None or pd.isna(group) else group
     g = self.rows[self.rows.group == group] if group >= 0 else self._row(name).to_frame().T
-    return self._change({f: KEEP_WITH_LABEL if f == name else dict(action='delete') for f in g.file if f in self.state.label_of})
+    ups = {f: KEEP_WITH_LABEL if f == name else dict(action='delete') for f in g.file if f in self.state.label_of}
+    if verb: ups = {f: unless(d, ('delete',) if f == name else ('keep', 'relabel'), verb) for f, d in ups.items()}
+    return self._change(ups)
 
 # %% ../nbs/07_widgets.ipynb #109
 @patch
@@ -1025,14 +1044,13 @@ def _suggestion(self:ImageCleaner, r)->str:
 @patch
 def accept(self:ImageCleaner, name:str, group=None):
     "Take the model's suggestion for `name`: its label, or in its duplicate group `group` (default its first) the suggested keeper"
-    if self._still_deleted(name, 'Accept'): return False
     r = self._row(name) if group is None or pd.isna(group) else self.rows[(self.rows.file == name) & (self.rows.group == group)].iloc[0]
     if self.mode == 'duplicates' or r.issue in DUPLICATE_ISSUES:
         keeper = r.suggestion if r.suggestion in self.state.label_of else name
-        return self.keep_only(keeper, r.group)
+        return self.keep_only(keeper, r.group, verb='Accept')   # never over a Delete, Keep or label the user gave one of the group
     s = self._suggestion(r)
     if not s: self.message.value = f"no suggestion for {html.escape(name)}: use Keep, Delete or a label"; return False
-    return self.relabel(name, s)
+    return self.relabel(name, s, unless_deleted='Accept')
 
 # %% ../nbs/07_widgets.ipynb #111
 @patch

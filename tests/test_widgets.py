@@ -965,3 +965,28 @@ def test_undo_moves_back_a_file_rewritten_in_place(root):
     with warnings.catch_warnings(): warnings.simplefilter('error'); assert undo_cleaning(root) == 1
     assert Image.open(root/'square/001.png').size == (8, 8) and not fn.exists()
     assert st.decisions == {'square/001.png': dict(action='relabel', label='triangle')}
+
+
+def test_accept_in_a_duplicate_group_never_overrides_the_users_choice(root):
+    "d on the suggested keeper, then Enter on its pair: nothing changes and the status line says why (tryG/3a)"
+    issues = issues_table()
+    c = ImageCleaner(root, issues=issues, mode='duplicates', batch_size=5)
+    st = c.state
+    c.delete('circle/001.png')                                 # the suggested keeper of group 0: the user prefers circle/002.png
+    assert c.accept('circle/002.png') is False
+    assert st.decisions == {'circle/001.png': dict(action='delete')} and 'circle/001.png is deleted: Accept' in c.message.value
+    c.keep('square/002.png'); c.relabel('triangle/003.png', 'circle')   # group 1: the user decided both
+    assert c.accept('square/002.png') is False and 'triangle/003.png is relabelled' in c.message.value
+    assert st.action('triangle/003.png') == 'relabel'
+    c.delete('circle/001.png', on=False); assert c.accept('circle/002.png') is not False   # no decision in the way: accept works
+    assert st.decisions['circle/002.png'] == dict(action='delete')
+
+
+def test_keep_in_a_stale_kernel_leaves_another_kernels_deletion(root):
+    "Another process deleted an image after this cleaner read the state: Keep and Accept here leave it deleted (tryG/3c)"
+    c = ImageCleaner(root, issues=issues_table(), mode='losses', batch_size=8)
+    _other_kernel(root, "st.delete('square/001.png'); st.delete('triangle/002.png')")
+    assert c.keep('square/001.png') is False and 'square/001.png is deleted: Keep leaves it deleted' in c.message.value
+    assert c.accept('triangle/002.png') is False
+    assert state(root)['decisions'] == {'square/001.png': dict(action='delete'), 'triangle/002.png': dict(action='delete')}
+    assert c.state.is_deleted('square/001.png')              # the view follows the file now
