@@ -547,3 +547,16 @@ def test_verify_of_a_flat_folder_is_an_error_that_says_where_to_go(capsys, tmp_p
     for i in range(2): Image.new('RGB', (32, 32), 'red').save(tmp_path/'flat'/f'{i}.png')
     code, _, err = run(capsys, 'verify', tmp_path/'flat', '--no-progress')
     assert code == 2 and 'has no class folders: its 2 images (e.g. 0.png) are directly in it' in err and 'Move them into a folder' in err, err
+
+
+def test_apply_after_an_interrupted_undo_is_a_one_line_error_naming_the_command(capsys, class_folders):
+    "tryG/11: the log left 'undoing' by a killed undo; `imgclean apply` says to run `imgclean apply DEST --undo`, no traceback"
+    import json
+    from imgclean.widgets import APPLY_LOG, CleanerState, apply_cleaning
+    CleanerState(class_folders).delete('circle/000.png'); apply_cleaning(class_folders)
+    log = class_folders/APPLY_LOG; d = json.loads(log.read_text()); d['status'] = 'undoing'; log.write_text(json.dumps(d))
+    code, out, err = run(capsys, 'apply', class_folders)
+    assert code == 2 and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert f"run `imgclean apply {class_folders} --undo` again" in err
+    code, out, err = run(capsys, 'apply', class_folders, '--undo')
+    assert code == 0 and 'moved 1 files back' in out, err
