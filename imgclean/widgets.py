@@ -1147,8 +1147,10 @@ def check_trash(trash:str,      # Folder name relative to the dataset root
                )->str:          # `trash` as a POSIX path
     "`trash` if it is a folder inside the root that no stage takes for a class; warns about one that fastai walks"
     p = PurePosixPath(str(trash))
-    if not str(trash) or p.is_absolute() or '..' in p.parts:
+    if not str(trash) or not p.parts or p.is_absolute() or '..' in p.parts:   # '.' and './' are the root itself
         raise ValueError(f"trash={trash!r} must be a folder inside the dataset root, such as {TRASH!r}")
+    if p.parts[0] in ('.imgclean_cache', STATE_FILE, APPLY_LOG, CLEANED_CSV):
+        raise ValueError(f"trash={trash!r}: imgclean keeps its own files there; use another name, such as {TRASH!r}")
     hidden = '.' + p.parts[0].lstrip('_.')
     if not p.parts[0].startswith(('_', '.')):
         raise ValueError(f"trash={trash!r} would be read as a class folder (deleted images would come back as a class); "

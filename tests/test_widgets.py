@@ -990,3 +990,11 @@ def test_keep_in_a_stale_kernel_leaves_another_kernels_deletion(root):
     assert c.accept('triangle/002.png') is False
     assert state(root)['decisions'] == {'square/001.png': dict(action='delete'), 'triangle/002.png': dict(action='delete')}
     assert c.state.is_deleted('square/001.png')              # the view follows the file now
+
+
+@pytest.mark.parametrize('trash', ['.', './', '.imgclean_cache', '.imgclean_cache/trash'])
+def test_trash_that_is_the_root_or_our_cache_is_a_clear_error(root, trash):
+    "tryG/15: trash='.' was an IndexError; '.imgclean_cache' mixed deleted images with the cache"
+    CleanerState(root).delete('circle/000.png')
+    with pytest.raises(ValueError, match=f"trash={trash!r}"): apply_cleaning(root, trash=trash)
+    assert (root/'circle/000.png').exists() and not (root/APPLY_LOG).exists()
