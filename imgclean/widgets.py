@@ -17,7 +17,7 @@ import pandas as pd
 from fastcore.basics import patch
 from filelock import FileLock, Timeout
 
-from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, ISSUE_COLUMNS, QUALITY_ISSUES, atomic_write, class_items, csv_text,
+from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, IMAGE_EXTENSIONS, ISSUE_COLUMNS, QUALITY_ISSUES, atomic_write, class_items, csv_text,
                            content_hash, file_hash, in_root, issue_table, open_image, read_issues, read_labels_csv, rel_name,
                            split_folders, side_folder)
 from .images import load_rgb
@@ -778,7 +778,7 @@ class ImageCleaner:
         gone = sorted({f for f in issues.file if isinstance(f, str) and f and f not in self.state.label_of}) if issues is not None else []
         if gone: stale.append(f"{len(gone)} images of the audit are no longer in the dataset (e.g. {gone[0]}: moved or removed since, as "
                               "apply_cleaning does): their findings are left out; run the audit again to check the dataset as it is")
-        self.warnings = [str(w.message) for w in said] + audit_warnings(issues) + stale + _interrupted(self.path)
+        self.warnings = [str(w.message) for w in said] + audit_warnings(issues) + stale + _interrupted(self.path) + _old_trash(self.path)
         if rows is None: rows = review_table(mode, losses=losses if mode == 'losses' else None, issues=issues, items=self.state.items)
         self.rows = self._with_splits(issue_table(rows))
         self.size = size or auto_size(self.path/f for f in self.rows.file if f in self.state.label_of)
@@ -798,6 +798,14 @@ def _interrupted(path)->list:
     what = dict(moving="an apply_cleaning was interrupted: run apply_cleaning(path) to finish it, or undo_cleaning(path) to roll it back",
                 undoing="an undo_cleaning was interrupted: run undo_cleaning(path) again to finish it")
     return [what[status]] if status in what else []
+
+def _old_trash(path)->list:
+    "A warning when `path/_trash` (the trash of older versions, which fastai's loaders walk) holds image files"
+    old = Path(path)/'_trash'
+    if not any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in old.rglob('*')): return []   # none, or empty folders only
+    return [f"{old} holds images an earlier apply_cleaning deleted, and fastai's get_image_files (DataBlock, "
+            f"ImageDataLoaders.from_folder) reads them with their old labels; once you no longer need undo_cleaning for "
+            f"them, move that folder out of the dataset (deletions now go to {TRASH!r})"]
 
 def _fresh(issues, path)->tuple:
     "(`issues` less the findings about files whose content changed since the audit (their `hash` differs), [a note saying so])"
@@ -1340,10 +1348,8 @@ def apply_cleaning(path:Path,             # Dataset root
                 print(f"nothing to apply: no deletions or relabels in {st.state_path}; no files moved, no log written")
                 return _moves_table([])
             if rec: os.replace(j.fn, _earlier_logs(j.fn, new=True))
-            if trash != '_trash' and (st.path/'_trash').is_dir():   # the old default trash, which fastai reads
-                warnings.warn(f"{st.path/'_trash'} holds images an earlier apply_cleaning deleted, and fastai's get_image_files "
-                              f"(DataBlock, ImageDataLoaders.from_folder) reads them with their old labels; once you no longer "
-                              f"need undo_cleaning for them, move that folder out of the dataset (deletions now go to {trash!r})")
+            if trash != '_trash':   # the old default trash, which fastai reads
+                for w in _old_trash(st.path): warnings.warn(w.replace(repr(TRASH), repr(trash)))
             rec = dict(version=2, status='moving', trash=check_trash(trash, warn=False), generation=st.generation, decisions=st.decisions, moves=moves)
             j.write(rec)
         else: warnings.warn(f"resuming the apply interrupted in {j.fn}")

@@ -998,3 +998,14 @@ def test_trash_that_is_the_root_or_our_cache_is_a_clear_error(root, trash):
     CleanerState(root).delete('circle/000.png')
     with pytest.raises(ValueError, match=f"trash={trash!r}"): apply_cleaning(root, trash=trash)
     assert (root/'circle/000.png').exists() and not (root/APPLY_LOG).exists()
+
+
+def test_an_old_underscore_trash_with_images_is_reported_when_a_cleaner_opens(root):
+    "tryG/2: images left in _trash by an older version are said at open, not only by a new apply; empty folders say nothing"
+    CleanerState(root).delete('circle/000.png')
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); apply_cleaning(root, trash='_trash')
+    assert any('_trash holds images' in w for w in ImageCleaner(root).warnings)
+    undo_cleaning(root)                                      # leaves _trash/<stamp>/circle/, empty
+    assert (root/'_trash').is_dir() and not any('_trash holds images' in w for w in ImageCleaner(root).warnings)
+    CleanerState(root).delete('square/000.png')
+    with warnings.catch_warnings(): warnings.simplefilter('error'); apply_cleaning(root)   # no warning about an empty _trash
