@@ -264,8 +264,12 @@ def _audit(a):
 # %% ../nbs/11_cli.ipynb #44
 def _apply(a):
     from imgclean.widgets import apply_cleaning, undo_cleaning
-    if a.undo: print(f"moved {undo_cleaning(**kwargs_for(a, 'undo_cleaning'))} files back"); return
-    moves = apply_cleaning(**kwargs_for(a, 'apply_cleaning'))
+    try:
+        if a.undo: print(f"moved {undo_cleaning(**kwargs_for(a, 'undo_cleaning'))} files back"); return
+        moves = apply_cleaning(**kwargs_for(a, 'apply_cleaning'))
+    except (RuntimeError, FileExistsError) as e:   # an interrupted undo, a file in the way: one line, in the command's own words
+        if 'undo_cleaning(path)' not in str(e): raise
+        raise ValueError(str(e).replace('undo_cleaning(path)', f"`imgclean apply {a.path} --undo`")) from None
     print(f"{len(moves)} files moved ({', '.join(f'{n} {k}' for k, n in moves.action.value_counts().items()) or 'nothing to do'}); "
           f"undo with `imgclean apply {a.path} --undo`")
 

@@ -5,19 +5,19 @@
 # %% auto #0
 __all__ = ['STATE_FILE', 'CLEANED_CSV', 'TRASH', 'APPLY_LOG', 'ACTIONS', 'UNDELETE', 'KEEP_WITH_LABEL', 'MODES', 'SCORE_HELP',
            'KEYS', 'KEY_HELP', 'dataset_items', 'label_problem', 'decision_problem', 'parse_state', 'CleanerState',
-           'StaleView', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings', 'filter_rows', 'auto_size',
-           'breakable', 'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner', 'check_trash', 'plan_moves',
-           'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
+           'StaleView', 'Decided', 'unless', 'read_cleaned', 'losses_table', 'review_table', 'audit_warnings',
+           'filter_rows', 'auto_size', 'breakable', 'tile_info', 'key_bridge', 'FormattedDataset', 'ImageCleaner',
+           'check_trash', 'plan_moves', 'Journal', 'run_move', 'apply_cleaning', 'undo_cleaning', 'DatasetFormatter']
 
 # %% ../nbs/07_widgets.ipynb #2
-import contextlib, errno, glob, html, io, json, os, time, warnings, weakref
+import contextlib, errno, filecmp, glob, html, io, json, os, time, warnings, weakref
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 from fastcore.basics import patch
 from filelock import FileLock, Timeout
 
-from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, ISSUE_COLUMNS, QUALITY_ISSUES, atomic_write, class_items, csv_text,
+from .core import (DUPLICATE_ISSUES, IMAGE_ERRORS, IMAGE_EXTENSIONS, ISSUE_COLUMNS, QUALITY_ISSUES, atomic_write, class_items, csv_text,
                            content_hash, file_hash, in_root, issue_table, open_image, read_issues, read_labels_csv, rel_name,
                            split_folders, side_folder)
 from .images import load_rgb
@@ -270,6 +270,27 @@ def cleaned(self:CleanerState, decisions:dict=None)->pd.DataFrame:
 class StaleView(RuntimeError):
     "A change based on names that `apply_cleaning`/`undo_cleaning` has changed since"
 
+class Decided(ValueError):
+    "A change refused because the state file holds a decision it must not override (made here, in another cleaner or another kernel)"
+
+def unless(d:dict,       # A decision (or `KEEP_WITH_LABEL`)
+           actions:tuple, # Decisions in the state file it must not override, e.g. ('delete',)
+           verb:str,     # What the user did ('Keep', 'Accept'), for the message
+          )->dict:
+    "`d`, made only if the state file (read under the lock) holds none of `actions` for the image"
+    return dict(d, unless=tuple(actions), verb=verb)
+
+def _refusal(name, a, verb)->str:
+    if a == 'delete': return f"{name} is deleted: {verb} leaves it deleted; to bring it back, click Delete again (or press d)"
+    return f"{name} is {dict(keep='kept', relabel='relabelled').get(a, a)} by your choice: {verb} leaves it so (Keep only or Delete change it)"
+
+def _conditions(disk:dict, updates:dict)->dict:
+    "`updates` without their `unless` conditions; `Decided` when the state file's decisions fail one"
+    for name, d in updates.items():
+        a = disk['decisions'].get(name, {}).get('action')
+        if isinstance(d, dict) and a in d.get('unless', ()): raise Decided(_refusal(name, a, d.get('verb', 'this')))
+    return {n: {k: v for k, v in d.items() if k not in ('unless', 'verb')} if isinstance(d, dict) else d for n, d in updates.items()}
+
 @patch
 def _check_change(self:CleanerState, updates:dict):
     for name, d in updates.items():
@@ -318,6 +339,8 @@ def change(self:CleanerState, updates:dict, # {name: decision dict (`action`, `l
         if generation is not None and disk['generation'] != generation:
             self._adopt(disk)
             raise StaleView("files were moved by apply_cleaning or undo_cleaning since this view was built")
+        try: updates = _conditions(disk, updates)
+        except Decided: self._adopt(disk); raise
         self._check_change(updates)
         for name, d in updates.items():
             if d == UNDELETE: d = None if disk['decisions'].get(name, {}).get('action') == 'delete' else disk['decisions'].get(name)
@@ -755,7 +778,7 @@ class ImageCleaner:
         gone = sorted({f for f in issues.file if isinstance(f, str) and f and f not in self.state.label_of}) if issues is not None else []
         if gone: stale.append(f"{len(gone)} images of the audit are no longer in the dataset (e.g. {gone[0]}: moved or removed since, as "
                               "apply_cleaning does): their findings are left out; run the audit again to check the dataset as it is")
-        self.warnings = [str(w.message) for w in said] + audit_warnings(issues) + stale + _interrupted(self.path)
+        self.warnings = [str(w.message) for w in said] + audit_warnings(issues) + stale + _interrupted(self.path) + _old_trash(self.path)
         if rows is None: rows = review_table(mode, losses=losses if mode == 'losses' else None, issues=issues, items=self.state.items)
         self.rows = self._with_splits(issue_table(rows))
         self.size = size or auto_size(self.path/f for f in self.rows.file if f in self.state.label_of)
@@ -775,6 +798,14 @@ def _interrupted(path)->list:
     what = dict(moving="an apply_cleaning was interrupted: run apply_cleaning(path) to finish it, or undo_cleaning(path) to roll it back",
                 undoing="an undo_cleaning was interrupted: run undo_cleaning(path) again to finish it")
     return [what[status]] if status in what else []
+
+def _old_trash(path)->list:
+    "A warning when `path/_trash` (the trash of older versions, which fastai's loaders walk) holds image files"
+    old = Path(path)/'_trash'
+    if not any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in old.rglob('*')): return []   # none, or empty folders only
+    return [f"{old} holds images an earlier apply_cleaning deleted, and fastai's get_image_files (DataBlock, "
+            f"ImageDataLoaders.from_folder) reads them with their old labels; once you no longer need undo_cleaning for "
+            f"them, move that folder out of the dataset (deletions now go to {TRASH!r})"]
 
 def _fresh(issues, path)->tuple:
     "(`issues` less the findings about files whose content changed since the audit (their `hash` differs), [a note saying so])"
@@ -967,6 +998,7 @@ def _change(self:ImageCleaner, updates:dict)->bool:
     try: self.state.change(updates, generation=self.generation, timeout=5)
     except StaleView as e:
         self.message.value = f"<b>Not saved:</b> {html.escape(str(e))}; the view now shows the new names, click again"; return False
+    except Decided as e: self.message.value = html.escape(str(e)); return False   # the state file's decision, read under the lock
     except (Timeout, ValueError, KeyError, OSError) as e:   # locked by an apply, a state file that cannot be read, a disk error
         for n in updates:   # the buttons go back to what the state says
             if n in self.tiles: self.tiles[n].update()
@@ -982,24 +1014,17 @@ def delete(self:ImageCleaner, name:str, on:bool=True):
 
 # %% ../nbs/07_widgets.ipynb #106
 @patch
-def _still_deleted(self:ImageCleaner, name:str, verb:str)->bool:
-    "True, saying so in the status line, when `name` is deleted: `verb` (Keep, Accept) must not take the deletion back unseen"
-    if not self.state.is_deleted(name): return False
-    self.message.value = f"{html.escape(name)} is deleted: {verb} leaves it deleted; to bring it back, click Delete again (or press d)"
-    return True
-
-@patch
 def keep(self:ImageCleaner, name:str):
     "Mark `name` reviewed and kept; a deleted `name` stays deleted (take the deletion back with `delete(name, on=False)`)"
-    if self._still_deleted(name, 'Keep'): return False
-    return self._change({name: dict(action='keep')})
+    return self._change({name: unless(dict(action='keep'), ('delete',), 'Keep')})   # deleted or not: the state file says, under the lock
 
 # %% ../nbs/07_widgets.ipynb #107
 @patch
-def relabel(self:ImageCleaner, name:str, label:str):
-    "Give `name` the label `label`"
+def relabel(self:ImageCleaner, name:str, label:str, unless_deleted:str=None):
+    "Give `name` the label `label`; with `unless_deleted` (the verb, e.g. 'Accept') not when it is deleted"
     own = label == self.state.label_of.get(name)
-    return self._change({name: dict(action='keep') if own else dict(action='relabel', label=label)})
+    d = dict(action='keep') if own else dict(action='relabel', label=label)
+    return self._change({name: unless(d, ('delete',), unless_deleted) if unless_deleted else d})
 
 # %% ../nbs/07_widgets.ipynb #108
 @patch
@@ -1009,11 +1034,13 @@ def _row(self:ImageCleaner, name):
     return r.iloc[0]
 
 @patch
-def keep_only(self:ImageCleaner, name:str, group=None):
-    "Keep `name` and delete the other images of its duplicate group `group` (default its first group; one click)"
+def keep_only(self:ImageCleaner, name:str, group=None, verb:str=None):
+    "Keep `name` and delete the other images of its duplicate group `group` (default its first); with `verb` ('Accept') only where that overrides no decision"
     group = self._row(name).group if group is None or pd.isna(group) else group
     g = self.rows[self.rows.group == group] if group >= 0 else self._row(name).to_frame().T
-    return self._change({f: KEEP_WITH_LABEL if f == name else dict(action='delete') for f in g.file if f in self.state.label_of})
+    ups = {f: KEEP_WITH_LABEL if f == name else dict(action='delete') for f in g.file if f in self.state.label_of}
+    if verb: ups = {f: unless(d, ('delete',) if f == name else ('keep', 'relabel'), verb) for f, d in ups.items()}
+    return self._change(ups)
 
 # %% ../nbs/07_widgets.ipynb #109
 @patch
@@ -1025,14 +1052,13 @@ def _suggestion(self:ImageCleaner, r)->str:
 @patch
 def accept(self:ImageCleaner, name:str, group=None):
     "Take the model's suggestion for `name`: its label, or in its duplicate group `group` (default its first) the suggested keeper"
-    if self._still_deleted(name, 'Accept'): return False
     r = self._row(name) if group is None or pd.isna(group) else self.rows[(self.rows.file == name) & (self.rows.group == group)].iloc[0]
     if self.mode == 'duplicates' or r.issue in DUPLICATE_ISSUES:
         keeper = r.suggestion if r.suggestion in self.state.label_of else name
-        return self.keep_only(keeper, r.group)
+        return self.keep_only(keeper, r.group, verb='Accept')   # never over a Delete, Keep or label the user gave one of the group
     s = self._suggestion(r)
     if not s: self.message.value = f"no suggestion for {html.escape(name)}: use Keep, Delete or a label"; return False
-    return self.relabel(name, s)
+    return self.relabel(name, s, unless_deleted='Accept')
 
 # %% ../nbs/07_widgets.ipynb #111
 @patch
@@ -1129,8 +1155,10 @@ def check_trash(trash:str,      # Folder name relative to the dataset root
                )->str:          # `trash` as a POSIX path
     "`trash` if it is a folder inside the root that no stage takes for a class; warns about one that fastai walks"
     p = PurePosixPath(str(trash))
-    if not str(trash) or p.is_absolute() or '..' in p.parts:
+    if not str(trash) or not p.parts or p.is_absolute() or '..' in p.parts:   # '.' and './' are the root itself
         raise ValueError(f"trash={trash!r} must be a folder inside the dataset root, such as {TRASH!r}")
+    if p.parts[0] in ('.imgclean_cache', STATE_FILE, APPLY_LOG, CLEANED_CSV):
+        raise ValueError(f"trash={trash!r}: imgclean keeps its own files there; use another name, such as {TRASH!r}")
     hidden = '.' + p.parts[0].lstrip('_.')
     if not p.parts[0].startswith(('_', '.')):
         raise ValueError(f"trash={trash!r} would be read as a class folder (deleted images would come back as a class); "
@@ -1235,6 +1263,14 @@ def _link_text(m, at:Path, root:Path, back:bool)->str:
     return m['link'] if os.path.isabs(m['link']) else os.path.relpath(root/m['target'], at.parent)
 
 # %% ../nbs/07_widgets.ipynb #150
+def _rewritten(fn:Path, m:dict)->bool:
+    "Is `fn` a plain file at the place move `m` put its file, rewritten in place since (a resize by `verify_dataset`: new inode)?"
+    return 'link' not in m and fn.is_file() and not fn.is_symlink()
+
+def _same_bytes(a:Path, b:Path, m:dict)->bool:
+    "Do the plain files `a` and `b` hold the same bytes (a refetch put the file back already)?"
+    return 'link' not in m and _rewritten(b, m) and filecmp.cmp(a, b, shallow=False)
+
 def run_move(root:Path,       # Dataset root
              m:dict,          # A move from `plan_moves` or a journal
              back:bool=False, # Undo it
@@ -1246,10 +1282,14 @@ def run_move(root:Path,       # Dataset root
     if at_b and at_a:   # killed between link and unlink: the same file at both ends
         os.unlink(a); return False
     if at_b: return False
-    if not at_a:
+    if not at_a and not (back and _rewritten(a, m)):   # going back, the file at the place apply put it is the user's, even rewritten
         raise FileNotFoundError(f"{a.relative_to(root)} is not the file this move recorded (moved or replaced by hand?); "
                                 "put it back or move the log away")
-    if os.path.lexists(b): raise FileExistsError(f"{b.relative_to(root)} exists and is another file; move it away, then run again")
+    if os.path.lexists(b):
+        if back and _same_bytes(a, b, m): os.unlink(a); return False   # back already (a refetch): `b` is a second copy, so `a` is not the only one
+        what = 'undo_cleaning(path)' if back else 'apply_cleaning(path)'
+        raise FileExistsError(f"{b.relative_to(root)} exists and is a different file from {a.relative_to(root)}, which it would "
+                              f"replace: move {b.relative_to(root)} out of the dataset (or delete it if you do not need it), then run {what} again")
     _place(a, b, m, root, _link_text(m, b, root, back))
     return True
 
@@ -1308,10 +1348,8 @@ def apply_cleaning(path:Path,             # Dataset root
                 print(f"nothing to apply: no deletions or relabels in {st.state_path}; no files moved, no log written")
                 return _moves_table([])
             if rec: os.replace(j.fn, _earlier_logs(j.fn, new=True))
-            if trash != '_trash' and (st.path/'_trash').is_dir():   # the old default trash, which fastai reads
-                warnings.warn(f"{st.path/'_trash'} holds images an earlier apply_cleaning deleted, and fastai's get_image_files "
-                              f"(DataBlock, ImageDataLoaders.from_folder) reads them with their old labels; once you no longer "
-                              f"need undo_cleaning for them, move that folder out of the dataset (deletions now go to {trash!r})")
+            if trash != '_trash':   # the old default trash, which fastai reads
+                for w in _old_trash(st.path): warnings.warn(w.replace(repr(TRASH), repr(trash)))
             rec = dict(version=2, status='moving', trash=check_trash(trash, warn=False), generation=st.generation, decisions=st.decisions, moves=moves)
             j.write(rec)
         else: warnings.warn(f"resuming the apply interrupted in {j.fn}")

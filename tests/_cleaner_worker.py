@@ -39,6 +39,7 @@ def click(c, op):
     elif kind == 'keep':                   # a deleted tile's Keep is disabled: no event
         if t.kp.disabled: return False
         t.kp.click()
+        if 'Keep leaves it deleted' in c.message.value: return False   # deleted by the other process: the state file says so, under the lock
     elif kind == 'keep_only': t.ok.click()
     else: raise ValueError(f"unknown op {op}")
 

@@ -585,3 +585,16 @@ def test_an_empty_path_argument_is_refused(capsys, tmp_path):
     for args in (('train', ''), ('verify', ' '), ('download', tmp_path, ''), ('predict', tmp_path/'export.pkl', '')):
         code, out, err = run(capsys, *args)
         assert code == 2 and 'is empty; pass a path' in err and len(err.strip().splitlines()) <= 3, (args, code, err)
+
+
+def test_apply_after_an_interrupted_undo_is_a_one_line_error_naming_the_command(capsys, class_folders):
+    "tryG/11: the log left 'undoing' by a killed undo; `imgclean apply` says to run `imgclean apply DEST --undo`, no traceback"
+    import json
+    from imgclean.widgets import APPLY_LOG, CleanerState, apply_cleaning
+    CleanerState(class_folders).delete('circle/000.png'); apply_cleaning(class_folders)
+    log = class_folders/APPLY_LOG; d = json.loads(log.read_text()); d['status'] = 'undoing'; log.write_text(json.dumps(d))
+    code, out, err = run(capsys, 'apply', class_folders)
+    assert code == 2 and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert f"run `imgclean apply {class_folders} --undo` again" in err
+    code, out, err = run(capsys, 'apply', class_folders, '--undo')
+    assert code == 0 and 'moved 1 files back' in out, err

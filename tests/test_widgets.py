@@ -260,12 +260,15 @@ def test_hostile_apply_log_moves_nothing(root, tmp_path):
         assert files(root) == before and outside.read_bytes() == b'x'
     (root/APPLY_LOG).write_text(json.dumps(dict(status='applied', trash='deleted', moves=[], decisions={})))
     with pytest.raises(ValueError, match="use a name starting with '.'"): undo_cleaning(root)
-    # a well-formed log whose recorded file is not the one on disk: that file is not touched, and the undo says so
+    # a well-formed log whose recorded file is not the one on disk: an apply (resumed) does not move it
     shutil_src = dict(good, ino=good['ino'] + 12345)
+    (root/APPLY_LOG).write_text(json.dumps(dict(status='moving', trash='_trash', moves=[shutil_src], decisions={}, generation=0)))
+    with pytest.raises(FileNotFoundError, match='not the file this move recorded'): apply_cleaning(root)
+    assert files(root) == before
+    # an undo puts back the plain file at the place the log names even when rewritten since (verify's resize), never over another file
     (root/'_trash/T/circle').mkdir(parents=True); os.rename(root/'circle/000.png', root/'_trash/T/circle/000.png')
     (root/APPLY_LOG).write_text(json.dumps(dict(status='applied', trash='_trash', moves=[shutil_src], decisions={})))
-    with pytest.warns(UserWarning, match='1 of 1 files could not be put back'): assert undo_cleaning(root) == 0
-    assert (root/'_trash/T/circle/000.png').exists() and not (root/'circle/000.png').exists()
+    assert undo_cleaning(root) == 1 and files(root) == before
 
 
 def test_review_after_an_apply_then_undo_keeps_the_later_clicks(root, capsys):
@@ -929,3 +932,80 @@ def test_clicks_do_not_list_the_dataset_again_unless_files_changed(root, monkeyp
     (root/'circle'/'new.png').write_bytes((root/'circle'/'000.png').read_bytes())   # a file added by another tool: seen at the next click
     c.keep(c.order[2])
     assert len(calls) == 1 and 'circle/new.png' in set(cleaned(root).name)
+
+
+def test_undo_after_a_refetch_of_the_same_bytes_finishes(root):
+    "A refetch put the same image back where undo would restore it: the undo counts it as back and finishes (tryG/5)"
+    st = CleanerState(root); st.delete('circle/000.png'); st.relabel('square/001.png', 'triangle')
+    data = {n: (root/n).read_bytes() for n in ('circle/000.png', 'square/001.png')}
+    apply_cleaning(root)
+    for n, b in data.items(): (root/n).write_bytes(b)            # as download_images(..., refetch_removed=True) does
+    undo_cleaning(root)
+    assert not (root/APPLY_LOG).exists() and {n: (root/n).read_bytes() for n in data} == data
+    assert not (root/'triangle/001_1.png').exists() and not list((root/TRASH).rglob('*.png'))   # no second copy left behind
+    assert st.decisions['square/001.png'] == dict(action='relabel', label='triangle')
+
+
+def test_undo_onto_a_different_file_says_what_to_do(root):
+    st = CleanerState(root); st.relabel('square/001.png', 'triangle')
+    apply_cleaning(root)
+    (root/'square/001.png').write_bytes(b'another file')
+    with pytest.raises(FileExistsError, match=r"move square/001.png out of the dataset .* then run undo_cleaning\(path\) again"): undo_cleaning(root)
+    assert (root/'triangle/001_1.png').exists()              # nothing lost
+    os.unlink(root/'square/001.png')
+    assert undo_cleaning(root) == 1 and (root/'square/001.png').exists() and not (root/APPLY_LOG).exists()
+
+
+def test_undo_moves_back_a_file_rewritten_in_place(root):
+    "verify_dataset(max_size=...) rewrote a relabelled file (new inode): it is still the user's file, and goes back (tryG/17)"
+    from PIL import Image
+    st = CleanerState(root); st.relabel('square/001.png', 'triangle')
+    apply_cleaning(root)
+    fn = root/'triangle/001_1.png'; Image.open(fn).resize((8, 8)).save(root/'tmp.png'); os.replace(root/'tmp.png', fn)   # as verify's atomic write
+    with warnings.catch_warnings(): warnings.simplefilter('error'); assert undo_cleaning(root) == 1
+    assert Image.open(root/'square/001.png').size == (8, 8) and not fn.exists()
+    assert st.decisions == {'square/001.png': dict(action='relabel', label='triangle')}
+
+
+def test_accept_in_a_duplicate_group_never_overrides_the_users_choice(root):
+    "d on the suggested keeper, then Enter on its pair: nothing changes and the status line says why (tryG/3a)"
+    issues = issues_table()
+    c = ImageCleaner(root, issues=issues, mode='duplicates', batch_size=5)
+    st = c.state
+    c.delete('circle/001.png')                                 # the suggested keeper of group 0: the user prefers circle/002.png
+    assert c.accept('circle/002.png') is False
+    assert st.decisions == {'circle/001.png': dict(action='delete')} and 'circle/001.png is deleted: Accept' in c.message.value
+    c.keep('square/002.png'); c.relabel('triangle/003.png', 'circle')   # group 1: the user decided both
+    assert c.accept('square/002.png') is False and 'triangle/003.png is relabelled' in c.message.value
+    assert st.action('triangle/003.png') == 'relabel'
+    c.delete('circle/001.png', on=False); assert c.accept('circle/002.png') is not False   # no decision in the way: accept works
+    assert st.decisions['circle/002.png'] == dict(action='delete')
+
+
+def test_keep_in_a_stale_kernel_leaves_another_kernels_deletion(root):
+    "Another process deleted an image after this cleaner read the state: Keep and Accept here leave it deleted (tryG/3c)"
+    c = ImageCleaner(root, issues=issues_table(), mode='losses', batch_size=8)
+    _other_kernel(root, "st.delete('square/001.png'); st.delete('triangle/002.png')")
+    assert c.keep('square/001.png') is False and 'square/001.png is deleted: Keep leaves it deleted' in c.message.value
+    assert c.accept('triangle/002.png') is False
+    assert state(root)['decisions'] == {'square/001.png': dict(action='delete'), 'triangle/002.png': dict(action='delete')}
+    assert c.state.is_deleted('square/001.png')              # the view follows the file now
+
+
+@pytest.mark.parametrize('trash', ['.', './', '.imgclean_cache', '.imgclean_cache/trash'])
+def test_trash_that_is_the_root_or_our_cache_is_a_clear_error(root, trash):
+    "tryG/15: trash='.' was an IndexError; '.imgclean_cache' mixed deleted images with the cache"
+    CleanerState(root).delete('circle/000.png')
+    with pytest.raises(ValueError, match=f"trash={trash!r}"): apply_cleaning(root, trash=trash)
+    assert (root/'circle/000.png').exists() and not (root/APPLY_LOG).exists()
+
+
+def test_an_old_underscore_trash_with_images_is_reported_when_a_cleaner_opens(root):
+    "tryG/2: images left in _trash by an older version are said at open, not only by a new apply; empty folders say nothing"
+    CleanerState(root).delete('circle/000.png')
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); apply_cleaning(root, trash='_trash')
+    assert any('_trash holds images' in w for w in ImageCleaner(root).warnings)
+    undo_cleaning(root)                                      # leaves _trash/<stamp>/circle/, empty
+    assert (root/'_trash').is_dir() and not any('_trash holds images' in w for w in ImageCleaner(root).warnings)
+    CleanerState(root).delete('square/000.png')
+    with warnings.catch_warnings(): warnings.simplefilter('error'); apply_cleaning(root)   # no warning about an empty _trash
