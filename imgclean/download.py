@@ -593,11 +593,17 @@ def _listing(root, classes)->tuple:
 
 _REMOVED = 'removed earlier'   # the reason of a URL whose file was removed after it was downloaded: not fetched again
 
-def _removed(o, files, names)->str:
-    "Why the URL of the earlier manifest row `o` is not fetched again (its file was removed since: by you, a cleaning or verify), or ''"
+_RELABELLED = '; relabelled: not fetched again, even with refetch_removed)'
+
+def _removed(o, files, names, refetch=False)->str:
+    "Why the URL of the earlier manifest row `o` is not fetched again (its file is in another class folder now; or was removed since, unless `refetch`), or ''"
     if o['status'] == 'ok' and o['file'] not in files:
-        to = names.get(o['file'].rsplit('/', 1)[-1])   # relabelled: moved to another class folder
-        return f"{_REMOVED} ({o['file']} " + (f"moved to {to})" if to else "deleted or moved since it was downloaded)")
+        to = names.get(o['file'].rsplit('/', 1)[-1])   # relabelled: moved to another class folder, so never fetched into the old one
+        if to: return f"{_REMOVED} ({o['file']} moved to {to}{_RELABELLED}"
+        return '' if refetch else f"{_REMOVED} ({o['file']} deleted or moved since it was downloaded)"
+    if o['status'] == 'skipped' and (m := re.match(rf"{_REMOVED} \(\S+ moved to (.+){re.escape(_RELABELLED)}$", o['reason'])):
+        return o['reason'] if m[1] in files else ('' if refetch else o['reason'])   # still relabelled; else gone since
+    if refetch: return ''
     if o['status'] == 'failed' and re.match(r'verify: .* \(moved to quarantine/', o['reason']): return f"{_REMOVED} ({o['reason']})"   # verify_dataset's
     return o['reason'] if o['status'] == 'skipped' and o['reason'].startswith(_REMOVED) else ''
 
@@ -616,7 +622,7 @@ def _resume(jobs, root, old, refetch_removed=False):
         found = stems.get((r['class'], _file_stem(r['url'], r['class']))) or stems.get((r['class'], _file_stem(r['url'])))   # or named by an older version
         if o and o['status'] == 'ok' and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found, root)
-        elif o and not refetch_removed and (why := _removed(o, files, names)):
+        elif o and (why := _removed(o, files, names, refetch_removed)):
             r.update({k: o[k] for k in ('bytes', 'width', 'height', 'hash')}, status='skipped', reason=why, file=''); continue
         else: todo.append(r); continue
         same = [f for f in hashes.get(r['hash'], []) if f.split('/')[0] == r['class'] and f != r['file']]
@@ -1403,12 +1409,13 @@ def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or 
         gone = df.reason.str.startswith(_REMOVED)   # said apart, with what to do
         why = df[(df.status != 'ok') & ~gone].reason.str.replace(short, '', regex=True).value_counts()
         if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
-        if gone.any(): s += (f". {int(gone.sum())} URLs skipped: {_REMOVED} (deleted, relabelled or quarantined after they were downloaded; "
-                             "refetch_removed=True, or --refetch-removed, fetches them again)")
         up = df.attrs.get('startup', 0) if secs and df.attrs.get('startup', 0) >= 1 else 0   # starting Ray
         if secs and new: s += f". {new/(secs - up):.1f} files/s over {secs - up:.1f}s"
         elif secs: s += f" in {secs - up:.1f}s"
-        return s + (f" (and {up:.1f}s starting Ray)." if up else '.')
+        s += f" (and {up:.1f}s starting Ray)." if up else '.'
+        if gone.any(): s += (f" {int(gone.sum())} URLs skipped: {_REMOVED} (deleted, relabelled or quarantined after they were downloaded); "
+                             "refetch_removed=True, or --refetch-removed, fetches the deleted and quarantined ones again (relabelled ones stay in their new class).")
+        return s
     bad = df[~df.ok.astype(bool)]
     s = f"{len(df)} files checked: {int(df.ok.sum())} ok, {len(bad)} quarantined"
     if 'resized' in df.columns: s += f", {int(df.resized.sum())} resized"

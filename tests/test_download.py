@@ -834,13 +834,32 @@ def test_a_rerun_does_not_fetch_again_what_was_removed_relabelled_or_quarantined
     df2 = download_images(urls, d, **FAST).set_index('url')
     assert {k: v for k, v in server.hits.items() if before.get(k) != v} == {'/img/5.jpg?removed-test': 1}   # only the new URL was fetched
     assert list(df2.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'], list(df2.reason)
-    assert df2.reason[urls['a'][1]] == f"removed earlier ({moved} moved to b/{Path(moved).name})"
+    assert df2.reason[urls['a'][1]] == f"removed earlier ({moved} moved to b/{Path(moved).name}; relabelled: not fetched again, even with refetch_removed)"
     assert df2.reason[q].startswith('removed earlier (verify: too small'), df2.reason[q]
     assert '3 URLs skipped: removed earlier' in summarize_downloads(df2.reset_index())
     df3 = download_images(urls, d, **FAST).set_index('url')    # a third run still remembers
     assert list(df3.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'] and server.hits['/img/5.jpg?removed-test'] == 1
-    df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: fetched again
-    assert list(df4.status[urls['a']]) == ['ok']*5 and list(df4.reason[urls['a'][:3]]) == ['']*3, list(df4.reason)
+    df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: the deleted and the quarantined fetched again
+    assert list(df4.status[urls['a']]) == ['ok', 'skipped', 'ok', 'ok', 'ok'] and list(df4.reason[[urls['a'][0], q]]) == ['']*2, list(df4.reason)
+
+
+def test_refetch_removed_never_fetches_a_relabelled_image_into_its_old_class(server, tmp_path):
+    "A URL whose file was moved to another class folder stays skipped with refetch_removed, on every rerun; the summary says which come back"
+    urls = {'a': [server.img_url('0.jpg') + '?relabel', server.img_url('1.jpg') + '?relabel'], 'b': [server.img_url('4.jpg') + '?relabel']}
+    d = tmp_path/'d'
+    df = download_images(urls, d, **FAST).set_index('url')
+    moved = df.file[urls['a'][0]]; (d/moved).replace(d/'b'/Path(moved).name)        # relabelled a -> b
+    (d/df.file[urls['a'][1]]).unlink()                                             # deleted
+    for _ in range(2):   # the second refetch run reads the first one's 'skipped' row
+        df2 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')
+        assert list(df2.status[urls['a']]) == ['skipped', 'ok'], list(df2.reason)
+        assert 'relabelled: not fetched again' in df2.reason[urls['a'][0]]
+        assert sorted(p.name for p in (d/'a').iterdir()) == [Path(df.file[urls['a'][1]]).name]   # no second copy of the relabelled image
+    (d/'b'/Path(moved).name).unlink()   # the relabelled file deleted too: now refetch_removed brings it back
+    df3 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')
+    assert list(df3.status[urls['a']]) == ['ok', 'ok'], list(df3.reason)
+    s = summarize_downloads(df2.reset_index())
+    assert 'already there) in ' in s and 'relabelled ones stay in their new class' in s, s
 
 
 @pytest.mark.parametrize('kw,msg', [
