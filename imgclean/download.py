@@ -1247,6 +1247,9 @@ def _check_numbers(o:dict):
         v = o.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0):
             raise ValueError(f"{k}={v!r}: pass a number of seconds above 0 (or leave it out for the default)")
+    p = o.get('processes')   # a whole number: 2.5 or '2' would fail later, after the folders are made
+    if p is not None and (isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 1):
+        raise ValueError(f"processes={p!r}: pass a whole number, 1 for threads in this process only, more for download processes, or None for one per core")
 
 # %% ../nbs/01_download.ipynb #77
 def _options(form, kw):
@@ -1256,7 +1259,6 @@ def _options(form, kw):
         if o.get(k) is None: o[k] = v
     _check_numbers(o)
     if o.get('max_retry_wait') is None: o['max_retry_wait'] = o.get('total_timeout') or o['timeout']   # a Retry-After as long as a fetch may take
-    if o.get('processes') is not None and o['processes'] < 1: raise ValueError(f"processes={o['processes']}: pass 1 for threads in this process only, more for download processes, or None for one per core")
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
 

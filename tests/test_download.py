@@ -867,6 +867,8 @@ def test_refetch_removed_never_fetches_a_relabelled_image_into_its_old_class(ser
     (dict(timeout=0), r'timeout=0: pass a number of seconds above 0'), (dict(timeout=-2), r'timeout=-2: pass a number of seconds above 0'),
     (dict(max_pics=-1), r'max_pics=-1: pass a number, at least 1 \(images kept per class; None for no limit\)'),
     (dict(n_workers=-3), 'n_workers=-3'), (dict(idle_timeout=0), 'idle_timeout=0'), (dict(per_host='4'), "per_host='4': pass a number"),
+    (dict(processes='2'), r"processes='2': pass a whole number"), (dict(processes=2.5), r"processes=2.5: pass a whole number"),
+    (dict(processes=0), r"processes=0: pass a whole number"), (dict(processes=True), r"processes=True: pass a whole number"),
 ])
 def test_numbers_out_of_range_are_refused_before_any_work(server, tmp_path, kw, msg):
     "per_host=0 used to wait for a slot for ever; the others were taken as they came. Refused before a folder is made or a URL fetched"
