@@ -607,6 +607,11 @@ def _removed(o, files, names, refetch=False)->str:
     if o['status'] == 'failed' and re.match(r'verify: .* \(moved to quarantine/', o['reason']): return f"{_REMOVED} ({o['reason']})"   # verify_dataset's
     return o['reason'] if o['status'] == 'skipped' and o['reason'].startswith(_REMOVED) else ''
 
+def _back(o, files):
+    "The earlier row `o`, `ok` again when it says its file was removed and that file is back in `files` (an undo of the cleaning)"
+    m = o and o['status'] == 'skipped' and re.match(rf"{_REMOVED} \((.+?) (?:moved to |deleted or moved since)", o['reason'])
+    return {**o, 'status': 'ok', 'reason': '', 'file': m[1]} if m and m[1] in files else o
+
 def _earlier(old)->dict:
     "`{(class, url): row}` of the manifest `old`: a URL's row that stored a file first, then one saying it was removed"
     rank = lambda o: (o['status'] == 'ok', o['reason'].startswith((_REMOVED, 'verify: ')))
@@ -618,7 +623,7 @@ def _resume(jobs, root, old, refetch_removed=False):
     files, stems = _listing(root, {r['class'] for r in jobs})
     names = {f.rsplit('/', 1)[-1]: f for f in files}
     for r in jobs:
-        o = prev.get((r['class'], r['url']))
+        o = _back(prev.get((r['class'], r['url'])), files)
         found = stems.get((r['class'], _file_stem(r['url'], r['class']))) or stems.get((r['class'], _file_stem(r['url'])))   # or named by an older version
         if o and o['status'] == 'ok' and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found, root)

@@ -862,6 +862,19 @@ def test_refetch_removed_never_fetches_a_relabelled_image_into_its_old_class(ser
     assert 'already there) in ' in s and 'relabelled ones stay in their new class' in s, s
 
 
+def test_a_preserved_name_file_back_after_an_undo_is_ok_again(server, tmp_path):
+    "preserve_filename=True: a file removed (a rerun says 'removed earlier'), then put back where the manifest said, is ok again on the next rerun"
+    urls = {'a': [server.img_url('0.jpg') + '?undo', server.img_url('1.jpg') + '?undo'], 'b': [server.img_url('2.jpg') + '?undo']}
+    d = tmp_path/'d'
+    df = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    fn = d/df.file[urls['a'][0]]; fn.replace(tmp_path/'trash.jpg')       # a cleaning moves it to its trash
+    df2 = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    assert df2.status[urls['a'][0]] == 'skipped', list(df2.reason)
+    (tmp_path/'trash.jpg').replace(fn)                                     # the undo puts it back
+    df3 = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    assert (df3.status == 'ok').all() and df3.file[urls['a'][0]] == df.file[urls['a'][0]], list(df3.reason)
+
+
 @pytest.mark.parametrize('kw,msg', [
     (dict(per_host=0), r'per_host=0: pass a number, at least 1'), (dict(retries=-1), r'retries=-1: pass a number, at least 0'),
     (dict(timeout=0), r'timeout=0: pass a number of seconds above 0'), (dict(timeout=-2), r'timeout=-2: pass a number of seconds above 0'),
