@@ -595,10 +595,13 @@ _REMOVED = 'removed earlier'   # the reason of a URL whose file was removed afte
 
 _RELABELLED = '; relabelled: not fetched again, even with refetch_removed)'
 
-def _removed(o, files, names, refetch=False)->str:
+def _size(p)->int: return p.fs.size(p.path) if isinstance(p, _FsPath) else p.stat().st_size
+
+def _removed(o, files, names, refetch=False, root=None)->str:
     "Why the URL of the earlier manifest row `o` is not fetched again (its file is in another class folder now; or was removed since, unless `refetch`), or ''"
     if o['status'] == 'ok' and o['file'] not in files:
         to = names.get(o['file'].rsplit('/', 1)[-1])   # relabelled: moved to another class folder, so never fetched into the old one
+        if to and root is not None and o['bytes'] and _size(root/to) != int(float(o['bytes'])): to = None   # a preserved name: another image of that name
         if to: return f"{_REMOVED} ({o['file']} moved to {to}{_RELABELLED}"
         return '' if refetch else f"{_REMOVED} ({o['file']} deleted or moved since it was downloaded)"
     if o['status'] == 'skipped' and (m := re.match(rf"{_REMOVED} \(\S+ moved to (.+){re.escape(_RELABELLED)}$", o['reason'])):
@@ -627,7 +630,7 @@ def _resume(jobs, root, old, refetch_removed=False):
         found = stems.get((r['class'], _file_stem(r['url'], r['class']))) or stems.get((r['class'], _file_stem(r['url'])))   # or named by an older version
         if o and o['status'] == 'ok' and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found, root)
-        elif o and (why := _removed(o, files, names, refetch_removed)):
+        elif o and (why := _removed(o, files, names, refetch_removed, root)):
             r.update({k: o[k] for k in ('bytes', 'width', 'height', 'hash')}, status='skipped', reason=why, file=''); continue
         else: todo.append(r); continue
         same = [f for f in hashes.get(r['hash'], []) if f.split('/')[0] == r['class'] and f != r['file']]

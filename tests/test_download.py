@@ -875,6 +875,18 @@ def test_a_preserved_name_file_back_after_an_undo_is_ok_again(server, tmp_path):
     assert (df3.status == 'ok').all() and df3.file[urls['a'][0]] == df.file[urls['a'][0]], list(df3.reason)
 
 
+def test_refetch_removed_fetches_a_deleted_preserved_name_though_another_class_has_that_name(server, tmp_path):
+    "preserve_filename=True: a/0.jpg deleted while b holds another image named 0.jpg is deleted, not relabelled: refetch_removed brings it back"
+    urls = {'a': [server.img_url('0.jpg') + '?samename'], 'b': [server.img_url('4.jpg') + '?samename']}
+    d = tmp_path/'d'
+    df = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    assert df.bytes[urls['a'][0]] != df.bytes[urls['b'][0]]
+    (d/df.file[urls['a'][0]]).unlink()                                                   # deleted
+    (d/df.file[urls['b'][0]]).replace(d/'b'/Path(df.file[urls['a'][0]]).name)            # another image that happens to have its name
+    df2 = download_images(urls, d, preserve_filename=True, refetch_removed=True, **FAST).set_index('url')
+    assert df2.status[urls['a'][0]] == 'ok' and (d/df.file[urls['a'][0]]).exists(), list(df2.reason)
+
+
 @pytest.mark.parametrize('kw,msg', [
     (dict(per_host=0), r'per_host=0: pass a number, at least 1'), (dict(retries=-1), r'retries=-1: pass a number, at least 0'),
     (dict(timeout=0), r'timeout=0: pass a number of seconds above 0'), (dict(timeout=-2), r'timeout=-2: pass a number of seconds above 0'),
