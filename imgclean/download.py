@@ -1134,7 +1134,7 @@ def _stop_on_eof(fd, state):
 
 def _serve_shard():
     "A download process: one shard (root, options, rows, shard file) from stdin; progress, then (rows, verdicts, rejected) on stdout"
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # no Ctrl-C while starting; then it stops us as it stops the run
+    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)   # no Ctrl-C (or SIGTERM) while starting; then it stops us as it stops the run
     out, lock, state = os.fdopen(os.dup(1), 'wb'), threading.Lock(), dict(done=False, n=0, t=time.monotonic())
     os.dup2(2, 1); sys.stdout = sys.stderr   # messages alone on the pipe; prints go to stderr
     def say(*msg):
@@ -1146,11 +1146,13 @@ def _serve_shard():
     dl = _Downloader(Path(root), o, Counter(), {})
     try:   # from here a Ctrl-C (the terminal's reaches us too) only stops the run: never a traceback
         signal.signal(signal.SIGINT, signal.default_int_handler)   # `_stop_on_eof` stops us through it
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM to the whole process group (systemd, Slurm) too: the shard file is still written
         threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), state), daemon=True).start()
         dl.run(rows, progress=tick)
     except KeyboardInterrupt: pass   # stopped: what is done is reported
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN); state['done'] = True   # a second Ctrl-C cannot cut the report short
+        for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)
+        state['done'] = True   # a second Ctrl-C (or SIGTERM) cannot cut the report short
         for r in rows:
             if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
         write_csv(pd.DataFrame(rows, columns=MANIFEST_COLS), Path(shard_fn))

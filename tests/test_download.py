@@ -467,6 +467,24 @@ def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(
     if sig != signal.SIGKILL: assert done <= set(df.url[df.reason == 'already downloaded'])
 
 
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
+def test_a_sigterm_to_the_whole_process_group_still_names_the_stored_files(tmp_path):
+    "kill -- -PGID (systemd, Slurm) reaches the download processes too: they stop as on their run's stop and write their shard files"
+    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
+    with FaultServer(files, latency=0.25) as s:
+        urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
+        code = f"from imgclean.download import download_images; download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False, verbose=False)"
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, start_new_session=True)
+        t0 = time.monotonic()
+        while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').glob('*.jpg'))) < 2:
+            assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
+        while len(_proc_children(p.pid)) < 2: assert time.monotonic() - t0 < 60; time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGTERM); p.wait(30)
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    stored = {f.relative_to(tmp_path/'d').as_posix() for f in (tmp_path/'d'/'a').glob('*.jpg')}
+    assert stored and set(man.file[man.status == 'ok']) == stored, (sorted(stored), list(man.reason))
+
+
 # ---- destinations at fsspec URLs (memory://, file://, s3://...): staged here, then uploaded ----
 import fsspec  # noqa: E402
 from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
