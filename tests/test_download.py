@@ -485,6 +485,24 @@ def test_a_sigterm_to_the_whole_process_group_still_names_the_stored_files(tmp_p
     assert stored and set(man.file[man.status == 'ok']) == stored, (sorted(stored), list(man.reason))
 
 
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
+def test_a_ctrl_c_reaching_only_the_download_processes_is_a_stop_not_a_normal_end(tmp_path):
+    "A run that ignores SIGINT (a background job) whose download processes get a Ctrl-C: it says it stopped and how to resume, and raises as a stop"
+    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
+    with FaultServer(files, latency=0.25) as s:
+        urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
+        code = (f"import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); from imgclean.download import download_images; "
+                f"download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False)")
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').glob('*.jpg'))) < 2:
+            assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
+        while len(_proc_children(p.pid)) < 2: assert time.monotonic() - t0 < 60; time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGINT); out, err = p.communicate(timeout=30)
+    assert p.returncode != 0 and 'run the same command again to resume' in err, (p.returncode, out, err[-500:])
+
+
 # ---- destinations at fsspec URLs (memory://, file://, s3://...): staged here, then uploaded ----
 import fsspec  # noqa: E402
 from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
