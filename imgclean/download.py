@@ -1406,7 +1406,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     if verbose:
         mine = df[df['class'].isin(set(lists))]; mine.attrs.update(seconds=df.attrs['seconds'], startup=df.attrs.get('startup', 0))
         print(summarize_downloads(mine))
-    if df['class'].isin(set(lists)).any() and df[df['class'].isin(set(lists))].reason.str.startswith('interrupted').any():   # the download processes were stopped (a Ctrl-C reaching them only)
+    if engine == 'local' and df[df['class'].isin(set(lists))].reason.eq('interrupted (rerun to resume)').any():   # the download processes were stopped (a Ctrl-C reaching them only), none died
         if verbose: print(_stopped_note(st.dest, lists), file=sys.stderr)
         raise KeyboardInterrupt('the download processes were stopped')   # as a stop of this process: the caller (the CLI's exit code) knows
     return df
