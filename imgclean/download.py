@@ -593,13 +593,27 @@ def _listing(root, classes)->tuple:
 
 _REMOVED = 'removed earlier'   # the reason of a URL whose file was removed after it was downloaded: not fetched again
 
-def _removed(o, files, names)->str:
-    "Why the URL of the earlier manifest row `o` is not fetched again (its file was removed since: by you, a cleaning or verify), or ''"
+_RELABELLED = '; relabelled: not fetched again, even with refetch_removed)'
+
+def _size(p)->int: return p.fs.size(p.path) if isinstance(p, _FsPath) else p.stat().st_size
+
+def _removed(o, files, names, refetch=False, root=None)->str:
+    "Why the URL of the earlier manifest row `o` is not fetched again (its file is in another class folder now; or was removed since, unless `refetch`), or ''"
     if o['status'] == 'ok' and o['file'] not in files:
-        to = names.get(o['file'].rsplit('/', 1)[-1])   # relabelled: moved to another class folder
-        return f"{_REMOVED} ({o['file']} " + (f"moved to {to})" if to else "deleted or moved since it was downloaded)")
+        to = names.get(o['file'].rsplit('/', 1)[-1])   # relabelled: moved to another class folder, so never fetched into the old one
+        if to and root is not None and o['bytes'] and _size(root/to) != int(float(o['bytes'])): to = None   # a preserved name: another image of that name
+        if to: return f"{_REMOVED} ({o['file']} moved to {to}{_RELABELLED}"
+        return '' if refetch else f"{_REMOVED} ({o['file']} deleted or moved since it was downloaded)"
+    if o['status'] == 'skipped' and (m := re.match(rf"{_REMOVED} \(\S+ moved to (.+){re.escape(_RELABELLED)}$", o['reason'])):
+        return o['reason'] if m[1] in files else ('' if refetch else o['reason'])   # still relabelled; else gone since
+    if refetch: return ''
     if o['status'] == 'failed' and re.match(r'verify: .* \(moved to quarantine/', o['reason']): return f"{_REMOVED} ({o['reason']})"   # verify_dataset's
     return o['reason'] if o['status'] == 'skipped' and o['reason'].startswith(_REMOVED) else ''
+
+def _back(o, files):
+    "The earlier row `o`, `ok` again when it says its file was removed and that file is back in `files` (an undo of the cleaning)"
+    m = o and o['status'] == 'skipped' and re.match(rf"{_REMOVED} \((.+?) (?:moved to |deleted or moved since)", o['reason'])
+    return {**o, 'status': 'ok', 'reason': '', 'file': m[1]} if m and m[1] in files else o
 
 def _earlier(old)->dict:
     "`{(class, url): row}` of the manifest `old`: a URL's row that stored a file first, then one saying it was removed"
@@ -612,11 +626,11 @@ def _resume(jobs, root, old, refetch_removed=False):
     files, stems = _listing(root, {r['class'] for r in jobs})
     names = {f.rsplit('/', 1)[-1]: f for f in files}
     for r in jobs:
-        o = prev.get((r['class'], r['url']))
+        o = _back(prev.get((r['class'], r['url'])), files)
         found = stems.get((r['class'], _file_stem(r['url'], r['class']))) or stems.get((r['class'], _file_stem(r['url'])))   # or named by an older version
         if o and o['status'] == 'ok' and o['file'] in files: r.update({k: o[k] for k in MANIFEST_COLS}, reason='already downloaded')
         elif found: _stored_row(r, found, root)
-        elif o and not refetch_removed and (why := _removed(o, files, names)):
+        elif o and (why := _removed(o, files, names, refetch_removed, root)):
             r.update({k: o[k] for k in ('bytes', 'width', 'height', 'hash')}, status='skipped', reason=why, file=''); continue
         else: todo.append(r); continue
         same = [f for f in hashes.get(r['hash'], []) if f.split('/')[0] == r['class'] and f != r['file']]
@@ -1120,7 +1134,7 @@ def _stop_on_eof(fd, state):
 
 def _serve_shard():
     "A download process: one shard (root, options, rows, shard file) from stdin; progress, then (rows, verdicts, rejected) on stdout"
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # no Ctrl-C while starting; then it stops us as it stops the run
+    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)   # no Ctrl-C (or SIGTERM) while starting; then it stops us as it stops the run
     out, lock, state = os.fdopen(os.dup(1), 'wb'), threading.Lock(), dict(done=False, n=0, t=time.monotonic())
     os.dup2(2, 1); sys.stdout = sys.stderr   # messages alone on the pipe; prints go to stderr
     def say(*msg):
@@ -1132,11 +1146,13 @@ def _serve_shard():
     dl = _Downloader(Path(root), o, Counter(), {})
     try:   # from here a Ctrl-C (the terminal's reaches us too) only stops the run: never a traceback
         signal.signal(signal.SIGINT, signal.default_int_handler)   # `_stop_on_eof` stops us through it
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM to the whole process group (systemd, Slurm) too: the shard file is still written
         threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), state), daemon=True).start()
         dl.run(rows, progress=tick)
     except KeyboardInterrupt: pass   # stopped: what is done is reported
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN); state['done'] = True   # a second Ctrl-C cannot cut the report short
+        for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)
+        state['done'] = True   # a second Ctrl-C (or SIGTERM) cannot cut the report short
         for r in rows:
             if not r['status']: r.update(status='failed', reason='interrupted (rerun to resume)')
         write_csv(pd.DataFrame(rows, columns=MANIFEST_COLS), Path(shard_fn))
@@ -1241,6 +1257,9 @@ def _check_numbers(o:dict):
         v = o.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0):
             raise ValueError(f"{k}={v!r}: pass a number of seconds above 0 (or leave it out for the default)")
+    p = o.get('processes')   # a whole number: 2.5 or '2' would fail later, after the folders are made
+    if p is not None and (isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 1):
+        raise ValueError(f"processes={p!r}: pass a whole number, 1 for threads in this process only, more for download processes, or None for one per core")
 
 # %% ../nbs/01_download.ipynb #77
 def _options(form, kw):
@@ -1250,7 +1269,6 @@ def _options(form, kw):
         if o.get(k) is None: o[k] = v
     _check_numbers(o)
     if o.get('max_retry_wait') is None: o['max_retry_wait'] = o.get('total_timeout') or o['timeout']   # a Retry-After as long as a fetch may take
-    if o.get('processes') is not None and o['processes'] < 1: raise ValueError(f"processes={o['processes']}: pass 1 for threads in this process only, more for download processes, or None for one per core")
     if o['max_size'] and not o['verify']: raise ValueError("max_size resizes while checking each image: it needs verify=True (or resize later with verify_images)")
     return o
 
@@ -1388,6 +1406,9 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
     if verbose:
         mine = df[df['class'].isin(set(lists))]; mine.attrs.update(seconds=df.attrs['seconds'], startup=df.attrs.get('startup', 0))
         print(summarize_downloads(mine))
+    if engine == 'local' and df[df['class'].isin(set(lists))].reason.eq('interrupted (rerun to resume)').any():   # the download processes were stopped (a Ctrl-C reaching them only), none died
+        if verbose: print(_stopped_note(st.dest, lists), file=sys.stderr)
+        raise KeyboardInterrupt('the download processes were stopped')   # as a stop of this process: the caller (the CLI's exit code) knows
     return df
 
 # %% ../nbs/01_download.ipynb #79
@@ -1403,12 +1424,13 @@ def summarize_downloads(df:pd.DataFrame, # A manifest from `download_images` or 
         gone = df.reason.str.startswith(_REMOVED)   # said apart, with what to do
         why = df[(df.status != 'ok') & ~gone].reason.str.replace(short, '', regex=True).value_counts()
         if len(why): s += '. Reasons: ' + ', '.join(f"{k} {v}" for k, v in why.items())
-        if gone.any(): s += (f". {int(gone.sum())} URLs skipped: {_REMOVED} (deleted, relabelled or quarantined after they were downloaded; "
-                             "refetch_removed=True, or --refetch-removed, fetches them again)")
         up = df.attrs.get('startup', 0) if secs and df.attrs.get('startup', 0) >= 1 else 0   # starting Ray
         if secs and new: s += f". {new/(secs - up):.1f} files/s over {secs - up:.1f}s"
         elif secs: s += f" in {secs - up:.1f}s"
-        return s + (f" (and {up:.1f}s starting Ray)." if up else '.')
+        s += f" (and {up:.1f}s starting Ray)." if up else '.'
+        if gone.any(): s += (f" {int(gone.sum())} URLs skipped: {_REMOVED} (deleted, relabelled or quarantined after they were downloaded); "
+                             "refetch_removed=True, or --refetch-removed, fetches the deleted and quarantined ones again (relabelled ones stay in their new class).")
+        return s
     bad = df[~df.ok.astype(bool)]
     s = f"{len(df)} files checked: {int(df.ok.sum())} ok, {len(bad)} quarantined"
     if 'resized' in df.columns: s += f", {int(df.resized.sum())} resized"

@@ -467,6 +467,42 @@ def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(
     if sig != signal.SIGKILL: assert done <= set(df.url[df.reason == 'already downloaded'])
 
 
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
+def test_a_sigterm_to_the_whole_process_group_still_names_the_stored_files(tmp_path):
+    "kill -- -PGID (systemd, Slurm) reaches the download processes too: they stop as on their run's stop and write their shard files"
+    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
+    with FaultServer(files, latency=0.25) as s:
+        urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
+        code = f"from imgclean.download import download_images; download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False, verbose=False)"
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, start_new_session=True)
+        t0 = time.monotonic()
+        while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').glob('*.jpg'))) < 2:
+            assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
+        while len(_proc_children(p.pid)) < 2: assert time.monotonic() - t0 < 60; time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGTERM); p.wait(30)
+    man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
+    stored = {f.relative_to(tmp_path/'d').as_posix() for f in (tmp_path/'d'/'a').glob('*.jpg')}
+    assert stored and set(man.file[man.status == 'ok']) == stored, (sorted(stored), list(man.reason))
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
+def test_a_ctrl_c_reaching_only_the_download_processes_is_a_stop_not_a_normal_end(tmp_path):
+    "A run that ignores SIGINT (a background job) whose download processes get a Ctrl-C: it says it stopped and how to resume, and raises as a stop"
+    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
+    with FaultServer(files, latency=0.25) as s:
+        urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
+        code = (f"import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); from imgclean.download import download_images; "
+                f"download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False)")
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').glob('*.jpg'))) < 2:
+            assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
+        while len(_proc_children(p.pid)) < 2: assert time.monotonic() - t0 < 60; time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGINT); out, err = p.communicate(timeout=30)
+    assert p.returncode != 0 and 'run the same command again to resume' in err, (p.returncode, out, err[-500:])
+
+
 # ---- destinations at fsspec URLs (memory://, file://, s3://...): staged here, then uploaded ----
 import fsspec  # noqa: E402
 from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
@@ -834,13 +870,57 @@ def test_a_rerun_does_not_fetch_again_what_was_removed_relabelled_or_quarantined
     df2 = download_images(urls, d, **FAST).set_index('url')
     assert {k: v for k, v in server.hits.items() if before.get(k) != v} == {'/img/5.jpg?removed-test': 1}   # only the new URL was fetched
     assert list(df2.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'], list(df2.reason)
-    assert df2.reason[urls['a'][1]] == f"removed earlier ({moved} moved to b/{Path(moved).name})"
+    assert df2.reason[urls['a'][1]] == f"removed earlier ({moved} moved to b/{Path(moved).name}; relabelled: not fetched again, even with refetch_removed)"
     assert df2.reason[q].startswith('removed earlier (verify: too small'), df2.reason[q]
     assert '3 URLs skipped: removed earlier' in summarize_downloads(df2.reset_index())
     df3 = download_images(urls, d, **FAST).set_index('url')    # a third run still remembers
     assert list(df3.status[urls['a']]) == ['skipped', 'skipped', 'skipped', 'ok', 'ok'] and server.hits['/img/5.jpg?removed-test'] == 1
-    df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: fetched again
-    assert list(df4.status[urls['a']]) == ['ok']*5 and list(df4.reason[urls['a'][:3]]) == ['']*3, list(df4.reason)
+    df4 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')   # asked for: the deleted and the quarantined fetched again
+    assert list(df4.status[urls['a']]) == ['ok', 'skipped', 'ok', 'ok', 'ok'] and list(df4.reason[[urls['a'][0], q]]) == ['']*2, list(df4.reason)
+
+
+def test_refetch_removed_never_fetches_a_relabelled_image_into_its_old_class(server, tmp_path):
+    "A URL whose file was moved to another class folder stays skipped with refetch_removed, on every rerun; the summary says which come back"
+    urls = {'a': [server.img_url('0.jpg') + '?relabel', server.img_url('1.jpg') + '?relabel'], 'b': [server.img_url('4.jpg') + '?relabel']}
+    d = tmp_path/'d'
+    df = download_images(urls, d, **FAST).set_index('url')
+    moved = df.file[urls['a'][0]]; (d/moved).replace(d/'b'/Path(moved).name)        # relabelled a -> b
+    (d/df.file[urls['a'][1]]).unlink()                                             # deleted
+    for _ in range(2):   # the second refetch run reads the first one's 'skipped' row
+        df2 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')
+        assert list(df2.status[urls['a']]) == ['skipped', 'ok'], list(df2.reason)
+        assert 'relabelled: not fetched again' in df2.reason[urls['a'][0]]
+        assert sorted(p.name for p in (d/'a').iterdir()) == [Path(df.file[urls['a'][1]]).name]   # no second copy of the relabelled image
+    (d/'b'/Path(moved).name).unlink()   # the relabelled file deleted too: now refetch_removed brings it back
+    df3 = download_images(urls, d, refetch_removed=True, **FAST).set_index('url')
+    assert list(df3.status[urls['a']]) == ['ok', 'ok'], list(df3.reason)
+    s = summarize_downloads(df2.reset_index())
+    assert 'already there) in ' in s and 'relabelled ones stay in their new class' in s, s
+
+
+def test_a_preserved_name_file_back_after_an_undo_is_ok_again(server, tmp_path):
+    "preserve_filename=True: a file removed (a rerun says 'removed earlier'), then put back where the manifest said, is ok again on the next rerun"
+    urls = {'a': [server.img_url('0.jpg') + '?undo', server.img_url('1.jpg') + '?undo'], 'b': [server.img_url('2.jpg') + '?undo']}
+    d = tmp_path/'d'
+    df = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    fn = d/df.file[urls['a'][0]]; fn.replace(tmp_path/'trash.jpg')       # a cleaning moves it to its trash
+    df2 = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    assert df2.status[urls['a'][0]] == 'skipped', list(df2.reason)
+    (tmp_path/'trash.jpg').replace(fn)                                     # the undo puts it back
+    df3 = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    assert (df3.status == 'ok').all() and df3.file[urls['a'][0]] == df.file[urls['a'][0]], list(df3.reason)
+
+
+def test_refetch_removed_fetches_a_deleted_preserved_name_though_another_class_has_that_name(server, tmp_path):
+    "preserve_filename=True: a/0.jpg deleted while b holds another image named 0.jpg is deleted, not relabelled: refetch_removed brings it back"
+    urls = {'a': [server.img_url('0.jpg') + '?samename'], 'b': [server.img_url('4.jpg') + '?samename']}
+    d = tmp_path/'d'
+    df = download_images(urls, d, preserve_filename=True, **FAST).set_index('url')
+    assert df.bytes[urls['a'][0]] != df.bytes[urls['b'][0]]
+    (d/df.file[urls['a'][0]]).unlink()                                                   # deleted
+    (d/df.file[urls['b'][0]]).replace(d/'b'/Path(df.file[urls['a'][0]]).name)            # another image that happens to have its name
+    df2 = download_images(urls, d, preserve_filename=True, refetch_removed=True, **FAST).set_index('url')
+    assert df2.status[urls['a'][0]] == 'ok' and (d/df.file[urls['a'][0]]).exists(), list(df2.reason)
 
 
 @pytest.mark.parametrize('kw,msg', [
@@ -848,6 +928,8 @@ def test_a_rerun_does_not_fetch_again_what_was_removed_relabelled_or_quarantined
     (dict(timeout=0), r'timeout=0: pass a number of seconds above 0'), (dict(timeout=-2), r'timeout=-2: pass a number of seconds above 0'),
     (dict(max_pics=-1), r'max_pics=-1: pass a number, at least 1 \(images kept per class; None for no limit\)'),
     (dict(n_workers=-3), 'n_workers=-3'), (dict(idle_timeout=0), 'idle_timeout=0'), (dict(per_host='4'), "per_host='4': pass a number"),
+    (dict(processes='2'), r"processes='2': pass a whole number"), (dict(processes=2.5), r"processes=2.5: pass a whole number"),
+    (dict(processes=0), r"processes=0: pass a whole number"), (dict(processes=True), r"processes=True: pass a whole number"),
 ])
 def test_numbers_out_of_range_are_refused_before_any_work(server, tmp_path, kw, msg):
     "per_host=0 used to wait for a slot for ever; the others were taken as they came. Refused before a folder is made or a URL fetched"
