@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 
 from .core import (IMAGE_ERRORS, MAX_PIXELS, _shown_name, _utf8, atomic_write, content_hash, csv_text, file_hash, open_image,
                            write_csv)
-from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, format_name, free_name,
+from .images import (MIN_SIZE, VERDICTS, WEB_FORMATS, add_to_report, check_image, check_policy, format_name, free_name,
                              quarantine_files, read_verdicts, sniff_image, write_verdicts)
 
 # %% ../nbs/01_download.ipynb #5
@@ -1389,7 +1389,7 @@ def download_images(source=None,             # Ours: folder of urls_<class>.csv,
                    )->pd.DataFrame:          # The manifest: one row per input URL (fastai returns None)
     "Download the images of `source` (or fastai's `urls`/`url_file`) into class folders, checked on arrival; write the manifest; a rerun resumes"
     form, lists, root = _call_form(source, dest, urls, url_file, label)
-    _check_classes(lists)
+    _check_classes(lists); check_policy(max_size, max_pixels, min_size)   # a size that would refuse or shrink every image: before any fetch
     o = _options(form, dict(max_pics=max_pics, n_workers=n_workers or _v1_workers(max_workers), timeout=timeout, total_timeout=total_timeout,
                             idle_timeout=idle_timeout, per_host=per_host, max_bytes=max_bytes, max_redirects=max_redirects, retries=retries,
                             backoff=backoff, verify=verify, max_size=max_size, max_pixels=max_pixels, min_size=min_size, formats=formats,

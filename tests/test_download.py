@@ -930,6 +930,8 @@ def test_refetch_removed_fetches_a_deleted_preserved_name_though_another_class_h
     (dict(n_workers=-3), 'n_workers=-3'), (dict(idle_timeout=0), 'idle_timeout=0'), (dict(per_host='4'), "per_host='4': pass a number"),
     (dict(processes='2'), r"processes='2': pass a whole number"), (dict(processes=2.5), r"processes=2.5: pass a whole number"),
     (dict(processes=0), r"processes=0: pass a whole number"), (dict(processes=True), r"processes=True: pass a whole number"),
+    (dict(max_size=-1), r"max_size=-1 \(--max-size -1\)"), (dict(max_pixels=0), r"max_pixels=0"),   # every URL failed, exit 0
+    (dict(max_size=4, min_size=8), r"max_size=4 is under min_size=8"),
 ])
 def test_numbers_out_of_range_are_refused_before_any_work(server, tmp_path, kw, msg):
     "per_host=0 used to wait for a slot for ever; the others were taken as they came. Refused before a folder is made or a URL fetched"
