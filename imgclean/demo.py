@@ -88,7 +88,19 @@ def _demo_summary(man, ver, err, out, seconds):
     return s
 
 # %% ../nbs/10_demo.ipynb #11
-def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, images, plots, export.pkl
+_MARK = '.imgclean_demo'   # written in a demo's work folder: a later run may rebuild what is there
+
+def _demo_folder(path:Path, n_per_class, img_size):
+    "Check the demo's options and make its work folder `path`; refuse a folder holding files that no demo made"
+    for k, v in dict(n_per_class=n_per_class, img_size=img_size).items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k}={v!r} (--{k.replace('_', '-')}): pass a whole number, at least 1")
+    if path.exists() and not path.is_dir(): raise NotADirectoryError(f"{path} is a file; pass a new or empty folder for the demo (--path)")
+    if path.is_dir() and (found := sorted(o.name for o in path.iterdir())) and not (path/_MARK).exists():
+        raise FileExistsError(f"{path} holds files that no imgclean demo made ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): the demo "
+                              "rebuilds its site/ and urls/ folders there and adds its classes to images/. Pass a new or empty folder (--path)")
+    path.mkdir(parents=True, exist_ok=True); (path/_MARK).touch()
+
+def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, images, plots, export.pkl; a folder that holds other files is refused
              n_per_class:int=60,      # Clean images per class on the demo site
              img_size:int=64,         # Training image size
              epochs:int=None,         # Unfrozen epochs; None: 3 with pretrained weights, 12 from scratch
@@ -101,7 +113,7 @@ def run_demo(path='imgclean_demo',    # Work folder (created): site, urls, image
     "The whole lesson-2 workflow on the embedded demo data; returns the summary"
     from fastai.torch_core import set_seed
     t0, path = time.time(), Path(path).absolute()
-    path.mkdir(parents=True, exist_ok=True)
+    _demo_folder(path, n_per_class, img_size)   # before any work: the demo's own files only are ever replaced
     set_seed(seed, reproducible=True)
     man, ver = _demo_data(path, n_per_class, max(img_size*4, 128), seed)
     learn = _demo_fit(_demo_learner(path/'images', img_size, bs, seed, arch, pretrained), epochs, freeze_epochs)

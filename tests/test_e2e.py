@@ -74,3 +74,14 @@ def test_retrain_from_cleaned_csv(demo):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert f'{len(kept)} images' in r.stdout
     assert (root/'retrained.pkl').is_file()
+
+
+def test_the_demo_never_replaces_files_it_did_not_make(tmp_path):
+    "`imgclean demo --path DIR` deleted DIR/site (shutil.rmtree) and overwrote DIR/urls/urls_circle.csv; --n-per-class 0 failed after the download"
+    d = tmp_path/'mine'; (d/'site').mkdir(parents=True); (d/'site'/'precious.txt').write_text('keep me')
+    r = imgclean('demo', '--path', d, '--n-per-class', 4, '--size', 32, '--epochs', 1, '--arch', 'resnet18')
+    assert r.returncode == 2 and 'holds files that no imgclean demo made (site)' in r.stderr, r.stderr[-2000:]
+    assert (d/'site'/'precious.txt').read_text() == 'keep me' and sorted(o.name for o in d.iterdir()) == ['site']
+    r = imgclean('demo', '--path', tmp_path/'new', '--n-per-class', 0)
+    assert r.returncode == 2 and 'n_per_class=0 (--n-per-class): pass a whole number, at least 1' in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path/'new'/'site').exists()
