@@ -196,6 +196,14 @@ def _launch(a, n):
     code = subprocess.run(cmd).returncode
     if code: raise SystemExit(code)
 
+def _finite(learn)->bool:
+    "Are `learn`'s weights, and its outputs on one batch (validation, else training), finite numbers? (A diverged training gives NaN)"
+    import torch
+    if not all(bool(torch.isfinite(p).all()) for p in [*learn.model.parameters(), *learn.model.buffers()]): return False
+    dl = learn.dls.valid if len(learn.dls.valid_ds) else learn.dls.train
+    learn.model.eval()
+    with torch.no_grad(): return bool(torch.isfinite(learn.model(dl.one_batch()[0])).all())
+
 def _train(a):
     if a.distributed < 1: raise ValueError(f"--distributed {a.distributed}: give the number of processes to train in, 1 or more")
     if a.distributed > 1 and int(os.environ.get('WORLD_SIZE', '1')) <= 1: return _launch(a, a.distributed)
@@ -222,6 +230,9 @@ def _train(a):
                          f"{': ' + '; '.join(f'{f} ({r})' for f, r in bad[:5]) if bad else ''}; "
                          f"run `imgclean verify {a.path}` to quarantine damaged files, then train again") from None
     if distributed() and end_distributed(): return   # the first process reports and exports, alone
+    if not _finite(learn):   # an export.pkl there stays the one that works
+        raise ValueError(f"training diverged: the model's outputs are no longer finite numbers (is the learning rate {lr} too high?); "
+                         "nothing was exported, so an earlier export stays as it was. Train again with a lower --lr, or --lr find")
     out = export_learner(learn, **kwargs_for(a, 'export_learner'))   # first: a report that fails never loses the training
     _train_report(a, learn)
     if not len(learn.dls.valid_ds): print(f"exported to {out}"); return
@@ -290,8 +301,10 @@ def _demo(a):
 def _lr(s):
     "--lr: a number, or 'find'"
     if s == 'find': return s
-    try: return float(s)
+    try: v = float(s)
     except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is neither a number nor 'find'") from None
+    if not 0 < v < float('inf'): raise argparse.ArgumentTypeError(f"{s}: a learning rate is a number above 0 (e.g. 1e-3), or 'find'")   # nan too
+    return v
 
 _DATA = 'imgclean.data:'
 

@@ -309,6 +309,12 @@ def fine_tune_stages(learn:Learner,       # The learner
     "Lesson 2's fit_one_cycle → unfreeze → fit_one_cycle(slice) schedule, as one call"
     if strategy is None: strategy = 'freeze_unfreeze' if getattr(learn, 'pretrained', True) else 'no_freeze'
     if strategy not in STRATEGIES: raise ValueError(f"strategy={strategy!r}: choose one of {STRATEGIES}")
+    try: ok = not isinstance(lr, bool) and 0 < float(lr) < float('inf')   # NaN and 0 refused too: before any epoch
+    except (TypeError, ValueError): ok = False
+    if not ok:
+        raise ValueError(f"lr={lr!r} (--lr): a learning rate is a number above 0, e.g. 1e-3 (`find_lr` suggests one)")
+    for k, v in dict(epochs=epochs, freeze_epochs=freeze_epochs).items():
+        if isinstance(v, bool) or not hasattr(v, '__index__') or v < 0: raise ValueError(f"{k}={v!r} (--{k.replace('_', '-')}): pass a whole number, 0 or more")
     if patience and not len(learn.dls.valid_ds):
         raise ValueError(f"patience={patience} stops on the validation loss, but there is no validation set (valid_pct=0?); "
                          "split one off (valid_pct > 0) or leave patience out")

@@ -598,3 +598,20 @@ def test_apply_after_an_interrupted_undo_is_a_one_line_error_naming_the_command(
     assert f"run `imgclean apply {class_folders} --undo` again" in err
     code, out, err = run(capsys, 'apply', class_folders, '--undo')
     assert code == 0 and 'moved 1 files back' in out, err
+
+
+def test_a_diverged_training_never_replaces_an_export(capsys, tmp_path):
+    "`imgclean train --lr nan` (or a far too high rate) replaced a good export.pkl with a model that predicts NaN, exit 0"
+    from conftest import make_class_folders
+    root = make_class_folders(tmp_path/'ds', n=6, size=24)
+    (root/'export.pkl').write_bytes(b'the export that works')
+    base = ('train', root, '--arch', 'resnet18', '--no-pretrained', '--size', 24, '--epochs', 1, '--workers', 0)
+    for lr in ('nan', '0', '-1'):
+        code, out, err = run(capsys, *base, '--lr', lr)
+        assert code == 2 and 'a learning rate is a number above 0' in err, (lr, code, err)
+    code, out, err = run(capsys, *base, '--lr', '1e30')
+    assert code == 2 and 'training diverged' in err and 'nothing was exported' in err, (code, out[-500:], err)
+    assert (root/'export.pkl').read_bytes() == b'the export that works'
+    from imgclean.train import fine_tune_stages
+    with pytest.raises(ValueError, match='epochs=-1'): fine_tune_stages(None, epochs=-1, lr=1e-3, strategy='no_freeze')
+    with pytest.raises(ValueError, match=r'lr=nan \(--lr\)'): fine_tune_stages(None, lr=float('nan'), strategy='no_freeze')
