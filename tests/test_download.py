@@ -1,5 +1,5 @@
 "Downloader: every fault kind ends as a reported manifest row, never a crash or a hang; one deadline per fetch; fastai's call forms; resume; input parsing."
-import io, os, shutil, signal, socket, subprocess, sys, tempfile, textwrap, time
+import contextlib, io, os, shutil, signal, socket, subprocess, sys, tempfile, textwrap, time
 from pathlib import Path
 
 import pandas as pd
@@ -467,18 +467,26 @@ def test_a_stopped_or_killed_run_leaves_no_download_process_and_a_rerun_resumes(
     if sig != signal.SIGKILL: assert done <= set(df.url[df.reason == 'already downloaded'])
 
 
-@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
-def test_a_sigterm_to_the_whole_process_group_still_names_the_stored_files(tmp_path):
-    "kill -- -PGID (systemd, Slurm) reaches the download processes too: they stop as on their run's stop and write their shard files"
+@contextlib.contextmanager
+def _two_process_run(tmp_path, prelude, opts, **popen):
+    "A download of 8 slow URLs on two hosts with 2 processes, in its own session; yields it once 2 files are stored and both processes run"
     files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
     with FaultServer(files, latency=0.25) as s:
         urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
-        code = f"from imgclean.download import download_images; download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False, verbose=False)"
-        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, start_new_session=True)
+        code = (f"{prelude}from imgclean.download import download_images; "
+                f"download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, {opts})")
+        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, start_new_session=True, **popen)
         t0 = time.monotonic()
         while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').glob('*.jpg'))) < 2:
             assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
         while len(_proc_children(p.pid)) < 2: assert time.monotonic() - t0 < 60; time.sleep(0.05)
+        yield p
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
+def test_a_sigterm_to_the_whole_process_group_still_names_the_stored_files(tmp_path):
+    "kill -- -PGID (systemd, Slurm) reaches the download processes too: they stop as on their run's stop and write their shard files"
+    with _two_process_run(tmp_path, '', "progress=False, verbose=False") as p:
         os.killpg(p.pid, signal.SIGTERM); p.wait(30)
     man = pd.read_csv(tmp_path/'d'/'manifest.csv', keep_default_na=False)
     stored = {f.relative_to(tmp_path/'d').as_posix() for f in (tmp_path/'d'/'a').glob('*.jpg')}
@@ -488,17 +496,8 @@ def test_a_sigterm_to_the_whole_process_group_still_names_the_stored_files(tmp_p
 @pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads /proc to find the download processes')
 def test_a_ctrl_c_reaching_only_the_download_processes_is_a_stop_not_a_normal_end(tmp_path):
     "A run that ignores SIGINT (a background job) whose download processes get a Ctrl-C: it says it stopped and how to resume, and raises as a stop"
-    files = {f'{i}.jpg': jpeg_bytes((40 + i, 30)) for i in range(16)}
-    with FaultServer(files, latency=0.25) as s:
-        urls = _two_hosts([s.img_url(f'{i}.jpg') for i in range(8)])
-        code = (f"import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); from imgclean.download import download_images; "
-                f"download_images({urls!r}, {str(tmp_path/'d')!r}, label='a', n_workers=2, processes=2, progress=False)")
-        p = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, start_new_session=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        t0 = time.monotonic()
-        while not (tmp_path/'d'/'a').is_dir() or len(list((tmp_path/'d'/'a').glob('*.jpg'))) < 2:
-            assert time.monotonic() - t0 < 60 and p.poll() is None; time.sleep(0.05)
-        while len(_proc_children(p.pid)) < 2: assert time.monotonic() - t0 < 60; time.sleep(0.05)
+    with _two_process_run(tmp_path, "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); ", "progress=False",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         os.killpg(p.pid, signal.SIGINT); out, err = p.communicate(timeout=30)
     assert p.returncode != 0 and 'run the same command again to resume' in err, (p.returncode, out, err[-500:])
 
